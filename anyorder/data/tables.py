@@ -1,0 +1,360 @@
+"""Continuous tables: any CSV/TSV file, and the five MAF-preprocessed UCI density sets.
+
+Every column is a variable (D = number of columns). Values are float32 and standardised;
+`meta["mean"]` / `meta["std"]` map model outputs back to the file's units
+(`unstandardise`). Missing cells (empty, NaN, NA, ?) stay NaN: the model can train on
+tables with holes, and `anyorder.impute` fills them.
+
+Files: split by a seeded row shuffle; mean/std from the train split only.
+UCI sets ("power", "gas", "hepmass", "miniboone", "bsds300"): MAF's exact preprocessing and
+splits (Papamakarios et al. 2017, gpapamak/maf `datasets/*.py`), so likelihoods compare
+with published numbers. MAF already standardises these, so no second standardisation is
+applied; meta records MAF's own constants.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+import shutil
+import tarfile
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from anyorder.data.base import Dataset, DataError
+
+MISSING = {"", "nan", "na", "n/a", "null", "none", "?"}
+MAF_SETS = ("power", "gas", "hepmass", "miniboone", "bsds300")
+MAF_URL = "https://zenodo.org/record/1161203/files/data.tar.gz"
+# The standard files inside MAF's data.tar.gz (folder, files) per set.
+MAF_FILES = {
+    "power": ("power", ["data.npy"]),
+    "gas": ("gas", ["ethylene_CO.pickle"]),
+    "hepmass": ("hepmass", ["1000_train.csv", "1000_test.csv"]),
+    "miniboone": ("miniboone", ["data.npy"]),
+    "bsds300": ("BSDS300", ["BSDS300.hdf5"]),
+}
+
+
+# ---------------------------------------------------------------- reading files
+
+def _open_text(path: Path):
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    raw = gzip.open(path, "rb") if gzipped else open(path, "rb")
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+
+
+def _sniff_delimiter(lines: list[str]) -> str | None:
+    """Tab, comma or semicolon when every sampled line has the same nonzero count; else None (whitespace)."""
+    for delimiter in ("\t", ",", ";"):
+        counts = {line.count(delimiter) for line in lines}
+        if len(counts) == 1 and counts.pop() > 0:
+            return delimiter
+    return None
+
+
+def _is_number(token: str) -> bool:
+    if token.strip().lower() in MISSING:
+        return True
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_column(tokens: list[str], name: str, lines: list[int], path: Path) -> np.ndarray:
+    try:
+        return np.array(tokens, dtype=np.float64)
+    except ValueError:
+        pass
+    values = np.empty(len(tokens))
+    for i, token in enumerate(tokens):
+        token = token.strip()
+        if token.lower() in MISSING:
+            values[i] = np.nan
+            continue
+        try:
+            values[i] = float(token)
+        except ValueError:
+            raise DataError(f"{path}: column {name!r} is not numeric "
+                            f"(line {lines[i]} has {token!r})") from None
+    return values
+
+
+def read_table(path) -> tuple[list[str], np.ndarray]:
+    """Read a numeric CSV/TSV/whitespace table (optionally gzipped) -> (column names, `[N, D]` float64).
+
+    The delimiter is sniffed; a first row that is not all numeric is the header (otherwise
+    columns are named col1..colD). Missing cells become NaN. Raises DataError naming the
+    file, column and line for anything else that is not a number.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"table file not found: {path}")
+    with _open_text(path) as f:
+        text = f.read()
+    numbered = [(i + 1, line) for i, line in enumerate(text.splitlines()) if line.strip()]
+    if not numbered:
+        raise DataError(f"{path}: the table is empty")
+    delimiter = _sniff_delimiter([line for _, line in numbered[:50]])
+    if delimiter is None:
+        rows = [line.split() for _, line in numbered]
+    else:
+        rows = list(csv.reader([line for _, line in numbered], delimiter=delimiter))
+    lines = [n for n, _ in numbered]
+    header = not all(_is_number(token) for token in rows[0])
+    width = len(rows[0])
+    names = [t.strip() for t in rows[0]] if header else [f"col{j + 1}" for j in range(width)]
+    if header:
+        rows, lines = rows[1:], lines[1:]
+    if not rows:
+        raise DataError(f"{path}: the table has a header but no rows")
+    for row, line in zip(rows, lines):
+        if len(row) != width:
+            raise DataError(f"{path}: line {line} has {len(row)} cells, expected {width}")
+    columns = [_parse_column([row[j] for row in rows], names[j], lines, path) for j in range(width)]
+    table = np.stack(columns, axis=1)
+    bad = np.isinf(table)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise DataError(f"{path}: column {names[j]!r} has an infinite value (line {lines[i]})")
+    empty = np.isnan(table).all(axis=1)
+    if empty.any():
+        raise DataError(f"{path}: line {lines[int(np.argmax(empty))]} is entirely missing; "
+                        "drop such rows (a row with no observed cell carries no data)")
+    return names, table
+
+
+# ---------------------------------------------------------------- standardisation
+
+def _stats(meta: dict, like):
+    mean, std = meta["mean"], meta["std"]
+    if isinstance(like, torch.Tensor):
+        return (torch.tensor(mean, dtype=like.dtype, device=like.device),
+                torch.tensor(std, dtype=like.dtype, device=like.device))
+    return np.asarray(mean), np.asarray(std)
+
+
+def standardise(table, meta: dict):
+    """File units -> model units: (x - mean) / std per column; numpy or torch `[..., D]`."""
+    mean, std = _stats(meta, table)
+    return (table - mean) / std
+
+
+def unstandardise(x, meta: dict):
+    """Model units -> file units: x * std + mean per column; numpy or torch `[..., D]`."""
+    mean, std = _stats(meta, x)
+    return x * std + mean
+
+
+def _column_stats(train: np.ndarray, names: list[str], source: str) -> tuple[np.ndarray, np.ndarray]:
+    observed = ~np.isnan(train)
+    for j, name in enumerate(names):
+        if not observed[:, j].any():
+            raise DataError(f"{source}: column {name!r} is entirely missing in the train split")
+    mean = np.nanmean(train, axis=0)
+    std = np.nanstd(train, axis=0)
+    for j, name in enumerate(names):
+        if not std[j] > 0:
+            raise DataError(f"{source}: column {name!r} is constant in the train split "
+                            f"(value {mean[j]:g}); drop it, it carries no information")
+    return mean, std
+
+
+def _dataset(source: str, names: list[str], train, valid, test, mean, std) -> Dataset:
+    as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    splits = {name: as_tensor(part) for name, part in (("valid", valid), ("test", test)) if len(part)}
+    meta = {"source": source, "columns": list(names),
+            "mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+    return Dataset(kind="table", dim=len(names), num_classes=None, train=as_tensor(train),
+                   splits=splits, meta=meta)
+
+
+def _file_table(path, valid_fraction: float, test_fraction: float, seed: int) -> Dataset:
+    for name, value in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= value < 1:
+            raise ValueError(f"{name} must lie in [0, 1), got {value}")
+    if valid_fraction + test_fraction >= 1:
+        raise ValueError(f"valid_fraction + test_fraction must be < 1, got {valid_fraction + test_fraction}")
+    names, table = read_table(path)
+    n = len(table)
+    n_test, n_valid = round(n * test_fraction), round(n * valid_fraction)
+    if n - n_test - n_valid < 1:
+        raise DataError(f"{path}: {n} rows leave no train rows after the valid/test split")
+    order = np.random.default_rng(seed).permutation(n)
+    test, valid, train = (table[order[:n_test]], table[order[n_test:n_test + n_valid]],
+                          table[order[n_test + n_valid:]])
+    mean, std = _column_stats(train, names, str(path))
+    meta = {"mean": mean, "std": std}
+    return _dataset(str(path), names, *(standardise(part, meta) for part in (train, valid, test)),
+                    mean, std)
+
+
+# ---------------------------------------------------------------- MAF's UCI sets
+
+def _find(name: str, path) -> dict[str, Path]:
+    """Locate a set's standard files under `path` (the set's folder or MAF's data root) or the cache."""
+    folder, files = MAF_FILES[name]
+    roots = [Path(path).expanduser()] if path is not None else [_cache_dir(name)]
+    for root in roots:
+        for base in (root, root / folder, root / "data" / folder):
+            if all((base / f).is_file() for f in files):
+                return {f: base / f for f in files}
+    if path is None:
+        _download(name, roots[0])
+        return {f: roots[0] / f for f in files}
+    raise DataError(f"{name}: {' and '.join(files)} not found under {roots[0]}; put MAF's files "
+                    f"there (data/{folder}/ of {MAF_URL})")
+
+
+def _cache_dir(name: str) -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "anyorder" / name
+
+
+def _download(name: str, dest: Path) -> None:
+    """Fetch MAF's data.tar.gz (all five sets, about 1 GB) and extract this set into `dest`."""
+    folder, files = MAF_FILES[name]
+    archive = dest.parent / "maf-data.tar.gz"
+    hint = (f"{name}: no local copy in {dest}; download {MAF_URL} and put data/{folder}/"
+            f"{{{','.join(files)}}} there, or pass path=")
+    if not archive.is_file():
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with urllib.request.urlopen(MAF_URL, timeout=30) as response, \
+                    open(archive.with_suffix(".part"), "wb") as out:
+                shutil.copyfileobj(response, out, length=1 << 20)
+            archive.with_suffix(".part").rename(archive)
+        except OSError as error:
+            raise DataError(f"{hint} (download failed: {error})") from None
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive) as tar:
+        for f in files:
+            member = tar.extractfile(f"data/{folder}/{f}")
+            if member is None:
+                raise DataError(f"{hint} ({archive} has no data/{folder}/{f})")
+            with open(dest / f, "wb") as out:
+                shutil.copyfileobj(member, out, length=1 << 20)
+
+
+def _tail_splits(data: np.ndarray):
+    """MAF's split: test = last 10% of rows, valid = last 10% of the rest."""
+    n_test = int(0.1 * len(data))
+    rest, test = data[:len(data) - n_test], data[len(data) - n_test:]
+    n_valid = int(0.1 * len(rest))
+    return rest[:len(rest) - n_valid], rest[len(rest) - n_valid:], test
+
+
+def _power(files):
+    rng = np.random.RandomState(42)
+    data = np.load(files["data.npy"])
+    rng.shuffle(data)
+    n = len(data)
+    data = np.delete(np.delete(data, 3, axis=1), 1, axis=1)
+    # MAF's dequantisation noise, drawn in MAF's order: voltage, gap, sub-metering; none on time.
+    voltage, gap, sub = 0.01 * rng.rand(n, 1), 0.001 * rng.rand(n, 1), rng.rand(n, 3)
+    data = data + np.hstack((gap, voltage, sub, np.zeros((n, 1))))
+    return None, *_normalise_by_train_and_valid(_tail_splits(data))
+
+
+def _normalise_by_train_and_valid(splits):
+    """POWER and MINIBOONE: MAF standardises with the mean/std of train and valid together."""
+    both = np.vstack(splits[:2])
+    mean, std = both.mean(0), both.std(0)
+    return tuple((part - mean) / std for part in splits), mean, std
+
+
+def _gas(files):
+    try:
+        import pandas as pd
+    except ImportError:
+        raise DataError("gas: reading MAF's ethylene_CO.pickle needs pandas (pip install pandas)") from None
+    frame = pd.read_pickle(files["ethylene_CO.pickle"]).drop(columns=["Meth", "Eth", "Time"])
+    names, data = [str(c) for c in frame.columns], frame.to_numpy(dtype=np.float64)
+    # Drop, one at a time, the first column correlated above 0.98 with another.
+    while True:
+        counts = (np.corrcoef(data, rowvar=False) > 0.98).sum(axis=1)
+        if not (counts > 1).any():
+            break
+        drop = int(np.argmax(counts > 1))
+        data, names = np.delete(data, drop, axis=1), names[:drop] + names[drop + 1:]
+    mean, std = data.mean(0), data.std(0, ddof=1)
+    return names, _tail_splits((data - mean) / std), mean, std
+
+
+def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:
+    with open(path) as f:
+        names = [n.strip() for n in f.readline().split(",")]
+        data = np.loadtxt(f, delimiter=",", ndmin=2)
+    return names, data
+
+
+def _hepmass(files):
+    names, train = _read_csv(files["1000_train.csv"])
+    _, test = _read_csv(files["1000_test.csv"])
+    # Keep the signal class (label 1) and drop the label; the test file also loses its
+    # last column ("because the data set is messed up", MAF).
+    train = train[train[:, 0] == 1][:, 1:]
+    test = test[test[:, 0] == 1][:, 1:-1]
+    names = names[1:]
+    if train.shape[1] != test.shape[1]:
+        raise DataError(f"hepmass: {files['1000_test.csv']} has {test.shape[1]} columns after "
+                        f"MAF's drops but the train file has {train.shape[1]}; expected UCI's 1000_*.csv")
+    mean, std = train.mean(0), train.std(0, ddof=1)
+    train, test = (train - mean) / std, (test - mean) / std
+    # MAF drops features whose smallest value occurs more than 5 times (it meant "most
+    # repeated value", but counts the first key of the sorted Counter); reproduced exactly.
+    keep = np.array([(col == col.min()).sum() <= 5 for col in train.T])
+    train, test, mean, std = train[:, keep], test[:, keep], mean[keep], std[keep]
+    n_valid = int(0.1 * len(train))
+    splits = (train[:len(train) - n_valid], train[len(train) - n_valid:], test)
+    return [n for n, k in zip(names, keep) if k], splits, mean, std
+
+
+def _miniboone(files):
+    return None, *_normalise_by_train_and_valid(_tail_splits(np.load(files["data.npy"])))
+
+
+def _bsds300(files):
+    try:
+        import h5py
+    except ImportError:
+        raise DataError("bsds300: reading BSDS300.hdf5 needs h5py (pip install h5py)") from None
+    with h5py.File(files["BSDS300.hdf5"], "r") as f:
+        splits = tuple(np.asarray(f[key], dtype=np.float64) for key in ("train", "validation", "test"))
+    dim = splits[0].shape[1]
+    return None, splits, np.zeros(dim), np.ones(dim)
+
+
+def _maf_table(name: str, path) -> Dataset:
+    """Each loader returns (names or None, MAF's standardised (train, valid, test), mean, std),
+    mean/std being MAF's own constants (0 and 1 for BSDS300, which MAF leaves as is)."""
+    loader = {"power": _power, "gas": _gas, "hepmass": _hepmass,
+              "miniboone": _miniboone, "bsds300": _bsds300}[name]
+    names, splits, mean, std = loader(_find(name, path))
+    names = names or [f"x{j + 1}" for j in range(splits[0].shape[1])]
+    return _dataset(name, names, *splits, mean, std)
+
+
+# ---------------------------------------------------------------- entry point
+
+def load_table(source, path=None, valid_fraction: float = 0.1, test_fraction: float = 0.1,
+               seed: int = 0) -> Dataset:
+    """A continuous table as a Dataset (kind "table", float32, D = number of columns).
+
+    `source` is a CSV/TSV file (split by a seeded shuffle into train/valid/test, standardised
+    with train statistics) or one of "power", "gas", "hepmass", "miniboone", "bsds300"
+    (MAF's files under `path`, else ~/.cache/anyorder/<name>, downloaded where a network
+    exists; MAF's fixed splits, so the fractions and seed do not apply).
+    """
+    if str(source).lower() in MAF_SETS and not Path(str(source)).is_file():
+        return _maf_table(str(source).lower(), path)
+    if path is not None:
+        raise ValueError(f"path= is for the UCI sets {', '.join(MAF_SETS)}; for a file pass it as source")
+    return _file_table(source, valid_fraction, test_fraction, seed)

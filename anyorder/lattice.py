@@ -1,0 +1,210 @@
+"""The binary lattice of an AO-ARM: query masks, decomposition protocols, training nodes, targets.
+
+A mask/node is a `torch.bool [B, D]` tensor, True = observed / in the set. Everything here
+is vectorised over the batch and the variables and runs on any device; randomness comes
+from an optional `torch.Generator` (on the same device as the result). Protocols and
+distributions are named by strings, with an argument in parentheses where one is needed:
+"strided(16)", "bernoulli(0.3)", "mixture(mac-inpaint)".
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+QUERIES = ("card-uniform", "full", "bernoulli", "inpaint")
+PROTOCOLS = ("natural", "strided", "random")
+STRATEGIES = ("aoarm", "mac", "mac-inpaint", "mixture")
+TARGETS = ("all", "protocol")
+
+
+def parse_name(spec: str, known: tuple[str, ...], what: str) -> tuple[str, str | None]:
+    """"name(arg)" -> ("name", "arg"); "name" -> ("name", None). Unknown names are errors."""
+    match = re.fullmatch(r"\s*([a-z-]+)\s*(?:\(\s*([^()]*?)\s*\))?\s*", str(spec))
+    if match is None or match.group(1) not in known:
+        raise ValueError(f"unknown {what} {spec!r}; expected one of {', '.join(known)}")
+    return match.group(1), match.group(2)
+
+
+def _number(arg: str | None, default: float, what: str, cast=float):
+    if arg is None:
+        return default
+    try:
+        return cast(arg)
+    except ValueError:
+        raise ValueError(f"{what} needs a number in parentheses, got {arg!r}") from None
+
+
+def _check_size(batch: int, dim: int) -> None:
+    if batch < 0 or dim < 1:
+        raise ValueError(f"need batch >= 0 and dim >= 1, got batch={batch}, dim={dim}")
+
+
+def random_ranks(batch: int, dim: int, generator=None, device=None) -> torch.Tensor:
+    """A uniformly random permutation of 0..D-1 per row, `[B, D]` int64."""
+    scores = torch.rand(batch, dim, generator=generator, device=device)
+    return scores.argsort(-1).argsort(-1)
+
+
+def uniform_subsets(sizes: torch.Tensor, dim: int, generator=None) -> torch.Tensor:
+    """Uniformly random subsets of the given sizes `[B]` -> mask `[B, D]`."""
+    return random_ranks(len(sizes), dim, generator, sizes.device) < sizes.unsqueeze(-1)
+
+
+def query_masks(batch: int, dim: int, kind: str = "card-uniform", generator=None,
+                device=None) -> torch.Tensor:
+    """Draw query masks from a query distribution M (DESIGN §2), `[B, D]` bool.
+
+    For marginal queries the mask is the set e whose likelihood is asked; for "inpaint"
+    it is the evidence o (the target is its complement).
+    """
+    _check_size(batch, dim)
+    name, arg = parse_name(kind, QUERIES, "query distribution")
+    if name == "full":
+        return torch.ones(batch, dim, dtype=torch.bool, device=device)
+    if name == "bernoulli":
+        p = _number(arg, 0.5, "bernoulli")
+        if not 0 <= p <= 1:
+            raise ValueError(f"bernoulli probability must lie in [0, 1], got {p}")
+        return torch.rand(batch, dim, generator=generator, device=device) < p
+    low = 1 if name == "card-uniform" else 0
+    sizes = torch.randint(low, dim + low, (batch,), generator=generator, device=device)
+    return uniform_subsets(sizes, dim, generator)
+
+
+def protocol_keys(dim: int, protocol: str, batch: int = 1, generator=None, device=None) -> torch.Tensor:
+    """Each variable's place in the protocol's order, a permutation of 0..D-1, `[B or 1, D]`."""
+    name, arg = parse_name(protocol, PROTOCOLS, "protocol")
+    if name == "random":
+        return random_ranks(batch, dim, generator, device)
+    index = torch.arange(dim, device=device)
+    if name == "natural":
+        return index.unsqueeze(0)
+    stride = _number(arg, 0, "strided", int)
+    if stride < 1:
+        raise ValueError(f"strided(S) needs a stride S >= 1, got {protocol!r}")
+    # Sort by (i mod S, i div S); the composite key is unique, so no ties to break.
+    return (index % stride * dim + index // stride).argsort().argsort().unsqueeze(0)
+
+
+def ranks(mask: torch.Tensor, protocol: str = "natural", generator=None,
+          then: torch.Tensor | None = None) -> torch.Tensor:
+    """The decomposition order of a protocol: rank of each variable, `[B, D]` int64.
+
+    Variables in `mask` come first (ranks 0..|mask|-1), then those in `then` (default: all
+    the rest), then any others; each group is ordered by the protocol. `random` draws a
+    fresh order on every call. A path from node o to o ∪ u visits u in this order.
+    """
+    if mask.dtype != torch.bool or mask.dim() != 2:
+        raise ValueError(f"mask must be a bool tensor [B, D], got {mask.dtype} {tuple(mask.shape)}")
+    batch, dim = mask.shape
+    keys = protocol_keys(dim, protocol, batch, generator, mask.device)
+    group = (~mask).long() if then is None else torch.where(mask, 0, torch.where(then, 1, 2))
+    return (group * dim + keys).argsort(-1).argsort(-1)
+
+
+def _cardinality_table(dim: int, strategy: str, query: str) -> torch.Tensor:
+    """P(m, k) `[D+1, D]` over the base-set size m and the number k of path steps taken.
+
+    aoarm: m = 0 (no base set), k = |s| ~ U{0..D-1}. mac: m = |e|, k ~ U{0..m-1}.
+    mac-inpaint: m = |o|, k ~ U{0..D-m-1}. Base sets are uniform given their size.
+    """
+    table = torch.zeros(dim + 1, dim, dtype=torch.float64)
+    m = torch.arange(dim + 1, dtype=torch.float64)
+    if strategy == "aoarm":
+        table[0] = 1.0 / dim
+        return table
+    if strategy == "mac-inpaint":
+        for size in range(dim):
+            table[size, : dim - size] = 1.0 / (dim * (dim - size))
+        return table
+    name, arg = parse_name(query, QUERIES, "query distribution")
+    if name == "inpaint":
+        raise ValueError("the 'inpaint' query distribution goes with strategy 'mac-inpaint', not 'mac'")
+    if name == "card-uniform":
+        p_size = torch.full((dim + 1,), 1.0 / dim, dtype=torch.float64)
+        p_size[0] = 0
+    elif name == "full":
+        p_size = (m == dim).double()
+    else:
+        p = _number(arg, 0.5, "bernoulli")
+        if not 0 < p <= 1:
+            raise ValueError(f"bernoulli probability for training must lie in (0, 1], got {p}")
+        p_size = torch.distributions.Binomial(dim, torch.tensor(p, dtype=torch.float64)).log_prob(m).exp()
+        p_size[0] = 0  # an empty query has no edge to train; renormalised below
+    for size in range(1, dim + 1):
+        table[size, :size] = p_size[size] / size
+    return table / table.sum()
+
+
+def _node_sizes(dim: int, strategy: str) -> torch.Tensor:
+    """|s| for every cell of the P(m, k) table."""
+    m = torch.arange(dim + 1).unsqueeze(-1)
+    k = torch.arange(dim).unsqueeze(0)
+    return m + k if strategy == "mac-inpaint" else k.expand(dim + 1, dim)
+
+
+def node_cardinalities(dim: int, strategy: str = "mac", query: str = "card-uniform",
+                       reweight: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The joint law of (base-set size m, steps k) that `training_nodes` samples from.
+
+    Returns (probabilities `[D+1, D]`, node sizes |s| `[D+1, D]`). Since the reweighting
+    factor |s|+1 depends on the node only through its size, reweighting the table is exact:
+    no resampling pool is needed.
+    """
+    table = _cardinality_table(dim, strategy, query)
+    sizes = _node_sizes(dim, strategy)
+    if reweight:
+        table = table * (sizes + 1)
+    return table / table.sum(), sizes
+
+
+def training_nodes(batch: int, dim: int, strategy: str = "mac", protocol: str = "natural",
+                   reweight: bool = True, query: str = "card-uniform", generator=None,
+                   device=None) -> torch.Tensor:
+    """Draw training nodes s `[B, D]` bool from a strategy's node distribution (DESIGN §4).
+
+    aoarm: |s| ~ U{0..D-1}, s uniform. mac: e ~ query, s = first k of e in protocol order,
+    k ~ U{0..|e|-1}. mac-inpaint: o ~ inpaint, s = o ∪ first k of the rest. mixture(X):
+    each row is aoarm or X (default mac) with probability 1/2. With `reweight`, nodes are
+    drawn from P'(s) ∝ P(s)(|s|+1) exactly: draw (m, k) from the reweighted table, then
+    the sets given their sizes.
+    """
+    _check_size(batch, dim)
+    name, arg = parse_name(strategy, STRATEGIES, "training strategy")
+    if name == "mixture":
+        inner = arg or "mac"
+        if parse_name(inner, STRATEGIES, "training strategy")[0] == "mixture":
+            raise ValueError("mixture(...) cannot contain another mixture")
+        coin = torch.rand(batch, 1, generator=generator, device=device) < 0.5
+        first = training_nodes(batch, dim, "aoarm", protocol, reweight, query, generator, device)
+        second = training_nodes(batch, dim, inner, protocol, reweight, query, generator, device)
+        return torch.where(coin, first, second)
+    parse_name(protocol, PROTOCOLS, "protocol")
+    probs, _ = node_cardinalities(dim, name, query, reweight)
+    cell = torch.multinomial(probs.flatten().float().to(device), batch, replacement=True,
+                             generator=generator) if batch else torch.zeros(0, dtype=torch.long, device=device)
+    base_size, steps = cell // dim, cell % dim
+    if name == "aoarm":
+        return uniform_subsets(steps, dim, generator)
+    base = uniform_subsets(base_size, dim, generator)
+    order = ranks(base, protocol, generator)
+    # mac: base is e and s is its first k; mac-inpaint: base is o and s adds k more.
+    return order < (steps if name == "mac" else base_size + steps).unsqueeze(-1)
+
+
+def targets(node: torch.Tensor, kind: str = "all", protocol: str = "natural") -> torch.Tensor:
+    """Which edges out of each node the objective trains, `[B, D]` bool (DESIGN §5).
+
+    all: every unobserved variable. protocol: only those a marginal query's path can take
+    next from s, i.e. j ∉ s placed after every member of s in the protocol's order (for
+    `natural`: j > max(s)); under `random` every j ∉ s qualifies. Inpainting paths can
+    continue to any j ∉ s, so they train with "all".
+    """
+    name, _ = parse_name(kind, TARGETS, "targets kind")
+    if name == "all" or parse_name(protocol, PROTOCOLS, "protocol")[0] == "random":
+        return ~node
+    keys = protocol_keys(node.shape[-1], protocol, device=node.device).expand_as(node)
+    last = torch.where(node, keys, -1).amax(-1, keepdim=True)
+    return ~node & (keys > last)

@@ -1,0 +1,203 @@
+"""AnyOrderModel: one network + one head answering every query of an AO-ARM.
+
+Contract with the network: `network(x_in, observed) -> params [B, D, P]`, where x_in
+`[B, D]` holds the observed values and the head's blank elsewhere, and `observed` is the
+node `[B, D]` bool. One pass at node s gives every edge p(x_j | x_s) out of s. The model
+adds the lattice: which nodes to train on, which path a query takes, and how to walk it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from . import lattice
+from .heads import Head
+
+
+def bits_per_dim(log_prob: torch.Tensor, dim: int) -> torch.Tensor:
+    """−log p / (D ln 2): the paper's normalisation by D, for joints and marginals alike."""
+    return -log_prob / (dim * math.log(2))
+
+
+class AnyOrderModel(nn.Module):
+    """An any-order autoregressive model trained and queried along one protocol.
+
+    strategy / reweight / query choose the training nodes (`lattice.training_nodes`),
+    targets the edges trained at each node (`lattice.targets`), protocol the path that
+    every likelihood and sample follows. Deterministic protocols (`natural`,
+    `strided(S)`) make exact likelihoods exact; `random` gives one-order ELBO samples.
+    """
+
+    def __init__(self, network: nn.Module, head: Head, strategy: str = "mac",
+                 protocol: str = "natural", reweight: bool = True, targets: str = "all",
+                 query: str = "card-uniform"):
+        super().__init__()
+        strategy_name, inner = lattice.parse_name(strategy, lattice.STRATEGIES, "training strategy")
+        lattice.parse_name(protocol, lattice.PROTOCOLS, "protocol")
+        lattice.parse_name(query, lattice.QUERIES, "query distribution")
+        targets_name, _ = lattice.parse_name(targets, lattice.TARGETS, "targets kind")
+        if targets_name == "protocol" and "mac-inpaint" in (strategy_name, inner):
+            raise ValueError("targets='protocol' trains marginal-query paths; inpainting paths "
+                             "continue with any unobserved variable, so use targets='all'")
+        self.network, self.head = network, head
+        self.strategy, self.protocol, self.reweight = strategy, protocol, reweight
+        self.targets, self.query = targets, query
+        self.dim = getattr(network, "dim", None)
+
+    # ---------------------------------------------------------------- inputs
+    def _check_x(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.dim() != 2:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"{name} must be a tensor [batch, D], got {shape}")
+        if self.dim is not None and x.shape[1] != self.dim:
+            raise ValueError(f"{name} has {x.shape[1]} variables per row, the network expects {self.dim}")
+        return x if x.is_floating_point() else x.long()
+
+    def _check_mask(self, mask: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            what = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise ValueError(f"{name} must be a torch.bool tensor (True = in the set), got {what}")
+        if mask.shape != x.shape:
+            raise ValueError(f"{name} has shape {tuple(mask.shape)}, x has {tuple(x.shape)}")
+        return mask.to(x.device)
+
+    def _check_values(self, x: torch.Tensor, where: torch.Tensor, name: str = "x") -> None:
+        self.head.check_values(x[where], name)
+
+    def forward(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        """Parameters of every edge out of the node `observed`: `[B, D, P]`."""
+        x_in = torch.where(observed, x, self.head.blank(x))
+        return self.network(x_in, observed)
+
+    # ---------------------------------------------------------------- edges
+    def edge_log_prob(self, x: torch.Tensor, node: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        """log p(x_var | x_node) for one variable per row: `[N, D]`, `[N, D]`, `[N]` -> `[N]`."""
+        rows = torch.arange(len(var), device=var.device)
+        params = self(x, node)[rows, var]
+        return self.head.log_prob(params.unsqueeze(1), x[rows, var].unsqueeze(1)).squeeze(1)
+
+    def edge_sample(self, x: torch.Tensor, node: torch.Tensor, var: torch.Tensor,
+                    temperature: float = 1.0, generator=None) -> torch.Tensor:
+        """A draw of x_var ~ p(· | x_node) per row: `[N]`."""
+        rows = torch.arange(len(var), device=var.device)
+        return self.head.sample(self(x, node)[rows, var], temperature, generator)
+
+    # ---------------------------------------------------------------- training
+    def loss(self, x: torch.Tensor, node: torch.Tensor | None = None, generator=None) -> torch.Tensor:
+        """Mean NLL over the targets at training nodes, in nats per variable (DESIGN §5).
+
+        Each row's loss is the mean over its targets (×D is ARDM's bound on −log p(x));
+        the batch mean counts a row without targets as zero, so it splits exactly over
+        data-parallel shards. NaN cells of continuous data are missing: never observed,
+        never targets. `node` overrides the sampled nodes (e.g. one global draw under DDP).
+        """
+        x = self._check_x(x)
+        present = ~torch.isnan(x) if x.is_floating_point() else torch.ones_like(x, dtype=torch.bool)
+        x = torch.where(present, x, self.head.blank(x))
+        self._check_values(x, present)
+        if node is None:
+            node = lattice.training_nodes(*x.shape, self.strategy, self.protocol, self.reweight,
+                                          self.query, generator, x.device)
+        node = self._check_mask(node, x, "node") & present
+        trained = lattice.targets(node, self.targets, self.protocol) & present
+        nll = -self.head.log_prob(self(x, node), x)
+        per_row = (nll * trained).sum(-1) / trained.sum(-1).clamp(min=1)
+        return per_row.mean()
+
+    # ---------------------------------------------------------------- likelihoods
+    def _path_log_prob(self, x, given, target, estimator, num_draws, generator):
+        """log p(x_target | x_given) along the protocol's path from `given` to `given ∪ target`."""
+        rank = lattice.ranks(given, self.protocol, generator, then=target)
+        order = rank.argsort(-1)  # order[b, r]: the variable visited at step r
+        start, length = given.sum(-1), target.sum(-1)
+        if estimator == "exact":
+            total = torch.zeros(len(x), device=x.device)
+            for step in range(int(length.max()) if len(x) else 0):
+                rows = (length > step).nonzero().squeeze(-1)
+                place = start[rows] + step
+                node = rank[rows] < place.unsqueeze(-1)
+                var = order[rows, place]
+                total = total.index_add(0, rows, self.edge_log_prob(x[rows], node, var))
+            return total
+        draws = []
+        for _ in range(num_draws):
+            step = (torch.rand(len(x), generator=generator, device=x.device) * length).long()
+            place = (start + step).clamp(max=x.shape[1] - 1)
+            node = rank < place.unsqueeze(-1)
+            var = order.gather(1, place.unsqueeze(-1)).squeeze(-1)
+            draws.append(length * self.edge_log_prob(x, node, var))
+        return torch.stack(draws).mean(0)
+
+    def _query(self, x, target, given, estimator, num_draws, generator):
+        if estimator not in ("exact", "one-step"):
+            raise ValueError(f"unknown estimator {estimator!r}; expected 'exact' or 'one-step'")
+        if num_draws < 1:
+            raise ValueError(f"num_draws must be >= 1, got {num_draws}")
+        if (target & given).any():
+            raise ValueError("target and given overlap: a variable cannot be both asked and observed")
+        if not target.any(-1).all():
+            raise ValueError("the target mask is empty for some rows; a query needs at least one variable")
+        self._check_values(x, target | given)
+        return self._path_log_prob(x, given, target, estimator, num_draws, generator)
+
+    def log_prob(self, x: torch.Tensor, mask: torch.Tensor | None = None, estimator: str = "exact",
+                 num_draws: int = 1, generator=None) -> torch.Tensor:
+        """log p(x_mask) per row `[B]` (mask None = the joint), in nats.
+
+        exact: Σ_t log p(x_e(t) | x_e(<t)) in protocol order, |e| batched passes, each row
+        stopping where its path ends. one-step: |e| · log p(x_e(k+1) | x_e(≤k)) with
+        k ~ U{0..|e|-1}, averaged over `num_draws` passes; unbiased for the exact value
+        under a deterministic protocol.
+        """
+        x = self._check_x(x)
+        mask = torch.ones_like(x, dtype=torch.bool) if mask is None else self._check_mask(mask, x, "mask")
+        return self._query(x, mask, torch.zeros_like(mask), estimator, num_draws, generator)
+
+    def conditional_log_prob(self, x: torch.Tensor, target: torch.Tensor, given: torch.Tensor,
+                             estimator: str = "exact", num_draws: int = 1, method: str = "chain",
+                             generator=None) -> torch.Tensor:
+        """log p(x_target | x_given) per row `[B]`.
+
+        chain (default): the lattice path from node `given` to `given ∪ target`, visiting
+        the target in protocol order — the path `sample` walks, so its exponent is the
+        normalised distribution that `sample` draws from. ratio: log p(x_{o∪u}) − log p(x_o)
+        along marginal paths (DESIGN §6); both agree for a consistent model.
+        """
+        x = self._check_x(x)
+        target = self._check_mask(target, x, "target")
+        given = self._check_mask(given, x, "given")
+        if method == "chain":
+            return self._query(x, target, given, estimator, num_draws, generator)
+        if method != "ratio":
+            raise ValueError(f"unknown method {method!r}; expected 'chain' or 'ratio'")
+        joint = self._query(x, target | given, torch.zeros_like(given), estimator, num_draws, generator)
+        if not given.any():
+            return joint
+        evidence = self._path_log_prob(x, torch.zeros_like(given), given, estimator, num_draws, generator)
+        return joint - evidence
+
+    # ---------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def sample(self, x: torch.Tensor, observed: torch.Tensor, temperature: float = 1.0,
+               generator=None) -> torch.Tensor:
+        """Fill the unobserved variables of x `[B, D]`: observed first, then the rest in
+        protocol order, one variable per pass. An all-False mask samples unconditionally;
+        observed values are returned unchanged."""
+        x = self._check_x(x)
+        observed = self._check_mask(observed, x, "observed")
+        if temperature < 0 or not math.isfinite(temperature):
+            raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
+        self._check_values(x, observed, "observed values")
+        order = lattice.ranks(observed, self.protocol, generator).argsort(-1)
+        start = observed.sum(-1)
+        x, node = torch.where(observed, x, self.head.blank(x)), observed.clone()
+        for place in range(int(start.min()) if len(x) else x.shape[1], x.shape[1]):
+            rows = (start <= place).nonzero().squeeze(-1)
+            var = order[rows, place]
+            value = self.edge_sample(x[rows], node[rows], var, temperature, generator)
+            x[rows, var] = value.to(x.dtype)
+            node[rows, var] = True
+        return x

@@ -1,0 +1,77 @@
+"""Residual MLP backbone for tables and other short flat vectors (ACE's proposal network).
+
+The input is [observed values, mask]: one vector for the whole row, so every output sees
+every observed variable, and the mask tells the net which zeros are real. Conditioning on
+the number observed is implicit in the mask. Output: per-variable head parameters, and
+optionally a per-variable context vector (ACE's energy network reads it).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ResidualBlock(nn.Module):
+    """Pre-norm block: h + Linear(GELU(Linear(LayerNorm(h))))."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, width)
+        self.fc2 = nn.Linear(width, width)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.fc2(F.gelu(self.fc1(self.norm(h))))
+
+
+class ResMLP(nn.Module):
+    """`net(x_in [B, D], observed [B, D] bool) -> params [B, D, out_features]`.
+
+    num_classes None: x_in is continuous (float). Otherwise x_in holds category ids and is
+    one-hot encoded. Unobserved entries are masked out here as well, so the output never
+    depends on them. With `context > 0`, `forward_with_context` also returns a
+    `[B, D, context]` vector per variable.
+    """
+
+    def __init__(self, dim: int, num_classes: int | None, out_features: int, width: int = 256,
+                 depth: int = 4, context: int = 0):
+        super().__init__()
+        for name, value in (("dim", dim), ("out_features", out_features), ("width", width)):
+            if value < 1:
+                raise ValueError(f"ResMLP: {name} must be >= 1, got {value}")
+        if depth < 0 or context < 0:
+            raise ValueError(f"ResMLP: depth and context must be >= 0, got {depth}, {context}")
+        self.dim, self.num_classes = dim, num_classes
+        self.out_features, self.context = out_features, context
+        in_features = dim * (num_classes or 1) + dim
+        self.input = nn.Linear(in_features, width)
+        self.blocks = nn.ModuleList(ResidualBlock(width) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+        self.output = nn.Linear(width, dim * (out_features + context))
+
+    def _features(self, x_in: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        mask = observed.unsqueeze(-1)
+        if self.num_classes is None:
+            values = torch.where(mask, x_in.unsqueeze(-1), 0.0)
+        else:
+            ids = torch.where(observed, x_in, 0).long()
+            values = F.one_hot(ids, self.num_classes) * mask
+        return torch.cat([values.flatten(1), observed], dim=-1).to(self.input.weight.dtype)
+
+    def forward_with_context(self, x_in: torch.Tensor, observed: torch.Tensor):
+        """-> (params `[B, D, out_features]`, context `[B, D, context]`)."""
+        h = self.input(self._features(x_in, observed))
+        for block in self.blocks:
+            h = block(h)
+        out = self.output(F.gelu(self.norm(h))).view(len(h), self.dim, -1)
+        return out[..., :self.out_features], out[..., self.out_features:]
+
+    def forward(self, x_in: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_context(x_in, observed)[0]
+
+    def matmul_flops(self, batch_size: int) -> int:
+        """Forward-pass FLOPs of the matrix multiplies (2 per multiply-add) for a batch."""
+        linears = [m for m in self.modules() if isinstance(m, nn.Linear)]
+        return 2 * batch_size * sum(m.in_features * m.out_features for m in linears)

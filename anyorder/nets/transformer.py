@@ -1,0 +1,97 @@
+"""Bidirectional pre-LayerNorm Transformer over D categorical variables (the text backbone).
+
+Contract: `network(x_in [B, D] int64, observed [B, D] bool) -> params [B, D, out_features]`.
+Unobserved positions see a learned mask token, never their value, so one pass at node s
+gives p(x_j | x_s) for every j ∉ s.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Block(nn.Module):
+    """x + attention(LN(x)), then x + MLP(LN(x)); full (non-causal) attention."""
+
+    def __init__(self, width: int, heads: int, mlp: int, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.fc = nn.Linear(width, mlp)
+        self.out = nn.Linear(mlp, width)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        B, D, W = h.shape
+        q, k, v = self.qkv(self.ln1(h)).view(B, D, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        h = h + self.drop(self.proj(a.transpose(1, 2).reshape(B, D, W)))
+        return h + self.drop(self.out(F.gelu(self.fc(self.ln2(h)))))
+
+
+class Transformer(nn.Module):
+    """Bidirectional Transformer: `(x_in [B, D] int64, observed [B, D] bool) -> [B, D, out_features]`.
+
+    Input per position: token embedding where observed, a learned mask embedding where not
+    (so the output cannot depend on unobserved values), plus a learned position embedding,
+    plus an embedding of |s| = number of observed variables (0..D), which tells every
+    position how far along its path the node is (as ARDM's U-Net gets it).
+    """
+
+    def __init__(self, dim: int, num_classes: int, out_features: int, width: int = 256,
+                 depth: int = 4, heads: int = 4, mlp: int | None = None, dropout: float = 0.0):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
+        self.dim, self.num_classes = dim, num_classes
+        self.token = nn.Embedding(num_classes + 1, width)      # index num_classes = mask token
+        self.position = nn.Parameter(torch.zeros(dim, width))
+        self.cardinality = nn.Embedding(dim + 1, width)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(width, heads, mlp or 4 * width, dropout) for _ in range(depth))
+        self.ln_f = nn.LayerNorm(width)
+        self.head = nn.Linear(width, out_features)
+        self._init_weights(depth)
+
+    def _init_weights(self, depth: int) -> None:
+        """GPT-2 init: N(0, 0.02), residual projections scaled by 1/√(2·depth); the output
+        layer starts at zero so the untrained model predicts the head's neutral parameters."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear):
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.position, std=0.02)
+        for block in self.blocks:
+            nn.init.normal_(block.proj.weight, std=0.02 / math.sqrt(2 * depth))
+            nn.init.normal_(block.out.weight, std=0.02 / math.sqrt(2 * depth))
+        nn.init.zeros_(self.head.weight)
+
+    def forward(self, x_in: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        if x_in.shape != observed.shape or x_in.dim() != 2 or x_in.shape[1] != self.dim:
+            raise ValueError(f"Transformer expects x_in and observed of shape [B, {self.dim}], "
+                             f"got {tuple(x_in.shape)} and {tuple(observed.shape)}")
+        tokens = torch.where(observed, x_in, self.num_classes)
+        h = self.token(tokens) + self.position + self.cardinality(observed.sum(1))[:, None]
+        h = self.drop(h)
+        for block in self.blocks:
+            h = block(h)
+        return self.head(self.ln_f(h))
+
+    def matmul_flops(self, batch_size: int) -> int:
+        """2·m·n·k summed over every matmul of one forward pass on `[batch_size, D]`: QKV,
+        attention scores, attention·V, output projection, MLP and the final linear (for MFU)."""
+        tokens = batch_size * self.dim
+        flops = 2 * tokens * self.head.in_features * self.head.out_features
+        for block in self.blocks:
+            width = block.proj.in_features
+            for linear in (block.qkv, block.proj, block.fc, block.out):
+                flops += 2 * tokens * linear.in_features * linear.out_features
+            flops += 2 * 2 * tokens * self.dim * width     # Q·Kᵀ and A·V, summed over heads
+        return flops

@@ -1,0 +1,193 @@
+"""The lattice samplers against exact distributions enumerated independently here."""
+
+import itertools
+import math
+from collections import defaultdict
+
+import pytest
+import torch
+
+from anyorder import lattice
+
+DRAWS = 200_000
+
+
+def protocol_order(elements, protocol):
+    """The protocol's order of a set, by its written definition (not lattice's keys)."""
+    if protocol == "natural":
+        return [sorted(elements)]
+    if protocol.startswith("strided"):
+        stride = int(protocol[8:-1])
+        return [sorted(elements, key=lambda i: (i % stride, i // stride))]
+    return [list(p) for p in itertools.permutations(elements)]  # random: all equally likely
+
+
+def subsets(dim, size):
+    return [frozenset(c) for c in itertools.combinations(range(dim), size)]
+
+
+def enumerate_nodes(dim, strategy, protocol="natural", reweight=False, query="card-uniform"):
+    """Exact P(s) by walking every query, order and step of the strategy's definition."""
+    prob = defaultdict(float)
+    if strategy.startswith("mixture"):
+        inner = strategy[8:-1] if "(" in strategy else "mac"
+        for part in ("aoarm", inner):
+            for s, p in enumerate_nodes(dim, part, protocol, reweight, query).items():
+                prob[s] += p / 2
+        return prob
+    if strategy == "aoarm":
+        for size in range(dim):
+            for s in subsets(dim, size):
+                prob[s] += 1 / dim / math.comb(dim, size)
+    elif strategy == "mac":
+        if query == "card-uniform":
+            size_prob = {m: 1 / dim for m in range(1, dim + 1)}
+        elif query == "full":
+            size_prob = {dim: 1.0}
+        else:  # bernoulli(p) given non-empty
+            p = float(query[10:-1])
+            size_prob = {m: math.comb(dim, m) * p**m * (1 - p) ** (dim - m) for m in range(1, dim + 1)}
+            total = sum(size_prob.values())
+            size_prob = {m: v / total for m, v in size_prob.items()}
+        for m, pm in size_prob.items():
+            for e in subsets(dim, m):
+                orders = protocol_order(e, protocol)
+                for order in orders:
+                    for k in range(m):
+                        prob[frozenset(order[:k])] += pm / math.comb(dim, m) / len(orders) / m
+    else:  # mac-inpaint
+        for size in range(dim):
+            for o in subsets(dim, size):
+                rest = [i for i in range(dim) if i not in o]
+                orders = protocol_order(rest, protocol)
+                for order in orders:
+                    for k in range(dim - size):
+                        p = 1 / dim / math.comb(dim, size) / len(orders) / (dim - size)
+                        prob[o | frozenset(order[:k])] += p
+    if reweight:
+        prob = {s: p * (len(s) + 1) for s, p in prob.items()}
+        total = sum(prob.values())
+        prob = {s: p / total for s, p in prob.items()}
+    return prob
+
+
+def empirical(nodes):
+    codes = (nodes.long() << torch.arange(nodes.shape[1])).sum(-1)
+    counts = torch.bincount(codes, minlength=2 ** nodes.shape[1]).double()
+    return counts / counts.sum()
+
+
+def tv_distance(nodes, exact):
+    truth = torch.zeros(2 ** nodes.shape[1], dtype=torch.float64)
+    for s, p in exact.items():
+        truth[sum(1 << i for i in s)] += p
+    assert truth.sum().item() == pytest.approx(1.0)
+    return 0.5 * (empirical(nodes) - truth).abs().sum().item()
+
+
+CASES = [(s, "natural", "card-uniform") for s in ("aoarm", "mac", "mac-inpaint", "mixture", "mixture(mac-inpaint)")]
+CASES += [("mac", "strided(2)", "card-uniform"), ("mac", "random", "card-uniform"),
+          ("mac-inpaint", "strided(3)", "card-uniform"), ("mac", "natural", "full"),
+          ("mac", "natural", "bernoulli(0.3)")]
+
+
+@pytest.mark.parametrize("dim", [4, 5])
+@pytest.mark.parametrize("reweight", [False, True])
+@pytest.mark.parametrize("strategy,protocol,query", CASES)
+def test_training_nodes_match_enumeration(dim, reweight, strategy, protocol, query):
+    gen = torch.Generator().manual_seed(1234)
+    nodes = lattice.training_nodes(DRAWS, dim, strategy, protocol, reweight, query, generator=gen)
+    assert nodes.shape == (DRAWS, dim) and nodes.dtype == torch.bool
+    exact = enumerate_nodes(dim, strategy, protocol, reweight, query)
+    assert tv_distance(nodes, exact) < 0.01
+
+
+def test_reweighting_changes_the_distribution():
+    """Guard against a test that cannot fail: the two exact laws are far apart."""
+    plain, heavy = enumerate_nodes(5, "mac"), enumerate_nodes(5, "mac", reweight=True)
+    gen = torch.Generator().manual_seed(0)
+    nodes = lattice.training_nodes(DRAWS, 5, "mac", reweight=False, generator=gen)
+    assert tv_distance(nodes, plain) < 0.01
+    assert tv_distance(nodes, heavy) > 0.05
+
+
+def test_natural_mac_never_observes_last_variable():
+    nodes = lattice.training_nodes(10_000, 6, "mac", generator=torch.Generator().manual_seed(0))
+    assert not nodes[:, -1].any()
+
+
+def test_card_uniform_queries_are_uniform_in_size_then_set():
+    gen = torch.Generator().manual_seed(0)
+    masks = lattice.query_masks(DRAWS, 4, "card-uniform", generator=gen)
+    exact = {s: 1 / 4 / math.comb(4, len(s)) for m in range(1, 5) for s in subsets(4, m)}
+    assert tv_distance(masks, exact) < 0.01
+
+
+def test_other_query_kinds():
+    gen = torch.Generator().manual_seed(0)
+    assert lattice.query_masks(3, 7, "full").all()
+    bern = lattice.query_masks(50_000, 8, "bernoulli(0.3)", generator=gen)
+    assert bern.float().mean().item() == pytest.approx(0.3, abs=0.01)
+    evidence = lattice.query_masks(50_000, 5, "inpaint", generator=gen)
+    sizes = torch.bincount(evidence.sum(-1), minlength=6).double() / 50_000
+    assert sizes[5] == 0 and torch.allclose(sizes[:5], torch.full((5,), 0.2, dtype=torch.float64), atol=0.01)
+
+
+def test_natural_ranks_observed_then_unobserved_ascending():
+    mask = torch.tensor([[False, True, False, True, False], [True, False, False, False, True]])
+    assert lattice.ranks(mask, "natural").tolist() == [[2, 0, 3, 1, 4], [0, 2, 3, 4, 1]]
+
+
+def test_strided_ranks_follow_the_definition():
+    dim, stride = 11, 3
+    mask = torch.zeros(1, dim, dtype=torch.bool)
+    order = lattice.ranks(mask, f"strided({stride})").argsort(-1)[0].tolist()
+    assert order == protocol_order(range(dim), f"strided({stride})")[0]
+
+
+def test_ranks_with_a_then_group():
+    given = torch.tensor([[False, False, True, False, False]])
+    then = torch.tensor([[True, False, False, False, True]])
+    assert lattice.ranks(given, "natural", then=then).tolist() == [[1, 3, 0, 4, 2]]
+
+
+def test_random_ranks_differ_per_call_and_deterministic_ones_repeat():
+    mask = torch.zeros(4, 30, dtype=torch.bool)
+    mask[:, ::3] = True
+    for protocol in ("natural", "strided(4)"):
+        assert torch.equal(lattice.ranks(mask, protocol), lattice.ranks(mask, protocol))
+    first, second = lattice.ranks(mask, "random"), lattice.ranks(mask, "random")
+    assert not torch.equal(first, second)
+    for r in (first, second):  # still observed first
+        assert (r[mask] < 10).all() and (r[~mask] >= 10).all()
+        assert torch.equal(r.sort(-1).values, torch.arange(30).expand(4, 30))
+
+
+@pytest.mark.parametrize("protocol", ["natural", "strided(2)"])
+def test_protocol_targets_are_the_next_possible_steps(protocol):
+    dim = 5
+    keys = {i: protocol_order(range(dim), protocol)[0].index(i) for i in range(dim)}
+    nodes = torch.tensor([[(c >> i) & 1 for i in range(dim)] for c in range(2 ** dim)], dtype=torch.bool)
+    got = lattice.targets(nodes, "protocol", protocol)
+    for node, tgt in zip(nodes.tolist(), got.tolist()):
+        last = max([keys[i] for i in range(dim) if node[i]], default=-1)
+        assert tgt == [not node[j] and keys[j] > last for j in range(dim)]
+    assert torch.equal(lattice.targets(nodes, "all"), ~nodes)
+    assert torch.equal(lattice.targets(nodes, "protocol", "random"), ~nodes)
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda: lattice.ranks(torch.zeros(2, 3, dtype=torch.bool), "spiral"), "unknown protocol"),
+    (lambda: lattice.ranks(torch.zeros(2, 3, dtype=torch.bool), "strided(0)"), "stride"),
+    (lambda: lattice.ranks(torch.zeros(2, 3), "natural"), "bool"),
+    (lambda: lattice.query_masks(2, 3, "bernoulli(1.5)"), r"\[0, 1\]"),
+    (lambda: lattice.query_masks(2, 3, "bernoulli(x)"), "number"),
+    (lambda: lattice.query_masks(2, 0, "full"), "dim"),
+    (lambda: lattice.training_nodes(2, 3, "ardm"), "unknown training strategy"),
+    (lambda: lattice.training_nodes(2, 3, "mixture(mixture)"), "another mixture"),
+    (lambda: lattice.training_nodes(2, 3, "mac", query="inpaint"), "mac-inpaint"),
+    (lambda: lattice.targets(torch.zeros(2, 3, dtype=torch.bool), "some"), "unknown targets"),
+])
+def test_bad_names_and_arguments_are_clear_errors(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

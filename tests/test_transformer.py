@@ -1,0 +1,81 @@
+import pytest
+import torch
+from torch import nn
+
+from anyorder.nets.transformer import Transformer
+
+B, D, K = 3, 7, 5
+
+
+def make_net(**kwargs) -> Transformer:
+    """A tiny net with a random output layer (the real init zeroes it, hiding all signal)."""
+    torch.manual_seed(0)
+    net = Transformer(D, K, K, width=16, depth=2, heads=2, **kwargs).eval()
+    nn.init.normal_(net.head.weight)
+    return net
+
+
+def inputs(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(K, (B, D), generator=g), torch.rand(B, D, generator=g) < 0.5
+
+
+def test_output_shape_and_initial_zero_output():
+    x, observed = inputs()
+    net = Transformer(D, K, 11, width=16, depth=2, heads=4)
+    out = net(x, observed)
+    assert out.shape == (B, D, 11) and out.dtype == torch.float32
+    assert torch.equal(out, torch.zeros_like(out))       # zero-init output layer
+    with pytest.raises(ValueError, match=r"\[B, 7\]"):
+        net(x[:, :5], observed[:, :5])
+
+
+def test_output_ignores_unobserved_values():
+    net = make_net()
+    x, observed = inputs()
+    changed = torch.where(observed, x, (x + 1 + torch.arange(D)) % K)
+    assert not torch.equal(changed, x)
+    with torch.no_grad():
+        assert torch.equal(net(x, observed), net(changed, observed))
+        assert torch.equal(net(x, observed), net(torch.where(observed, x, -1), observed))
+
+
+def test_attention_is_bidirectional():
+    net = make_net()
+    x, _ = inputs()
+    observed = torch.ones(B, D, dtype=torch.bool)
+    with torch.no_grad():
+        base = net(x, observed)
+        for j in (0, D - 1):
+            y = x.clone()
+            y[:, j] = (y[:, j] + 1) % K
+            other = net(y, observed)
+            rest = [i for i in range(D) if i != j]
+            assert (other[:, rest] - base[:, rest]).abs().amax(-1).gt(1e-6).all()
+        # the number of observed variables alone changes every output too
+        fewer = observed.clone()
+        fewer[:, 3] = False
+        assert (net(x, fewer)[:, :3] - base[:, :3]).abs().amax(-1).gt(1e-6).all()
+
+
+def test_matmul_flops_by_hand():
+    net = Transformer(dim=5, num_classes=4, out_features=3, width=8, depth=2, heads=2, mlp=12)
+    tokens = 4 * 5                              # batch 4, D = 5
+    per_block = (2 * tokens * 8 * 24           # QKV
+                 + 2 * 4 * 2 * 5 * 5 * 4       # scores: B·heads·(2·D·D·head_dim)
+                 + 2 * 4 * 2 * 5 * 5 * 4       # attention · V
+                 + 2 * tokens * 8 * 8          # output projection
+                 + 2 * tokens * 8 * 12 * 2)    # MLP up and down
+    assert per_block == 21120
+    assert net.matmul_flops(4) == 2 * per_block + 2 * tokens * 8 * 3 == 43200
+
+
+def test_gradient_reaches_every_parameter():
+    net = make_net(dropout=0.1).train()
+    x, observed = inputs()
+    observed[0] = False                         # |s| = 0 and the mask token occur
+    loss = nn.functional.cross_entropy(net(x, observed).reshape(-1, K), x.reshape(-1))
+    loss.backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name

@@ -1,0 +1,48 @@
+"""Small networks for checking the lattice machinery against exact answers."""
+
+import itertools
+
+import torch
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    """An MLP over one-hot observed values and the mask: a real, inconsistent AO-ARM."""
+
+    def __init__(self, dim, num_classes, out_features=None, width=32, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.dim, self.num_classes = dim, num_classes
+        out = out_features or num_classes
+        self.out = out
+        self.body = nn.Sequential(nn.Linear(dim * (num_classes + 1), width), nn.Tanh(),
+                                  nn.Linear(width, dim * out))
+        with torch.no_grad():
+            self.body[-1].weight.mul_(20.0)  # sharp, far-from-uniform conditionals
+
+    def forward(self, x_in, observed):
+        onehot = nn.functional.one_hot(x_in, self.num_classes).float() * observed.unsqueeze(-1)
+        h = torch.cat([onehot.flatten(1), observed.float()], -1)
+        return self.body(h).view(len(x_in), self.dim, self.out)
+
+
+class OracleNet(nn.Module):
+    """Exact conditionals p(x_j | x_observed) of a joint probability table over K^D."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.dim, self.num_classes = table.dim(), table.shape[0]
+        configs = torch.tensor(list(itertools.product(range(self.num_classes), repeat=self.dim)))
+        self.register_buffer("configs", configs)                     # [K^D, D]
+        self.register_buffer("probs", table.flatten().double())      # [K^D]
+
+    def forward(self, x_in, observed):
+        agree = (self.configs.unsqueeze(0) == x_in.unsqueeze(1)) | ~observed.unsqueeze(1)
+        weight = self.probs * agree.all(-1)                          # [B, K^D]
+        onehot = nn.functional.one_hot(self.configs, self.num_classes).double()
+        marg = torch.einsum("bn,ndk->bdk", weight, onehot)
+        return marg.clamp_min(1e-300).log().float()
+
+
+def all_configs(dim, num_classes):
+    return torch.tensor(list(itertools.product(range(num_classes), repeat=dim)))
