@@ -60,8 +60,8 @@ def image_masks(batch: int, shape, kind: str, aligned: bool = True, generator=No
 def mask_from_png(path: str | Path, shape) -> torch.Tensor:
     """A mask `[D]` from a PNG of the image size: nonzero (white) = observed.
 
-    A grey-scale (or single-channel) PNG masks whole pixels; an RGB PNG used with 3-channel
-    images masks each channel separately.
+    A grey-scale PNG masks whole pixels. A colour PNG masks each channel separately for
+    3-channel images; for other images a pixel is observed where any colour is nonzero.
     """
     C, H, W = _check_shape(shape)
     try:
@@ -72,11 +72,13 @@ def mask_from_png(path: str | Path, shape) -> torch.Tensor:
     if picture.size != (W, H):
         raise DataError(f"mask {path} is {picture.height}x{picture.width} (HxW) but the images "
                         f"are {H}x{W}")
-    per_channel = C == 3 and picture.mode in ("RGB", "RGBA")
-    pixels = np.asarray(picture.convert("RGB" if per_channel else "L"))
-    observed = torch.from_numpy(pixels != 0)                # [H, W, 3] or [H, W]
-    if per_channel:
-        return observed.permute(2, 0, 1).reshape(-1)
+    if picture.mode in ("1", "L", "I", "I;16", "F"):
+        observed = torch.from_numpy(np.asarray(picture) != 0)           # [H, W]
+    else:
+        observed = torch.from_numpy(np.asarray(picture.convert("RGB")) != 0).permute(2, 0, 1)
+        if C == 3:
+            return observed.reshape(-1)
+        observed = observed.any(0)
     return observed.expand(C, H, W).reshape(-1)
 
 

@@ -46,8 +46,8 @@ def test_magic_split_is_deterministic_and_maps_back_to_file_units(shared_data):
     assert not torch.equal(a.split("test"), c.split("test"))
     _, raw = read_table(path)
     back = unstandardise(a.split("test").double(), a.meta).numpy()
-    rows = {tuple(np.round(r, 3)) for r in raw}
-    assert all(tuple(np.round(r, 3)) in rows for r in back[:50])
+    nearest = np.abs(raw[None] - back[:50, None]).max(-1).min(-1)
+    assert nearest.max() < 1e-3
     assert np.allclose(standardise(raw, a.meta).mean(0), 0, atol=0.05)
 
 
@@ -205,7 +205,7 @@ def test_hepmass_follows_maf(tmp_path):
     def rows(n, extra):
         label = rng.integers(0, 2, size=(n, 1))
         feats = rng.normal(size=(n, 4))
-        feats[:, 2] = np.round(feats[:, 2])           # a discrete feature MAF removes
+        feats[:, 2] = np.maximum(np.round(feats[:, 2]), 0)  # its minimum repeats: MAF removes it
         cols = [label, feats, np.full((n, 1), 1000.0) + rng.normal(size=(n, 1))]
         cols += [rng.normal(size=(n, 1))] if extra else []
         return np.hstack(cols)

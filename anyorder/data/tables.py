@@ -51,11 +51,17 @@ def _open_text(path: Path):
 
 
 def _sniff_delimiter(lines: list[str]) -> str | None:
-    """Tab, comma or semicolon when every sampled line has the same nonzero count; else None (whitespace)."""
-    for delimiter in ("\t", ",", ";"):
-        counts = {line.count(delimiter) for line in lines}
-        if len(counts) == 1 and counts.pop() > 0:
-            return delimiter
+    """Tab, comma or semicolon; None means runs of whitespace.
+
+    First choice: a delimiter with the same nonzero count on every sampled line; second: one
+    present on every line (a ragged row is then reported by line, not misread).
+    """
+    candidates = ("\t", ",", ";")
+    for consistent in (True, False):
+        for delimiter in candidates:
+            counts = {line.count(delimiter) for line in lines}
+            if min(counts) > 0 and (len(counts) == 1 or not consistent):
+                return delimiter
     return None
 
 

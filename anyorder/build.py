@@ -1,0 +1,51 @@
+"""Assemble a model from a config and a data description, fresh or from a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from . import checkpoint
+from .config import Config, ConfigError
+from .data import Dataset
+from .heads import CategoricalHead, MixtureOfGaussiansHead
+from .model import AnyOrderModel
+from .nets import build_net
+
+
+def describe(data: Dataset) -> dict:
+    """What a checkpoint must remember about its data: shape, type and how to decode."""
+    return {"kind": data.kind, "dim": data.dim, "num_classes": data.num_classes, **data.meta}
+
+
+def build_model(config: Config, meta: dict) -> AnyOrderModel:
+    """The model a config describes, for data described by `meta` (see `describe`)."""
+    m = config.model
+    num_classes = meta["num_classes"]
+    head = CategoricalHead(num_classes) if num_classes else MixtureOfGaussiansHead(m.components)
+    given = {"dim": meta["dim"], "num_classes": num_classes, "out_features": head.params_per_variable}
+    if "shape" in meta:
+        given["shape"] = tuple(meta["shape"])
+    objective = dict(strategy=m.strategy, protocol=m.protocol, reweight=m.reweight,
+                     targets=m.targets, query=m.query)
+    if m.kind == "aoarm":
+        return AnyOrderModel(build_net(config.net, **given), head, **objective)
+    if m.kind == "ace":
+        if num_classes:
+            raise ConfigError("model.kind 'ace' is for continuous data; this data is categorical")
+        from .ace import ACEModel
+        return ACEModel.from_config(config.net, given, head, m.num_importance, **objective)
+    raise ConfigError(f"unknown model.kind {m.kind!r}; expected 'aoarm' or 'ace'")
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[AnyOrderModel, Config, dict]:
+    """(model in eval mode, its config, its data description) from a checkpoint."""
+    weights, config, meta, _ = checkpoint.read(path)
+    model = build_model(config, meta)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        raise checkpoint.CheckpointError(f"checkpoint {path} does not fit its own config: "
+                                         f"{str(err).splitlines()[0]}") from None
+    return model.to(device).eval(), config, meta

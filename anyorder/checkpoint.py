@@ -1,0 +1,87 @@
+"""Checkpoints: weights in safetensors with the full config, plus a resumable training state.
+
+A run directory holds `model.safetensors` (the weights to use — the EMA where there is
+one — with the config and data description as metadata: enough to rebuild the model
+without any data files) and `train_state.pt` (raw weights, optimiser, EMA, random
+generator, step: enough to resume to the same state). Both are written to a temporary
+file and renamed into place, so a run killed mid-write never leaves a torn checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from .config import Config, ConfigError
+
+FORMAT = "anyorder-checkpoint-1"
+WEIGHTS, STATE = "model.safetensors", "train_state.pt"
+
+
+class CheckpointError(ValueError):
+    """A missing, corrupt or foreign checkpoint (the CLI prints it on one line)."""
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save(run_dir: str | Path, weights: dict, config: Config, meta: dict, step: int,
+         state: dict | None = None) -> None:
+    """Write the resumable state (if given) first, then the weights that users load."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if state is not None:
+        _atomic(run_dir / STATE, lambda p: torch.save({**state, "step": step, "config": config.to_dict()}, p))
+    tensors = {k: v.detach().float().contiguous().cpu() if v.is_floating_point() else v.contiguous().cpu()
+               for k, v in weights.items()}
+    info = {"format": FORMAT, "config": json.dumps(config.to_dict()), "meta": json.dumps(meta), "step": str(step)}
+    _atomic(run_dir / WEIGHTS, lambda p: save_file(tensors, str(p), metadata=info))
+
+
+def weights_path(path: str | Path) -> Path:
+    path = Path(path)
+    found = path / WEIGHTS if path.is_dir() else path
+    if not found.is_file():
+        raise CheckpointError(f"no checkpoint at {path} (expected a run directory with {WEIGHTS} or the file itself)")
+    return found
+
+
+def read(path: str | Path) -> tuple[dict, Config, dict, int]:
+    """(weights, config, data meta, step) from a run directory or a .safetensors file."""
+    found = weights_path(path)
+    try:
+        with safe_open(str(found), "pt") as f:
+            info = f.metadata() or {}
+        weights = load_file(str(found))
+    except (SafetensorError, OSError, RuntimeError, ValueError) as err:
+        raise CheckpointError(f"cannot read checkpoint {found}: {str(err).splitlines()[0]}") from None
+    if info.get("format") != FORMAT:
+        raise CheckpointError(f"{found} is a safetensors file but not an anyorder checkpoint")
+    try:
+        config = Config.from_dict(json.loads(info["config"]))
+        meta, step = json.loads(info["meta"]), int(info["step"])
+    except (KeyError, ValueError, ConfigError) as err:
+        raise CheckpointError(f"checkpoint {found} has damaged metadata: {err}") from None
+    return weights, config, meta, step
+
+
+def read_state(run_dir: str | Path) -> dict:
+    """The resumable training state of a run directory."""
+    found = Path(run_dir) / STATE
+    if not found.is_file():
+        raise CheckpointError(f"cannot resume: no {STATE} in {run_dir}")
+    try:
+        return torch.load(found, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for damaged pickles/zips
+        raise CheckpointError(f"cannot read {found}: {str(err).splitlines()[0]}") from None
