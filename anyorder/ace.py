@@ -25,6 +25,7 @@ from torch import nn
 from . import lattice
 from .heads import MixtureOfGaussiansHead
 from .model import AnyOrderModel
+from .nets import build_net
 from .nets.resmlp import ResidualBlock
 
 MODELS = ("energy", "proposal")
@@ -85,7 +86,6 @@ class ACEModel(AnyOrderModel):
                     num_importance: int = 20, **objective) -> "ACEModel":
         """Build from a net config: a ResMLP spec (context defaults to ACE's 64) whose
         `energy_width` / `energy_depth` keys, if present, size the energy network."""
-        from .nets import build_net
         spec = dict(net_spec)
         energy = {k: spec.pop(f"energy_{k}") for k in ("width", "depth") if f"energy_{k}" in spec}
         spec.setdefault("context", 64)

@@ -94,7 +94,7 @@ def test_energy_sampling_and_conditional_mean_follow_the_energy():
     n = 3000
     x = torch.zeros(n, D)
     observed = torch.zeros(n, D, dtype=torch.bool)
-    samples = model.sample(x, observed, model="energy", num_importance=256, generator=gen)
+    samples = model.sample(x, observed, model="energy", num_importance=128, generator=gen)
     assert torch.allclose(samples.mean(0), model.energy.a, atol=0.08)
     assert torch.allclose(samples.std(0), model.energy.b, atol=0.08)
     filled = model.conditional_mean(x[:4], observed[:4], num_importance=4096, generator=gen)

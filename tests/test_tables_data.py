@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from anyorder.data.base import DataError
-from anyorder.data.tables import load_table, read_table, standardise, unstandardise
+from anyorder.data.tables import load_table, read_table, standardise, unstandardise, write_table
 
 
 def write(path, text, compress=False):
@@ -242,3 +242,47 @@ def test_optional_readers_fail_clearly(tmp_path):
             with pytest.raises(DataError) as e:
                 load_table(name, path=tmp_path)
             one_line_error(e, package)
+
+
+def test_uci_download_without_network_is_a_one_line_hint(tmp_path, monkeypatch):
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(DataError) as e:
+        load_table("power")
+    one_line_error(e, "data.tar.gz", "data/power/", str(tmp_path / "anyorder" / "power"), "no network")
+
+
+def test_uci_download_extracts_the_set_into_the_cache(tmp_path, monkeypatch):
+    import io
+    import tarfile
+    import urllib.request
+
+    raw = np.random.default_rng(3).normal(size=(200, 4))
+    buffer = io.BytesIO()
+    np.save(buffer, raw)
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        info = tarfile.TarInfo("data/miniboone/data.npy")
+        info.size = len(buffer.getvalue())
+        tar.addfile(info, io.BytesIO(buffer.getvalue()))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: io.BytesIO(archive.getvalue()))
+    data = load_table("miniboone")
+    assert (tmp_path / "anyorder" / "miniboone" / "data.npy").is_file()
+    assert np.allclose(unstandardise(data.split("test").double(), data.meta).numpy(), raw[-20:], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["out.csv", "out.tsv.gz"])
+def test_write_table_round_trips_every_digit(tmp_path, name):
+    values = np.array([[0.1, np.nan, -3.0], [1e-300, 123456789.123456789, 2 / 3]])
+    write_table(tmp_path / name, ["a", "b", "c"], values)
+    names, back = read_table(tmp_path / name)
+    assert names == ["a", "b", "c"]
+    assert np.array_equal(back, values, equal_nan=True)
+    if name.endswith(".csv"):
+        assert (tmp_path / name).read_text().splitlines()[1] == "0.1,,-3"

@@ -138,6 +138,28 @@ def read_table(path) -> tuple[list[str], np.ndarray]:
     return names, table
 
 
+def _cell(value: float) -> str:
+    if value != value:
+        return ""
+    text = repr(value)  # the shortest string that reads back as the same float64
+    return text[:-2] if text.endswith(".0") else text
+
+
+def write_table(path, columns: list[str], table) -> None:
+    """Write `[N, D]` values under a header row: tab-separated for .tsv/.tab, else
+    comma-separated; gzipped for .gz. Every digit is kept and NaN is an empty cell, so
+    `read_table` gives back the same float64 numbers."""
+    path = Path(path).expanduser()
+    plain = path.name[:-3] if path.name.endswith(".gz") else path.name
+    delimiter = "\t" if plain.endswith((".tsv", ".tab")) else ","
+    table = np.asarray(table, dtype=np.float64)
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "wt", newline="") as f:
+        writer = csv.writer(f, delimiter=delimiter, lineterminator="\n")
+        writer.writerow(list(columns))
+        writer.writerows([_cell(v) for v in row] for row in table.tolist())
+
+
 # ---------------------------------------------------------------- standardisation
 
 def _stats(meta: dict, like):
@@ -208,16 +230,15 @@ def _file_table(path, valid_fraction: float, test_fraction: float, seed: int) ->
 def _find(name: str, path) -> dict[str, Path]:
     """Locate a set's standard files under `path` (the set's folder or MAF's data root) or the cache."""
     folder, files = MAF_FILES[name]
-    roots = [Path(path).expanduser()] if path is not None else [_cache_dir(name)]
-    for root in roots:
-        for base in (root, root / folder, root / "data" / folder):
-            if all((base / f).is_file() for f in files):
-                return {f: base / f for f in files}
-    if path is None:
-        _download(name, roots[0])
-        return {f: roots[0] / f for f in files}
-    raise DataError(f"{name}: {' and '.join(files)} not found under {roots[0]}; put MAF's files "
-                    f"there (data/{folder}/ of {MAF_URL})")
+    root = Path(path).expanduser() if path is not None else _cache_dir(name)
+    for base in (root, root / folder, root / "data" / folder):
+        if all((base / f).is_file() for f in files):
+            return {f: base / f for f in files}
+    if path is not None:
+        raise DataError(f"{name}: {' and '.join(files)} not found under {root}; put MAF's files "
+                        f"there (data/{folder}/ of {MAF_URL})")
+    _download(name, root)
+    return {f: root / f for f in files}
 
 
 def _cache_dir(name: str) -> Path:
@@ -242,10 +263,11 @@ def _download(name: str, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive) as tar:
         for f in files:
-            member = tar.extractfile(f"data/{folder}/{f}")
-            if member is None:
-                raise DataError(f"{hint} ({archive} has no data/{folder}/{f})")
-            with open(dest / f, "wb") as out:
+            try:
+                member = tar.extractfile(f"data/{folder}/{f}")
+            except KeyError:
+                raise DataError(f"{hint} ({archive} has no data/{folder}/{f})") from None
+            with member, open(dest / f, "wb") as out:
                 shutil.copyfileobj(member, out, length=1 << 20)
 
 
