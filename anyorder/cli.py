@@ -63,16 +63,18 @@ def _sample_text(args, model, config, meta, gen):
     if args.text is not None:
         if len(args.text) > dim:
             raise ValueError(f"--text has {len(args.text)} characters; this model handles {dim}")
-        padded = args.text + "_" * (dim - len(args.text))
+        padded = args.text.lower() + "_" * (dim - len(args.text))
         observed = torch.tensor([c != "_" for c in padded]).expand(args.num, dim)
         x = encode(padded.replace("_", " ")).expand(args.num, dim).clone()
     elif args.random_mask is not None:
+        if not 0 <= args.random_mask <= 1:
+            raise ValueError(f"--random-mask is a probability in [0, 1], got {args.random_mask}")
         x = load_data(config.data).split(args.split)[: args.num]
         observed = torch.rand(x.shape, generator=gen) >= args.random_mask
     else:
         x = torch.zeros(args.num, dim, dtype=torch.long)
         observed = torch.zeros_like(x, dtype=torch.bool)
-    filled = model.sample(x.to(model_device(model)), observed.to(model_device(model)), args.temperature, gen_for(model, args.seed)).cpu()
+    filled = _fill(model, x, observed, args)
     for i in range(len(filled)):
         if observed.any():
             masked = "".join(c if o else "_" for c, o in zip(decode(x[i]), observed[i].tolist()))
@@ -88,20 +90,19 @@ def _sample_images(args, model, config, meta, gen):
     shape, levels = tuple(meta["shape"]), meta["num_classes"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = model_device(model)
     if args.inpaint:
         x = load_data(config.data).split(args.split)[: args.num]
         if Path(args.inpaint).suffix.lower() == ".png":
             observed = mask_from_png(args.inpaint, shape).expand(len(x), -1)
         else:
             observed = image_masks(len(x), shape, args.inpaint, aligned=not args.per_channel, generator=gen)
-        filled = model.sample(x.to(device), observed.to(device), args.temperature, gen_for(model, args.seed)).cpu()
+        filled = _fill(model, x, observed, args)
         save_grid(out / "inpaint.png", [x, x, filled], shape, levels, masks=[None, observed, None])
         np.savez(out / "inpaint.npz", original=x.numpy(), observed=observed.numpy(), filled=filled.numpy())
         print(f"wrote {out / 'inpaint.png'} (rows: original / masked / filled) and {out / 'inpaint.npz'}")
     else:
-        x = torch.zeros(args.num, meta["dim"], dtype=torch.long, device=device)
-        filled = model.sample(x, torch.zeros_like(x, dtype=torch.bool), args.temperature, gen_for(model, args.seed)).cpu()
+        x = torch.zeros(args.num, meta["dim"], dtype=torch.long)
+        filled = _fill(model, x, torch.zeros_like(x, dtype=torch.bool), args)
         save_grid(out / "samples.png", [filled], shape, levels)
         np.save(out / "samples.npy", filled.numpy())
         print(f"wrote {out / 'samples.png'} and {out / 'samples.npy'}")
@@ -109,26 +110,32 @@ def _sample_images(args, model, config, meta, gen):
 
 def _sample_table(args, model, config, meta, gen):
     from .data.tables import unstandardise
-    x = torch.zeros(args.num, meta["dim"], device=model_device(model))
-    filled = model.sample(x, torch.zeros_like(x, dtype=torch.bool), args.temperature, gen_for(model, args.seed))
-    values = unstandardise(filled.cpu(), meta)
+    x = torch.zeros(args.num, meta["dim"])
+    values = unstandardise(_fill(model, x, torch.zeros_like(x, dtype=torch.bool), args), meta)
     print("\t".join(meta.get("columns", [])))
     for row in values.tolist():
         print("\t".join(f"{v:.6g}" for v in row))
 
 
-def model_device(model) -> torch.device:
-    return next(model.parameters()).device
+def _fill(model, x, observed, args) -> torch.Tensor:
+    """Sample the unobserved part on the model's device with a seeded generator; back on the CPU."""
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    return model.sample(x.to(device), observed.to(device), args.temperature, gen).cpu()
 
 
-def gen_for(model, seed: int) -> torch.Generator:
-    return torch.Generator(device=model_device(model)).manual_seed(seed)
+SAMPLE_OPTIONS = {"text": ("text", "random_mask"), "image": ("inpaint", "per_channel"), "table": ()}
 
 
 def cmd_sample(args) -> None:
     model, config, meta, _ = _open(args)
     if args.num < 1:
         raise ValueError(f"--num must be >= 1, got {args.num}")
+    for kind, options in SAMPLE_OPTIONS.items():
+        for option in options:
+            if kind != meta["kind"] and getattr(args, option) not in (None, False):
+                raise ValueError(f"--{option.replace('_', '-')} is for {kind} models; "
+                                 f"{args.checkpoint} holds a {meta['kind']} model")
     gen = torch.Generator().manual_seed(args.seed)
     samplers = {"text": _sample_text, "image": _sample_images, "table": _sample_table}
     samplers[meta["kind"]](args, model, config, meta, gen)
