@@ -15,6 +15,7 @@ from .build import load_model
 from .config import ConfigError, load_config, preset_names
 from .data import DataError, load_data
 from .evaluate import evaluate
+from .impute import REDUCTIONS, impute_file
 from .train import autocast_for, resolve_device, resume_config, train
 
 USER_ERRORS = (ConfigError, DataError, checkpoint.CheckpointError, ValueError, FileNotFoundError)
@@ -142,8 +143,6 @@ def cmd_sample(args) -> None:
 
 
 def cmd_impute(args) -> None:
-    from .data.tables import read_table, write_table
-    from .impute import impute_file
     model, config, meta, _ = _open(args)
     if meta["kind"] != "table":
         raise ValueError(f"impute needs a checkpoint trained on a table; {args.checkpoint} holds {meta['kind']} data")
@@ -196,10 +195,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="samples", help="folder for image outputs")
 
     p = with_checkpoint("impute", "fill the missing cells of a CSV/TSV table", cmd_impute)
-    p.add_argument("--input", required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--num-samples", type=int, default=10)
-    p.add_argument("--reduce", choices=["mean", "sample"], default="mean")
+    p.add_argument("--input", required=True, help="CSV/TSV with empty or NaN cells to fill")
+    p.add_argument("--output", required=True, help="where the completed table goes (.tsv: tabs, else commas)")
+    p.add_argument("--num-samples", type=int, default=10, help="draws per row (mean, sample)")
+    p.add_argument("--reduce", choices=REDUCTIONS, default="mean",
+                   help="mean of the draws, every draw (multiple imputation), or one-pass conditional mean")
 
     p = sub.add_parser("presets", help="list the built-in presets")
     p.set_defaults(run=cmd_presets)

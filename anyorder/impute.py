@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .data.base import DataError
-from .data.tables import read_table, standardise, unstandardise, write_table
+from .data.tables import format_cell, read_cells, standardise, unstandardise, write_cells
 
 REDUCTIONS = ("mean", "sample", "conditional-mean")
 
@@ -86,10 +86,10 @@ def impute(model, table: torch.Tensor, /, num_samples: int = 1, reduce: str = "m
 def impute_file(model, meta: dict, input, output, num_samples: int = 10, reduce: str = "mean",
                 seed: int = 0, **query) -> np.ndarray:
     """Fill the missing cells of a CSV/TSV file with a model trained on a table described by
-    `meta` (columns, mean, std) and write the result; observed cells are written back with
-    exactly the digits they had. reduce="sample" with num_samples > 1 writes the draws one
-    after another under an extra first column "draw". Returns what was written (float64)."""
-    columns, raw = read_table(input)
+    `meta` (columns, mean, std) and write the result; observed cells are written back as the
+    very text they had. reduce="sample" with num_samples > 1 writes the draws one after
+    another under an extra first column "draw". Returns the values written (float64)."""
+    columns, cells, raw = read_cells(input)
     expected = meta.get("columns") or columns
     if raw.shape[1] != len(expected):
         raise DataError(f"{input}: {raw.shape[1]} columns, but the model was trained on "
@@ -103,14 +103,17 @@ def impute_file(model, meta: dict, input, output, num_samples: int = 10, reduce:
     x = torch.from_numpy(standardise(raw, meta)).float()
     filled = impute(model, x, num_samples=num_samples, reduce=reduce, generator=generator, **query)
     values = np.where(np.isnan(raw), unstandardise(filled.double(), meta).numpy(), raw)
-    if values.ndim == 3:
-        if len(values) == 1:
-            values = values[0]
-        else:
-            draws = np.repeat(np.arange(len(values)), raw.shape[0])[:, None]
-            values = np.hstack([draws, values.reshape(-1, raw.shape[1])])
-            expected = ["draw"] + list(expected)
-    write_table(Path(output), expected, values)
+    draws = values if values.ndim == 3 else values[None]
+    missing = np.isnan(raw)
+    rows = [[format_cell(v) if hole else text for v, hole, text in zip(row, holes, texts)]
+            for draw in draws for row, holes, texts in zip(draw.tolist(), missing, cells)]
+    if len(draws) > 1:
+        rows = [[str(i // len(raw))] + row for i, row in enumerate(rows)]
+        expected = ["draw"] + list(expected)
+        values = np.hstack([np.repeat(np.arange(len(draws)), len(raw))[:, None], draws.reshape(-1, raw.shape[1])])
+    else:
+        values = draws[0]
+    write_cells(Path(output), expected, rows)
     return values
 
 

@@ -9,6 +9,7 @@ distributions are named by strings, with an argument in parentheses where one is
 
 from __future__ import annotations
 
+import functools
 import re
 
 import torch
@@ -112,13 +113,12 @@ def _cardinality_table(dim: int, strategy: str, query: str) -> torch.Tensor:
     """
     table = torch.zeros(dim + 1, dim, dtype=torch.float64)
     m = torch.arange(dim + 1, dtype=torch.float64)
+    k = torch.arange(dim, dtype=torch.float64)
     if strategy == "aoarm":
         table[0] = 1.0 / dim
         return table
     if strategy == "mac-inpaint":
-        for size in range(dim):
-            table[size, : dim - size] = 1.0 / (dim * (dim - size))
-        return table
+        return torch.where(k < dim - m[:, None], 1.0 / (dim * (dim - m[:, None]).clamp(min=1)), 0.0)
     name, arg = parse_name(query, QUERIES, "query distribution")
     if name == "inpaint":
         raise ValueError("the 'inpaint' query distribution goes with strategy 'mac-inpaint', not 'mac'")
@@ -133,8 +133,7 @@ def _cardinality_table(dim: int, strategy: str, query: str) -> torch.Tensor:
             raise ValueError(f"bernoulli probability for training must lie in (0, 1], got {p}")
         p_size = torch.distributions.Binomial(dim, torch.tensor(p, dtype=torch.float64)).log_prob(m).exp()
         p_size[0] = 0  # an empty query has no edge to train; renormalised below
-    for size in range(1, dim + 1):
-        table[size, :size] = p_size[size] / size
+    table = torch.where(k < m[:, None], p_size[:, None] / m[:, None].clamp(min=1), 0.0)
     return table / table.sum()
 
 
@@ -145,13 +144,15 @@ def _node_sizes(dim: int, strategy: str) -> torch.Tensor:
     return m + k if strategy == "mac-inpaint" else k.expand(dim + 1, dim)
 
 
+@functools.lru_cache(maxsize=64)
 def node_cardinalities(dim: int, strategy: str = "mac", query: str = "card-uniform",
                        reweight: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """The joint law of (base-set size m, steps k) that `training_nodes` samples from.
 
     Returns (probabilities `[D+1, D]`, node sizes |s| `[D+1, D]`). Since the reweighting
     factor |s|+1 depends on the node only through its size, reweighting the table is exact:
-    no resampling pool is needed.
+    no resampling pool is needed. Cached: training asks for the same table every step.
+    Treat the returned tensors as read-only.
     """
     table = _cardinality_table(dim, strategy, query)
     sizes = _node_sizes(dim, strategy)

@@ -10,6 +10,16 @@ import time
 import torch
 
 
+def add_threads_flag(parser) -> None:
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice). "
+                        "On a shared machine, 1 can be far faster than oversubscribed OpenMP threads.")
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def resolve(device: str) -> torch.device:
     """'auto' -> cuda where there is one, else cpu."""
     return torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
@@ -17,7 +27,7 @@ def resolve(device: str) -> torch.device:
 
 
 def machine(device: torch.device) -> str:
-    """CPU model, cores, torch version and the device, on one line."""
+    """CPU model, cores, load (other jobs share the machine), torch version and device, on one line."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -26,7 +36,7 @@ def machine(device: torch.device) -> str:
         pass
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return (f"machine: {cpu}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), "
-            f"torch {torch.__version__}, device {device} ({where})")
+            f"load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}, device {device} ({where})")
 
 
 def sync(device: torch.device) -> None:

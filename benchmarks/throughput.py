@@ -9,9 +9,9 @@
     unconditional sampling (`sample` with an empty mask, D passes), in rows per second.
 Models are randomly initialised: speed does not depend on training.
 
-    python benchmarks/throughput.py --quick                  # ~1 min on 2 CPU cores
-    python benchmarks/throughput.py                          # text-cpu and mnist-cpu, a few minutes
-    python benchmarks/throughput.py --device cuda --scale paper   # text8 and CIFAR-10 paper models
+    python benchmarks/throughput.py --quick --threads 1          # ~10 s on 2 CPU cores
+    python benchmarks/throughput.py --threads 1                  # text-cpu and mnist-cpu, ~4 min
+    python benchmarks/throughput.py --device cuda --scale paper  # the text8 and CIFAR-10 paper models
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from anyorder.build import build_model, describe
 from anyorder.config import load_config
 from anyorder.data import load_data
 from anyorder.train import autocast_for
-from common import machine, median_seconds, resolve
+from common import add_threads_flag, machine, median_seconds, resolve, set_threads
 
 PRESETS = {"cpu": ["text-cpu", "mnist-cpu"], "paper": ["text8-paper", "cifar10-paper"]}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -77,17 +77,21 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     parser.add_argument("--scale", choices=PRESETS, default="cpu", help="which presets by default")
     parser.add_argument("--presets", nargs="+", help="preset names (default: by --scale)")
-    parser.add_argument("--steps", type=int, default=5, help="timed training steps (after 2 warm-up steps)")
+    parser.add_argument("--steps", type=int, help="timed training steps after 2 warm-up steps (default 5)")
     parser.add_argument("--batch-size", type=int, help="training batch (default: the preset's)")
-    parser.add_argument("--query-batch-size", type=int, default=16, help="rows per exact evaluation / sample")
+    parser.add_argument("--query-batch-size", type=int, help="rows per exact evaluation / sample (default 8)")
     parser.add_argument("--precisions", nargs="+", choices=DTYPES, default=list(DTYPES))
     parser.add_argument("--quick", action="store_true",
-                        help="small matmuls, text-cpu and digits-cpu, batch 16, 3 steps, 4 query rows")
+                        help="small matmuls; defaults of text-cpu and digits-cpu, batch 16, 3 steps, 4 query rows")
+    add_threads_flag(parser)
     args = parser.parse_args()
+    set_threads(args.threads)
     device = resolve(args.device)
     presets = args.presets or (["text-cpu", "digits-cpu"] if args.quick else PRESETS[args.scale])
     if args.quick:
-        args.steps, args.batch_size, args.query_batch_size = 3, args.batch_size or 16, 4
+        args.steps, args.batch_size = args.steps or 3, args.batch_size or 16
+        args.query_batch_size = args.query_batch_size or 4
+    args.steps, args.query_batch_size = args.steps or 5, args.query_batch_size or 8
     sizes = [512, 1024] if args.quick else [1024, 2048, 4096] if device.type == "cpu" else [4096, 8192]
     print(machine(device))
 

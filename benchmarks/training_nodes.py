@@ -20,7 +20,7 @@ import argparse
 import torch
 
 from anyorder import lattice
-from common import machine, median_seconds, resolve
+from common import add_threads_flag, machine, median_seconds, resolve, set_threads
 
 
 def official_nodes(batch: int, dim: int, strategy: str, pool_factor: int = 100, device=None) -> torch.Tensor:
@@ -51,18 +51,20 @@ def official_nodes(batch: int, dim: int, strategy: str, pool_factor: int = 100, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--dim", type=int, default=1024, help="variables per row")
+    parser.add_argument("--batch-size", type=int, help="default 64 (512 with --full)")
+    parser.add_argument("--dim", type=int, help="variables per row: default 1024 (3072 with --full)")
     parser.add_argument("--pool-factor", type=int, default=100, help="official pool size / batch size")
     parser.add_argument("--strategies", nargs="+", default=["mac", "aoarm", "mac-inpaint"],
                         choices=["mac", "aoarm", "mac-inpaint"])
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per sampler (median reported)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
     parser.add_argument("--full", action="store_true",
-                        help="B=512, D=3072 (the official pool is then 51200 x 3072: ~5 GB, ~1 min a call on 2 CPU cores)")
+                        help="defaults of B=512, D=3072 (the official pool is then 51200 x 3072: ~5 GB, ~1 min a call on 2 CPU cores)")
+    add_threads_flag(parser)
     args = parser.parse_args()
-    if args.full:
-        args.batch_size, args.dim = 512, 3072
+    set_threads(args.threads)
+    args.batch_size = args.batch_size or (512 if args.full else 64)
+    args.dim = args.dim or (3072 if args.full else 1024)
     device = resolve(args.device)
     print(machine(device))
     print(f"training nodes: B={args.batch_size}, D={args.dim}, protocol natural, reweight on; "

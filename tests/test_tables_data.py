@@ -286,3 +286,16 @@ def test_write_table_round_trips_every_digit(tmp_path, name):
     assert np.array_equal(back, values, equal_nan=True)
     if name.endswith(".csv"):
         assert (tmp_path / name).read_text().splitlines()[1] == "0.1,,-3"
+
+
+def test_drop_leaves_out_named_columns(tmp_path):
+    data, _ = numeric_rows()
+    write_table(tmp_path / "t.csv", ["a", "b", "c"], data)
+    table = load_table(tmp_path / "t.csv", drop=["b"])
+    assert table.meta["columns"] == ["a", "c"] and table.dim == 2
+    with pytest.raises(DataError, match="no such column"):
+        load_table(tmp_path / "t.csv", drop=["z"])
+    with pytest.raises(DataError, match="leaves no column"):
+        load_table(tmp_path / "t.csv", drop=["a", "b", "c"])
+    with pytest.raises(ValueError, match="list of column names"):
+        load_table(tmp_path / "t.csv", drop="b")

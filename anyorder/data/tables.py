@@ -94,8 +94,9 @@ def _parse_column(tokens: list[str], name: str, lines: list[int], path: Path) ->
     return values
 
 
-def read_table(path) -> tuple[list[str], np.ndarray]:
-    """Read a numeric CSV/TSV/whitespace table (optionally gzipped) -> (column names, `[N, D]` float64).
+def read_cells(path) -> tuple[list[str], list[list[str]], np.ndarray]:
+    """Read a numeric CSV/TSV/whitespace table (optionally gzipped) -> (column names, the
+    cells as written `[N][D]`, their values `[N, D]` float64).
 
     The delimiter is sniffed; a first row that is not all numeric is the header (otherwise
     columns are named col1..colD). Missing cells become NaN. Raises DataError naming the
@@ -135,29 +136,46 @@ def read_table(path) -> tuple[list[str], np.ndarray]:
     if empty.any():
         raise DataError(f"{path}: line {lines[int(np.argmax(empty))]} is entirely missing; "
                         "drop such rows (a row with no observed cell carries no data)")
+    return names, rows, table
+
+
+def read_table(path) -> tuple[list[str], np.ndarray]:
+    """(column names, `[N, D]` float64) of a numeric table file; see `read_cells`."""
+    names, _, table = read_cells(path)
     return names, table
 
 
-def _cell(value: float) -> str:
+def format_cell(value: float) -> str:
+    """The shortest text that reads back as the same float64; NaN is an empty cell."""
     if value != value:
         return ""
-    text = repr(value)  # the shortest string that reads back as the same float64
+    text = repr(value)
     return text[:-2] if text.endswith(".0") else text
 
 
-def write_table(path, columns: list[str], table) -> None:
-    """Write `[N, D]` values under a header row: tab-separated for .tsv/.tab, else
-    comma-separated; gzipped for .gz. Every digit is kept and NaN is an empty cell, so
-    `read_table` gives back the same float64 numbers."""
+def write_cells(path, columns: list[str], rows: list[list[str]]) -> None:
+    """Write text cells under a header row: tab-separated for .tsv/.tab, else comma-separated;
+    gzipped for .gz. Written to a temporary file and renamed, so a failure leaves no partial file."""
     path = Path(path).expanduser()
     plain = path.name[:-3] if path.name.endswith(".gz") else path.name
     delimiter = "\t" if plain.endswith((".tsv", ".tab")) else ","
-    table = np.asarray(table, dtype=np.float64)
+    partial = path.with_name(f".{path.name}.partial")
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "wt", newline="") as f:
-        writer = csv.writer(f, delimiter=delimiter, lineterminator="\n")
-        writer.writerow(list(columns))
-        writer.writerows([_cell(v) for v in row] for row in table.tolist())
+    try:
+        with opener(partial, "wt", newline="") as f:
+            writer = csv.writer(f, delimiter=delimiter, lineterminator="\n")
+            writer.writerow(list(columns))
+            writer.writerows(rows)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def write_table(path, columns: list[str], table) -> None:
+    """Write `[N, D]` values with every digit kept (NaN as an empty cell), so `read_table`
+    gives back the same float64 numbers; see `write_cells` for the format."""
+    table = np.asarray(table, dtype=np.float64)
+    write_cells(path, columns, [[format_cell(v) for v in row] for row in table.tolist()])
 
 
 # ---------------------------------------------------------------- standardisation
@@ -205,13 +223,20 @@ def _dataset(source: str, names: list[str], train, valid, test, mean, std) -> Da
                    splits=splits, meta=meta)
 
 
-def _file_table(path, valid_fraction: float, test_fraction: float, seed: int) -> Dataset:
+def _file_table(path, valid_fraction: float, test_fraction: float, seed: int, drop) -> Dataset:
     for name, value in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
         if not 0 <= value < 1:
             raise ValueError(f"{name} must lie in [0, 1), got {value}")
     if valid_fraction + test_fraction >= 1:
         raise ValueError(f"valid_fraction + test_fraction must be < 1, got {valid_fraction + test_fraction}")
     names, table = read_table(path)
+    unknown = [name for name in drop if name not in names]
+    if unknown:
+        raise DataError(f"{path}: cannot drop {unknown}: no such column (columns: {', '.join(names)})")
+    keep = [j for j, name in enumerate(names) if name not in drop]
+    if not keep:
+        raise DataError(f"{path}: dropping {list(drop)} leaves no column")
+    names, table = [names[j] for j in keep], table[:, keep]
     n = len(table)
     n_test, n_valid = round(n * test_fraction), round(n * valid_fraction)
     if n - n_test - n_valid < 1:
@@ -373,16 +398,21 @@ def _maf_table(name: str, path) -> Dataset:
 # ---------------------------------------------------------------- entry point
 
 def load_table(source, path=None, valid_fraction: float = 0.1, test_fraction: float = 0.1,
-               seed: int = 0) -> Dataset:
+               seed: int = 0, drop: list[str] | tuple = ()) -> Dataset:
     """A continuous table as a Dataset (kind "table", float32, D = number of columns).
 
     `source` is a CSV/TSV file (split by a seeded shuffle into train/valid/test, standardised
     with train statistics) or one of "power", "gas", "hepmass", "miniboone", "bsds300"
     (MAF's files under `path`, else ~/.cache/anyorder/<name>, downloaded where a network
-    exists; MAF's fixed splits, so the fractions and seed do not apply).
+    exists; MAF's fixed splits, so the fractions and seed do not apply). `drop` names
+    columns of a file to leave out (e.g. a discrete label among continuous columns).
     """
     if str(source).lower() in MAF_SETS and not Path(str(source)).is_file():
+        if drop:
+            raise ValueError(f"drop is for table files; {source} has MAF's fixed columns")
         return _maf_table(str(source).lower(), path)
     if path is not None:
         raise ValueError(f"path= is for the UCI sets {', '.join(MAF_SETS)}; for a file pass it as source")
-    return _file_table(source, valid_fraction, test_fraction, seed)
+    if isinstance(drop, str):
+        raise ValueError(f"drop must be a list of column names, got the string {drop!r}")
+    return _file_table(source, valid_fraction, test_fraction, seed, drop)

@@ -27,10 +27,12 @@ class Block(nn.Module):
         self.out = nn.Linear(mlp, width)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         B, D, W = h.shape
         q, k, v = self.qkv(self.ln1(h)).view(B, D, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        bias = None if bias is None else bias.to(q.dtype)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
+                                           dropout_p=self.dropout if self.training else 0.0)
         h = h + self.drop(self.proj(a.transpose(1, 2).reshape(B, D, W)))
         return h + self.drop(self.out(F.gelu(self.fc(self.ln2(h)))))
 
@@ -57,6 +59,13 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(width, heads, mlp or 4 * width, dropout) for _ in range(depth))
         self.ln_f = nn.LayerNorm(width)
         self.head = nn.Linear(width, out_features)
+        self.attention_bias = attention_bias
+        if attention_bias == "alibi":
+            distance = (torch.arange(dim)[:, None] - torch.arange(dim)).abs()
+            slopes = 2.0 ** -torch.arange(heads, dtype=torch.float32)
+            self.register_buffer("bias", -slopes[:, None, None] * distance, persistent=False)
+        else:
+            self.bias = None
         self._init_weights(depth)
 
     def _init_weights(self, depth: int) -> None:
@@ -81,7 +90,7 @@ class Transformer(nn.Module):
         h = self.token(tokens) + self.position + self.cardinality(observed.sum(1))[:, None]
         h = self.drop(h)
         for block in self.blocks:
-            h = block(h)
+            h = block(h, self.bias)
         return self.head(self.ln_f(h))
 
     def matmul_flops(self, batch_size: int) -> int:
