@@ -42,7 +42,12 @@ def cmd_eval(args) -> None:
     rows = load_data(config.data).split(args.split)
     if args.rows:
         rows = rows[: args.rows]
-    options = {"model": args.energy_model} if config.model.kind == "ace" else {}
+    options = {}
+    if config.model.kind == "ace":
+        options = {"model": args.energy_model, "num_importance": args.num_importance}
+    elif args.num_importance is not None or args.energy_model != "energy":
+        raise ValueError(f"--energy-model and --num-importance are for ACE models; {args.checkpoint} "
+                         f"holds a model.kind '{config.model.kind}' model")
     report = evaluate(model, rows, args.estimator, args.num_draws, args.batch_size, args.seed,
                       autocast_for(config.train.precision, device), not args.quiet, **options)
     report.update(checkpoint=str(args.checkpoint), split=args.split)
@@ -182,6 +187,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, default=0, help="evaluate only the first N rows (0 = all)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--energy-model", choices=["energy", "proposal"], default="energy", help="ACE models only")
+    p.add_argument("--num-importance", type=int, metavar="K",
+                   help="ACE: importance samples per log Z (default: the training value); more is less biased")
     p.add_argument("--json", help="also write the results to this JSON file")
 
     p = with_checkpoint("sample", "unconditional samples, text infilling or image inpainting", cmd_sample)

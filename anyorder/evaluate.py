@@ -21,19 +21,22 @@ def _mean_se(values: torch.Tensor) -> tuple[float, float]:
     return values.mean().item(), se
 
 
-def evaluate(model: AnyOrderModel, rows: torch.Tensor, estimator: str = "exact", num_draws: int = 1,
-             batch_size: int = 64, seed: int = 0, autocast=None, progress: bool = True, **log_prob_options) -> dict:
-    """Joint and marginal log-likelihoods of `rows [N, D]`, per row, with standard errors.
+def marginal_masks(rows: int, dim: int, seed: int = 0) -> torch.Tensor:
+    """The card-uniform marginal queries `evaluate` asks with this seed: `[rows, dim]` bool."""
+    return lattice.query_masks(rows, dim, "card-uniform", generator=torch.Generator().manual_seed(seed))
 
-    Returns nats per row (`*_loglik`, higher is better; what tables report) and bits per
-    dimension normalised by D (`*_bpd`, the paper's convention, also for marginals).
-    """
+
+def row_log_likelihoods(model: AnyOrderModel, rows: torch.Tensor, /, estimator: str = "exact",
+                        num_draws: int = 1, batch_size: int = 64, seed: int = 0, autocast=None,
+                        progress: bool = True, **log_prob_options) -> dict[str, torch.Tensor]:
+    """log p(x) and log p(x_e) with e from `marginal_masks(seed)`, per row of `rows [N, D]`:
+    {"joint": [N], "marginal": [N]} in nats, on the CPU (for paired comparisons of models).
+    `log_prob_options` go to the model (ACE: model="energy" | "proposal", num_importance)."""
     if len(rows) == 0:
         raise ValueError("no rows to evaluate")
     n, dim = rows.shape
     device = next(model.parameters()).device
-    gen = torch.Generator().manual_seed(seed)
-    masks = lattice.query_masks(n, dim, "card-uniform", generator=gen)
+    masks = marginal_masks(n, dim, seed)
     step_gen = torch.Generator(device=device).manual_seed(seed)
     results = {"joint": [], "marginal": []}
     model.eval()
@@ -48,9 +51,25 @@ def evaluate(model: AnyOrderModel, rows: torch.Tensor, estimator: str = "exact",
                                           generator=step_gen, **log_prob_options)
                 results[name].append(logp.float().cpu())
                 bar.update(1)
-    report = {"rows": n, "dim": dim, "estimator": estimator, "num_draws": num_draws, "seed": seed}
-    for name, parts in results.items():
-        logp = torch.cat(parts)
+    return {name: torch.cat(parts) for name, parts in results.items()}
+
+
+def evaluate(model: AnyOrderModel, rows: torch.Tensor, /, estimator: str = "exact", num_draws: int = 1,
+             batch_size: int = 64, seed: int = 0, autocast=None, progress: bool = True, **log_prob_options) -> dict:
+    """Joint and marginal log-likelihoods of `rows [N, D]`, averaged over rows, with standard errors.
+
+    Returns nats per row (`*_loglik`, higher is better; what tables report) and bits per
+    dimension normalised by D (`*_bpd`, the paper's convention, also for marginals).
+    """
+    per_row = row_log_likelihoods(model, rows, estimator, num_draws, batch_size, seed, autocast,
+                                  progress, **log_prob_options)
+    return {**summarise(per_row, rows.shape[1]), "estimator": estimator, "num_draws": num_draws, "seed": seed}
+
+
+def summarise(per_row: dict[str, torch.Tensor], dim: int) -> dict:
+    """`row_log_likelihoods`' output -> means and standard errors in nats per row and in bpd."""
+    report = {"rows": len(per_row["joint"]), "dim": dim}
+    for name, logp in per_row.items():
         report[f"{name}_loglik"], report[f"{name}_loglik_se"] = _mean_se(logp)
         report[f"{name}_bpd"], report[f"{name}_bpd_se"] = _mean_se(bits_per_dim(logp, dim))
     return report

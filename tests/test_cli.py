@@ -144,3 +144,23 @@ def test_impute_a_table_it_never_saw_keeps_observed_text(tmp_path, capsys):
     assert main(["impute", str(run), "--input", str(given), "--output", str(out)]) == 2
     assert "not numeric" in capsys.readouterr().err and out.read_text() == stale
     assert not list(tmp_path.glob(".*partial"))
+    assert main(["eval", str(run), "--num-importance", "4", "--quiet"]) == 2
+    assert "for ACE models" in capsys.readouterr().err
+
+
+def test_eval_ace_with_both_conditionals(tmp_path, capsys):
+    source = tmp_path / "train.csv"
+    rng = np.random.default_rng(1)
+    source.write_text("a,b\n" + "".join(f"{u:.4f},{u + v:.4f}\n" for u, v in rng.normal(size=(200, 2))))
+    run = tmp_path / "ace"
+    assert main(["train", "--quiet", "--config", "magic-ace-cpu", f"data.source={source}", "data.drop=[]", "net.width=16",
+                 "net.depth=1", "net.context=4", "net.energy_width=8", "net.energy_depth=1", "train.steps=3",
+                 "train.batch_size=16", "train.eval_rows=8", f"train.out={run}"]) == 0
+    reports = {}
+    for which in ("proposal", "energy"):
+        out = tmp_path / f"{which}.json"
+        assert main(["eval", str(run), "--quiet", "--rows", "8", "--energy-model", which,
+                     "--num-importance", "5", "--json", str(out)]) == 0
+        reports[which] = json.loads(out.read_text())
+    assert "nats per row" in capsys.readouterr().out
+    assert reports["proposal"]["joint_loglik"] != reports["energy"]["joint_loglik"]

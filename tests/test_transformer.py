@@ -30,8 +30,9 @@ def test_output_shape_and_initial_zero_output():
         net(x[:, :5], observed[:, :5])
 
 
-def test_output_ignores_unobserved_values():
-    net = make_net()
+@pytest.mark.parametrize("bias", ["none", "alibi"])
+def test_output_ignores_unobserved_values(bias):
+    net = make_net(attention_bias=bias)
     x, observed = inputs()
     changed = torch.where(observed, x, (x + 1 + torch.arange(D)) % K)
     assert not torch.equal(changed, x)
@@ -40,8 +41,9 @@ def test_output_ignores_unobserved_values():
         assert torch.equal(net(x, observed), net(torch.where(observed, x, -1), observed))
 
 
-def test_attention_is_bidirectional():
-    net = make_net()
+@pytest.mark.parametrize("bias", ["none", "alibi"])
+def test_attention_is_bidirectional(bias):
+    net = make_net(attention_bias=bias)
     x, _ = inputs()
     observed = torch.ones(B, D, dtype=torch.bool)
     with torch.no_grad():
@@ -79,3 +81,13 @@ def test_gradient_reaches_every_parameter():
     for name, p in net.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, name
+
+
+def test_alibi_bias_is_symmetric_and_local():
+    net = Transformer(D, K, K, width=16, depth=1, heads=2, attention_bias="alibi")
+    bias = net.bias
+    assert bias.shape == (2, D, D) and torch.equal(bias, bias.transpose(1, 2))
+    assert bias[0, 3, 3] == 0 and bias[0, 3, 4] == -1 and bias[1, 3, 5] == -1 and bias[1, 3, 6] == -1.5
+    assert "bias" not in net.state_dict()          # rebuilt from the config, not stored
+    with pytest.raises(ValueError, match="attention_bias"):
+        Transformer(D, K, K, width=16, depth=1, heads=2, attention_bias="rope")

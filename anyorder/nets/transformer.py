@@ -44,13 +44,22 @@ class Transformer(nn.Module):
     (so the output cannot depend on unobserved values), plus a learned position embedding,
     plus an embedding of |s| = number of observed variables (0..D), which tells every
     position how far along its path the node is (as ARDM's U-Net gets it).
+
+    attention_bias="alibi" adds −slope_h·|i − j| to head h's attention scores (slopes 1,
+    1/2, 1/4, ...), a symmetric ALiBi. A masked position must find its neighbours by
+    attention alone; with learned positions only, small models sit at the unigram loss
+    for thousands of steps before discovering locality (measured: 1200 steps of text-cpu),
+    while with the bias they use neighbours early. "none" is the paper's plain Transformer.
     """
 
     def __init__(self, dim: int, num_classes: int, out_features: int, width: int = 256,
-                 depth: int = 4, heads: int = 4, mlp: int | None = None, dropout: float = 0.0):
+                 depth: int = 4, heads: int = 4, mlp: int | None = None, dropout: float = 0.0,
+                 attention_bias: str = "none"):
         super().__init__()
         if width % heads:
             raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
+        if attention_bias not in ("none", "alibi"):
+            raise ValueError(f"attention_bias must be 'none' or 'alibi', got {attention_bias!r}")
         self.dim, self.num_classes = dim, num_classes
         self.token = nn.Embedding(num_classes + 1, width)      # index num_classes = mask token
         self.position = nn.Parameter(torch.zeros(dim, width))
