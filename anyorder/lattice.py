@@ -111,12 +111,10 @@ def _cardinality_table(dim: int, strategy: str, query: str) -> torch.Tensor:
     aoarm: m = 0 (no base set), k = |s| ~ U{0..D-1}. mac: m = |e|, k ~ U{0..m-1}.
     mac-inpaint: m = |o|, k ~ U{0..D-m-1}. Base sets are uniform given their size.
     """
-    table = torch.zeros(dim + 1, dim, dtype=torch.float64)
     m = torch.arange(dim + 1, dtype=torch.float64)
     k = torch.arange(dim, dtype=torch.float64)
     if strategy == "aoarm":
-        table[0] = 1.0 / dim
-        return table
+        return torch.where(m[:, None] == 0, 1.0 / dim, 0.0).expand(dim + 1, dim).clone()
     if strategy == "mac-inpaint":
         return torch.where(k < dim - m[:, None], 1.0 / (dim * (dim - m[:, None]).clamp(min=1)), 0.0)
     name, arg = parse_name(query, QUERIES, "query distribution")
