@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import lattice
+from .errors import UserError
 from .heads import MixtureOfGaussiansHead
 from .model import AnyOrderModel
 from .nets import build_net
@@ -71,12 +72,12 @@ class ACEModel(AnyOrderModel):
                  energy_depth: int = 4, energy_clip: float = 30.0):
         super().__init__(network, head, strategy, protocol, reweight, targets, query)
         if not isinstance(head, MixtureOfGaussiansHead):
-            raise ValueError(f"ACE needs a MixtureOfGaussiansHead proposal, got {type(head).__name__}")
+            raise UserError(f"ACE needs a MixtureOfGaussiansHead proposal, got {type(head).__name__}")
         if not hasattr(network, "forward_with_context") or getattr(network, "context", 0) < 1:
-            raise ValueError("ACE needs a network with a context vector per variable "
+            raise UserError("ACE needs a network with a context vector per variable "
                              "(e.g. ResMLP(..., context=64))")
         if num_importance < 1:
-            raise ValueError(f"num_importance must be >= 1, got {num_importance}")
+            raise UserError(f"num_importance must be >= 1, got {num_importance}")
         self.num_importance = num_importance
         self.energy = EnergyNet(network.dim, network.context, energy_width, energy_depth, energy_clip)
         self._which, self._samples, self._generator = "energy", num_importance, None
@@ -153,14 +154,25 @@ class ACEModel(AnyOrderModel):
 
     # ---------------------------------------------------------------- queries
     @contextmanager
-    def _using(self, model: str, num_importance: int | None, generator):
+    def query_options(self, model: str | None = None, num_importance: int | None = None):
+        """Which conditionals the queries inside the block use ("energy", the default, or
+        "proposal") and how many importance samples estimate log Z (default: training's)."""
+        with self._using(model, num_importance, self._generator):
+            yield self
+
+    @contextmanager
+    def _using(self, model: str | None, num_importance: int | None, generator):
+        """Set the conditionals, sample count and generator of the queries inside; None keeps
+        the current setting."""
+        model = self._which if model is None else model
         if model not in MODELS:
-            raise ValueError(f"unknown model {model!r}; expected 'energy' or 'proposal'")
-        num_importance = self.num_importance if num_importance is None else num_importance
+            raise UserError(f"unknown model {model!r}; expected 'energy' or 'proposal'")
+        num_importance = self._samples if num_importance is None else num_importance
         if num_importance < 1:
-            raise ValueError(f"num_importance must be >= 1, got {num_importance}")
+            raise UserError(f"num_importance must be >= 1, got {num_importance}")
         saved = self._which, self._samples, self._generator
-        self._which, self._samples, self._generator = model, num_importance, generator
+        self._which, self._samples = model, num_importance
+        self._generator = self._generator if generator is None else generator
         try:
             yield
         finally:
@@ -186,32 +198,33 @@ class ACEModel(AnyOrderModel):
         if temperature == 0:
             pick = energies.argmin(-1, keepdim=True)
         else:
-            weights = torch.softmax(-energies / temperature - log_q, dim=-1)
+            # Shifted by the lowest energy first, so a tiny temperature cannot overflow.
+            weights = torch.softmax(-(energies - energies.amin(-1, keepdim=True)) / temperature - log_q, dim=-1)
             pick = torch.multinomial(weights, 1, generator=generator)
         return draws.gather(1, pick).squeeze(1)
 
     def log_prob(self, x, mask=None, estimator="exact", num_draws=1, generator=None,
-                 model: str = "energy", num_importance: int | None = None):
+                 model: str | None = None, num_importance: int | None = None):
         """The core's log p(x_mask) `[B]` with the energy or the proposal conditionals."""
         with self._using(model, num_importance, generator):
             return super().log_prob(x, mask, estimator, num_draws, generator)
 
     def conditional_log_prob(self, x, target, given, estimator="exact", num_draws=1,
-                             method="chain", generator=None, model: str = "energy",
+                             method="chain", generator=None, model: str | None = None,
                              num_importance: int | None = None):
         """The core's log p(x_target | x_given) `[B]` with the energy or the proposal conditionals."""
         with self._using(model, num_importance, generator):
             return super().conditional_log_prob(x, target, given, estimator, num_draws, method, generator)
 
-    def sample(self, x, observed, temperature=1.0, generator=None, model: str = "energy",
+    def sample(self, x, observed, temperature=1.0, generator=None, model: str | None = None,
                num_importance: int | None = None):
         """The core's sampler; energy conditionals are drawn by importance resampling."""
         with self._using(model, num_importance, generator):
             return super().sample(x, observed, temperature, generator)
 
     @torch.no_grad()
-    def conditional_mean(self, x: torch.Tensor, observed: torch.Tensor, model: str = "energy",
-                         num_importance: int | None = None, generator=None) -> torch.Tensor:
+    def conditional_mean(self, x: torch.Tensor, observed: torch.Tensor, generator=None,
+                         model: str | None = None, num_importance: int | None = None) -> torch.Tensor:
         """ACE's imputation: every unobserved x_j replaced by E[x_j | x_observed] in one pass
         (proposal: the mixture mean; energy: the importance-weighted mean of proposal draws)."""
         x = self._check_x(x)
@@ -220,7 +233,7 @@ class ACEModel(AnyOrderModel):
             x = torch.where(observed, x, self.head.blank(x))
             params, context = self.params_and_context(x, observed)
             rows, var = (~observed).nonzero(as_tuple=True)
-            if model == "proposal":
+            if self._which == "proposal":
                 fill = self.head.mean(params[rows, var])
             else:
                 draws, log_q = self._proposal_draws(params[rows, var], self._samples, generator)

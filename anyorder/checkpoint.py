@@ -2,9 +2,10 @@
 
 A run directory holds `model.safetensors` (the weights to use — the EMA where there is
 one — with the config and data description as metadata: enough to rebuild the model
-without any data files) and `train_state.pt` (raw weights, optimiser, EMA, random
-generator, step: enough to resume to the same state). Both are written to a temporary
-file and renamed into place, so a run killed mid-write never leaves a torn checkpoint.
+without any data files) and `train_state.pt` (raw weights, optimiser, EMA, the data
+generator and the global random states, step: enough to resume to the same state). Both
+are written to a temporary file and renamed into place, so a run killed mid-write never
+leaves a torn checkpoint. Non-finite weights are refused when read.
 """
 
 from __future__ import annotations
@@ -18,17 +19,23 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from .config import Config, ConfigError
+from .errors import UserError
 
 FORMAT = "anyorder-checkpoint-1"
 WEIGHTS, STATE = "model.safetensors", "train_state.pt"
+STATE_KEYS = {"model", "optimizer", "ema", "generator", "rng", "step", "config"}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A missing, corrupt or foreign checkpoint (the CLI prints it on one line)."""
 
 
+def _temporary(path: Path, tag: str) -> Path:
+    return path.with_name(f".{path.name}.tmp{tag}")
+
+
 def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = _temporary(path, str(os.getpid()))
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -38,15 +45,34 @@ def _atomic(path: Path, write) -> None:
 
 def save(run_dir: str | Path, weights: dict, config: Config, meta: dict, step: int,
          state: dict | None = None) -> None:
-    """Write the resumable state (if given) first, then the weights that users load."""
+    """Write the weights that users load, then the resumable state (if given). The state is
+    written last, so it is never ahead of the weights: if either write fails (a full disk),
+    `--resume` restarts from the state and writes both again."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if state is not None:
-        _atomic(run_dir / STATE, lambda p: torch.save({**state, "step": step, "config": config.to_dict()}, p))
     tensors = {k: v.detach().float().contiguous().cpu() if v.is_floating_point() else v.contiguous().cpu()
                for k, v in weights.items()}
     info = {"format": FORMAT, "config": json.dumps(config.to_dict()), "meta": json.dumps(meta), "step": str(step)}
     _atomic(run_dir / WEIGHTS, lambda p: save_file(tensors, str(p), metadata=info))
+    if state is not None:
+        _atomic(run_dir / STATE, lambda p: torch.save({**state, "step": step, "config": config.to_dict()}, p))
+
+
+def remove_temporary_files(run_dir: str | Path) -> None:
+    """Delete the temporary files of writes that a killed process never finished. Call it only
+    while holding the run directory (no other process can be writing there)."""
+    for name in (WEIGHTS, STATE):
+        for tmp in Path(run_dir).glob(_temporary(Path(name), "*").name):
+            tmp.unlink(missing_ok=True)
+
+
+def _check_finite(tensors: dict, where: Path) -> None:
+    bad = [k for k, v in tensors.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+           and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{where} holds non-finite weights ({bad[0]}"
+                              f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}): the run it came "
+                              "from diverged or the file is damaged")
 
 
 def weights_path(path: str | Path) -> Path:
@@ -73,6 +99,7 @@ def read(path: str | Path) -> tuple[dict, Config, dict, int]:
         meta, step = json.loads(info["meta"]), int(info["step"])
     except (KeyError, ValueError, ConfigError) as err:
         raise CheckpointError(f"checkpoint {found} has damaged metadata: {err}") from None
+    _check_finite(weights, found)
     return weights, config, meta, step
 
 
@@ -82,6 +109,13 @@ def read_state(run_dir: str | Path) -> dict:
     if not found.is_file():
         raise CheckpointError(f"cannot resume: no {STATE} in {run_dir}")
     try:
-        return torch.load(found, map_location="cpu", weights_only=True)
+        state = torch.load(found, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for damaged pickles/zips
         raise CheckpointError(f"cannot read {found}: {str(err).splitlines()[0]}") from None
+    missing = sorted(STATE_KEYS - set(state)) if isinstance(state, dict) else sorted(STATE_KEYS)
+    if not missing and not (isinstance(state["model"], dict) and isinstance(state["ema"], (dict, type(None)))):
+        missing = ["model weights"]
+    if missing:
+        raise CheckpointError(f"{found} is not a complete training state (missing {', '.join(missing)})")
+    _check_finite({**state["model"], **{f"ema.{k}": v for k, v in (state["ema"] or {}).items()}}, found)
+    return state

@@ -1,24 +1,57 @@
-"""`anyorder` command line: train, eval, sample, impute — one CLI for every data type."""
+"""`anyorder` command line: train, eval, sample, impute — one CLI for every data type.
+
+Each subcommand is one parser-building function (`<name>_parser`) and one command function
+(`cmd_<name>`); options that several commands share are added by one helper each. What is
+particular to a kind of data lives beside its loader (`anyorder.data.DataIO`), and what is
+particular to a model behind its query options, so nothing here branches on either.
+Mistakes in what was asked (`UserError`, or an OSError naming its path) print one line;
+anything else is a bug and shows its traceback (as do user errors under `--debug`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
-from pathlib import Path
 
-import numpy as np
 import torch
 
-from . import checkpoint
+from .arguments import count, number, probability, seed
 from .build import load_model
-from .config import ConfigError, load_config, preset_names
-from .data import DataError, load_data
+from .config import load_config, preset_names
+from .data import IO, data_io, load_data
+from .errors import UserError
 from .evaluate import evaluate
-from .impute import REDUCTIONS, impute_file
+from .impute import REDUCTIONS
+from .paths import output_file
 from .train import autocast_for, resolve_device, resume_config, train
 
-USER_ERRORS = (ConfigError, DataError, checkpoint.CheckpointError, ValueError, FileNotFoundError)
+USER_ERRORS = (UserError,)
+
+
+class Terminated(Exception):
+    """SIGTERM arrived: stop the way Ctrl-C stops, so temporary files are cleaned up."""
+
+
+# ---------------------------------------------------------------- shared options
+
+def add_common_options(p: argparse.ArgumentParser) -> None:
+    """Options of every command: threads, progress bars, tracebacks."""
+    p.add_argument("--threads", type=count(1), help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show the traceback of every error")
+
+
+def add_checkpoint_options(p: argparse.ArgumentParser) -> None:
+    """Options of the commands that load a trained model."""
+    p.add_argument("checkpoint", help="run directory or model.safetensors")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, … or auto (default)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (integer >= 0)")
+
+
+def add_split_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split", default="test", help="data split the rows come from (default: test)")
 
 
 def _open(args):
@@ -26,6 +59,17 @@ def _open(args):
     device = resolve_device(args.device)
     model, config, meta = load_model(args.checkpoint, device)
     return model, config, meta, device
+
+
+# ---------------------------------------------------------------- train
+
+def train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model from a preset or YAML config")
+    p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.steps=500 optim.lr=1e-3")
+    p.add_argument("--config", default="text-cpu", help="preset name or YAML file (default: text-cpu)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    add_common_options(p)
+    p.set_defaults(run=cmd_train)
 
 
 def cmd_train(args) -> None:
@@ -37,17 +81,36 @@ def cmd_train(args) -> None:
     print(f"checkpoint: {run_dir}")
 
 
+# ---------------------------------------------------------------- eval
+
+def eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="joint and marginal likelihoods on a split")
+    add_checkpoint_options(p)
+    add_split_option(p)
+    p.add_argument("--estimator", choices=["exact", "one-step"], default="exact")
+    p.add_argument("--num-draws", type=count(1), default=1, help="one-step draws per row")
+    p.add_argument("--rows", type=count(0, "0 = all rows"), default=0,
+                   help="evaluate only the first N rows (0 = all)")
+    p.add_argument("--batch-size", type=count(1), default=64)
+    p.add_argument("--energy-model", choices=["energy", "proposal"],
+                   help="ACE models only: which conditionals (default: energy)")
+    p.add_argument("--num-importance", type=count(1), metavar="K",
+                   help="ACE: importance samples per log Z (default: the training value); more is less biased")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    add_common_options(p)
+    p.set_defaults(run=cmd_eval)
+
+
 def cmd_eval(args) -> None:
+    json_path = output_file(args.json, "--json") if args.json else None
     model, config, meta, device = _open(args)
     rows = load_data(config.data).split(args.split)
     if args.rows:
         rows = rows[: args.rows]
-    options = {}
-    if config.model.kind == "ace":
-        options = {"model": args.energy_model, "num_importance": args.num_importance}
-    elif args.num_importance is not None or args.energy_model != "energy":
-        raise ValueError(f"--energy-model and --num-importance are for ACE models; {args.checkpoint} "
-                         f"holds a model.kind '{config.model.kind}' model")
+    options = {name: value for name, value in (("model", args.energy_model), ("num_importance", args.num_importance))
+               if value is not None}
+    with model.query_options(**options):        # refuses options the model does not take, before any work
+        pass
     report = evaluate(model, rows, args.estimator, args.num_draws, args.batch_size, args.seed,
                       autocast_for(config.train.precision, device), not args.quiet, **options)
     report.update(checkpoint=str(args.checkpoint), split=args.split)
@@ -59,68 +122,23 @@ def cmd_eval(args) -> None:
         print(f"{args.split}: joint log-likelihood {report['joint_loglik']:.4f} ± {report['joint_loglik_se']:.4f}, "
               f"marginal {report['marginal_loglik']:.4f} ± {report['marginal_loglik_se']:.4f} nats per row "
               f"({report['rows']} rows, {args.estimator})")
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2))
 
 
-def _sample_text(args, model, config, meta, gen):
-    from .data.text import decode, encode
-    dim = meta["dim"]
-    if args.text is not None:
-        if len(args.text) > dim:
-            raise ValueError(f"--text has {len(args.text)} characters; this model handles {dim}")
-        padded = args.text.lower() + "_" * (dim - len(args.text))
-        observed = torch.tensor([c != "_" for c in padded]).expand(args.num, dim)
-        x = encode(padded.replace("_", " ")).expand(args.num, dim).clone()
-    elif args.random_mask is not None:
-        if not 0 <= args.random_mask <= 1:
-            raise ValueError(f"--random-mask is a probability in [0, 1], got {args.random_mask}")
-        x = load_data(config.data).split(args.split)[: args.num]
-        observed = torch.rand(x.shape, generator=gen) >= args.random_mask
-    else:
-        x = torch.zeros(args.num, dim, dtype=torch.long)
-        observed = torch.zeros_like(x, dtype=torch.bool)
-    filled = _fill(model, x, observed, args)
-    for i in range(len(filled)):
-        if observed.any():
-            masked = "".join(c if o else "_" for c, o in zip(decode(x[i]), observed[i].tolist()))
-            if args.random_mask is not None:
-                print(f"original: {decode(x[i])}")
-            print(f"masked:   {masked}")
-        print(f"filled:   {decode(filled[i])}" if observed.any() else decode(filled[i]))
-        print()
+# ---------------------------------------------------------------- sample
 
-
-def _sample_images(args, model, config, meta, gen):
-    from .pictures import image_masks, mask_from_png, save_grid
-    shape, levels = tuple(meta["shape"]), meta["num_classes"]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.inpaint:
-        x = load_data(config.data).split(args.split)[: args.num]
-        if Path(args.inpaint).suffix.lower() == ".png":
-            observed = mask_from_png(args.inpaint, shape).expand(len(x), -1)
-        else:
-            observed = image_masks(len(x), shape, args.inpaint, aligned=not args.per_channel, generator=gen)
-        filled = _fill(model, x, observed, args)
-        save_grid(out / "inpaint.png", [x, x, filled], shape, levels, masks=[None, observed, None])
-        np.savez(out / "inpaint.npz", original=x.numpy(), observed=observed.numpy(), filled=filled.numpy())
-        print(f"wrote {out / 'inpaint.png'} (rows: original / masked / filled) and {out / 'inpaint.npz'}")
-    else:
-        x = torch.zeros(args.num, meta["dim"], dtype=torch.long)
-        filled = _fill(model, x, torch.zeros_like(x, dtype=torch.bool), args)
-        save_grid(out / "samples.png", [filled], shape, levels)
-        np.save(out / "samples.npy", filled.numpy())
-        print(f"wrote {out / 'samples.png'} and {out / 'samples.npy'}")
-
-
-def _sample_table(args, model, config, meta, gen):
-    from .data.tables import unstandardise
-    x = torch.zeros(args.num, meta["dim"])
-    values = unstandardise(_fill(model, x, torch.zeros_like(x, dtype=torch.bool), args), meta)
-    print("\t".join(meta.get("columns", [])))
-    for row in values.tolist():
-        print("\t".join(f"{v:.6g}" for v in row))
+def sample_parser(sub) -> None:
+    p = sub.add_parser("sample", help="unconditional samples, text infilling or image inpainting")
+    add_checkpoint_options(p)
+    add_split_option(p)
+    p.add_argument("--num", type=count(1), default=4, help="number of samples")
+    p.add_argument("--temperature", type=number(0.0), default=1.0, help="finite, >= 0 (0: the mode)")
+    for kind in IO:
+        for flags, options in data_io(kind).sample_options:
+            p.add_argument(*flags, **options)
+    add_common_options(p)
+    p.set_defaults(run=cmd_sample)
 
 
 def _fill(model, x, observed, args) -> torch.Tensor:
@@ -130,29 +148,47 @@ def _fill(model, x, observed, args) -> torch.Tensor:
     return model.sample(x.to(device), observed.to(device), args.temperature, gen).cpu()
 
 
-SAMPLE_OPTIONS = {"text": ("text", "random_mask"), "image": ("inpaint", "per_channel"), "table": ()}
-
-
 def cmd_sample(args) -> None:
     model, config, meta, _ = _open(args)
-    if args.num < 1:
-        raise ValueError(f"--num must be >= 1, got {args.num}")
-    for kind, options in SAMPLE_OPTIONS.items():
-        for option in options:
-            if kind != meta["kind"] and getattr(args, option) not in (None, False):
-                raise ValueError(f"--{option.replace('_', '-')} is for {kind} models; "
-                                 f"{args.checkpoint} holds a {meta['kind']} model")
+    io = data_io(meta["kind"])
+    for kind in IO:
+        for flags, _ in data_io(kind).sample_options if kind != meta["kind"] else ():
+            name = flags[0].lstrip("-").replace("-", "_")
+            if getattr(args, name) not in (None, False):
+                raise UserError(f"{flags[0]} is for {kind} models; {args.checkpoint} holds a {meta['kind']} model")
+    io.check_sample_args(args)
     gen = torch.Generator().manual_seed(args.seed)
-    samplers = {"text": _sample_text, "image": _sample_images, "table": _sample_table}
-    samplers[meta["kind"]](args, model, config, meta, gen)
+    x, observed = io.sample_queries(args, meta, lambda: load_data(config.data).split(args.split)[: args.num], gen)
+    io.show_samples(args, meta, x, observed, _fill(model, x, observed, args))
+
+
+# ---------------------------------------------------------------- impute
+
+def impute_parser(sub) -> None:
+    p = sub.add_parser("impute", help="fill the missing cells of a CSV/TSV table")
+    add_checkpoint_options(p)
+    p.add_argument("--input", required=True, help="CSV/TSV with empty or NaN cells to fill")
+    p.add_argument("--output", required=True,
+                   help="where the completed table goes (.tsv: tabs, else commas); never the input")
+    p.add_argument("--num-samples", type=count(1), default=10, help="draws per row (mean, sample)")
+    p.add_argument("--reduce", choices=REDUCTIONS, default="mean",
+                   help="mean of the draws, every draw (multiple imputation), or one-pass conditional mean")
+    add_common_options(p)
+    p.set_defaults(run=cmd_impute)
 
 
 def cmd_impute(args) -> None:
+    output_file(args.output, "--output", inputs=(args.input,))
     model, config, meta, _ = _open(args)
-    if meta["kind"] != "table":
-        raise ValueError(f"impute needs a checkpoint trained on a table; {args.checkpoint} holds {meta['kind']} data")
-    impute_file(model, meta, args.input, args.output, args.num_samples, args.reduce, args.seed)
-    print(f"wrote {args.output}")
+    data_io(meta["kind"]).impute_file(model, meta, args)
+
+
+# ---------------------------------------------------------------- presets
+
+def presets_parser(sub) -> None:
+    p = sub.add_parser("presets", help="list the built-in presets")
+    add_common_options(p)
+    p.set_defaults(run=cmd_presets)
 
 
 def cmd_presets(args) -> None:
@@ -160,69 +196,47 @@ def cmd_presets(args) -> None:
         print(name)
 
 
+COMMANDS = [train_parser, eval_parser, sample_parser, impute_parser, presets_parser]
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="anyorder", description="Any-order autoregressive models, the MAC way.")
     sub = top.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("train", help="train a model from a preset or YAML config")
-    p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.steps=500 optim.lr=1e-3")
-    p.add_argument("--config", default="text-cpu", help="preset name or YAML file (default: text-cpu)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=cmd_train)
-
-    def with_checkpoint(name, help_text, run):
-        q = sub.add_parser(name, help=help_text)
-        q.add_argument("checkpoint", help="run directory or model.safetensors")
-        q.add_argument("--device", default="auto")
-        q.add_argument("--seed", type=int, default=0)
-        q.add_argument("--quiet", action="store_true", help="no progress bar")
-        q.set_defaults(run=run)
-        return q
-
-    p = with_checkpoint("eval", "joint and marginal likelihoods on a split", cmd_eval)
-    p.add_argument("--split", default="test")
-    p.add_argument("--estimator", choices=["exact", "one-step"], default="exact")
-    p.add_argument("--num-draws", type=int, default=1, help="one-step draws per row")
-    p.add_argument("--rows", type=int, default=0, help="evaluate only the first N rows (0 = all)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--energy-model", choices=["energy", "proposal"], default="energy", help="ACE models only")
-    p.add_argument("--num-importance", type=int, metavar="K",
-                   help="ACE: importance samples per log Z (default: the training value); more is less biased")
-    p.add_argument("--json", help="also write the results to this JSON file")
-
-    p = with_checkpoint("sample", "unconditional samples, text infilling or image inpainting", cmd_sample)
-    p.add_argument("--num", type=int, default=4, help="number of samples")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--text", help="text with _ for missing characters (text models)")
-    p.add_argument("--random-mask", type=float, metavar="P", help="hide each character of test chunks with prob. P")
-    p.add_argument("--inpaint", metavar="SHAPE|PNG", help="centre, left-half, random-pixels, random or a mask PNG")
-    p.add_argument("--per-channel", action="store_true", help="image masks differ per channel")
-    p.add_argument("--split", default="test")
-    p.add_argument("--out", default="samples", help="folder for image outputs")
-
-    p = with_checkpoint("impute", "fill the missing cells of a CSV/TSV table", cmd_impute)
-    p.add_argument("--input", required=True, help="CSV/TSV with empty or NaN cells to fill")
-    p.add_argument("--output", required=True, help="where the completed table goes (.tsv: tabs, else commas)")
-    p.add_argument("--num-samples", type=int, default=10, help="draws per row (mean, sample)")
-    p.add_argument("--reduce", choices=REDUCTIONS, default="mean",
-                   help="mean of the draws, every draw (multiple imputation), or one-pass conditional mean")
-
-    p = sub.add_parser("presets", help="list the built-in presets")
-    p.set_defaults(run=cmd_presets)
+    for add in COMMANDS:
+        add(sub)
     return top
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         args.run(args)
     except USER_ERRORS as err:
+        if args.debug:
+            raise
         print(f"anyorder: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if args.debug:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"anyorder: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("anyorder: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("anyorder: stopped by SIGTERM", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

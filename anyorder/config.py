@@ -15,8 +15,10 @@ from pathlib import Path
 
 import yaml
 
+from .errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError):
     """A user-facing problem with a configuration (the CLI prints it on one line)."""
 
 
@@ -105,11 +107,21 @@ def _coerce(value, f: dataclasses.Field, section: str):
             return value
     elif isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    elif isinstance(default, float) and isinstance(value, str) and _is_float(value):
+        return float(value)             # YAML 1.1 reads 1e-3 (no dot) as a string
     elif isinstance(default, tuple) and isinstance(value, (list, tuple)):
         return tuple(value)
     elif isinstance(value, want) and not isinstance(value, bool):
         return value
     raise ConfigError(f"{section}.{f.name} must be a {want.__name__}, got {value!r}")
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def preset_names() -> list[str]:

@@ -12,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from . import lattice
+from .errors import UserError
 from .model import AnyOrderModel, bits_per_dim
 
 
@@ -31,9 +32,10 @@ def row_log_likelihoods(model: AnyOrderModel, rows: torch.Tensor, /, estimator: 
                         progress: bool = True, **log_prob_options) -> dict[str, torch.Tensor]:
     """log p(x) and log p(x_e) with e from `marginal_masks(seed)`, per row of `rows [N, D]`:
     {"joint": [N], "marginal": [N]} in nats, on the CPU (for paired comparisons of models).
-    `log_prob_options` go to the model (ACE: model="energy" | "proposal", num_importance)."""
+    `log_prob_options` are the model's query options (ACE: model="energy" | "proposal",
+    num_importance)."""
     if len(rows) == 0:
-        raise ValueError("no rows to evaluate")
+        raise UserError("no rows to evaluate")
     n, dim = rows.shape
     device = next(model.parameters()).device
     masks = marginal_masks(n, dim, seed)
@@ -46,9 +48,9 @@ def row_log_likelihoods(model: AnyOrderModel, rows: torch.Tensor, /, estimator: 
         for start in batches:
             x = rows[start:start + batch_size].to(device)
             for name, mask in (("joint", None), ("marginal", masks[start:start + batch_size].to(device))):
-                with autocast or torch.autocast(device.type, enabled=False):
+                with autocast or torch.autocast(device.type, enabled=False), model.query_options(**log_prob_options):
                     logp = model.log_prob(x, mask, estimator=estimator, num_draws=num_draws,
-                                          generator=step_gen, **log_prob_options)
+                                          generator=step_gen)
                 results[name].append(logp.float().cpu())
                 bar.update(1)
     return {name: torch.cat(parts) for name, parts in results.items()}

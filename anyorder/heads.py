@@ -14,6 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import UserError
+
+
+def _finite(params: torch.Tensor) -> torch.Tensor:
+    """`params` unchanged, or a UserError: sampling from NaN/inf parameters has no meaning."""
+    if not torch.isfinite(params).all():
+        raise UserError("the network produced non-finite parameters (NaN or inf): its weights are "
+                        "damaged or the run diverged")
+    return params
+
 
 class Head(nn.Module):
     """Interface: `params_per_variable` P, `log_prob`, `sample`, `check_values`, `blank`."""
@@ -30,7 +40,7 @@ class Head(nn.Module):
         raise NotImplementedError
 
     def check_values(self, x: torch.Tensor, name: str = "x") -> None:
-        """Raise ValueError when x cannot be values of this head."""
+        """Raise UserError when x cannot be values of this head."""
         raise NotImplementedError
 
     def blank(self, x: torch.Tensor) -> torch.Tensor:
@@ -44,7 +54,7 @@ class CategoricalHead(Head):
     def __init__(self, num_classes: int):
         super().__init__()
         if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+            raise UserError(f"num_classes must be >= 2, got {num_classes}")
         self.num_classes = num_classes
         self.params_per_variable = num_classes
 
@@ -53,17 +63,18 @@ class CategoricalHead(Head):
         return logp.gather(-1, x.unsqueeze(-1)).squeeze(-1)
 
     def sample(self, params, temperature=1.0, generator=None):
-        logits = params.float()
+        logits = _finite(params.float())
         if temperature == 0:
             return logits.argmax(-1)
-        probs = F.softmax(logits / temperature, dim=-1)
+        # Shifted so the largest logit is 0: dividing by a tiny temperature cannot overflow.
+        probs = F.softmax((logits - logits.amax(-1, keepdim=True)) / temperature, dim=-1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
     def check_values(self, x, name="x"):
         if x.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-            raise ValueError(f"{name} must hold integer category ids, got dtype {x.dtype}")
+            raise UserError(f"{name} must hold integer category ids, got dtype {x.dtype}")
         if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.num_classes):
-            raise ValueError(f"{name} values must lie in 0..{self.num_classes - 1}, "
+            raise UserError(f"{name} values must lie in 0..{self.num_classes - 1}, "
                              f"got range {int(x.min())}..{int(x.max())}")
 
 
@@ -77,7 +88,7 @@ class MixtureOfGaussiansHead(Head):
     def __init__(self, components: int = 10, min_log_scale: float = -7.0, max_log_scale: float = 5.0):
         super().__init__()
         if components < 1:
-            raise ValueError(f"components must be >= 1, got {components}")
+            raise UserError(f"components must be >= 1, got {components}")
         self.components = components
         self.params_per_variable = 3 * components
         self.min_log_scale, self.max_log_scale = min_log_scale, max_log_scale
@@ -96,7 +107,7 @@ class MixtureOfGaussiansHead(Head):
         return torch.logsumexp(log_w + comp, dim=-1)
 
     def sample(self, params, temperature=1.0, generator=None):
-        log_w, means, log_scales = self.mixture(params)
+        log_w, means, log_scales = self.mixture(_finite(params))
         if temperature == 0:
             return means.gather(-1, log_w.argmax(-1, keepdim=True)).squeeze(-1)
         k = torch.multinomial(log_w.exp(), 1, generator=generator)
@@ -111,6 +122,6 @@ class MixtureOfGaussiansHead(Head):
 
     def check_values(self, x, name="x"):
         if not x.is_floating_point():
-            raise ValueError(f"{name} must be a floating-point tensor for a continuous head, got {x.dtype}")
+            raise UserError(f"{name} must be a floating-point tensor for a continuous head, got {x.dtype}")
         if x.numel() and not torch.isfinite(x).all():
-            raise ValueError(f"{name} has non-finite values (NaN or inf) where values are required")
+            raise UserError(f"{name} has non-finite values (NaN or inf) where values are required")

@@ -7,13 +7,13 @@ are copied through bit for bit.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from .data.base import DataError
 from .data.tables import format_cell, read_cells, standardise, unstandardise, write_cells
+from .errors import UserError
+from .paths import output_file
 
 REDUCTIONS = ("mean", "sample", "conditional-mean")
 
@@ -21,17 +21,11 @@ REDUCTIONS = ("mean", "sample", "conditional-mean")
 def _check_table(table: torch.Tensor, name: str = "table") -> torch.Tensor:
     if not isinstance(table, torch.Tensor) or table.dim() != 2 or not table.is_floating_point():
         what = f"{table.dtype} {tuple(table.shape)}" if isinstance(table, torch.Tensor) else type(table).__name__
-        raise ValueError(f"{name} must be a float tensor [N, D] with NaN for missing cells, got {what}")
+        raise UserError(f"{name} must be a float tensor [N, D] with NaN for missing cells, got {what}")
     if torch.isinf(table).any():
         row, col = torch.isinf(table).nonzero()[0].tolist()
         raise DataError(f"{name} has an infinite value at row {row}, column {col}")
     return table
-
-
-def head_conditional_mean(model, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
-    """E[x_j | x_observed] for every unobserved j in one pass, from the head's `mean`."""
-    params = model(torch.where(observed, x, model.head.blank(x)), observed)
-    return torch.where(observed, x, model.head.mean(params).to(x.dtype))
 
 
 @torch.no_grad()
@@ -45,16 +39,16 @@ def impute(model, table: torch.Tensor, /, num_samples: int = 1, reduce: str = "m
                         cells from `model.sample` (the MSE-optimal fill as draws grow).
       sample            `[num_samples, N, D]`: the draws themselves (multiple imputation).
       conditional-mean  `[N, D]`: each missing cell set to E[x_j | observed cells] in one
-                        pass, ACE's imputation: `model.conditional_mean` where the model has
-                        one (ACE: importance-weighted energy mean), else the head's mean.
-    `query` goes to the model (for ACE: model="energy" | "proposal", num_importance=…).
+                        pass, ACE's imputation: `model.conditional_mean` (the head's mean;
+                        ACE: the importance-weighted energy mean).
+    `query` are the model's query options (ACE: model="energy" | "proposal", num_importance=…).
     Rows with no observed cell raise DataError.
     """
     table = _check_table(table)
     if reduce not in REDUCTIONS:
-        raise ValueError(f"unknown reduce {reduce!r}; expected one of {', '.join(REDUCTIONS)}")
+        raise UserError(f"unknown reduce {reduce!r}; expected one of {', '.join(REDUCTIONS)}")
     if num_samples < 1 or batch_size < 1:
-        raise ValueError(f"num_samples and batch_size must be >= 1, got {num_samples}, {batch_size}")
+        raise UserError(f"num_samples and batch_size must be >= 1, got {num_samples}, {batch_size}")
     missing = torch.isnan(table)
     empty = missing.all(-1)
     if empty.any():
@@ -68,12 +62,11 @@ def impute(model, table: torch.Tensor, /, num_samples: int = 1, reduce: str = "m
     for start in range(0, len(x), rows):
         xb = x[start:start + rows].repeat(draws, 1)
         ob = observed[start:start + rows].repeat(draws, 1)
-        if reduce != "conditional-mean":
-            out = model.sample(xb, ob, temperature=temperature, generator=generator, **query)
-        elif hasattr(model, "conditional_mean"):
-            out = model.conditional_mean(xb, ob, generator=generator, **query)
-        else:
-            out = head_conditional_mean(model, xb, ob)
+        with model.query_options(**query):
+            if reduce == "conditional-mean":
+                out = model.conditional_mean(xb, ob, generator=generator)
+            else:
+                out = model.sample(xb, ob, temperature=temperature, generator=generator)
         fills.append(out.view(draws, -1, x.shape[1]))
     filled = torch.cat(fills, dim=1).to(table.device, table.dtype)
     if reduce == "mean":
@@ -87,8 +80,10 @@ def impute_file(model, meta: dict, input, output, num_samples: int = 10, reduce:
                 seed: int = 0, **query) -> np.ndarray:
     """Fill the missing cells of a CSV/TSV file with a model trained on a table described by
     `meta` (columns, mean, std) and write the result; observed cells are written back as the
-    very text they had. reduce="sample" with num_samples > 1 writes the draws one after
+    very text they had; `output` must differ from `input` and be writable (checked before
+    any work). reduce="sample" with num_samples > 1 writes the draws one after
     another under an extra first column "draw". Returns the values written (float64)."""
+    output = output_file(output, "output", inputs=(input,))
     columns, cells, raw = read_cells(input)
     expected = meta.get("columns") or columns
     if raw.shape[1] != len(expected):
@@ -113,7 +108,7 @@ def impute_file(model, meta: dict, input, output, num_samples: int = 10, reduce:
         values = np.hstack([np.repeat(np.arange(len(draws)), len(raw))[:, None], draws.reshape(-1, raw.shape[1])])
     else:
         values = draws[0]
-    write_cells(Path(output), expected, rows)
+    write_cells(output, expected, rows)
     return values
 
 
@@ -123,13 +118,13 @@ def nrmse(truth: torch.Tensor, filled: torch.Tensor, hidden: torch.Tensor) -> to
     the columns that have hidden cells. `[N, D]` ×3 (hidden: bool) -> scalar."""
     truth, filled = _check_table(truth, "truth"), _check_table(filled, "filled")
     if truth.shape != filled.shape or hidden.shape != truth.shape or hidden.dtype != torch.bool:
-        raise ValueError(f"truth, filled and hidden (bool) must share one shape [N, D], got "
+        raise UserError(f"truth, filled and hidden (bool) must share one shape [N, D], got "
                          f"{tuple(truth.shape)}, {tuple(filled.shape)}, {hidden.dtype} {tuple(hidden.shape)}")
     if torch.isnan(truth).any() or torch.isnan(filled[hidden]).any():
-        raise ValueError("truth must be complete and filled must have a value in every hidden cell")
+        raise UserError("truth must be complete and filled must have a value in every hidden cell")
     counts = hidden.sum(0)
     if not counts.any():
-        raise ValueError("hidden has no True cell: there is nothing to score")
+        raise UserError("hidden has no True cell: there is nothing to score")
     error = torch.where(hidden, filled.double() - truth.double(), 0.0)
     rmse = (error.square().sum(0) / counts.clamp(min=1)).sqrt()
     scores = rmse / truth.double().std(0, unbiased=False)

@@ -10,9 +10,12 @@ distributions are named by strings, with an argument in parentheses where one is
 from __future__ import annotations
 
 import functools
+import numbers
 import re
 
 import torch
+
+from .errors import UserError
 
 QUERIES = ("card-uniform", "full", "bernoulli", "inpaint")
 PROTOCOLS = ("natural", "strided", "random")
@@ -21,11 +24,18 @@ TARGETS = ("all", "protocol")
 
 
 def parse_name(spec: str, known: tuple[str, ...], what: str) -> tuple[str, str | None]:
-    """"name(arg)" -> ("name", "arg"); "name" -> ("name", None). Unknown names are errors."""
+    """"name(arg)" -> ("name", "arg"); "name" -> ("name", None). Unknown names, arguments
+    given to names that take none, and bad arguments (`strided(0)`, `bernoulli(2)`,
+    `mixture(mixture)`) are errors, so a spec fails where it is first read."""
     match = re.fullmatch(r"\s*([a-z-]+)\s*(?:\(\s*([^()]*?)\s*\))?\s*", str(spec))
     if match is None or match.group(1) not in known:
-        raise ValueError(f"unknown {what} {spec!r}; expected one of {', '.join(known)}")
-    return match.group(1), match.group(2)
+        raise UserError(f"unknown {what} {spec!r}; expected one of {', '.join(known)}")
+    name, arg = match.groups()
+    if name in _ARGUMENTS:
+        _ARGUMENTS[name](arg, spec)
+    elif arg is not None:
+        raise UserError(f"the {what} {name!r} takes no argument, got {spec!r}")
+    return name, arg
 
 
 def _number(arg: str | None, default: float, what: str, cast=float):
@@ -34,12 +44,32 @@ def _number(arg: str | None, default: float, what: str, cast=float):
     try:
         return cast(arg)
     except ValueError:
-        raise ValueError(f"{what} needs a number in parentheses, got {arg!r}") from None
+        raise UserError(f"{what} needs a number in parentheses, got {arg!r}") from None
+
+
+def _check_stride(arg: str | None, spec: str) -> None:
+    if arg is None or _number(arg, 0, "strided", int) < 1:
+        raise UserError(f"strided(S) needs a stride S >= 1, got {spec!r}")
+
+
+def _check_probability(arg: str | None, spec: str) -> None:
+    if not 0 <= _number(arg, 0.5, "bernoulli") <= 1:
+        raise UserError(f"bernoulli probability must lie in [0, 1], got {spec!r}")
+
+
+def _check_inner_strategy(arg: str | None, spec: str) -> None:
+    if arg is not None and parse_name(arg, STRATEGIES, "training strategy")[0] == "mixture":
+        raise UserError(f"mixture(...) cannot contain another mixture, got {spec!r}")
+
+
+_ARGUMENTS = {"strided": _check_stride, "bernoulli": _check_probability, "mixture": _check_inner_strategy}
 
 
 def _check_size(batch: int, dim: int) -> None:
+    if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in (batch, dim)):
+        raise UserError(f"batch and dim must be integers, got batch={batch!r}, dim={dim!r}")
     if batch < 0 or dim < 1:
-        raise ValueError(f"need batch >= 0 and dim >= 1, got batch={batch}, dim={dim}")
+        raise UserError(f"need batch >= 0 and dim >= 1, got batch={batch}, dim={dim}")
 
 
 def random_ranks(batch: int, dim: int, generator=None, device=None) -> torch.Tensor:
@@ -55,7 +85,8 @@ def uniform_subsets(sizes: torch.Tensor, dim: int, generator=None) -> torch.Tens
 
 def query_masks(batch: int, dim: int, kind: str = "card-uniform", generator=None,
                 device=None) -> torch.Tensor:
-    """Draw query masks from a query distribution M (DESIGN §2), `[B, D]` bool.
+    """Draw query masks from a query distribution M, `[B, D]` bool: card-uniform (|e| ~
+    U{1..D}, then e uniform of that size), full (e = all), bernoulli(p), inpaint.
 
     For marginal queries the mask is the set e whose likelihood is asked; for "inpaint"
     it is the evidence o (the target is its complement).
@@ -65,10 +96,7 @@ def query_masks(batch: int, dim: int, kind: str = "card-uniform", generator=None
     if name == "full":
         return torch.ones(batch, dim, dtype=torch.bool, device=device)
     if name == "bernoulli":
-        p = _number(arg, 0.5, "bernoulli")
-        if not 0 <= p <= 1:
-            raise ValueError(f"bernoulli probability must lie in [0, 1], got {p}")
-        return torch.rand(batch, dim, generator=generator, device=device) < p
+        return torch.rand(batch, dim, generator=generator, device=device) < _number(arg, 0.5, "bernoulli")
     low = 1 if name == "card-uniform" else 0
     sizes = torch.randint(low, dim + low, (batch,), generator=generator, device=device)
     return uniform_subsets(sizes, dim, generator)
@@ -82,9 +110,7 @@ def protocol_keys(dim: int, protocol: str, batch: int = 1, generator=None, devic
     index = torch.arange(dim, device=device)
     if name == "natural":
         return index.unsqueeze(0)
-    stride = _number(arg, 0, "strided", int)
-    if stride < 1:
-        raise ValueError(f"strided(S) needs a stride S >= 1, got {protocol!r}")
+    stride = int(arg)
     # Sort by (i mod S, i div S); the composite key is unique, so no ties to break.
     return (index % stride * dim + index // stride).argsort().argsort().unsqueeze(0)
 
@@ -98,7 +124,7 @@ def ranks(mask: torch.Tensor, protocol: str = "natural", generator=None,
     fresh order on every call. A path from node o to o ∪ u visits u in this order.
     """
     if mask.dtype != torch.bool or mask.dim() != 2:
-        raise ValueError(f"mask must be a bool tensor [B, D], got {mask.dtype} {tuple(mask.shape)}")
+        raise UserError(f"mask must be a bool tensor [B, D], got {mask.dtype} {tuple(mask.shape)}")
     batch, dim = mask.shape
     keys = protocol_keys(dim, protocol, batch, generator, mask.device)
     group = (~mask).long() if then is None else torch.where(mask, 0, torch.where(then, 1, 2))
@@ -119,7 +145,7 @@ def _cardinality_table(dim: int, strategy: str, query: str) -> torch.Tensor:
         return torch.where(k < dim - m[:, None], 1.0 / (dim * (dim - m[:, None]).clamp(min=1)), 0.0)
     name, arg = parse_name(query, QUERIES, "query distribution")
     if name == "inpaint":
-        raise ValueError("the 'inpaint' query distribution goes with strategy 'mac-inpaint', not 'mac'")
+        raise UserError("the 'inpaint' query distribution goes with strategy 'mac-inpaint', not 'mac'")
     if name == "card-uniform":
         p_size = torch.full((dim + 1,), 1.0 / dim, dtype=torch.float64)
         p_size[0] = 0
@@ -128,7 +154,7 @@ def _cardinality_table(dim: int, strategy: str, query: str) -> torch.Tensor:
     else:
         p = _number(arg, 0.5, "bernoulli")
         if not 0 < p <= 1:
-            raise ValueError(f"bernoulli probability for training must lie in (0, 1], got {p}")
+            raise UserError(f"bernoulli probability for training must lie in (0, 1], got {p}")
         p_size = torch.distributions.Binomial(dim, torch.tensor(p, dtype=torch.float64)).log_prob(m).exp()
         p_size[0] = 0  # an empty query has no edge to train; renormalised below
     table = torch.where(k < m[:, None], p_size[:, None] / m[:, None].clamp(min=1), 0.0)
@@ -162,7 +188,7 @@ def node_cardinalities(dim: int, strategy: str = "mac", query: str = "card-unifo
 def training_nodes(batch: int, dim: int, strategy: str = "mac", protocol: str = "natural",
                    reweight: bool = True, query: str = "card-uniform", generator=None,
                    device=None) -> torch.Tensor:
-    """Draw training nodes s `[B, D]` bool from a strategy's node distribution (DESIGN §4).
+    """Draw training nodes s `[B, D]` bool from a strategy's node distribution.
 
     aoarm: |s| ~ U{0..D-1}, s uniform. mac: e ~ query, s = first k of e in protocol order,
     k ~ U{0..|e|-1}. mac-inpaint: o ~ inpaint, s = o ∪ first k of the rest. mixture(X):
@@ -174,8 +200,6 @@ def training_nodes(batch: int, dim: int, strategy: str = "mac", protocol: str = 
     name, arg = parse_name(strategy, STRATEGIES, "training strategy")
     if name == "mixture":
         inner = arg or "mac"
-        if parse_name(inner, STRATEGIES, "training strategy")[0] == "mixture":
-            raise ValueError("mixture(...) cannot contain another mixture")
         coin = torch.rand(batch, 1, generator=generator, device=device) < 0.5
         first = training_nodes(batch, dim, "aoarm", protocol, reweight, query, generator, device)
         second = training_nodes(batch, dim, inner, protocol, reweight, query, generator, device)
@@ -194,7 +218,7 @@ def training_nodes(batch: int, dim: int, strategy: str = "mac", protocol: str = 
 
 
 def targets(node: torch.Tensor, kind: str = "all", protocol: str = "natural") -> torch.Tensor:
-    """Which edges out of each node the objective trains, `[B, D]` bool (DESIGN §5).
+    """Which edges out of each node the objective trains, `[B, D]` bool.
 
     all: every unobserved variable. protocol: only those a marginal query's path can take
     next from s, i.e. j ∉ s placed after every member of s in the protocol's order (for

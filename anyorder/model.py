@@ -9,11 +9,13 @@ adds the lattice: which nodes to train on, which path a query takes, and how to 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from . import lattice
+from .errors import UserError
 from .heads import Head
 
 
@@ -40,32 +42,43 @@ class AnyOrderModel(nn.Module):
         lattice.parse_name(query, lattice.QUERIES, "query distribution")
         targets_name, _ = lattice.parse_name(targets, lattice.TARGETS, "targets kind")
         if targets_name == "protocol" and "mac-inpaint" in (strategy_name, inner):
-            raise ValueError("targets='protocol' trains marginal-query paths; inpainting paths "
+            raise UserError("targets='protocol' trains marginal-query paths; inpainting paths "
                              "continue with any unobserved variable, so use targets='all'")
         self.network, self.head = network, head
         self.strategy, self.protocol, self.reweight = strategy, protocol, reweight
         self.targets, self.query = targets, query
         self.dim = getattr(network, "dim", None)
+        # An empty draw checks every combination (e.g. query "inpaint" needs "mac-inpaint") now.
+        lattice.training_nodes(0, self.dim or 1, strategy, protocol, reweight, query)
 
     # ---------------------------------------------------------------- inputs
     def _check_x(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.dim() != 2:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"{name} must be a tensor [batch, D], got {shape}")
+            raise UserError(f"{name} must be a tensor [batch, D], got {shape}")
         if self.dim is not None and x.shape[1] != self.dim:
-            raise ValueError(f"{name} has {x.shape[1]} variables per row, the network expects {self.dim}")
+            raise UserError(f"{name} has {x.shape[1]} variables per row, the network expects {self.dim}")
         return x if x.is_floating_point() else x.long()
 
     def _check_mask(self, mask: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
             what = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
-            raise ValueError(f"{name} must be a torch.bool tensor (True = in the set), got {what}")
+            raise UserError(f"{name} must be a torch.bool tensor (True = in the set), got {what}")
         if mask.shape != x.shape:
-            raise ValueError(f"{name} has shape {tuple(mask.shape)}, x has {tuple(x.shape)}")
+            raise UserError(f"{name} has shape {tuple(mask.shape)}, x has {tuple(x.shape)}")
         return mask.to(x.device)
 
     def _check_values(self, x: torch.Tensor, where: torch.Tensor, name: str = "x") -> None:
         self.head.check_values(x[where], name)
+
+    @contextmanager
+    def query_options(self, **options):
+        """Settings for every query inside the `with` block; models with more than one kind
+        of conditional take some (ACE: model, num_importance), a plain AO-ARM takes none."""
+        if options:
+            raise UserError(f"{', '.join(sorted(options))}: this {type(self).__name__} takes no query "
+                            "options (they are for ACE models)")
+        yield self
 
     def forward(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         """Parameters of every edge out of the node `observed`: `[B, D, P]`."""
@@ -87,7 +100,7 @@ class AnyOrderModel(nn.Module):
 
     # ---------------------------------------------------------------- training
     def loss(self, x: torch.Tensor, node: torch.Tensor | None = None, generator=None) -> torch.Tensor:
-        """Mean NLL over the targets at training nodes, in nats per variable (DESIGN §5).
+        """Mean NLL over the targets at training nodes, in nats per variable.
 
         Each row's loss is the mean over its targets (×D is ARDM's bound on −log p(x));
         the batch mean counts a row without targets as zero, so it splits exactly over
@@ -105,7 +118,7 @@ class AnyOrderModel(nn.Module):
         trained = lattice.targets(node, self.targets, self.protocol) & present
         nll = -self.head.log_prob(self(x, node), x)
         per_row = (nll * trained).sum(-1) / trained.sum(-1).clamp(min=1)
-        return per_row.mean()
+        return per_row.sum() / max(1, len(per_row))      # an empty batch has loss 0, not NaN
 
     # ---------------------------------------------------------------- likelihoods
     def _path_log_prob(self, x, given, target, estimator, num_draws, generator):
@@ -133,13 +146,13 @@ class AnyOrderModel(nn.Module):
 
     def _query(self, x, target, given, estimator, num_draws, generator):
         if estimator not in ("exact", "one-step"):
-            raise ValueError(f"unknown estimator {estimator!r}; expected 'exact' or 'one-step'")
+            raise UserError(f"unknown estimator {estimator!r}; expected 'exact' or 'one-step'")
         if num_draws < 1:
-            raise ValueError(f"num_draws must be >= 1, got {num_draws}")
+            raise UserError(f"num_draws must be >= 1, got {num_draws}")
         if (target & given).any():
-            raise ValueError("target and given overlap: a variable cannot be both asked and observed")
+            raise UserError("target and given overlap: a variable cannot be both asked and observed")
         if not target.any(-1).all():
-            raise ValueError("the target mask is empty for some rows; a query needs at least one variable")
+            raise UserError("the target mask is empty for some rows; a query needs at least one variable")
         self._check_values(x, target | given)
         return self._path_log_prob(x, given, target, estimator, num_draws, generator)
 
@@ -164,7 +177,7 @@ class AnyOrderModel(nn.Module):
         chain (default): the lattice path from node `given` to `given ∪ target`, visiting
         the target in protocol order — the path `sample` walks, so its exponent is the
         normalised distribution that `sample` draws from. ratio: log p(x_{o∪u}) − log p(x_o)
-        along marginal paths (DESIGN §6); both agree for a consistent model.
+        along marginal paths; both agree for a consistent model.
         """
         x = self._check_x(x)
         target = self._check_mask(target, x, "target")
@@ -172,7 +185,9 @@ class AnyOrderModel(nn.Module):
         if method == "chain":
             return self._query(x, target, given, estimator, num_draws, generator)
         if method != "ratio":
-            raise ValueError(f"unknown method {method!r}; expected 'chain' or 'ratio'")
+            raise UserError(f"unknown method {method!r}; expected 'chain' or 'ratio'")
+        if (target & given).any():
+            raise UserError("target and given overlap: a variable cannot be both asked and observed")
         joint = self._query(x, target | given, torch.zeros_like(given), estimator, num_draws, generator)
         if not given.any():
             return joint
@@ -189,7 +204,7 @@ class AnyOrderModel(nn.Module):
         x = self._check_x(x)
         observed = self._check_mask(observed, x, "observed")
         if temperature < 0 or not math.isfinite(temperature):
-            raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
+            raise UserError(f"temperature must be a finite number >= 0, got {temperature}")
         self._check_values(x, observed, "observed values")
         order = lattice.ranks(observed, self.protocol, generator).argsort(-1)
         start = observed.sum(-1)
@@ -201,3 +216,11 @@ class AnyOrderModel(nn.Module):
             x[rows, var] = value.to(x.dtype)
             node[rows, var] = True
         return x
+
+    @torch.no_grad()
+    def conditional_mean(self, x: torch.Tensor, observed: torch.Tensor, generator=None) -> torch.Tensor:
+        """Every unobserved x_j replaced by the head's mean of p(x_j | x_observed), all in one
+        pass at the node `observed` (the one-pass imputation); `[B, D]` -> `[B, D]`."""
+        x = self._check_x(x)
+        observed = self._check_mask(observed, x, "observed")
+        return torch.where(observed, x, self.head.mean(self(x, observed)).to(x.dtype))

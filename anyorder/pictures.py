@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from anyorder.data.base import DataError
+from anyorder.errors import UserError
 from anyorder.lattice import query_masks
 
 MASK_KINDS = ("centre", "left-half", "random-pixels", "random")
@@ -23,7 +24,7 @@ MASK_KINDS = ("centre", "left-half", "random-pixels", "random")
 def _check_shape(shape) -> tuple[int, int, int]:
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"shape must be (C, H, W) with positive sizes, got {shape}")
+        raise UserError(f"shape must be (C, H, W) with positive sizes, got {shape}")
     return shape
 
 
@@ -39,7 +40,7 @@ def image_masks(batch: int, shape, kind: str, aligned: bool = True, generator=No
     """
     C, H, W = _check_shape(shape)
     if kind not in MASK_KINDS:
-        raise ValueError(f"unknown mask kind {kind!r}; expected one of {', '.join(MASK_KINDS)}")
+        raise UserError(f"unknown mask kind {kind!r}; expected one of {', '.join(MASK_KINDS)}")
     if kind in ("centre", "left-half"):
         hidden = torch.zeros(H, W, dtype=torch.bool)
         if kind == "centre":
@@ -48,7 +49,7 @@ def image_masks(batch: int, shape, kind: str, aligned: bool = True, generator=No
             hidden[:, :W // 2] = True
         return (~hidden).expand(batch, C, H, W).reshape(batch, -1)
     if not 0 <= p <= 1:
-        raise ValueError(f"p (the probability that a pixel is hidden) must lie in [0, 1], got {p}")
+        raise UserError(f"p (the probability that a pixel is hidden) must lie in [0, 1], got {p}")
     variables = H * W if aligned else C * H * W
     query = f"bernoulli({1 - p})" if kind == "random-pixels" else "inpaint"
     observed = query_masks(batch, variables, query, generator=generator)
@@ -101,11 +102,11 @@ def save_grid(path: str | Path, rows: Sequence[torch.Tensor], shape, levels: int
     """
     C, H, W = _check_shape(shape)
     if C not in (1, 3):
-        raise ValueError(f"save_grid draws 1- or 3-channel images, got C={C}")
+        raise UserError(f"save_grid draws 1- or 3-channel images, got C={C}")
     if not rows:
-        raise ValueError("save_grid needs at least one row")
+        raise UserError("save_grid needs at least one row")
     if masks is not None and len(masks) != len(rows):
-        raise ValueError(f"masks must have one entry (or None) per row: {len(rows)} rows, "
+        raise UserError(f"masks must have one entry (or None) per row: {len(rows)} rows, "
                          f"{len(masks)} masks")
     scale = scale or max(1, 64 // max(H, W))
     cell_h, cell_w = H * scale + pad, W * scale + pad

@@ -9,6 +9,7 @@ continues exactly where the checkpoint left off.
 from __future__ import annotations
 
 import csv
+import fcntl
 import math
 import os
 import time
@@ -23,10 +24,12 @@ from tqdm import tqdm
 
 from . import checkpoint, lattice
 from .build import build_model, describe
-from .config import Config, ConfigError, apply_overrides
+from .config import Config, ConfigError, ModelConfig, apply_overrides
 from .data import Dataset, load_data
+from .errors import UserError
 from .model import AnyOrderModel, bits_per_dim
 
+RUN_FILES = ("config.yaml", "metrics.csv", checkpoint.WEIGHTS, checkpoint.STATE, "tensorboard")
 METRICS = ["step", "train_loss", "lr", "grad_norm", "tokens_per_s", "valid_bpd", "elapsed_s"]
 
 
@@ -81,17 +84,64 @@ def validation_bpd(model: AnyOrderModel, rows: torch.Tensor, device, autocast, s
     return bits_per_dim(logp, rows.shape[1]).mean().item()
 
 
-def _check(config: Config, world: int) -> None:
+def training_batch(data: Dataset, m: ModelConfig, batch_size: int, generator: torch.Generator):
+    """The global batch x `[B, D]` and its training nodes `[B, D]` bool, on the CPU. Every
+    data-parallel process draws the same from the same generator and keeps its own slice."""
+    x = data.train_batch(batch_size, generator)
+    node = lattice.training_nodes(batch_size, data.dim, m.strategy, m.protocol, m.reweight, m.query,
+                                  generator=generator)
+    return x, node
+
+
+def train_step(objective: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, node: torch.Tensor,
+               lr: float, clip: float, autocast, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on a batch: the loss under `autocast`, backward, gradient clipping
+    (clip 0: none), the update. Returns the detached loss and the gradient norm (scalars)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with autocast:
+        loss = objective(x, node, generator)
+    loss.backward()
+    grad_norm = nn.utils.clip_grad_norm_(objective.parameters(), clip if clip > 0 else float("inf"))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach(), grad_norm
+
+
+def _positive(name: str, value, low: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def check_config(config: Config, world: int = 1) -> None:
+    """Every train and optim option, checked before anything is built or written."""
     t, o = config.train, config.optim
-    for name, value in (("train.steps", t.steps), ("train.batch_size", t.batch_size),
-                        ("train.log_every", t.log_every), ("train.eval_every", t.eval_every),
-                        ("train.ckpt_every", t.ckpt_every)):
-        if value < 1:
-            raise ConfigError(f"{name} must be >= 1, got {value}")
+    for name in ("steps", "batch_size", "log_every", "eval_every", "ckpt_every", "eval_rows"):
+        _positive(f"train.{name}", getattr(t, name))
+    _positive("optim.warmup", o.warmup, low=0)
+    if not 0 <= t.seed < 2 ** 63:
+        raise ConfigError(f"train.seed must lie in 0..2**63-1, got {t.seed}")
     if t.batch_size % world:
         raise ConfigError(f"train.batch_size {t.batch_size} must divide evenly over {world} processes")
-    if not (o.lr > 0 and 0 <= o.ema < 1 and o.clip >= 0 and o.warmup >= 0):
-        raise ConfigError("need optim.lr > 0, 0 <= optim.ema < 1, optim.clip >= 0, optim.warmup >= 0")
+    if not str(t.out).strip():
+        raise ConfigError("train.out is empty; name the run directory, e.g. train.out=runs/mine")
+    if o.decay not in ("none", "cosine"):
+        raise ConfigError(f"optim.decay must be 'none' or 'cosine', got {o.decay!r}")
+    numbers = [("optim.lr", o.lr, 0 < o.lr <= 1, "a number in (0, 1]"),
+               ("optim.weight_decay", o.weight_decay, o.weight_decay >= 0, "a finite number >= 0"),
+               ("optim.clip", o.clip, o.clip >= 0, "a finite number >= 0 (0 turns clipping off)"),
+               ("optim.ema", o.ema, 0 <= o.ema < 1, "in [0, 1) (0 turns the EMA off)")]
+    for name, value, inside, what in numbers:
+        if not (math.isfinite(value) and inside):
+            raise ConfigError(f"{name} must be {what}, got {value!r}")
+    betas = o.betas
+    if len(betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
+                                  for b in betas):
+        raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {list(betas)!r}")
+
+
+class TrainingDiverged(UserError):
+    """The loss, the gradients or the weights stopped being finite numbers."""
 
 
 class MetricsLog:
@@ -126,100 +176,267 @@ class MetricsLog:
                     self.board.add_scalar(key, value, row["step"])
 
 
-def train(config: Config, resume: bool = False, progress: bool = True, data: Dataset | None = None) -> Path:
-    """Train the model a config describes; returns the run directory holding its checkpoint."""
+class RunDirectory:
+    """Exclusive use of a run directory while training (a context manager yielding its Path).
+
+    Refuses a path that is a file, and a directory that already holds a run unless resuming
+    it; takes an exclusive lock (flock on the directory itself), so a second training into
+    the same directory stops at once instead of interleaving with the first; removes
+    temporary checkpoint files a killed run left behind. Only the owning process (rank 0)
+    touches the directory; the others just get the path.
+    """
+
+    def __init__(self, path: str | Path, resume: bool, owner: bool = True):
+        self.path, self.resume, self.owner, self.fd = Path(path), resume, owner, None
+
+    def __enter__(self) -> Path:
+        if not self.owner:
+            return self.path
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"train.out {self.path} is a file, not a run directory")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDONLY)
+        except OSError as err:
+            raise UserError(f"cannot create the run directory {self.path}: {err.strerror}") from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.__exit__()
+            raise UserError(f"another training is using {self.path} right now; wait for it or choose "
+                            "another train.out") from None
+        held = sorted(name for name in RUN_FILES if (self.path / name).exists())
+        if held and not self.resume:
+            self.__exit__()
+            raise UserError(f"{self.path} already holds a run ({', '.join(held)}); continue it with "
+                            f"--resume {self.path} or choose another train.out")
+        if not os.access(self.path, os.W_OK):
+            self.__exit__()
+            raise UserError(f"the run directory {self.path} is not writable")
+        checkpoint.remove_temporary_files(self.path)
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)      # releases the lock
+            self.fd = None
+
+
+def _processes(device_name: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) of this process; joins the process group under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    _check(config, world)
-    t, o = config.train, config.optim
-    device = resolve_device(t.device)
+    device = resolve_device(device_name)
     if world > 1:
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    run_dir = Path(t.out)
-    torch.manual_seed(t.seed)
-    data = data or load_data(config.data)
-    meta = describe(data)
-    model = build_model(config, meta).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-    ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if o.ema else None
-    gen = torch.Generator().manual_seed(t.seed)
-    step = 0
-    if resume:
-        state = checkpoint.read_state(run_dir)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        ema = state["ema"] if ema is not None else None
-        gen.set_state(state["generator"])
-        step = state["step"]
-    elif rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    objective = Objective(model)
+    return rank, world, device
+
+
+def _together(world: int, device: torch.device, action):
+    """`action()` on every process; under DDP all learn whether any raised a UserError, so
+    that no process waits forever for one that stopped."""
+    error = None
+    try:
+        result = action()
+    except UserError as err:
+        error, result = err, None
     if world > 1:
-        objective = nn.parallel.DistributedDataParallel(objective, device_ids=[device] if device.type == "cuda" else None)
-    autocast = autocast_for(t.precision, device)
-    log = MetricsLog(run_dir, step, enabled=rank == 0)
-    valid = data.split("valid")[: t.eval_rows]
-    local = t.batch_size // world
-    loss_gen = gen if device.type == "cpu" else None
-    bar = tqdm(total=t.steps, initial=step, disable=not progress or rank != 0, desc="train", dynamic_ncols=True)
-    started, window, window_loss = time.perf_counter(), time.perf_counter(), []
+        failed = torch.tensor([float(error is not None)], device=device)
+        dist.all_reduce(failed)
+        if failed.item() and error is None:
+            raise UserError("another process of this run stopped with an error (it printed it)")
+    if error is not None:
+        raise error
+    return result
 
-    def save():
-        if rank == 0:
-            weights = ema if ema is not None else model.state_dict()
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "ema": ema,
-                     "generator": gen.get_state()}
-            checkpoint.save(run_dir, weights, config, meta, step, state)
-        if world > 1:
-            dist.barrier()
 
-    model.train()
-    while step < t.steps:
-        x = data.train_batch(t.batch_size, gen)
-        node = lattice.training_nodes(t.batch_size, data.dim, config.model.strategy, config.model.protocol,
-                                      config.model.reweight, config.model.query, generator=gen)
-        x, node = x[rank * local:(rank + 1) * local].to(device), node[rank * local:(rank + 1) * local].to(device)
-        lr = o.lr * lr_factor(step, o.warmup, o.decay, t.steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        with autocast:
-            loss = objective(x, node, loss_gen)
-        loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), o.clip if o.clip > 0 else float("inf"))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
+class Training:
+    """The parts of one run, built and checked without touching any file: data, model,
+    optimiser, EMA, generators. `start` claims the run directory, `fit` runs the loop."""
+
+    def __init__(self, config: Config, data: Dataset | None = None):
+        self.config, t, o = config, config.train, config.optim
+        self.rank, self.world, self.device = _processes(t.device)
+        check_config(config, self.world)
+        torch.manual_seed(t.seed)
+        self.data = data or load_data(config.data)
+        self.meta = describe(self.data)
+        self.model = build_model(config, self.meta).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()} if o.ema else None
+        self.gen = torch.Generator().manual_seed(t.seed)           # batches and training nodes
+        self.loss_gen = torch.Generator(device=self.device)         # reseeded per step and process
+        self.autocast = autocast_for(t.precision, self.device)
+        self.valid = self.data.split("valid")[: t.eval_rows] if "valid" in self.data.splits else None
+        self.step, self.saved = 0, 0
+        self.objective: nn.Module = Objective(self.model)
+
+    # ---------------------------------------------------------------- state
+    def state(self) -> dict:
+        """Everything a resumed run needs to continue exactly, incl. every random state."""
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "ema": self.ema,
+                "generator": self.gen.get_state(), "rng": rng}
+
+    def restore(self, state: dict, run_dir: Path) -> None:
+        """Load a `train_state.pt`; a model that does not fit names the config keys that changed."""
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            changed = _changed_keys(state["config"], self.config.to_dict())
+            raise checkpoint.CheckpointError(
+                f"cannot resume {run_dir}: its model does not fit this config "
+                f"({'changed: ' + ', '.join(changed) if changed else str(err).splitlines()[0]})") from None
+        if self.ema is not None:
+            saved = state["ema"] or {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.ema = {k: v.to(self.device) for k, v in saved.items()}
+        self.gen.set_state(state["generator"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.step = self.saved = state["step"]
+
+    def _last_checkpoint(self) -> str:
+        return f"the checkpoint of step {self.saved}" if self.saved else "no checkpoint was written yet"
+
+    def save(self, run_dir: Path) -> None:
+        """Checkpoint the current step (rank 0 writes; finite weights only)."""
+        def write():
+            bad = [k for k, v in {**self.model.state_dict(), **{f"ema.{k}": v for k, v in (self.ema or {}).items()}}.items()
+                   if v.is_floating_point() and not torch.isfinite(v).all()]
+            if bad:
+                raise TrainingDiverged(f"the weights are not finite after step {self.step} ({bad[0]} and "
+                                       f"{len(bad) - 1} more); nothing was saved, {self._last_checkpoint()}; "
+                                       "lower optim.lr or tighten optim.clip")
+            if self.rank == 0:
+                weights = self.ema if self.ema is not None else self.model.state_dict()
+                try:
+                    checkpoint.save(run_dir, weights, self.config, self.meta, self.step, self.state())
+                except OSError as err:
+                    raise checkpoint.CheckpointError(
+                        f"cannot write the step-{self.step} checkpoint in {run_dir}: {err.strerror}; "
+                        f"{self._last_checkpoint()} is kept: make room, then continue with --resume {run_dir}") from None
+        _together(self.world, self.device, write)
+        self.saved = self.step
+
+    def start(self, run_dir: Path, resume: bool) -> None:
+        """Restore the state of a resumed run, or record the config of a new one."""
+        if resume:
+            _together(self.world, self.device, lambda: self.restore(checkpoint.read_state(run_dir), run_dir))
+        elif self.rank == 0:
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        if self.world > 1:
+            device_ids = [self.device] if self.device.type == "cuda" else None
+            self.objective = nn.parallel.DistributedDataParallel(self.objective, device_ids=device_ids)
+
+    # ---------------------------------------------------------------- loop
+    def _local(self, tensor: torch.Tensor) -> torch.Tensor:
+        """This process's slice of a global batch, on its device."""
+        size = self.config.train.batch_size // self.world
+        return tensor[self.rank * size:(self.rank + 1) * size].to(self.device)
+
+    def one_step(self) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Draw the global batch, take one optimiser step on this process's slice, update the EMA."""
+        t, o = self.config.train, self.config.optim
+        x, node = training_batch(self.data, self.config.model, t.batch_size, self.gen)
+        lr = o.lr * lr_factor(self.step, o.warmup, o.decay, t.steps)
+        # ACE's proposal draws differ in number per process: their generator depends on
+        # (seed, step, rank) only, so no state is shared between processes or needs saving.
+        self.loss_gen.manual_seed(hash((t.seed, self.step, self.rank)) & (2 ** 63 - 1))
+        loss, grad_norm = train_step(self.objective, self.optimizer, self._local(x), self._local(node),
+                                     lr, o.clip, self.autocast, self.loss_gen)
+        if self.ema is not None:
             with torch.no_grad():
-                for key, value in model.state_dict().items():
-                    ema[key].lerp_(value, 1 - o.ema) if value.is_floating_point() else ema[key].copy_(value)
-        step += 1
-        window_loss.append(loss.detach())
-        bar.update(1)
-        if step % t.log_every == 0 or step == t.steps:
-            mean_loss = torch.stack(window_loss).mean()
-            if world > 1:
-                dist.all_reduce(mean_loss)
-                mean_loss /= world
-            now = time.perf_counter()
-            row = {"step": step, "train_loss": mean_loss.item(), "lr": lr, "grad_norm": grad_norm.item(),
-                   "tokens_per_s": len(window_loss) * t.batch_size * data.dim / (now - window),
-                   "valid_bpd": "", "elapsed_s": now - started}
-            if step % t.eval_every == 0 or step == t.steps:
-                row["valid_bpd"] = validation_bpd(model, valid, device, autocast, t.seed)
-            log.write(row)
-            bar.set_postfix(loss=f"{row['train_loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}",
-                            **({"valid_bpd": f"{row['valid_bpd']:.3f}"} if row["valid_bpd"] != "" else {}))
-            window_loss = []
-        if step % t.ckpt_every == 0 or step == t.steps:
-            save()
-        if not window_loss:  # evaluation and checkpoint time is not training throughput
-            window = time.perf_counter()
-    bar.close()
+                for key, value in self.model.state_dict().items():
+                    self.ema[key].lerp_(value, 1 - o.ema) if value.is_floating_point() else self.ema[key].copy_(value)
+        self.step += 1
+        return loss, grad_norm, lr
+
+    def _check_finite(self, window: list) -> None:
+        """Stop, naming the step, at the first non-finite loss or gradient norm of the window."""
+        losses = torch.stack([loss for loss, _ in window]).float()
+        norms = torch.stack([norm for _, norm in window]).float()
+        bad = ~(torch.isfinite(losses) & torch.isfinite(norms))
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            raise TrainingDiverged(
+                f"training diverged at step {self.step - len(window) + i + 1}: loss {losses[i].item()}, "
+                f"gradient norm {norms[i].item()}; {self._last_checkpoint()}; lower optim.lr or tighten "
+                "optim.clip")
+
+    def _log(self, window: list, lr: float, seconds: float, elapsed: float) -> dict:
+        t = self.config.train
+        mean_loss = torch.stack([loss for loss, _ in window]).float().mean()
+        if self.world > 1:
+            dist.all_reduce(mean_loss)
+            mean_loss /= self.world
+        row = {"step": self.step, "train_loss": mean_loss.item(), "lr": lr, "grad_norm": window[-1][1].item(),
+               "tokens_per_s": len(window) * t.batch_size * self.data.dim / seconds, "valid_bpd": "",
+               "elapsed_s": elapsed}
+        if self.valid is not None and (self.step % t.eval_every == 0 or self.step == t.steps):
+            row["valid_bpd"] = validation_bpd(self.model, self.valid, self.device, self.autocast, t.seed)
+        return row
+
+    def fit(self, run_dir: Path, progress: bool = True) -> None:
+        """Train to `train.steps`, logging every `log_every` and checkpointing every `ckpt_every`."""
+        t = self.config.train
+        log = MetricsLog(run_dir, self.step, enabled=self.rank == 0)
+        bar = tqdm(total=t.steps, initial=self.step, disable=not progress or self.rank != 0, desc="train",
+                   dynamic_ncols=True)
+        started = window_start = time.perf_counter()
+        window = []
+        self.model.train()
+        while self.step < t.steps:
+            loss, grad_norm, lr = self.one_step()
+            window.append((loss, grad_norm))
+            bar.update(1)
+            last = self.step == t.steps
+            if self.step % t.log_every == 0 or last:
+                self._check_finite(window)
+                now = time.perf_counter()
+                row = self._log(window, lr, now - window_start, now - started)
+                log.write(row)
+                bar.set_postfix(loss=f"{row['train_loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}",
+                                **({"valid_bpd": f"{row['valid_bpd']:.3f}"} if row["valid_bpd"] != "" else {}))
+                window = []
+            if self.step % t.ckpt_every == 0 or last:
+                if window:
+                    self._check_finite(window)
+                self.save(run_dir)
+            if not window:  # evaluation and checkpoint time is not training throughput
+                window_start = time.perf_counter()
+        bar.close()
+
+
+def _changed_keys(old: dict, new: dict) -> list[str]:
+    """`section.key (old -> new)` for every config value that differs between two raw configs."""
+    changed = []
+    for section in sorted(set(old) | set(new)):
+        a, b = old.get(section, {}), new.get(section, {})
+        for key in sorted(set(a) | set(b)):
+            if section != "train" and a.get(key) != b.get(key):
+                changed.append(f"{section}.{key} ({a.get(key)!r} -> {b.get(key)!r})")
+    return changed
+
+
+def train(config: Config, resume: bool = False, progress: bool = True, data: Dataset | None = None) -> Path:
+    """Train the model a config describes; returns the run directory holding its checkpoint.
+
+    Everything is built and checked first (config, data, model, objective), so a mistake
+    stops the run before any file is written; then the run directory is claimed
+    (`RunDirectory`), the state restored or the config recorded, and the loop runs.
+    """
+    run = Training(config, data)
+    with RunDirectory(config.train.out, resume, owner=run.rank == 0) as run_dir:
+        run.start(run_dir, resume)
+        run.fit(run_dir, progress)
     return run_dir
 
 

@@ -1,6 +1,8 @@
 """The trainer: resume after a kill, DDP on 2 CPU processes, checkpoints, evaluation."""
 
+import contextlib
 import csv
+import errno
 import os
 import signal
 import subprocess
@@ -15,9 +17,11 @@ from safetensors.torch import load_file, save_file
 from anyorder import checkpoint
 from anyorder.build import load_model
 from anyorder.config import load_config
-from anyorder.data import load_data
+from anyorder.data import Dataset, load_data
+from anyorder.errors import UserError
 from anyorder.evaluate import evaluate
-from anyorder.train import train
+from anyorder.train import (Objective, RunDirectory, TrainingDiverged, resume_config, train, train_step,
+                            training_batch)
 
 TINY = ["data.seq_len=16", "net.width=32", "net.depth=1", "net.heads=2", "train.batch_size=8",
         "train.log_every=5", "train.eval_every=50", "train.eval_rows=16", "optim.warmup=5", "optim.ema=0.9"]
@@ -27,8 +31,9 @@ def tiny_config(out, *more):
     return load_config("text-cpu", TINY + [f"train.out={out}", *more])
 
 
-def cli(*args):
-    return [sys.executable, "-m", "anyorder.cli", *args]
+def cli(command, *args):
+    """A CLI subprocess with this process's thread count (results depend on it)."""
+    return [sys.executable, "-m", "anyorder.cli", command, "--threads", str(torch.get_num_threads()), *args]
 
 
 def saved_step(run_dir: Path) -> int:
@@ -108,3 +113,167 @@ def test_exact_and_one_step_evaluation_agree(tmp_path):
         assert gap < 3 * (exact[f"{name}_bpd_se"] ** 2 + one[f"{name}_bpd_se"] ** 2) ** 0.5
     assert exact["joint_bpd"] < 4.6  # trained a little: better than the uniform 4.75
     assert exact["marginal_bpd"] < exact["joint_bpd"]  # normalised by D: fewer variables, fewer bits
+
+
+# ---------------------------------------------------------------- nothing lost
+
+def _files(run: Path) -> dict:
+    return {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+
+
+@pytest.mark.parametrize("bad", ["model.protocol=strided(0)", "net.heads=0", "optim.lr=.inf", "optim.decay=cos",
+                                 "train.eval_rows=0", "net.depth=-2", "model.query=full(0.5)"])
+def test_a_bad_option_stops_before_an_existing_run_is_touched(tmp_path, bad):
+    run = train(tiny_config(tmp_path / "run", "train.steps=5", "train.ckpt_every=5"), progress=False)
+    before = _files(run)
+    with pytest.raises(UserError):
+        train(tiny_config(run, "train.steps=5", bad), progress=False)
+    with pytest.raises(UserError):
+        train(tiny_config(run, "train.steps=5", bad), resume=True, progress=False)
+    assert _files(run) == before
+
+
+def test_a_directory_holding_a_run_a_file_or_nothing_is_refused(tmp_path, monkeypatch):
+    run = train(tiny_config(tmp_path / "run", "train.steps=5", "train.ckpt_every=5"), progress=False)
+    before = _files(run)
+    with pytest.raises(UserError, match="already holds a run"):
+        train(tiny_config(run, "train.steps=5"), progress=False)
+    with pytest.raises(UserError, match="is a file"):
+        train(tiny_config(run / "config.yaml", "train.steps=5"), progress=False)
+    assert _files(run) == before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("my own notes")
+    monkeypatch.chdir(mine)
+    with pytest.raises(UserError, match="train.out is empty"):
+        train(tiny_config("", "train.steps=5"), progress=False)
+    with pytest.raises(UserError, match="already holds a run"):
+        train(tiny_config(".", "train.steps=5"), progress=False)
+    assert (mine / "config.yaml").read_text() == "my own notes" and sorted(os.listdir(mine)) == ["config.yaml"]
+
+
+def test_a_run_directory_is_locked_while_training(tmp_path):
+    with RunDirectory(tmp_path / "run", resume=False):
+        with pytest.raises(UserError, match="another training is using"):
+            train(tiny_config(tmp_path / "run", "train.steps=5"), progress=False)
+    assert not (tmp_path / "run" / "config.yaml").exists()
+    train(tiny_config(tmp_path / "run", "train.steps=5"), progress=False)    # free again once released
+
+
+def test_two_trainings_at_once_into_one_directory_one_is_refused(tmp_path):
+    run = tmp_path / "run"
+    first = subprocess.Popen(cli("train", "--quiet", *TINY, f"train.out={run}", "train.steps=400"),
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "config.yaml").exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    second = subprocess.run(cli("train", "--quiet", *TINY, f"train.out={run}", "train.steps=5"),
+                            capture_output=True, text=True)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait() == 143 and "SIGTERM" in first.stderr.read()
+    assert second.returncode == 2 and "another training is using" in second.stderr
+    with open(run / "metrics.csv") as f:
+        steps = [int(row["step"]) for row in csv.DictReader(f)]
+    assert len(steps) == len(set(steps))
+    assert not list(run.glob(".*.tmp*"))
+
+
+# ---------------------------------------------------------------- nothing silently wrong
+
+def test_training_stops_at_the_first_non_finite_loss_and_saves_nothing(tmp_path):
+    """A value of 1e30 makes the Gaussian mixture's z² overflow: the loss is inf at step 1."""
+    rows = torch.randn(64, 3)
+    rows[:, 0] = 1e30
+    data = Dataset(kind="table", dim=3, num_classes=None, train=rows, splits={"valid": rows[:8]},
+                   meta={"columns": ["a", "b", "c"], "mean": [0.0] * 3, "std": [1.0] * 3})
+    config = load_config("magic-cpu", ["net.width=16", "net.depth=1", "train.batch_size=8", "train.steps=6",
+                                       "train.log_every=3", f"train.out={tmp_path / 'run'}"])
+    with pytest.raises(TrainingDiverged, match="diverged at step 1: loss (nan|inf).*no checkpoint"):
+        train(config, progress=False, data=data)
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_non_finite_checkpoints_are_refused_at_load(tmp_path):
+    run = train(tiny_config(tmp_path / "run", "train.steps=5", "train.ckpt_every=5"), progress=False)
+    weights, config, meta, step = checkpoint.read(run)
+    weights["network.head.bias"][3] = float("nan")
+    checkpoint.save(run, weights, config, meta, step)
+    with pytest.raises(checkpoint.CheckpointError, match="non-finite weights .network.head.bias"):
+        load_model(run)
+    state = checkpoint.read_state(run)
+    state["model"]["network.head.bias"][0] = float("inf")
+    torch.save(state, run / "train_state.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="non-finite"):
+        train(tiny_config(run), resume=True, progress=False)
+    del state["rng"]
+    torch.save(state, run / "train_state.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="missing rng"):
+        checkpoint.read_state(run)
+
+
+def test_resume_with_dropout_continues_exactly(tmp_path):
+    """Dropout draws from the global torch RNG: a resumed run must restore it."""
+    args = ("train.steps=12", "train.ckpt_every=6", "net.dropout=0.3", "optim.ema=0.0", "optim.decay=none")
+    full = train(tiny_config(tmp_path / "full", *args), progress=False)
+    half = train(tiny_config(tmp_path / "half", *args[1:], "train.steps=6"), progress=False)
+    torch.manual_seed(123)                     # whatever the global RNG holds now must not matter
+    train(resume_config(half, ["train.steps=12"]), resume=True, progress=False)
+    a, b = load_file(full / "model.safetensors"), load_file(half / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_with_a_changed_network_names_the_keys(tmp_path):
+    run = train(tiny_config(tmp_path / "run", "train.steps=5", "train.ckpt_every=5"), progress=False)
+    with pytest.raises(checkpoint.CheckpointError, match=r"net.width \(32 -> 48\)"):
+        train(resume_config(run, ["net.width=48"]), resume=True, progress=False)
+    with pytest.raises(checkpoint.CheckpointError, match=r"data.seq_len \(16 -> 12\)"):
+        train(resume_config(run, ["data.seq_len=12"]), resume=True, progress=False)
+
+
+def test_a_full_disk_keeps_the_last_checkpoint_and_resume_works(tmp_path, monkeypatch):
+    args = ("train.steps=10", "train.ckpt_every=5", "optim.ema=0.0")
+    full = train(tiny_config(tmp_path / "full", *args), progress=False)
+    real_save, calls = checkpoint.save_file, []
+
+    def full_disk(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(*a, **k)
+
+    monkeypatch.setattr(checkpoint, "save_file", full_disk)
+    run = tmp_path / "run"
+    with pytest.raises(checkpoint.CheckpointError, match="No space left.*checkpoint of step 5 is kept.*--resume"):
+        train(tiny_config(run, *args), progress=False)
+    assert checkpoint.read(run)[3] == 5 and not list(run.glob(".*.tmp*"))
+    monkeypatch.setattr(checkpoint, "save_file", real_save)
+    train(resume_config(run), resume=True, progress=False)
+    a, b = load_file(full / "model.safetensors"), load_file(run / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stale_temporary_files_of_a_killed_write_are_removed(tmp_path):
+    run = train(tiny_config(tmp_path / "run", "train.steps=5", "train.ckpt_every=5"), progress=False)
+    stale = [run / ".model.safetensors.tmp4242", run / ".train_state.pt.tmp77"]
+    for path in stale:
+        path.write_bytes(b"\0" * 1000)
+    train(resume_config(run, ["train.steps=6"]), resume=True, progress=False)
+    assert not any(path.exists() for path in stale)
+
+
+def test_one_step_function_serves_the_trainer(tmp_path):
+    """`train_step` on `training_batch` from the same seeds gives the trainer's weights."""
+    config = tiny_config(tmp_path / "run", "train.steps=3", "optim.ema=0.0", "optim.warmup=0")
+    run = train(config, progress=False)
+    torch.manual_seed(config.train.seed)
+    data = load_data(config.data)
+    from anyorder.build import build_model, describe
+    model = build_model(config, describe(data))
+    o = config.optim
+    optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+    gen = torch.Generator().manual_seed(config.train.seed)
+    for _ in range(3):
+        x, node = training_batch(data, config.model, config.train.batch_size, gen)
+        train_step(Objective(model), optimizer, x, node, o.lr, o.clip, contextlib.nullcontext())
+    saved = load_file(run / "model.safetensors")
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .base import DataError, Dataset
+import importlib
+
+from .base import DataError, DataIO, Dataset
 from ..registry import build
 
 LOADERS = {
@@ -12,9 +14,24 @@ LOADERS = {
 }
 
 
+IO = {
+    "text": ("anyorder.data.text", "TextIO"),
+    "image": ("anyorder.data.images", "ImageIO"),
+    "table": ("anyorder.data.tables", "TableIO"),
+}
+
+
 def load_data(spec: dict) -> Dataset:
     """`{"kind": "text" | "image" | "table", **loader keyword arguments}` -> Dataset."""
     return build(LOADERS, spec, "data")
 
 
-__all__ = ["DataError", "Dataset", "LOADERS", "load_data"]
+def data_io(kind: str) -> DataIO:
+    """The command-line input/output of a data kind (see `DataIO`)."""
+    if kind not in IO:
+        raise DataError(f"unknown data kind {kind!r}; expected one of {', '.join(IO)}")
+    module, name = IO[kind]
+    return getattr(importlib.import_module(module), name)()
+
+
+__all__ = ["DataError", "DataIO", "Dataset", "IO", "LOADERS", "data_io", "load_data"]

@@ -1,14 +1,17 @@
-"""The one interface between data sources and the trainer, evaluator and CLI."""
+"""The interfaces between data sources and the rest: `Dataset` (what the trainer and the
+evaluator read) and `DataIO` (what the command line asks and prints for one kind of data)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
+from ..errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError):
     """A user-facing problem with data files or data values (the CLI prints it on one line)."""
 
 
@@ -41,5 +44,37 @@ class Dataset:
         if name == "train" and self.batch_fn is None:
             return self.train
         if name not in self.splits:
-            raise DataError(f"unknown split {name!r}; this data has {sorted(self.splits)}")
+            known = sorted(self.splits) + (["train"] if self.batch_fn is None else [])
+            raise DataError(f"this data has no {name!r} split" + (f"; it has {', '.join(known)}" if known else
+                            " (its split fractions leave it empty)"))
         return self.splits[name]
+
+
+class DataIO:
+    """Command-line input and output of one kind of data, kept beside its loader and found by
+    `Dataset.kind` in `anyorder.data.IO`, so the command line never branches on the kind.
+
+    `sample_options` are this kind's options of `anyorder sample`, as (flags, argparse
+    keywords) pairs; an option left unset is None (or False). `sample_queries` turns them into
+    the query (x `[N, D]`, observed `[N, D]` bool) and `show_samples` prints or writes the
+    filled rows. `impute_file` fills the holes of a file (tables only).
+    """
+
+    kind: str = ""
+    sample_options: Sequence[tuple[tuple[str, ...], dict]] = ()
+
+    def check_sample_args(self, args) -> None:
+        """Refuse unusable options (e.g. an output path) before any work is done."""
+
+    def sample_queries(self, args, meta: dict, rows: Callable[[], torch.Tensor],
+                       generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, observed) for `args.num` samples; `rows()` gives the first `args.num` rows of
+        `args.split` when they are needed."""
+        raise NotImplementedError
+
+    def show_samples(self, args, meta: dict, x: torch.Tensor, observed: torch.Tensor,
+                     filled: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def impute_file(self, model, meta: dict, args) -> None:
+        raise UserError(f"impute fills the holes of tables; this model was trained on {self.kind} data")

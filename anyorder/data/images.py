@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anyorder.data.base import DataError, Dataset
+from anyorder.data.base import DataError, DataIO, Dataset
+from anyorder.paths import output_folder
 
 SOURCES = ("digits", "mnist", "fashion-mnist", "cifar10", "imagenet32")
 DEFAULT_VALID = 5000
@@ -278,3 +279,43 @@ def _read_imagenet32(root: Path, source: str):
     with np.load(files[-1]) as npz:
         test = _pixels(npz["data"], str(files[-1]))
     return train, test, (3, 32, 32)
+
+
+class ImageIO(DataIO):
+    """`anyorder sample` for images: inpaint test images or draw new ones; writes a PNG grid
+    and the arrays into `--out` (created only once the samples exist)."""
+
+    kind = "image"
+    sample_options = (
+        (("--inpaint",), {"metavar": "SHAPE|PNG", "help": "image models: centre, left-half, random-pixels, "
+                                                          "random or a mask PNG (white = observed)"}),
+        (("--per-channel",), {"action": "store_true", "help": "image models: masks differ per channel"}),
+        (("--out",), {"help": "image models: folder for the PNG grid and arrays (default: samples)"}),
+    )
+
+    def check_sample_args(self, args):
+        args.out = output_folder(args.out or "samples", "--out")
+
+    def sample_queries(self, args, meta, rows, generator):
+        from anyorder.pictures import image_masks, mask_from_png
+        shape = tuple(meta["shape"])
+        if not args.inpaint:
+            x = torch.zeros(args.num, meta["dim"], dtype=torch.long)
+            return x, torch.zeros_like(x, dtype=torch.bool)
+        x = rows()
+        if Path(args.inpaint).suffix.lower() == ".png":
+            return x, mask_from_png(args.inpaint, shape).expand(len(x), -1)
+        return x, image_masks(len(x), shape, args.inpaint, aligned=not args.per_channel, generator=generator)
+
+    def show_samples(self, args, meta, x, observed, filled):
+        from anyorder.pictures import save_grid
+        shape, levels, out = tuple(meta["shape"]), meta["num_classes"], args.out
+        out.mkdir(parents=True, exist_ok=True)
+        if args.inpaint:
+            save_grid(out / "inpaint.png", [x, x, filled], shape, levels, masks=[None, observed, None])
+            np.savez(out / "inpaint.npz", original=x.numpy(), observed=observed.numpy(), filled=filled.numpy())
+            print(f"wrote {out / 'inpaint.png'} (rows: original / masked / filled) and {out / 'inpaint.npz'}")
+        else:
+            save_grid(out / "samples.png", [filled], shape, levels)
+            np.save(out / "samples.npy", filled.numpy())
+            print(f"wrote {out / 'samples.png'} and {out / 'samples.npy'}")

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anyorder.data.base import Dataset, DataError
+from anyorder.data.base import DataError, DataIO, Dataset
+from anyorder.errors import UserError
 
 MISSING = {"", "nan", "na", "n/a", "null", "none", "?"}
 MAF_SETS = ("power", "gas", "hepmass", "miniboone", "bsds300")
@@ -226,9 +227,9 @@ def _dataset(source: str, names: list[str], train, valid, test, mean, std) -> Da
 def _file_table(path, valid_fraction: float, test_fraction: float, seed: int, drop) -> Dataset:
     for name, value in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
         if not 0 <= value < 1:
-            raise ValueError(f"{name} must lie in [0, 1), got {value}")
+            raise UserError(f"{name} must lie in [0, 1), got {value}")
     if valid_fraction + test_fraction >= 1:
-        raise ValueError(f"valid_fraction + test_fraction must be < 1, got {valid_fraction + test_fraction}")
+        raise UserError(f"valid_fraction + test_fraction must be < 1, got {valid_fraction + test_fraction}")
     names, table = read_table(path)
     unknown = [name for name in drop if name not in names]
     if unknown:
@@ -409,10 +410,31 @@ def load_table(source, path=None, valid_fraction: float = 0.1, test_fraction: fl
     """
     if str(source).lower() in MAF_SETS and not Path(str(source)).is_file():
         if drop:
-            raise ValueError(f"drop is for table files; {source} has MAF's fixed columns")
+            raise UserError(f"drop is for table files; {source} has MAF's fixed columns")
         return _maf_table(str(source).lower(), path)
     if path is not None:
-        raise ValueError(f"path= is for the UCI sets {', '.join(MAF_SETS)}; for a file pass it as source")
+        raise UserError(f"path= is for the UCI sets {', '.join(MAF_SETS)}; for a file pass it as source")
     if isinstance(drop, str):
-        raise ValueError(f"drop must be a list of column names, got the string {drop!r}")
+        raise UserError(f"drop must be a list of column names, got the string {drop!r}")
     return _file_table(source, valid_fraction, test_fraction, seed, drop)
+
+
+class TableIO(DataIO):
+    """`anyorder sample` for tables prints new rows as TSV in the file's units; `anyorder
+    impute` fills the holes of a CSV/TSV file."""
+
+    kind = "table"
+
+    def sample_queries(self, args, meta, rows, generator):
+        x = torch.zeros(args.num, meta["dim"])
+        return x, torch.zeros_like(x, dtype=torch.bool)
+
+    def show_samples(self, args, meta, x, observed, filled):
+        print("\t".join(meta.get("columns", [])))
+        for row in unstandardise(filled, meta).tolist():
+            print("\t".join(f"{v:.6g}" for v in row))
+
+    def impute_file(self, model, meta, args):
+        from anyorder.impute import impute_file
+        impute_file(model, meta, args.input, args.output, args.num_samples, args.reduce, args.seed)
+        print(f"wrote {args.output}")

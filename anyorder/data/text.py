@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import DataError, Dataset
+from ..arguments import probability
+from ..errors import UserError
+from .base import DataError, DataIO, Dataset
 
 VOCAB = " abcdefghijklmnopqrstuvwxyz"
 SOURCES = ("shakespeare", "text8", "file")
@@ -41,9 +43,16 @@ _IDS = np.full(256, 255, dtype=np.uint8)
 _IDS[np.frombuffer(VOCAB.encode(), np.uint8)] = np.arange(len(VOCAB), dtype=np.uint8)
 
 
-def _clean_bytes(raw: bytes) -> bytes:
-    """text8 cleaning on bytes, like wikifil.pl: every non-ASCII byte becomes a space."""
-    text = raw.translate(_CLEAN_TABLE)
+def _clean_bytes(raw: bytes, keep: bytes = b"") -> bytes:
+    """text8 cleaning on bytes, like wikifil.pl: every non-ASCII byte becomes a space; the
+    bytes in `keep` are kept as they are (e.g. the "_" of a prompt's holes)."""
+    table = _CLEAN_TABLE
+    if keep:
+        table = bytearray(table)
+        for byte in keep:
+            table[byte] = byte
+        table = bytes(table)
+    text = raw.translate(table)
     for digit, word in zip(b"0123456789", _DIGIT_WORDS):
         text = text.replace(bytes([digit]), f" {word} ".encode())
     chars = np.frombuffer(text, np.uint8)
@@ -53,13 +62,14 @@ def _clean_bytes(raw: bytes) -> bytes:
     return chars[keep].tobytes().strip(b" ")
 
 
-def clean_text(raw: str) -> str:
+def clean_text(raw: str, keep: str = "") -> str:
     """Lowercase, digits spelled out (" zero " … " nine "), every other character a space,
     runs of spaces collapsed, ends stripped: text8's cleaning (Mahoney's wikifil.pl).
+    Characters in `keep` (ASCII) survive unchanged.
 
     Vectorised over bytes (a translate table and numpy), about a second per 100 MB.
     """
-    return _clean_bytes(raw.encode("utf-8", "replace")).decode("ascii")
+    return _clean_bytes(raw.encode("utf-8", "replace"), keep.encode("ascii")).decode("ascii")
 
 
 def _ids(text: bytes, name: str) -> np.ndarray:
@@ -89,7 +99,7 @@ def decode(ids: torch.Tensor) -> str | list:
     if ids.dim() > 1:
         return [decode(row) for row in ids]
     if ids.numel() and (ids.min() < 0 or ids.max() >= len(VOCAB)):
-        raise ValueError(f"decode: ids must lie in 0..{len(VOCAB) - 1}, got {ids.min()}..{ids.max()}")
+        raise UserError(f"decode: ids must lie in 0..{len(VOCAB) - 1}, got {ids.min()}..{ids.max()}")
     return "".join(VOCAB[i] for i in ids.tolist())
 
 
@@ -233,3 +243,51 @@ def load_text(source: str | Path = "shakespeare", path: str | Path | None = None
     return Dataset(kind="text", dim=seq_len, num_classes=len(VOCAB), train=train.clone(),
                    splits=splits, meta={"source": source, "vocab": VOCAB, "seq_len": seq_len},
                    batch_fn=partial(_random_crops, seq_len=seq_len))
+
+
+HOLE = "_"
+
+
+def prompt_query(prompt: str, dim: int) -> tuple[str, torch.Tensor, torch.Tensor]:
+    """A prompt with "_" for each missing character -> (the prompt cleaned like the training
+    text, x `[D]`, observed `[D]` bool); the end beyond the prompt is missing too."""
+    cleaned = clean_text(prompt, keep=HOLE)
+    if len(cleaned) > dim:
+        raise UserError(f"--text has {len(cleaned)} characters after cleaning; this model handles {dim}")
+    padded = cleaned + HOLE * (dim - len(cleaned))
+    observed = torch.tensor([c != HOLE for c in padded])
+    return cleaned, encode(padded.replace(HOLE, " ")), observed
+
+
+class TextIO(DataIO):
+    """`anyorder sample` for text: infill a prompt, random holes in test chunks, or free text."""
+
+    kind = "text"
+    sample_options = (
+        (("--text",), {"help": "text with _ for missing characters (text models); cleaned like the "
+                               "training text: lowercase, digits spelled out, other characters become spaces"}),
+        (("--random-mask",), {"type": probability, "metavar": "P",
+                              "help": "hide each character of test chunks with probability P (text models)"}),
+    )
+
+    def sample_queries(self, args, meta, rows, generator):
+        if args.text is not None:
+            cleaned, x, observed = prompt_query(args.text, meta["dim"])
+            if cleaned != args.text:
+                print(f"prompt:   {cleaned} (cleaned like the training text)")
+            return x.expand(args.num, -1).clone(), observed.expand(args.num, -1).clone()
+        if args.random_mask is not None:
+            x = rows()
+            return x, torch.rand(x.shape, generator=generator) >= args.random_mask
+        x = torch.zeros(args.num, meta["dim"], dtype=torch.long)
+        return x, torch.zeros_like(x, dtype=torch.bool)
+
+    def show_samples(self, args, meta, x, observed, filled):
+        for i in range(len(filled)):
+            if observed.any():
+                masked = "".join(c if o else HOLE for c, o in zip(decode(x[i]), observed[i].tolist()))
+                if args.random_mask is not None:
+                    print(f"original: {decode(x[i])}")
+                print(f"masked:   {masked}")
+            print(f"filled:   {decode(filled[i])}" if observed.any() else decode(filled[i]))
+            print()

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError
+
 
 class ResidualBlock(nn.Module):
     """Pre-norm block: h + Linear(GELU(Linear(LayerNorm(h))))."""
@@ -40,9 +42,9 @@ class ResMLP(nn.Module):
         super().__init__()
         for name, value in (("dim", dim), ("out_features", out_features), ("width", width)):
             if value < 1:
-                raise ValueError(f"ResMLP: {name} must be >= 1, got {value}")
+                raise UserError(f"ResMLP: {name} must be >= 1, got {value}")
         if depth < 0 or context < 0:
-            raise ValueError(f"ResMLP: depth and context must be >= 0, got {depth}, {context}")
+            raise UserError(f"ResMLP: depth and context must be >= 0, got {depth}, {context}")
         self.dim, self.num_classes = dim, num_classes
         self.out_features, self.context = out_features, context
         in_features = dim * (num_classes or 1) + dim

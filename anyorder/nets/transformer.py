@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError
+
 
 class Block(nn.Module):
     """x + attention(LN(x)), then x + MLP(LN(x)); full (non-causal) attention."""
@@ -56,10 +58,18 @@ class Transformer(nn.Module):
                  depth: int = 4, heads: int = 4, mlp: int | None = None, dropout: float = 0.0,
                  attention_bias: str = "none"):
         super().__init__()
+        for name, value in (("dim", dim), ("width", width), ("depth", depth), ("heads", heads), ("mlp", mlp or 1)):
+            if value < 1:
+                raise UserError(f"Transformer: {name} must be >= 1, got {value}")
+        if num_classes < 2 or out_features < 1:
+            raise UserError(f"Transformer needs num_classes >= 2 and out_features >= 1, got "
+                            f"{num_classes}, {out_features}")
+        if not 0 <= dropout < 1:
+            raise UserError(f"Transformer: dropout must lie in [0, 1), got {dropout}")
         if width % heads:
-            raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
+            raise UserError(f"width ({width}) must be divisible by heads ({heads})")
         if attention_bias not in ("none", "alibi"):
-            raise ValueError(f"attention_bias must be 'none' or 'alibi', got {attention_bias!r}")
+            raise UserError(f"attention_bias must be 'none' or 'alibi', got {attention_bias!r}")
         self.dim, self.num_classes = dim, num_classes
         self.token = nn.Embedding(num_classes + 1, width)      # index num_classes = mask token
         self.position = nn.Parameter(torch.zeros(dim, width))
@@ -92,7 +102,7 @@ class Transformer(nn.Module):
 
     def forward(self, x_in: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         if x_in.shape != observed.shape or x_in.dim() != 2 or x_in.shape[1] != self.dim:
-            raise ValueError(f"Transformer expects x_in and observed of shape [B, {self.dim}], "
+            raise UserError(f"Transformer expects x_in and observed of shape [B, {self.dim}], "
                              f"got {tuple(x_in.shape)} and {tuple(observed.shape)}")
         tokens = torch.where(observed, x_in, self.num_classes)
         h = self.token(tokens) + self.position + self.cardinality(observed.sum(1))[:, None]

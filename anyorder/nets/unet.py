@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError
+
 
 def _norm(channels: int) -> nn.GroupNorm:
     """GroupNorm with the largest group count <= 32 that divides `channels`."""
@@ -203,26 +205,26 @@ class UNet(nn.Module):
 def _check_config(dim, num_classes, out_features, shape, channels, channel_mult, blocks_per_level,
                   attention_resolutions, dropout) -> None:
     if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"UNet shape must be (C, H, W) with positive sizes, got {shape}")
+        raise UserError(f"UNet shape must be (C, H, W) with positive sizes, got {shape}")
     C, H, W = shape
     if dim != C * H * W:
-        raise ValueError(f"UNet dim must equal C·H·W = {C * H * W} for shape {shape}, got {dim}")
+        raise UserError(f"UNet dim must equal C·H·W = {C * H * W} for shape {shape}, got {dim}")
     if num_classes < 2 or out_features < 1 or channels < 1 or blocks_per_level < 1:
-        raise ValueError("UNet needs num_classes >= 2 and out_features, channels, "
+        raise UserError("UNet needs num_classes >= 2 and out_features, channels, "
                          f"blocks_per_level >= 1, got {num_classes}, {out_features}, {channels}, "
                          f"{blocks_per_level}")
     if not channel_mult or min(channel_mult) < 1:
-        raise ValueError(f"UNet channel_mult must be non-empty positive integers, got {channel_mult}")
+        raise UserError(f"UNet channel_mult must be non-empty positive integers, got {channel_mult}")
     levels, h, w = 1, H, W
     while h % 2 == 0 and w % 2 == 0:
         levels, h, w = levels + 1, h // 2, w // 2
     if len(channel_mult) > levels:
-        raise ValueError(f"UNet: {H}x{W} images halve evenly only {levels - 1} time(s), so "
+        raise UserError(f"UNet: {H}x{W} images halve evenly only {levels - 1} time(s), so "
                          f"channel_mult may have at most {levels} entries, got {channel_mult}")
     heights = [H >> i for i in range(len(channel_mult))]
     unknown = [r for r in attention_resolutions if r not in heights]
     if unknown:
-        raise ValueError(f"UNet attention_resolutions {unknown} are not feature-map heights of "
+        raise UserError(f"UNet attention_resolutions {unknown} are not feature-map heights of "
                          f"this network; choose from {heights}")
     if not 0 <= dropout < 1:
-        raise ValueError(f"UNet dropout must lie in [0, 1), got {dropout}")
+        raise UserError(f"UNet dropout must lie in [0, 1), got {dropout}")
