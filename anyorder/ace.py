@@ -72,7 +72,8 @@ class ACEModel(AnyOrderModel):
                  energy_depth: int = 4, energy_clip: float = 30.0):
         super().__init__(network, head, strategy, protocol, reweight, targets, query)
         if not isinstance(head, MixtureOfGaussiansHead):
-            raise UserError(f"ACE needs a MixtureOfGaussiansHead proposal, got {type(head).__name__}")
+            raise UserError(f"ACE is for continuous data: it needs a MixtureOfGaussiansHead proposal, "
+                            f"got {type(head).__name__}")
         if not hasattr(network, "forward_with_context") or getattr(network, "context", 0) < 1:
             raise UserError("ACE needs a network with a context vector per variable "
                              "(e.g. ResMLP(..., context=64))")

@@ -19,9 +19,23 @@ def describe(data: Dataset) -> dict:
     return {"kind": data.kind, "dim": data.dim, "num_classes": data.num_classes, **data.meta}
 
 
+def _aoarm(config: Config, given: dict, head, objective: dict) -> AnyOrderModel:
+    return AnyOrderModel(build_net(config.net, **given), head, **objective)
+
+
+def _ace(config: Config, given: dict, head, objective: dict) -> AnyOrderModel:
+    from .ace import ACEModel
+    return ACEModel.from_config(config.net, given, head, config.model.num_importance, **objective)
+
+
+MODEL_KINDS = {"aoarm": _aoarm, "ace": _ace}     # model.kind -> builder(config, given, head, objective)
+
+
 def build_model(config: Config, meta: dict) -> AnyOrderModel:
     """The model a config describes, for data described by `meta` (see `describe`)."""
     m = config.model
+    if m.kind not in MODEL_KINDS:
+        raise ConfigError(f"unknown model.kind {m.kind!r}; expected one of {', '.join(MODEL_KINDS)}")
     num_classes = meta["num_classes"]
     head = CategoricalHead(num_classes) if num_classes else MixtureOfGaussiansHead(m.components)
     given = {"dim": meta["dim"], "num_classes": num_classes, "out_features": head.params_per_variable}
@@ -29,14 +43,7 @@ def build_model(config: Config, meta: dict) -> AnyOrderModel:
         given["shape"] = tuple(meta["shape"])
     objective = dict(strategy=m.strategy, protocol=m.protocol, reweight=m.reweight,
                      targets=m.targets, query=m.query)
-    if m.kind == "aoarm":
-        return AnyOrderModel(build_net(config.net, **given), head, **objective)
-    if m.kind == "ace":
-        if num_classes:
-            raise ConfigError("model.kind 'ace' is for continuous data; this data is categorical")
-        from .ace import ACEModel
-        return ACEModel.from_config(config.net, given, head, m.num_importance, **objective)
-    raise ConfigError(f"unknown model.kind {m.kind!r}; expected 'aoarm' or 'ace'")
+    return MODEL_KINDS[m.kind](config, given, head, objective)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[AnyOrderModel, Config, dict]:

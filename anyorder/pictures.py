@@ -34,8 +34,8 @@ def image_masks(batch: int, shape, kind: str, aligned: bool = True, generator=No
 
     "centre" hides the centred box of half the height and width; "left-half" hides the
     columns w < W/2; "random-pixels" hides each pixel with probability `p`; "random"
-    observes a uniformly random set whose size is uniform on 0..N-1 (DESIGN's `inpaint`
-    evidence), N = H·W pixels. With `aligned` all channels of a pixel share its mask;
+    observes a uniformly random set whose size is uniform on 0..N-1 (the `inpaint` query
+    distribution's evidence), N = H·W pixels. With `aligned` all channels of a pixel share its mask;
     otherwise the random kinds draw every channel separately (N = D).
     """
     C, H, W = _check_shape(shape)

@@ -19,13 +19,11 @@ from __future__ import annotations
 import argparse
 
 import torch
-from torch import nn
 
-from anyorder import lattice
 from anyorder.build import build_model, describe
 from anyorder.config import load_config
 from anyorder.data import load_data
-from anyorder.train import autocast_for
+from anyorder.train import Objective, autocast_for, train_step, training_batch
 from common import add_threads_flag, machine, median_seconds, resolve, set_threads
 
 PRESETS = {"cpu": ["text-cpu", "mnist-cpu"], "paper": ["text8-paper", "cifar10-paper"]}
@@ -42,22 +40,16 @@ def matmul_tflops(sizes: list[int], dtype: torch.dtype, device: torch.device, re
 
 
 def train_step_seconds(model, data, config, batch: int, autocast, device, steps: int) -> float:
-    """Median time of one training step, the same work as a step of `anyorder.train`."""
-    m, o = config.model, config.optim
+    """Median time of one training step: `anyorder.train`'s own step function."""
+    o = config.optim
     optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
     gen = torch.Generator().manual_seed(0)
+    objective = Objective(model)
     model.train()
 
     def step():
-        x = data.train_batch(batch, gen).to(device)
-        node = lattice.training_nodes(batch, data.dim, m.strategy, m.protocol, m.reweight, m.query,
-                                      generator=gen).to(device)
-        with autocast:
-            loss = model.loss(x, node)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), o.clip if o.clip > 0 else float("inf"))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        x, node = training_batch(data, config.model, batch, gen)
+        train_step(objective, optimizer, x.to(device), node.to(device), o.lr, o.clip, autocast)
 
     return median_seconds(step, device, steps, warmup=2)
 

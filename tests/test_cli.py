@@ -9,6 +9,7 @@ from PIL import Image
 from anyorder.build import build_model
 from anyorder.cli import main
 from anyorder.config import Config, ConfigError, load_config, preset_names
+from anyorder.errors import UserError
 
 TINY_TEXT = ["data.seq_len=16", "net.width=32", "net.depth=1", "net.heads=2", "train.batch_size=8",
              "train.steps=6", "train.eval_every=3", "train.eval_rows=8", "train.log_every=3"]
@@ -53,8 +54,11 @@ def test_image_inpainting_writes_a_grid(tmp_path, capsys):
     bad = tmp_path / "mask.png"
     Image.fromarray(np.zeros((5, 5), np.uint8)).save(bad)
     capsys.readouterr()
-    assert main(["sample", str(run), "--inpaint", str(bad)]) == 2
-    assert "error" in capsys.readouterr().err
+    assert main(["sample", str(run), "--inpaint", str(bad), "--out", str(tmp_path / "failed")]) == 2
+    assert "error" in capsys.readouterr().err and not (tmp_path / "failed").exists()
+    (tmp_path / "a-file").write_text("")
+    assert main(["sample", str(run), "--out", str(tmp_path / "a-file")]) == 2
+    assert "is a file" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -164,3 +168,100 @@ def test_eval_ace_with_both_conditionals(tmp_path, capsys):
         reports[which] = json.loads(out.read_text())
     assert "nats per row" in capsys.readouterr().out
     assert reports["proposal"]["joint_loglik"] != reports["energy"]["joint_loglik"]
+
+
+# ---------------------------------------------------------------- bad input, one line each
+
+def _one_line_error(capsys, *needles):
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("anyorder: error:") and "\n" not in err and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+@pytest.mark.parametrize("argv,option", [
+    (["eval", "RUN", "--rows", "-5"], "--rows"), (["eval", "RUN", "--batch-size", "0"], "--batch-size"),
+    (["eval", "RUN", "--num-draws", "0"], "--num-draws"), (["sample", "RUN", "--num", "-1"], "--num"),
+    (["sample", "RUN", "--temperature", "nan"], "--temperature"), (["sample", "RUN", "--temperature", "-1"], "--temperature"),
+    (["sample", "RUN", "--random-mask", "1.5"], "--random-mask"), (["eval", "RUN", "--seed", "-3"], "--seed"),
+    (["impute", "RUN", "--input", "a", "--output", "b", "--num-samples", "0"], "--num-samples"),
+    (["train", "--threads", "0"], "--threads"), (["eval", "RUN", "--num-importance", "0"], "--num-importance"),
+])
+def test_numeric_options_are_checked_before_any_work(argv, option, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2 and option in capsys.readouterr().err
+
+
+def test_outputs_are_checked_before_the_work_and_nothing_is_left_behind(text_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", str(text_run), "--json", str(tmp_path)]) == 2
+    _one_line_error(capsys, "--json", "is a folder")
+    assert main(["eval", str(text_run), "--json", str(tmp_path / "no" / "such" / "r.json")]) == 2
+    _one_line_error(capsys, "does not exist")
+    assert main(["sample", str(text_run), "--out", "pics"]) == 2
+    _one_line_error(capsys, "--out is for image models")
+    assert main(["sample", str(text_run), "--inpaint", "centre"]) == 2
+    _one_line_error(capsys, "--inpaint is for image models")
+    assert list(tmp_path.iterdir()) == []                      # no samples/ or pics/ folder
+
+
+def test_tiny_temperatures_are_the_mode_and_prompts_are_cleaned(text_run, capsys):
+    capsys.readouterr()
+    outputs = []
+    for temperature in ("1e-45", "0"):
+        assert main(["sample", str(text_run), "--text", "Th_, Qu_ck!", "--num", "2", "--temperature", temperature,
+                     "--seed", "3"]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]
+    assert "prompt:   th_ qu_ck (cleaned like the training text)" in outputs[0]
+    filled = [line[10:] for line in outputs[0].splitlines() if line.startswith("filled:")]
+    assert len(filled) == 2 and all(f[:2] == "th" and f[3:6] == " qu" and f[7:9] == "ck" for f in filled)
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused(text_run, tmp_path, capsys):
+    from anyorder import checkpoint
+    weights, config, meta, step = checkpoint.read(text_run)
+    weights["network.head.weight"].view(-1)[7] = float("nan")
+    checkpoint.save(tmp_path, weights, config, meta, step)
+    for argv in (["eval", str(tmp_path), "--quiet"], ["sample", str(tmp_path)]):
+        assert main(argv) == 2
+        _one_line_error(capsys, "non-finite weights", "network.head.weight")
+
+
+def test_user_errors_bugs_debug_and_os_errors(text_run, capsys, monkeypatch):
+    import anyorder.cli as cli
+    with pytest.raises(UserError):
+        main(["eval", "/no/such/run", "--debug"])            # --debug: the traceback of a user error
+    monkeypatch.setattr(cli, "evaluate", lambda *a, **k: int("a bug"))
+    with pytest.raises(ValueError, match="invalid literal"):
+        main(["eval", str(text_run), "--quiet"])             # a plain ValueError is a bug: traceback
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "/the/file")
+
+    monkeypatch.setattr(cli, "load_model", denied)
+    capsys.readouterr()
+    assert main(["eval", str(text_run)]) == 2
+    _one_line_error(capsys, "/the/file: Permission denied")
+
+
+def test_impute_never_overwrites_its_input(tmp_path, capsys):
+    source = tmp_path / "train.csv"
+    rng = np.random.default_rng(2)
+    source.write_text("a,b\n" + "".join(f"{u:.4f},{u + v:.4f}\n" for u, v in rng.normal(size=(60, 2))))
+    run = tmp_path / "run"
+    assert main(["train", "--quiet", "--config", "magic-cpu", f"data.source={source}", "net.width=8", "net.depth=1",
+                 "train.steps=2", "train.batch_size=8", "train.eval_rows=4", f"train.out={run}"]) == 0
+    holes = tmp_path / "holes.csv"
+    holes.write_text("a,b\n1.5,\n,2.5\n")
+    kept = holes.read_text()
+    capsys.readouterr()
+    for output, needle in ((holes, "also the input"), (tmp_path / "." / "holes.csv", "also the input"),
+                           (tmp_path, "is a folder"), (tmp_path / "none" / "x.csv", "does not exist")):
+        assert main(["impute", str(run), "--input", str(holes), "--output", str(output)]) == 2
+        _one_line_error(capsys, needle)
+    assert holes.read_text() == kept
+    assert main(["eval", str(run), "--energy-model", "proposal", "--quiet"]) == 2
+    _one_line_error(capsys, "for ACE models")

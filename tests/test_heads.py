@@ -55,3 +55,18 @@ def test_mixture_scales_stay_bounded():
 def test_value_checks(head, x, message):
     with pytest.raises(ValueError, match=message):
         head.check_values(x)
+
+
+def test_tiny_temperatures_give_the_mode_and_bad_parameters_are_refused():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(200, 7) * 3
+    for temperature in (1e-45, 1e-30, 1e-8):
+        assert torch.equal(CategoricalHead(7).sample(logits, temperature, gen), logits.argmax(-1))
+    mog = MixtureOfGaussiansHead(2)
+    params = torch.randn(50, 6)
+    assert torch.isfinite(mog.sample(params, 1e-45, gen)).all()
+    for head, bad in ((CategoricalHead(7), logits), (mog, params)):
+        bad = bad.clone()
+        bad[3, 1] = float("nan")
+        with pytest.raises(ValueError, match="non-finite parameters"):
+            head.sample(bad, 1.0, gen)

@@ -172,3 +172,18 @@ def test_missing_cache_without_network(tmp_path, monkeypatch):
     assert str(tmp_path / "cifar10") in str(err.value)
     with pytest.raises(DataError, match="image-net.org"):
         load_images("imagenet32")
+
+
+def test_a_partial_cifar_folder_trains_on_the_batches_it_has(tmp_path):
+    batches = write_cifar(tmp_path, rows_per_batch=6)
+    for name in ("data_batch_2", "data_batch_5"):
+        (tmp_path / name).unlink()
+    data = load_images("cifar10", tmp_path, valid_size=4)
+    kept = np.concatenate([batches[f"data_batch_{i}"] for i in (1, 3, 4)])
+    assert torch.equal(data.train, torch.from_numpy(kept[:-4])) and data.split("valid").shape == (4, 3072)
+    with pytest.raises(DataError, match="valid_size 18 leaves no training rows: cifar10 has 18"):
+        load_images("cifar10", tmp_path, valid_size=18)
+    for i in (1, 3, 4):
+        (tmp_path / f"data_batch_{i}").unlink()
+    with pytest.raises(DataError, match=r"missing data_batch_\*"):
+        load_images("cifar10", tmp_path)

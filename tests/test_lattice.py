@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from anyorder import lattice
+from anyorder.errors import UserError
 
 DRAWS = 200_000
 
@@ -191,3 +192,22 @@ def test_protocol_targets_are_the_next_possible_steps(protocol):
 def test_bad_names_and_arguments_are_clear_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("spec,known,what", [
+    ("natural(3)", lattice.PROTOCOLS, "takes no argument"), ("full(0.3)", lattice.QUERIES, "takes no argument"),
+    ("strided(0)", lattice.PROTOCOLS, "stride S >= 1"), ("strided", lattice.PROTOCOLS, "stride S >= 1"),
+    ("strided(2.5)", lattice.PROTOCOLS, "needs a number"), ("bernoulli(1.5)", lattice.QUERIES, r"\[0, 1\]"),
+    ("bernoulli(nan)", lattice.QUERIES, r"\[0, 1\]"), ("mixture(mixture)", lattice.STRATEGIES, "another mixture"),
+    ("mixture(natural)", lattice.STRATEGIES, "unknown training strategy"), ("aoarm(1)", lattice.STRATEGIES, "no argument"),
+])
+def test_bad_names_fail_where_they_are_read(spec, known, what):
+    with pytest.raises(UserError, match=what):
+        lattice.parse_name(spec, known, "name")
+
+
+def test_sizes_must_be_integers():
+    for batch, dim in ((2.5, 4), (2, 4.0), (True, 4)):
+        with pytest.raises(UserError, match="integers"):
+            lattice.training_nodes(batch, dim)
+    assert lattice.training_nodes(0, 4).shape == (0, 4)

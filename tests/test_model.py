@@ -207,3 +207,39 @@ def test_lattice_nodes_feed_loss_on_any_batch_size():
     x = torch.randint(K, (7, D))
     node = lattice.training_nodes(7, D, "aoarm")
     assert torch.isfinite(model.loss(x, node))
+
+
+@pytest.mark.parametrize("options", [dict(protocol="strided(0)"), dict(strategy="mixture(mixture)"),
+                                     dict(query="full(0.3)"), dict(protocol="natural(3)"), dict(query="inpaint")])
+def test_bad_objectives_fail_at_construction(options):
+    with pytest.raises(ValueError):
+        tiny_model(**options)
+
+
+def test_empty_batches_and_overlapping_ratio_queries():
+    model = tiny_model()
+    empty = torch.zeros(0, D, dtype=torch.long)
+    loss = model.loss(empty)
+    assert loss.item() == 0.0
+    x = all_configs(D, K)[:5]
+    target = torch.zeros(5, D, dtype=torch.bool)
+    target[:, :2] = True
+    given = torch.zeros_like(target)
+    given[:, 1:3] = True
+    for method in ("chain", "ratio"):
+        with pytest.raises(ValueError, match="overlap"):
+            model.conditional_log_prob(x, target, given, method=method)
+
+
+def test_conditional_mean_is_the_heads_mean_in_one_pass():
+    from anyorder.nets.resmlp import ResMLP
+    model = AnyOrderModel(ResMLP(D, None, 6, width=16, depth=1), MixtureOfGaussiansHead(2))
+    x = torch.randn(7, D)
+    observed = torch.rand(7, D) < 0.5
+    with torch.no_grad():
+        expect = model.head.mean(model.network(torch.where(observed, x, 0.0), observed))
+    filled = model.conditional_mean(x, observed)
+    assert torch.equal(filled[observed], x[observed]) and torch.allclose(filled[~observed], expect[~observed])
+    with pytest.raises(ValueError, match="no query options"):
+        with model.query_options(num_importance=4):
+            pass

@@ -187,6 +187,7 @@ def test_power_follows_maf(tmp_path):
 
 
 def test_miniboone_from_cache_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("ANYORDER_CACHE", raising=False)       # then $XDG_CACHE_HOME/anyorder
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     raw = np.random.default_rng(1).normal(size=(500, 5))
     (tmp_path / "anyorder" / "miniboone").mkdir(parents=True)
@@ -250,7 +251,7 @@ def test_uci_download_without_network_is_a_one_line_hint(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise OSError("no network")
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("ANYORDER_CACHE", str(tmp_path / "anyorder"))
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(DataError) as e:
         load_table("power")
@@ -270,7 +271,7 @@ def test_uci_download_extracts_the_set_into_the_cache(tmp_path, monkeypatch):
         info = tarfile.TarInfo("data/miniboone/data.npy")
         info.size = len(buffer.getvalue())
         tar.addfile(info, io.BytesIO(buffer.getvalue()))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("ANYORDER_CACHE", str(tmp_path / "anyorder"))
     monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: io.BytesIO(archive.getvalue()))
     data = load_table("miniboone")
     assert (tmp_path / "anyorder" / "miniboone" / "data.npy").is_file()
@@ -299,3 +300,15 @@ def test_drop_leaves_out_named_columns(tmp_path):
         load_table(tmp_path / "t.csv", drop=["a", "b", "c"])
     with pytest.raises(ValueError, match="list of column names"):
         load_table(tmp_path / "t.csv", drop="b")
+
+
+def test_binary_and_too_small_tables_say_what_is_wrong(tmp_path):
+    binary = tmp_path / "model.bin"
+    binary.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(DataError, match="model.bin is not a text table"):
+        load_table(binary)
+    small = tmp_path / "small.csv"
+    small.write_text("a,b\n1,2\n3,5\n4,4\n")
+    with pytest.raises(DataError, match="3 rows are too few for a valid split of 0.1.*valid_fraction=0"):
+        load_table(small)
+    assert len(load_table(small, valid_fraction=0, test_fraction=0).train) == 3

@@ -2,6 +2,7 @@ import shutil
 import urllib.error
 import zipfile
 
+import numpy as np
 import pytest
 import torch
 
@@ -160,3 +161,15 @@ def test_embedded_corpus_is_the_cleaned_plays(shared_data, tmp_path):
     for play in EMBEDDED_PLAYS:
         shutil.copy(plays / f"{play}_gut.txt", tmp_path / f"{play}_gut.txt")
     assert torch.equal(load_text("file", tmp_path).train, load_text("shakespeare").train)
+
+
+def test_binary_files_are_refused_and_prompts_cleaned(tmp_path):
+    noise = tmp_path / "noise.bin"
+    noise.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 20_000, dtype=np.uint8)))
+    with pytest.raises(DataError, match="noise.bin looks like a binary file"):
+        load_text("file", noise, seq_len=8)
+    cleaned, x, observed = text.prompt_query("To BE, or 2_!", 20)
+    assert cleaned == "to be or two _"
+    assert decode(x[:len(cleaned)]) == "to be or two  " and observed.tolist() == [c != "_" for c in cleaned.ljust(20, "_")]
+    with pytest.raises(ValueError, match="after cleaning"):
+        text.prompt_query("a, b, c, d", 5)

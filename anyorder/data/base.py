@@ -3,7 +3,9 @@ evaluator read) and `DataIO` (what the command line asks and prints for one kind
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -13,6 +15,15 @@ from ..errors import UserError
 
 class DataError(UserError):
     """A user-facing problem with data files or data values (the CLI prints it on one line)."""
+
+
+def cache_dir(source: str = "") -> Path:
+    """Where every data source looks for (and downloads) its files when no path is given:
+    $ANYORDER_CACHE/<source>, else $XDG_CACHE_HOME/anyorder/<source>, else
+    ~/.cache/anyorder/<source>."""
+    root = os.environ.get("ANYORDER_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or
+                                                      Path.home() / ".cache") / "anyorder"
+    return Path(root) / source
 
 
 @dataclass

@@ -19,7 +19,6 @@ downloaded there.
 from __future__ import annotations
 
 import gzip
-import os
 import pickle
 import shutil
 import struct
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anyorder.data.base import DataError, DataIO, Dataset
+from anyorder.data.base import DataError, DataIO, Dataset, cache_dir
 from anyorder.paths import output_folder
 
 SOURCES = ("digits", "mnist", "fashion-mnist", "cifar10", "imagenet32")
@@ -52,13 +51,6 @@ _DOWNLOADS = {
 
 class _Missing(DataError):
     """Expected files are absent (as opposed to present but broken)."""
-
-
-def cache_dir(source: str) -> Path:
-    """Where files of `source` are looked for without a path: $ANYORDER_CACHE/<source>,
-    else ~/.cache/anyorder/<source>."""
-    root = os.environ.get("ANYORDER_CACHE") or Path.home() / ".cache" / "anyorder"
-    return Path(root) / source
 
 
 def load_images(source: str = "digits", path: str | Path | None = None, flip: bool = False,
@@ -92,9 +84,11 @@ def load_images(source: str = "digits", path: str | Path | None = None, flip: bo
 def _valid_rows(source: str, valid_size: int | None, n_train: int, n_total: int) -> int:
     if valid_size is None:
         valid_size = round(0.1 * n_total) if source == "digits" else DEFAULT_VALID
-    if not 0 <= valid_size < n_train:
-        raise DataError(f"valid_size must lie in 0..{n_train - 1} for {source} "
-                        f"({n_train} training rows), got {valid_size}")
+    if not isinstance(valid_size, int) or isinstance(valid_size, bool) or valid_size < 0:
+        raise DataError(f"valid_size must be an integer >= 0, got {valid_size!r}")
+    if valid_size >= n_train:
+        raise DataError(f"valid_size {valid_size} leaves no training rows: {source} has {n_train} "
+                        f"training rows here; use a valid_size below {n_train}")
     return valid_size
 
 
@@ -242,12 +236,15 @@ def _read_cifar_batch(file: Path) -> np.ndarray:
 
 
 def _read_cifar10(root: Path, source: str):
+    """Every data_batch_* that is there (a partial download trains on what it has) and test_batch."""
     folder = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
-    missing = [name for name in _CIFAR_FILES if not (folder / name).is_file()]
+    present = [name for name in _CIFAR_FILES[:-1] if (folder / name).is_file()]
+    missing = [name for name in ("data_batch_*", _CIFAR_FILES[-1])
+               if not (present if name == "data_batch_*" else (folder / name).is_file())]
     if missing:
         raise _Missing(f"{source}: {folder} is not a cifar-10-batches-py folder "
                        f"(missing {', '.join(missing)})")
-    train = np.concatenate([_read_cifar_batch(folder / name) for name in _CIFAR_FILES[:-1]])
+    train = np.concatenate([_read_cifar_batch(folder / name) for name in present])
     return train, _read_cifar_batch(folder / _CIFAR_FILES[-1]), (3, 32, 32)
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anyorder.data.base import DataError, DataIO, Dataset
+from anyorder.data.base import DataError, DataIO, Dataset, cache_dir
 from anyorder.errors import UserError
 
 MISSING = {"", "nan", "na", "n/a", "null", "none", "?"}
@@ -106,8 +106,16 @@ def read_cells(path) -> tuple[list[str], list[list[str]], np.ndarray]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"table file not found: {path}")
-    with _open_text(path) as f:
-        text = f.read()
+    try:
+        with _open_text(path) as f:
+            text = f.read()
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path} is not a text table (byte {err.start} is not UTF-8 text); expected "
+                        "CSV/TSV of numbers") from None
+    except (OSError, EOFError) as err:
+        raise DataError(f"cannot read {path}: {err}") from None
+    if "\0" in text:
+        raise DataError(f"{path} is not a text table (it holds NUL bytes); expected CSV/TSV of numbers")
     numbered = [(i + 1, line) for i, line in enumerate(text.splitlines()) if line.strip()]
     if not numbered:
         raise DataError(f"{path}: the table is empty")
@@ -240,6 +248,10 @@ def _file_table(path, valid_fraction: float, test_fraction: float, seed: int, dr
     names, table = [names[j] for j in keep], table[:, keep]
     n = len(table)
     n_test, n_valid = round(n * test_fraction), round(n * valid_fraction)
+    for split, fraction, rows in (("valid", valid_fraction, n_valid), ("test", test_fraction, n_test)):
+        if fraction > 0 and rows == 0:
+            raise DataError(f"{path}: {n} rows are too few for a {split} split of {fraction:g} (0 rows); "
+                            f"use more rows or data.{split}_fraction=0")
     if n - n_test - n_valid < 1:
         raise DataError(f"{path}: {n} rows leave no train rows after the valid/test split")
     order = np.random.default_rng(seed).permutation(n)
@@ -256,7 +268,7 @@ def _file_table(path, valid_fraction: float, test_fraction: float, seed: int, dr
 def _find(name: str, path) -> dict[str, Path]:
     """Locate a set's standard files under `path` (the set's folder or MAF's data root) or the cache."""
     folder, files = MAF_FILES[name]
-    root = Path(path).expanduser() if path is not None else _cache_dir(name)
+    root = Path(path).expanduser() if path is not None else cache_dir(name)
     for base in (root, root / folder, root / "data" / folder):
         if all((base / f).is_file() for f in files):
             return {f: base / f for f in files}
@@ -265,10 +277,6 @@ def _find(name: str, path) -> dict[str, Path]:
                         f"there (data/{folder}/ of {MAF_URL})")
     _download(name, root)
     return {f: root / f for f in files}
-
-
-def _cache_dir(name: str) -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "anyorder" / name
 
 
 def _download(name: str, dest: Path) -> None:
@@ -404,7 +412,7 @@ def load_table(source, path=None, valid_fraction: float = 0.1, test_fraction: fl
 
     `source` is a CSV/TSV file (split by a seeded shuffle into train/valid/test, standardised
     with train statistics) or one of "power", "gas", "hepmass", "miniboone", "bsds300"
-    (MAF's files under `path`, else ~/.cache/anyorder/<name>, downloaded where a network
+    (MAF's files under `path`, else `cache_dir(name)`, downloaded where a network
     exists; MAF's fixed splits, so the fractions and seed do not apply). `drop` names
     columns of a file to leave out (e.g. a discrete label among continuous columns).
     """

@@ -8,7 +8,6 @@ random crops of the train stream, valid and test are fixed non-overlapping chunk
 
 from __future__ import annotations
 
-import os
 import shutil
 import urllib.request
 import zipfile
@@ -21,7 +20,7 @@ import torch
 
 from ..arguments import probability
 from ..errors import UserError
-from .base import DataError, DataIO, Dataset
+from .base import DataError, DataIO, Dataset, cache_dir
 
 VOCAB = " abcdefghijklmnopqrstuvwxyz"
 SOURCES = ("shakespeare", "text8", "file")
@@ -103,11 +102,6 @@ def decode(ids: torch.Tensor) -> str | list:
     return "".join(VOCAB[i] for i in ids.tolist())
 
 
-def cache_dir() -> Path:
-    """Where downloads live: $ANYORDER_CACHE, else ~/.cache/anyorder."""
-    return Path(os.environ.get("ANYORDER_CACHE") or Path.home() / ".cache" / "anyorder")
-
-
 def _fetch_text8() -> Path:
     """text8.zip (or the extracted text8) from the cache dir, downloading it if absent."""
     folder = cache_dir()
@@ -157,10 +151,21 @@ def _read_plain(path: Path) -> bytes:
         raise DataError(f"no such text file or folder: {path} "
                         f"(source must be one of {', '.join(SOURCES)} or a path)")
     try:
-        raw = b"\n".join(f.read_bytes() for f in files)
+        raw = b"\n".join(_check_text(f.read_bytes(), f) for f in files)
     except OSError as err:
         raise DataError(f"cannot read {path}: {err}") from None
     return _clean_bytes(raw)
+
+
+def _check_text(raw: bytes, path: Path) -> bytes:
+    """`raw` unchanged if it reads as text: binary files (NUL bytes, or more than 1% control
+    characters other than tab, newline, form feed and carriage return in the first MB) are refused."""
+    head = np.frombuffer(raw[: 1 << 20], np.uint8)
+    control = ((head < 32) & ~np.isin(head, [9, 10, 12, 13])) | (head == 127)
+    if len(head) and ((head == 0).any() or control.mean() > 0.01):
+        raise DataError(f"{path} looks like a binary file, not text ({control.mean():.0%} control bytes "
+                        "in its first MB)")
+    return raw
 
 
 def _fractions(split_fractions) -> tuple[float, float, float]:
