@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,18 @@ from .nets import build_net
 from .nets.resmlp import ResidualBlock
 
 MODELS = ("energy", "proposal")
+
+
+@runtime_checkable
+class ContextNetwork(Protocol):
+    """A node network that also gives ACE's energy network a context vector per variable
+    (`ResMLP` with `context > 0`): `(x_in [B, D], observed [B, D]) -> ([B, D, P], [B, D, C])`."""
+
+    dim: int
+    context: int
+
+    def forward_with_context(self, x_in: torch.Tensor, observed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ...
 
 
 class EnergyNet(nn.Module):
@@ -59,7 +72,7 @@ class EnergyNet(nn.Module):
 class ACEModel(AnyOrderModel):
     """An AO-ARM whose edges also carry ACE's energy model.
 
-    `network` must offer `forward_with_context` (a `ResMLP` with `context > 0`) and `head`
+    `network` must be a `ContextNetwork` (a `ResMLP` with `context > 0`) and `head`
     must be a `MixtureOfGaussiansHead`. `loss` trains both (proposal NLL + energy NLL over
     the same nodes and targets); `log_prob`, `conditional_log_prob` and `sample` take
     `model="energy" | "proposal"` and `num_importance`, and follow the core's paths, so the
@@ -74,7 +87,7 @@ class ACEModel(AnyOrderModel):
         if not isinstance(head, MixtureOfGaussiansHead):
             raise UserError(f"ACE is for continuous data: it needs a MixtureOfGaussiansHead proposal, "
                             f"got {type(head).__name__}")
-        if not hasattr(network, "forward_with_context") or getattr(network, "context", 0) < 1:
+        if not isinstance(network, ContextNetwork) or network.context < 1:
             raise UserError("ACE needs a network with a context vector per variable "
                              "(e.g. ResMLP(..., context=64))")
         if num_importance < 1:

@@ -143,7 +143,7 @@ def load_config(name_or_path: str, overrides: list[str] = ()) -> Config:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+            raise ConfigError(f"config file {path} {'is a folder' if path.is_dir() else 'does not exist'}")
         raw = _read_yaml(path.read_text(), str(path))
     elif name_or_path in preset_names():
         text = resources.files("anyorder.presets").joinpath(f"{name_or_path}.yaml").read_text()

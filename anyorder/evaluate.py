@@ -53,7 +53,12 @@ def row_log_likelihoods(model: AnyOrderModel, rows: torch.Tensor, /, estimator: 
                                           generator=step_gen)
                 results[name].append(logp.float().cpu())
                 bar.update(1)
-    return {name: torch.cat(parts) for name, parts in results.items()}
+    per_row = {name: torch.cat(parts) for name, parts in results.items()}
+    for name, logp in per_row.items():
+        if torch.isnan(logp).any():
+            raise UserError(f"the model gives NaN {name} log-likelihoods for {int(torch.isnan(logp).sum())} of "
+                            f"{n} rows: its weights are damaged or the run diverged")
+    return per_row
 
 
 def evaluate(model: AnyOrderModel, rows: torch.Tensor, /, estimator: str = "exact", num_draws: int = 1,

@@ -183,17 +183,23 @@ class RunDirectory:
     it; takes an exclusive lock (flock on the directory itself), so a second training into
     the same directory stops at once instead of interleaving with the first; removes
     temporary checkpoint files a killed run left behind. Only the owning process (rank 0)
-    touches the directory; the others just get the path.
+    touches the directory; `agree` (see `Training.agree`) lets every process learn whether
+    the claim failed.
     """
 
-    def __init__(self, path: str | Path, resume: bool, owner: bool = True):
-        self.path, self.resume, self.owner, self.fd = Path(path), resume, owner, None
+    def __init__(self, path: str | Path, resume: bool, owner: bool = True, agree=lambda action: action()):
+        self.path, self.resume, self.owner, self.agree, self.fd = Path(path), resume, owner, agree, None
 
     def __enter__(self) -> Path:
+        return self.agree(self._claim)
+
+    def _claim(self) -> Path:
         if not self.owner:
             return self.path
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"train.out {self.path} is a file, not a run directory")
+        if self.resume and not self.path.is_dir():
+            raise checkpoint.CheckpointError(f"cannot resume: there is no run directory {self.path}")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             self.fd = os.open(self.path, os.O_RDONLY)
@@ -236,24 +242,6 @@ def _processes(device_name: str) -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
-def _together(world: int, device: torch.device, action):
-    """`action()` on every process; under DDP all learn whether any raised a UserError, so
-    that no process waits forever for one that stopped."""
-    error = None
-    try:
-        result = action()
-    except UserError as err:
-        error, result = err, None
-    if world > 1:
-        failed = torch.tensor([float(error is not None)], device=device)
-        dist.all_reduce(failed)
-        if failed.item() and error is None:
-            raise UserError("another process of this run stopped with an error (it printed it)")
-    if error is not None:
-        raise error
-    return result
-
-
 class Training:
     """The parts of one run, built and checked without touching any file: data, model,
     optimiser, EMA, generators. `start` claims the run directory, `fit` runs the loop."""
@@ -274,6 +262,23 @@ class Training:
         self.valid = self.data.split("valid")[: t.eval_rows] if "valid" in self.data.splits else None
         self.step, self.saved = 0, 0
         self.objective: nn.Module = Objective(self.model)
+
+    def agree(self, action):
+        """`action()` on every process; under DDP all learn whether any raised a UserError,
+        so that no process waits forever for one that stopped."""
+        error = None
+        try:
+            result = action()
+        except UserError as err:
+            error, result = err, None
+        if self.world > 1:
+            failed = torch.tensor([float(error is not None)], device=self.device)
+            dist.all_reduce(failed)
+            if failed.item() and error is None:
+                raise UserError("another process of this run stopped with an error (it printed it)")
+        if error is not None:
+            raise error
+        return result
 
     # ---------------------------------------------------------------- state
     def state(self) -> dict:
@@ -323,13 +328,13 @@ class Training:
                     raise checkpoint.CheckpointError(
                         f"cannot write the step-{self.step} checkpoint in {run_dir}: {err.strerror}; "
                         f"{self._last_checkpoint()} is kept: make room, then continue with --resume {run_dir}") from None
-        _together(self.world, self.device, write)
+        self.agree(write)
         self.saved = self.step
 
     def start(self, run_dir: Path, resume: bool) -> None:
         """Restore the state of a resumed run, or record the config of a new one."""
         if resume:
-            _together(self.world, self.device, lambda: self.restore(checkpoint.read_state(run_dir), run_dir))
+            self.agree(lambda: self.restore(checkpoint.read_state(run_dir), run_dir))
         elif self.rank == 0:
             (run_dir / "config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
         if self.world > 1:
@@ -434,7 +439,7 @@ def train(config: Config, resume: bool = False, progress: bool = True, data: Dat
     (`RunDirectory`), the state restored or the config recorded, and the loop runs.
     """
     run = Training(config, data)
-    with RunDirectory(config.train.out, resume, owner=run.rank == 0) as run_dir:
+    with RunDirectory(config.train.out, resume, owner=run.rank == 0, agree=run.agree) as run_dir:
         run.start(run_dir, resume)
         run.fit(run_dir, progress)
     return run_dir

@@ -20,7 +20,7 @@ from anyorder.config import load_config
 from anyorder.data import Dataset, load_data
 from anyorder.errors import UserError
 from anyorder.evaluate import evaluate
-from anyorder.train import (Objective, RunDirectory, TrainingDiverged, resume_config, train, train_step,
+from anyorder.train import (Objective, RunDirectory, Training, TrainingDiverged, resume_config, train, train_step,
                             training_batch)
 
 TINY = ["data.seq_len=16", "net.width=32", "net.depth=1", "net.heads=2", "train.batch_size=8",
@@ -277,3 +277,19 @@ def test_one_step_function_serves_the_trainer(tmp_path):
         train_step(Objective(model), optimizer, x, node, o.lr, o.clip, contextlib.nullcontext())
     saved = load_file(run / "model.safetensors")
     assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+
+
+def test_ace_proposal_draws_leave_the_shared_batch_generator_alone(tmp_path):
+    """Every process draws the global batch from one generator; ACE's proposal draws (a
+    number that differs per process) must come from elsewhere, or the processes drift apart."""
+    rows = torch.randn(64, 3)
+    data = Dataset(kind="table", dim=3, num_classes=None, train=rows, splits={"valid": rows[:8]},
+                   meta={"columns": ["a", "b", "c"], "mean": [0.0] * 3, "std": [1.0] * 3})
+    config = load_config("magic-ace-cpu", ["net.width=8", "net.depth=1", "net.context=4", "net.energy_width=8",
+                                           "net.energy_depth=1", "train.batch_size=8", f"train.out={tmp_path}"])
+    run = Training(config, data)
+    reference = torch.Generator().manual_seed(config.train.seed)
+    for _ in range(3):
+        run.one_step()
+        training_batch(data, config.model, config.train.batch_size, reference)
+    assert torch.equal(run.gen.get_state(), reference.get_state())
