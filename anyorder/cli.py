@@ -114,14 +114,7 @@ def cmd_eval(args) -> None:
     report = evaluate(model, rows, args.estimator, args.num_draws, args.batch_size, args.seed,
                       autocast_for(config.train.precision, device), not args.quiet, **options)
     report.update(checkpoint=str(args.checkpoint), split=args.split)
-    if meta["num_classes"]:
-        print(f"{args.split}: joint {report['joint_bpd']:.4f} ± {report['joint_bpd_se']:.4f} bpd, "
-              f"marginal {report['marginal_bpd']:.4f} ± {report['marginal_bpd_se']:.4f} bpd "
-              f"({report['rows']} rows, {args.estimator})")
-    else:
-        print(f"{args.split}: joint log-likelihood {report['joint_loglik']:.4f} ± {report['joint_loglik_se']:.4f}, "
-              f"marginal {report['marginal_loglik']:.4f} ± {report['marginal_loglik_se']:.4f} nats per row "
-              f"({report['rows']} rows, {args.estimator})")
+    print(f"{args.split}: {data_io(meta['kind']).summary(report)} ({report['rows']} rows, {args.estimator})")
     if json_path is not None:
         json_path.write_text(json.dumps(report, indent=2))
 

@@ -263,7 +263,7 @@ def test_stale_temporary_files_of_a_killed_write_are_removed(tmp_path):
 
 def test_one_step_function_serves_the_trainer(tmp_path):
     """`train_step` on `training_batch` from the same seeds gives the trainer's weights."""
-    config = tiny_config(tmp_path / "run", "train.steps=3", "optim.ema=0.0", "optim.warmup=0")
+    config = tiny_config(tmp_path / "run", "train.steps=3", "optim.ema=0.0", "optim.warmup=0", "optim.decay=none")
     run = train(config, progress=False)
     torch.manual_seed(config.train.seed)
     data = load_data(config.data)

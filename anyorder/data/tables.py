@@ -428,10 +428,14 @@ def load_table(source, path=None, valid_fraction: float = 0.1, test_fraction: fl
 
 
 class TableIO(DataIO):
-    """`anyorder sample` for tables prints new rows as TSV in the file's units; `anyorder
-    impute` fills the holes of a CSV/TSV file."""
+    """Tables report nats per row (higher is better); `anyorder sample` prints new rows as TSV
+    in the file's units; `anyorder impute` fills the holes of a CSV/TSV file."""
 
     kind = "table"
+
+    def summary(self, report):
+        return (f"joint log-likelihood {report['joint_loglik']:.4f} ± {report['joint_loglik_se']:.4f}, "
+                f"marginal {report['marginal_loglik']:.4f} ± {report['marginal_loglik_se']:.4f} nats per row")
 
     def sample_queries(self, args, meta, rows, generator):
         x = torch.zeros(args.num, meta["dim"])
