@@ -1,4 +1,4 @@
-"""`anyorder` command line: train, eval, sample, impute — one CLI for every data type."""
+"""`anyorder` command line: train, eval, sample, impute, compress — one CLI for every data type."""
 
 from __future__ import annotations
 
@@ -155,9 +155,41 @@ def cmd_impute(args) -> None:
     print(f"wrote {args.output}")
 
 
+def cmd_compress(args) -> None:
+    from .compress import compress_file
+    device = resolve_device(args.device)
+    model, config, meta = load_model(args.run_dir, device)
+    sizes = compress_file(model, config, meta, args.input, args.output, args.batch_size, args.threads,
+                          not args.quiet)
+    unit = "character" if meta["kind"] == "text" else "dimension"
+    rate = 8 * sizes["bytes_out"] / max(sizes["variables"], 1)
+    print(f"wrote {args.output}: {sizes['bytes_in']} bytes -> {sizes['bytes_out']} bytes "
+          f"({rate:.4f} bits per {unit}, {sizes['variables']} {unit}s)")
+
+
+def cmd_decompress(args) -> None:
+    from .compress import decompress_file
+    device = resolve_device(args.device)
+    model, config, meta = load_model(args.run_dir, device)
+    sizes = decompress_file(model, config, meta, args.input, args.output, not args.quiet)
+    print(f"wrote {args.output}: {sizes['bytes_in']} bytes -> {sizes['bytes_out']} bytes")
+
+
 def cmd_presets(args) -> None:
     for name in preset_names():
         print(name)
+
+
+def _coding_parser(sub, name: str, help_text: str, run):
+    """The arguments compress and decompress share: RUN INPUT OUTPUT, device, progress."""
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("run_dir", metavar="RUN", help="run directory or model.safetensors")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--device", default="auto", help="decompress on the kind of device that compressed")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+    return p
 
 
 def parser() -> argparse.ArgumentParser:
@@ -207,6 +239,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=10, help="draws per row (mean, sample)")
     p.add_argument("--reduce", choices=REDUCTIONS, default="mean",
                    help="mean of the draws, every draw (multiple imputation), or one-pass conditional mean")
+
+    p = _coding_parser(sub, "compress", "losslessly compress a text file or an image (.png, .npy) "
+                       "with a model's exact conditionals", cmd_compress)
+    p.add_argument("--batch-size", type=int, default=64, help="rows coded together (recorded in the file)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's current count; "
+                   "recorded in the file, decompress uses the same)")
+
+    p = _coding_parser(sub, "decompress", "restore a file written by compress (with the same model)",
+                       cmd_decompress)
 
     p = sub.add_parser("presets", help="list the built-in presets")
     p.set_defaults(run=cmd_presets)
