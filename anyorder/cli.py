@@ -168,8 +168,8 @@ def cmd_compress(args) -> None:
 
 
 def cmd_decompress(args) -> None:
-    from .compress import decompress_file
-    device = resolve_device(args.device)
+    from .compress import decompress_file, recorded_device
+    device = resolve_device(recorded_device(args.input) if args.device == "auto" else args.device)
     model, config, meta = load_model(args.run_dir, device)
     sizes = decompress_file(model, config, meta, args.input, args.output, not args.quiet)
     print(f"wrote {args.output}: {sizes['bytes_in']} bytes -> {sizes['bytes_out']} bytes")
@@ -186,7 +186,8 @@ def _coding_parser(sub, name: str, help_text: str, run):
     p.add_argument("run_dir", metavar="RUN", help="run directory or model.safetensors")
     p.add_argument("input")
     p.add_argument("output")
-    p.add_argument("--device", default="auto", help="decompress on the kind of device that compressed")
+    p.add_argument("--device", default="auto", help="auto: compress on a GPU where there is one, "
+                   "decompress on the kind of device that compressed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
     return p

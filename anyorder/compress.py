@@ -13,9 +13,10 @@ count — convolution outputs change in their last bits with the batch size. The
 records batch size, thread count and device kind; a checksum of the original data,
 checked after decoding, catches anything left (another torch build or CPU kind).
 
-File layout (little-endian): MAGIC, format version, model fingerprint, environment
-fingerprint, device kind, threads, batch size, content kind, data CRC-32, content layout,
-range-coder words, and a CRC-32 of everything before it.
+File layout (little-endian; 30-odd bytes besides the code): MAGIC, format version, model
+fingerprint, environment fingerprint, device and content kinds, CRC-32 of the data, then
+varints: threads, batch size, the content's layout (text: length; npy: dtype and shape;
+png: mode); then the range coder's 32-bit words and a CRC-32 of everything before it.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ MAGIC, FORMAT_VERSION = b"AOZ", 1
 PRECISION = 24                      # quantised probabilities are integers summing to 2**24
 KINDS = ("text", "npy", "png")      # what a compressed file holds
 DEVICES = ("cpu", "cuda", "mps")
-_HEAD = struct.Struct("<3sB8s4sBHIBI")   # magic, version, model, environment, device, threads, batch, kind, data CRC
+MODES = ("L", "RGB")                # PNG modes: grey, colour
+_HEAD = struct.Struct("<3sB8s4sBI")      # magic, version, model, environment, device << 4 | kind, data CRC
 _CRC = struct.Struct("<I")
 
 
@@ -146,9 +148,10 @@ def _environment(device: torch.device) -> bytes:
     """4 bytes naming what else can move the network's last bits: the torch and coder
     versions and the kind of processor."""
     _constriction()
-    chip = (torch.cuda.get_device_name(device) if device.type == "cuda"
-            else torch.backends.cpu.get_cpu_capability())
-    name = f"torch {torch.__version__}; constriction {metadata.version('constriction')}; {device.type} {chip}"
+    chips = torch.backends.cpu.get_cpu_capability()      # the CPU quantises the probabilities
+    if device.type == "cuda":
+        chips += f", {torch.cuda.get_device_name(device)}"
+    name = f"torch {torch.__version__}; constriction {metadata.version('constriction')}; {device.type}: {chips}"
     return hashlib.sha256(name.encode()).digest()[:4]
 
 
@@ -181,49 +184,81 @@ class _Header:
     layout: dict
 
     def pack(self) -> bytes:
-        head = _HEAD.pack(MAGIC, FORMAT_VERSION, self.model, self.environment, DEVICES.index(self.device),
-                          self.threads, self.batch_size, KINDS.index(self.kind), self.data_crc)
+        head = _HEAD.pack(MAGIC, FORMAT_VERSION, self.model, self.environment,
+                          DEVICES.index(self.device) << 4 | KINDS.index(self.kind), self.data_crc)
+        head += _varints(self.threads, self.batch_size)
         if self.kind == "text":
-            return head + struct.pack("<Q", self.layout["length"])
+            return head + _varints(self.layout["length"])
         if self.kind == "png":
-            return head + struct.pack("<B", ("L", "RGB").index(self.layout["mode"]))
-        dtype, shape = self.layout["dtype"].encode(), self.layout["shape"]
-        return head + struct.pack(f"<B{len(dtype)}sB{len(shape)}Q", len(dtype), dtype, len(shape), *shape)
+            return head + _varints(MODES.index(self.layout["mode"]))
+        dtype, shape = self.layout["dtype"].encode("ascii"), self.layout["shape"]
+        return head + _varints(len(dtype)) + dtype + _varints(len(shape), *shape)
 
     @classmethod
     def unpack(cls, blob: bytes, name: str) -> tuple["_Header", bytes]:
         """(header, range-coder payload) of a whole compressed file; one-line errors for
         foreign, newer, damaged and truncated files."""
-        if blob[:len(MAGIC)] != MAGIC[:len(blob)] or not blob:
+        if not blob or blob[:len(MAGIC)] != MAGIC[:len(blob)]:
             raise CompressionError(f"{name} is not a file written by anyorder compress")
         if len(blob) < _HEAD.size + _CRC.size:
             raise CompressionError(f"{name} is truncated ({len(blob)} bytes, shorter than a header)")
-        magic, version, model, environment, device, threads, batch_size, kind, data_crc = \
-            _HEAD.unpack_from(blob)
+        _, version, model, environment, device_kind, data_crc = _HEAD.unpack_from(blob)
         if version != FORMAT_VERSION:
             raise CompressionError(f"{name} uses compressed format version {version}; this anyorder "
                                    f"reads version {FORMAT_VERSION}")
         if zlib.crc32(blob[:-_CRC.size]) != _CRC.unpack(blob[-_CRC.size:])[0]:
             raise CompressionError(f"{name} is corrupted or truncated (its checksum does not match)")
-        if device >= len(DEVICES) or kind >= len(KINDS):
-            raise CompressionError(f"{name} has a damaged header")
-        header = cls(model, environment, DEVICES[device], threads, batch_size, KINDS[kind], data_crc, {})
         body = io.BytesIO(blob[_HEAD.size:-_CRC.size])
         try:
+            header = cls(model, environment, DEVICES[device_kind >> 4], _read_varint(body), _read_varint(body),
+                         KINDS[device_kind & 15], data_crc, {})
             if header.kind == "text":
-                header.layout["length"], = struct.unpack("<Q", body.read(8))
+                header.layout["length"] = _read_varint(body)
             elif header.kind == "png":
-                header.layout["mode"] = ("L", "RGB")[body.read(1)[0]]
+                header.layout["mode"] = MODES[_read_varint(body)]
             else:
-                dtype = body.read(body.read(1)[0]).decode("ascii")
-                ndim = body.read(1)[0]
-                header.layout.update(dtype=dtype, shape=struct.unpack(f"<{ndim}Q", body.read(8 * ndim)))
-        except (struct.error, IndexError, UnicodeDecodeError):
+                dtype = body.read(_read_varint(body)).decode("ascii")
+                shape = tuple(_read_varint(body) for _ in range(_read_varint(body)))
+                header.layout.update(dtype=np.dtype(dtype).str, shape=shape)
+        except (IndexError, EOFError, TypeError, ValueError):
             raise CompressionError(f"{name} has a damaged header") from None
         payload = body.read()
         if len(payload) % 4 or header.threads < 1 or header.batch_size < 1:
             raise CompressionError(f"{name} has a damaged header")
         return header, payload
+
+
+def _varints(*numbers: int) -> bytes:
+    """LEB128: 7 bits per byte, high bit set while more bytes follow."""
+    out = bytearray()
+    for n in numbers:
+        while n >= 0x80:
+            out.append(n & 0x7F | 0x80)
+            n >>= 7
+        out.append(n)
+    return bytes(out)
+
+
+def _read_varint(body: io.BytesIO) -> int:
+    value = shift = 0
+    while shift < 64:
+        byte = body.read(1)
+        if not byte:
+            raise EOFError
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value
+        shift += 7
+    raise ValueError("varint too long")
+
+
+def recorded_device(path: str | Path) -> str:
+    """The kind of device ("cpu", "cuda", "mps") a compressed file was written on, which is
+    where it must be decompressed."""
+    path = Path(path)
+    if not path.is_file():
+        raise CompressionError(f"no such compressed file: {path}")
+    return _Header.unpack(path.read_bytes(), str(path))[0].device
 
 
 def _row_lengths(kind: str, layout: dict, dim: int) -> torch.Tensor:
@@ -347,7 +382,7 @@ def _read_npy(path: Path, meta: dict, name: str) -> Content:
 
 def _read_png(path: Path, meta: dict, name: str) -> Content:
     C, H, W = _image_shape(meta)
-    mode = {1: "L", 3: "RGB"}.get(C)
+    mode = {1: MODES[0], 3: MODES[1]}.get(C)
     try:
         picture = Image.open(path)
         picture.load()
@@ -406,6 +441,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
+    except OSError as err:
+        raise CompressionError(f"cannot write {path}: {err.strerror or err}") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -417,14 +454,17 @@ def _check_paths(source: Path, target: Path) -> None:
 
 def compress_file(model: AnyOrderModel, config, meta: dict, source: str | Path, target: str | Path,
                   batch_size: int = 64, threads: int | None = None, progress: bool = False) -> dict:
-    """Compress the file `source` into `target`; returns sizes: variables, bytes in and out."""
+    """Compress the file `source` into `target`; returns sizes: variables, bytes in and out, and
+    the bytes out that are not range-coder words (header and checksum)."""
     source, target = Path(source), Path(target)
     _check_model(model, meta)
     _check_paths(source, target)
     content = read_content(source, meta)
     blob = compress(model, model_fingerprint(model, config, meta), content, batch_size, threads, progress)
     _write_atomic(target, blob)
-    return {"variables": int(content.lengths.sum()), "bytes_in": source.stat().st_size, "bytes_out": len(blob)}
+    code_bytes = len(_Header.unpack(blob, str(target))[1])
+    return {"variables": int(content.lengths.sum()), "bytes_in": source.stat().st_size, "bytes_out": len(blob),
+            "header_bytes": len(blob) - code_bytes}
 
 
 def decompress_file(model: AnyOrderModel, config, meta: dict, source: str | Path, target: str | Path,

@@ -2,6 +2,7 @@
 likelihood, and one-line errors for foreign, damaged and unusable files."""
 
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -92,7 +93,7 @@ def test_code_length_is_the_exact_likelihood(tmp_path, text_model):
     seen = torch.arange(16) < torch.tensor([16] * 20 + [9]).unsqueeze(-1)
     with torch.no_grad():
         ideal = -model.log_prob(rows, seen).sum().item() / math.log(2)
-    header = 28 + 8 + 4
+    header = 3 + 1 + 8 + 4 + 1 + 4 + 1 + 1 + 2 + 4      # fixed fields, threads, batch, length, CRC
     payload_bits = 8 * (packed.stat().st_size - header)
     assert ideal - 1 <= payload_bits <= ideal + 64
 
@@ -181,8 +182,11 @@ def test_damaged_files_give_one_line_errors(tmp_path, text_model):
     flipped = bytearray(blob)
     flipped[len(blob) // 2] ^= 0x10
     cases = {"corrupted or truncated": [bytes(flipped), blob[:-1], blob[:len(blob) // 2], blob + b"\0"],
-             "truncated": [blob[:10]],
+             "truncated": [blob[:10], b"AO"],
              "not a file written by anyorder compress": [b"", b"hello world", b"PK\x03\x04"]}
+    forged = bytearray(blob[:-4])
+    forged[16] = 0xFF                        # device and content kinds, under a valid checksum
+    cases["damaged header"] = [bytes(forged) + zlib.crc32(forged).to_bytes(4, "little")]
     for message, blobs in cases.items():
         for damaged in blobs:
             path = tmp_path / "damaged.aoz"
