@@ -160,7 +160,7 @@ def cmd_compress(args) -> None:
     device = resolve_device(args.device)
     model, config, meta = load_model(args.run_dir, device)
     sizes = compress_file(model, config, meta, args.input, args.output, args.batch_size, args.threads,
-                          not args.quiet)
+                          not args.quiet, args.steps)
     unit = "character" if meta["kind"] == "text" else "dimension"
     rate = 8 * sizes["bytes_out"] / max(sizes["variables"], 1)
     print(f"wrote {args.output}: {sizes['bytes_in']} bytes -> {sizes['bytes_out']} bytes "
@@ -246,6 +246,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="rows coded together (recorded in the file)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's current count; "
                    "recorded in the file, decompress uses the same)")
+    p.add_argument("--steps", type=int, metavar="K", help="network passes per row: K near-equal steps, "
+                   "each coding its variables from one node (faster, larger; default D: the exact likelihood)")
 
     p = _coding_parser(sub, "decompress", "restore a file written by compress (with the same model)",
                        cmd_decompress)

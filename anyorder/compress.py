@@ -68,23 +68,40 @@ class Content:
 
 # ---------------------------------------------------------------- the path and its coder
 @torch.no_grad()
-def path_conditionals(model: AnyOrderModel, x: torch.Tensor, target: torch.Tensor):
-    """The conditionals of the next variable along the protocol's path from ∅ to `target`.
+def path_conditionals(model: AnyOrderModel, x: torch.Tensor, target: torch.Tensor,
+                      policy: list[int] | None = None):
+    """The conditionals of the next variables along the protocol's path from ∅ to `target`.
 
-    Yields, step by step, (rows `[R]`, var `[R]`, params `[R, P]`): the rows whose path is
-    still going, the variable each visits next, and the head's parameters of
-    p(x_var | x_{variables visited so far}). These are the passes `log_prob(x, target)`
-    makes. x `[B, D]` is read afresh at each step, so a decoder writes x[rows, var] before
-    asking for the next step; only visited variables are ever seen by the network.
+    Yields, step by step, (rows `[M]`, var `[M]`, params `[M, P]`): for each variable the
+    step visits, its row, its index and the head's parameters of p(x_var | x_node), the node
+    being the variables visited by earlier steps. Without a policy every step visits one
+    variable: the passes `log_prob(x, target)` makes, the exact likelihood. A policy (step
+    boundaries 0 = b_0 < … < b_K = D along the path) visits path places b_{k-1}..b_k - 1 at
+    step k, all from one node: K passes, and the K-step generative process's likelihood.
+    x `[B, D]` is read afresh at each step, so a decoder writes x[rows, var] before asking
+    for the next step; only visited variables are ever seen by the network.
     """
     rank = lattice.ranks(torch.zeros_like(target), model.protocol, then=target)
-    order = rank.argsort(-1)                 # order[b, t]: the variable visited at step t
+    order = rank.argsort(-1)                 # order[b, t]: the variable visited at path place t
     length = target.sum(-1)
-    for step in range(int(length.max()) if len(x) else 0):
-        rows = (length > step).nonzero().squeeze(-1)
-        var = order[rows, step]
-        params = model(x[rows], rank[rows] < step)
-        yield rows, var, params[torch.arange(len(rows), device=x.device), var]
+    bounds = list(range(int(length.max()) + 1 if len(x) else 0)) if policy is None else policy
+    for low, high in zip(bounds[:-1], bounds[1:]):
+        rows = (length > low).nonzero().squeeze(-1)
+        if not len(rows):
+            return
+        params = model(x[rows], rank[rows] < low)
+        place = torch.arange(low, high, device=x.device)
+        member, offset = (place < length[rows, None]).nonzero(as_tuple=True)
+        var = order[rows[member], place[offset]]
+        yield rows[member], var, params[member, var]
+
+
+def uniform_policy(dim: int, steps: int) -> list[int]:
+    """Step boundaries `[K + 1]` of K near-equal steps along a path of D variables."""
+    if steps < 1:
+        raise CompressionError(f"steps must be a positive integer, got {steps}")
+    steps = min(steps, dim)
+    return [round(k * dim / steps) for k in range(steps + 1)]
 
 
 def fixed_point(logits: torch.Tensor) -> np.ndarray:
@@ -107,7 +124,8 @@ def _constriction():
     return constriction
 
 
-def _walk(model: AnyOrderModel, content: Content, batch_size: int, code, progress: bool, desc: str) -> None:
+def _walk(model: AnyOrderModel, content: Content, batch_size: int, policy: list[int] | None, code,
+          progress: bool, desc: str) -> None:
     """Run `path_conditionals` over the rows of `content` in batches of `batch_size`, calling
     `code(x_batch, rows, var, frequencies)` at every step; writes into x_batch reach content.rows."""
     rows_all, dim = content.rows.shape
@@ -116,7 +134,7 @@ def _walk(model: AnyOrderModel, content: Content, batch_size: int, code, progres
               dynamic_ncols=True) as bar:
         for start in range(0, rows_all, batch_size):
             x = content.rows[start:start + batch_size]
-            for rows, var, params in path_conditionals(model, x, target[start:start + batch_size]):
+            for rows, var, params in path_conditionals(model, x, target[start:start + batch_size], policy):
                 code(x, rows, var, fixed_point(params))
                 bar.update(len(rows))
 
@@ -182,11 +200,13 @@ class _Header:
     kind: str
     data_crc: int
     layout: dict
+    policy: list[int] | None = None
 
     def pack(self) -> bytes:
         head = _HEAD.pack(MAGIC, FORMAT_VERSION, self.model, self.environment,
                           DEVICES.index(self.device) << 4 | KINDS.index(self.kind), self.data_crc)
-        head += _varints(self.threads, self.batch_size)
+        policy = self.policy or []
+        head += _varints(self.threads, self.batch_size, len(policy), *policy)
         if self.kind == "text":
             return head + _varints(self.layout["length"])
         if self.kind == "png":
@@ -212,6 +232,7 @@ class _Header:
         try:
             header = cls(model, environment, DEVICES[device_kind >> 4], _read_varint(body), _read_varint(body),
                          KINDS[device_kind & 15], data_crc, {})
+            header.policy = [_read_varint(body) for _ in range(_read_varint(body))] or None
             if header.kind == "text":
                 header.layout["length"] = _read_varint(body)
             elif header.kind == "png":
@@ -274,11 +295,21 @@ def _data_crc(rows: torch.Tensor) -> int:
     return zlib.crc32(rows.cpu().numpy().astype("<i8").tobytes())
 
 
+def _valid_policy(policy: list[int] | None, dim: int) -> bool:
+    return policy is None or (len(policy) >= 2 and policy[0] == 0 and policy[-1] == dim
+                              and all(a < b for a, b in zip(policy, policy[1:])))
+
+
 def compress(model: AnyOrderModel, fingerprint: bytes, content: Content, batch_size: int = 64,
-             threads: int | None = None, progress: bool = False) -> bytes:
+             threads: int | None = None, progress: bool = False, policy: list[int] | None = None) -> bytes:
     """The compressed file for `content`: header, range-coder words, checksum. `threads`
-    (default: torch's current count) and `batch_size` are recorded; decoding repeats them."""
+    (default: torch's current count), `batch_size` and the step `policy` (see
+    `path_conditionals`; default one variable per step, the exact likelihood) are recorded;
+    decoding repeats them."""
     constriction = _constriction()
+    if not _valid_policy(policy, content.rows.shape[1]):
+        raise CompressionError(f"a step policy runs 0 = b_0 < b_1 < … < b_K = {content.rows.shape[1]}, "
+                               f"got {policy}")
     if batch_size < 1 or batch_size >= 1 << 32:
         raise CompressionError(f"batch_size must be a positive integer, got {batch_size}")
     threads = threads or torch.get_num_threads()
@@ -292,9 +323,9 @@ def compress(model: AnyOrderModel, fingerprint: bytes, content: Content, batch_s
         encoder.encode(x[rows, var].cpu().numpy().astype(np.int32), family, freqs)
 
     with _threads(threads):
-        _walk(model, content, batch_size, encode, progress, "compress")
+        _walk(model, content, batch_size, policy, encode, progress, "compress")
     header = _Header(fingerprint, _environment(device), device.type, threads, batch_size, content.kind,
-                     _data_crc(content.rows), content.layout)
+                     _data_crc(content.rows), content.layout, policy)
     blob = header.pack() + encoder.get_compressed().astype("<u4").tobytes()
     return blob + _CRC.pack(zlib.crc32(blob))
 
@@ -309,6 +340,8 @@ def decompress(model: AnyOrderModel, fingerprint: bytes, blob: bytes, dim: int, 
         raise CompressionError(f"{name} was compressed with a different model (fingerprint "
                                f"{header.model.hex()}; this one is {fingerprint.hex()}): decompress it "
                                "with the model that compressed it")
+    if not _valid_policy(header.policy, dim):
+        raise CompressionError(f"{name} has a damaged header (its step policy does not fit {dim} variables)")
     device = _device(model)
     if header.device != device.type:
         raise CompressionError(f"{name} was compressed on {header.device} and must be decompressed on "
@@ -323,7 +356,7 @@ def decompress(model: AnyOrderModel, fingerprint: bytes, blob: bytes, dim: int, 
         x[rows, var] = torch.from_numpy(decoder.decode(family, freqs).astype(np.int64)).to(device)
 
     with _threads(header.threads):
-        _walk(model, content, header.batch_size, decode, progress, "decompress")
+        _walk(model, content, header.batch_size, header.policy, decode, progress, "decompress")
     if _data_crc(content.rows) != header.data_crc:
         cause = ("it was compressed with another torch or constriction version or on another kind of "
                  "processor, which changes the network's last bits: decompress it there"
@@ -453,14 +486,18 @@ def _check_paths(source: Path, target: Path) -> None:
 
 
 def compress_file(model: AnyOrderModel, config, meta: dict, source: str | Path, target: str | Path,
-                  batch_size: int = 64, threads: int | None = None, progress: bool = False) -> dict:
-    """Compress the file `source` into `target`; returns sizes: variables, bytes in and out, and
-    the bytes out that are not range-coder words (header and checksum)."""
+                  batch_size: int = 64, threads: int | None = None, progress: bool = False,
+                  steps: int | None = None) -> dict:
+    """Compress the file `source` into `target`, with `steps` near-equal steps per path
+    (default: one variable per step, the exact likelihood); returns sizes: variables, bytes
+    in and out, and the bytes out that are not range-coder words (header and checksum)."""
     source, target = Path(source), Path(target)
     _check_model(model, meta)
     _check_paths(source, target)
     content = read_content(source, meta)
-    blob = compress(model, model_fingerprint(model, config, meta), content, batch_size, threads, progress)
+    policy = None if steps is None or steps >= meta["dim"] else uniform_policy(meta["dim"], steps)
+    blob = compress(model, model_fingerprint(model, config, meta), content, batch_size, threads, progress,
+                    policy)
     _write_atomic(target, blob)
     code_bytes = len(_Header.unpack(blob, str(target))[1])
     return {"variables": int(content.lengths.sum()), "bytes_in": source.stat().st_size, "bytes_out": len(blob),

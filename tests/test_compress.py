@@ -14,7 +14,7 @@ from anyorder.build import build_model
 from anyorder.cli import main
 from anyorder.compress import (PRECISION, CompressionError, compress, compress_file, decompress,
                                decompress_file, fixed_point, model_fingerprint, path_conditionals,
-                               read_content)
+                               read_content, uniform_policy)
 from anyorder.config import load_config
 from anyorder.data import load_data
 from anyorder.data.text import VOCAB
@@ -98,8 +98,9 @@ def test_code_length_is_the_exact_likelihood(tmp_path, text_model):
     assert ideal - 1 <= payload_bits <= ideal + 64
 
 
-def test_path_conditionals_walk_the_exact_likelihood_path(text_model):
-    model, _, _ = text_model
+@pytest.mark.parametrize("protocol", ["natural", "strided(4)"])
+def test_path_conditionals_walk_the_exact_likelihood_path(protocol):
+    model, _, _ = _model(TEXT_META, TINY_TEXT + [f"model.protocol={protocol}"])
     x = torch.randint(27, (5, 16), generator=torch.Generator().manual_seed(1))
     target = torch.rand(5, 16, generator=torch.Generator().manual_seed(2)) < 0.6
     target[:, 0] = True
@@ -112,6 +113,39 @@ def test_path_conditionals_walk_the_exact_likelihood_path(text_model):
     assert torch.equal(visited, target)
     with torch.no_grad():
         assert torch.allclose(total, model.log_prob(x, target), atol=1e-4)
+
+
+def test_strided_protocol_round_trip(tmp_path):
+    bundle = _model(TEXT_META, TINY_TEXT + ["model.protocol=strided(4)"])
+    text = _shakespeare_test_text(16 * 4 + 6)
+    assert _round_trip(tmp_path, bundle, text)[0] == text
+    random_order = _model(TEXT_META, TINY_TEXT + ["model.protocol=random"])
+    with pytest.raises(CompressionError, match="deterministic protocol"):
+        _round_trip(tmp_path, random_order, text)
+
+
+def test_step_policy_codes_the_k_step_likelihood(tmp_path, text_model):
+    """With K steps every variable of step k is coded from the node of the steps before it:
+    the code length is the K-step likelihood, checked against a variable-by-variable sum."""
+    model, _, _ = text_model
+    assert uniform_policy(16, 3) == [0, 5, 11, 16] and uniform_policy(16, 40) == list(range(17))
+    text = _shakespeare_test_text(16 * 6 + 7)
+    back, sizes, packed = _round_trip(tmp_path, text_model, text, steps=3)
+    assert back == text
+    ids = torch.tensor([VOCAB.index(c) for c in text.decode()])
+    rows = torch.cat([ids, torch.zeros(16 - 7, dtype=torch.long)]).view(7, 16)
+    length = torch.tensor([16] * 6 + [7])
+    ideal = 0.0
+    with torch.no_grad():
+        for low, high in [(0, 5), (5, 11), (11, 16)]:
+            node = (torch.arange(16) < low).expand(7, 16)
+            logp = torch.log_softmax(model(rows, node), -1).gather(-1, rows.unsqueeze(-1)).squeeze(-1)
+            for j in range(low, high):
+                ideal -= logp[length > j, j].sum().item() / math.log(2)
+    payload_bits = 8 * (sizes["bytes_out"] - sizes["header_bytes"])
+    assert ideal - 1 <= payload_bits <= ideal + 64
+    with pytest.raises(CompressionError, match="step policy"):
+        compress(model, b"\0" * 8, read_content(tmp_path / "in.txt", TEXT_META), policy=[0, 8, 12])
 
 
 def test_fixed_point_frequencies():
@@ -137,6 +171,11 @@ def test_images_round_trip_npy_and_png(tmp_path, grey_model):
         restored = np.load(back)
         assert restored.dtype == array.dtype and restored.shape == array.shape
         assert np.array_equal(restored, array) and back.read_bytes() == source.read_bytes()
+    source = tmp_path / "steps-in.npy"
+    np.save(source, rng.integers(0, 17, (6, 4, 4)).astype(np.uint8))
+    compress_file(*grey_model, source, tmp_path / "steps.aoz", steps=4, threads=1)
+    decompress_file(*grey_model, tmp_path / "steps.aoz", tmp_path / "steps.npy")
+    assert tmp_path.joinpath("steps.npy").read_bytes() == source.read_bytes()
     levels = rng.integers(0, 17, (4, 4))
     picture = np.round(levels * 255 / 16).astype(np.uint8)
     Image.fromarray(picture).save(tmp_path / "digit.png")
