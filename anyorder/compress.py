@@ -333,7 +333,7 @@ def compress(model: AnyOrderModel, fingerprint: bytes, content: Content, batch_s
 def decompress(model: AnyOrderModel, fingerprint: bytes, blob: bytes, dim: int, name: str = "the input",
                progress: bool = False) -> Content:
     """The content of a compressed file for a model of `dim` variables, decoded with the
-    batches and threads its header names."""
+    batches, thread count and step policy its header names."""
     constriction = _constriction()
     header, payload = _Header.unpack(blob, name)
     if header.model != fingerprint:
@@ -353,17 +353,26 @@ def decompress(model: AnyOrderModel, fingerprint: bytes, blob: bytes, dim: int, 
     family = constriction.stream.model.Categorical(perfect=False)
 
     def decode(x, rows, var, freqs):
-        x[rows, var] = torch.from_numpy(decoder.decode(family, freqs).astype(np.int64)).to(device)
+        try:
+            values = decoder.decode(family, freqs)
+        except Exception:   # constriction rejects impossible code words (with an AssertionError)
+            raise _mismatch(header, device, name, "its code cannot be decoded") from None
+        x[rows, var] = torch.from_numpy(values.astype(np.int64)).to(device)
 
     with _threads(header.threads):
         _walk(model, content, header.batch_size, header.policy, decode, progress, "decompress")
     if _data_crc(content.rows) != header.data_crc:
-        cause = ("it was compressed with another torch or constriction version or on another kind of "
-                 "processor, which changes the network's last bits: decompress it there"
-                 if header.environment != _environment(device) else
-                 "the file is intact, so this machine computes the model's probabilities differently")
-        raise CompressionError(f"{name}: the decoded data fails its checksum; {cause}")
+        raise _mismatch(header, device, name, "the decoded data fails its checksum")
     return Content(content.kind, content.rows.cpu(), content.lengths.cpu(), content.layout)
+
+
+def _mismatch(header: _Header, device: torch.device, name: str, what: str) -> CompressionError:
+    """The error for an intact file whose decoding went astray: the probabilities differ here."""
+    cause = ("it was compressed with another torch or constriction version or on another kind of "
+             "processor, which changes the network's last bits: decompress it there"
+             if header.environment != _environment(device) else
+             "the file is intact, so this machine computes the model's probabilities differently")
+    return CompressionError(f"{name}: {what}; {cause}")
 
 
 # ---------------------------------------------------------------- files

@@ -241,7 +241,7 @@ def test_other_probabilities_at_decode_fail_the_checksum(tmp_path, text_model, m
     _, _, packed = _round_trip(tmp_path, text_model, _shakespeare_test_text(200))
     import anyorder.compress as module
     monkeypatch.setattr(module, "fixed_point", lambda logits: fixed_point(logits * 1.05))
-    with pytest.raises(CompressionError, match="fails its checksum"):
+    with pytest.raises(CompressionError, match="fails its checksum|cannot be decoded"):
         decompress_file(*text_model, packed, tmp_path / "never.txt")
 
 
