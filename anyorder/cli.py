@@ -184,8 +184,8 @@ def _coding_parser(sub, name: str, help_text: str, run):
     """The arguments compress and decompress share: RUN INPUT OUTPUT, device, progress."""
     p = sub.add_parser(name, help=help_text)
     p.add_argument("run_dir", metavar="RUN", help="run directory or model.safetensors")
-    p.add_argument("input")
-    p.add_argument("output")
+    p.add_argument("input", metavar="INPUT", help="the file to read")
+    p.add_argument("output", metavar="OUTPUT", help="the file to write (written whole or not at all)")
     p.add_argument("--device", default="auto", help="auto: compress on a GPU where there is one, "
                    "decompress on the kind of device that compressed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
