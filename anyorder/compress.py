@@ -3,7 +3,8 @@
 An exact likelihood is a code length: walking the path of the query x_e and coding each
 variable with p(x_{e(t)} | x_{e(<t)}) in a range coder costs −log2 p(x_e) bits plus a few
 bytes. A text becomes rows of D characters, its last partial row the marginal query on
-its first r positions; images are whole rows.
+its first r positions; images are whole rows. A step policy (K steps, each coding several
+variables from one node) trades size for K passes per row instead of D.
 
 Decoding must see bit for bit the probabilities the encoder saw. So (1) probabilities are
 quantised to integers summing to 2**PRECISION before they reach the coder, and (2) the
