@@ -1,4 +1,4 @@
-"""`anyorder` command line: train, eval, sample, impute — one CLI for every data type.
+"""`anyorder` command line: train, eval, sample, impute, compress — one CLI for every data type.
 
 Each subcommand is one parser-building function (`<name>_parser`) and one command function
 (`cmd_<name>`); options that several commands share are added by one helper each. What is
@@ -176,6 +176,54 @@ def cmd_impute(args) -> None:
     data_io(meta["kind"]).impute_file(model, meta, args)
 
 
+# ---------------------------------------------------------------- compress, decompress
+
+def _coding_parser(sub, name: str, help_text: str, run) -> argparse.ArgumentParser:
+    """The arguments compress and decompress share: RUN INPUT OUTPUT, device, common options."""
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("checkpoint", metavar="RUN", help="run directory or model.safetensors")
+    p.add_argument("input", metavar="INPUT", help="the file to read")
+    p.add_argument("output", metavar="OUTPUT", help="the file to write (written whole or not at all)")
+    p.add_argument("--device", default="auto", help="auto: compress on a GPU where there is one, "
+                   "decompress on the kind of device that compressed")
+    add_common_options(p)
+    p.set_defaults(run=run)
+    return p
+
+
+def compress_parser(sub) -> None:
+    p = _coding_parser(sub, "compress", "losslessly compress a text file or an image (.png, .npy) "
+                       "with a model's exact conditionals", cmd_compress)
+    p.add_argument("--batch-size", type=count(1), default=64, help="rows coded together (recorded in the file)")
+    p.add_argument("--steps", type=count(1), metavar="K", help="network passes per row: K near-equal steps, "
+                   "each coding its variables from one node (faster, larger; default D: the exact likelihood)")
+
+
+def decompress_parser(sub) -> None:
+    _coding_parser(sub, "decompress", "restore a file written by compress (with the same model); "
+                   "it uses the thread count and batch size recorded in the file", cmd_decompress)
+
+
+def cmd_compress(args) -> None:
+    from .compress import compress_file
+    device = resolve_device(args.device)
+    model, config, meta = load_model(args.checkpoint, device)
+    sizes = compress_file(model, config, meta, args.input, args.output, args.batch_size, args.threads,
+                          not args.quiet, args.steps)
+    unit = "character" if meta["kind"] == "text" else "dimension"
+    rate = 8 * sizes["bytes_out"] / max(sizes["variables"], 1)
+    print(f"wrote {args.output}: {sizes['bytes_in']} bytes -> {sizes['bytes_out']} bytes "
+          f"({rate:.4f} bits per {unit}, {sizes['variables']} {unit}s)")
+
+
+def cmd_decompress(args) -> None:
+    from .compress import decompress_file, recorded_device
+    device = resolve_device(recorded_device(args.input) if args.device == "auto" else args.device)
+    model, config, meta = load_model(args.checkpoint, device)
+    sizes = decompress_file(model, config, meta, args.input, args.output, not args.quiet)
+    print(f"wrote {args.output}: {sizes['bytes_in']} bytes -> {sizes['bytes_out']} bytes")
+
+
 # ---------------------------------------------------------------- presets
 
 def presets_parser(sub) -> None:
@@ -189,7 +237,7 @@ def cmd_presets(args) -> None:
         print(name)
 
 
-COMMANDS = [train_parser, eval_parser, sample_parser, impute_parser, presets_parser]
+COMMANDS = [train_parser, eval_parser, sample_parser, impute_parser, compress_parser, decompress_parser, presets_parser]
 
 
 def parser() -> argparse.ArgumentParser:
