@@ -16,7 +16,8 @@ from .config import ConfigError, load_config, preset_names
 from .data import DataError, load_data
 from .evaluate import evaluate
 from .impute import REDUCTIONS, impute_file
-from .train import autocast_for, resolve_device, resume_config, train
+from .precision import autocast_for
+from .train import resolve_device, resume_config, train
 
 USER_ERRORS = (ConfigError, DataError, checkpoint.CheckpointError, ValueError, FileNotFoundError)
 

@@ -12,7 +12,6 @@ import csv
 import math
 import os
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -26,6 +25,8 @@ from .build import build_model, describe
 from .config import Config, ConfigError, apply_overrides
 from .data import Dataset, load_data
 from .model import AnyOrderModel, bits_per_dim
+from .optim import parameter_groups
+from .precision import autocast_for
 
 METRICS = ["step", "train_loss", "lr", "grad_norm", "tokens_per_s", "valid_bpd", "elapsed_s"]
 
@@ -40,14 +41,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device is {name!r} but no CUDA device is available")
     return device
-
-
-def autocast_for(precision: str, device: torch.device):
-    """bf16 autocast where asked for, or where 'auto' finds a GPU that has bf16."""
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ConfigError(f"train.precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
-    use = precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
-    return torch.autocast(device.type, dtype=torch.bfloat16) if use else nullcontext()
 
 
 def lr_factor(step: int, warmup: int, decay: str, steps: int) -> float:
@@ -144,7 +137,7 @@ def train(config: Config, resume: bool = False, progress: bool = True, data: Dat
     data = data or load_data(config.data)
     meta = describe(data)
     model = build_model(config, meta).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, o.weight_decay), lr=o.lr, betas=o.betas)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if o.ema else None
     gen = torch.Generator().manual_seed(t.seed)
     step = 0

@@ -25,7 +25,7 @@ from anyorder import lattice
 from anyorder.build import build_model, describe
 from anyorder.config import load_config
 from anyorder.data import load_data
-from anyorder.train import autocast_for
+from anyorder.precision import autocast_for
 from common import add_threads_flag, machine, median_seconds, resolve, set_threads
 
 PRESETS = {"cpu": ["text-cpu", "mnist-cpu"], "paper": ["text8-paper", "cifar10-paper"]}
