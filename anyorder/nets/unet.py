@@ -129,7 +129,7 @@ class UNet(nn.Module):
             self.value_embedding = nn.Embedding(num_classes, quarter)
             self.value_mix = nn.Linear(C * quarter, quarter)
 
-        c, res, last = channels * channel_mult[0], H, len(channel_mult) - 1
+        c, res, last = first, H, len(channel_mult) - 1
         skips = [c]
         self.down = nn.ModuleList()
         for level, mult in enumerate(channel_mult):
