@@ -3,7 +3,7 @@
 `precision: auto` asks the hardware rather than guessing from the device type. A GPU
 multiplies bf16 natively from compute capability 8.0 (Ampere) on. A CPU does when its
 matmul library has bf16 kernels for it (AVX512-BF16 or AMX on x86, BF16 on Arm);
-elsewhere torch falls back to a generic kernel that runs ~100x slower than fp32. A short
+elsewhere torch falls back to a generic kernel that runs ~50x slower than fp32. A short
 timed probe tells the two apart, once per process and device. Autocast only changes the
 network's matmuls and convolutions: heads and samplers cast to float32 themselves.
 """
@@ -25,13 +25,15 @@ NATIVE_SPEEDUP = 1.5    # bf16 must beat fp32 by this factor to be worth autocas
 
 
 def _best_seconds(fns, repeats: int) -> list[float]:
-    """Best time of each function, timed in turns so that other load slows all of them alike."""
+    """Best CPU time of each function after one warm-up call, timed in turns: CPU time leaves
+    out the time other jobs hold the cores, and turns spread any other slowdown over all."""
     best = [float("inf")] * len(fns)
-    for _ in range(repeats + 1):                    # the first round warms up
+    for round in range(repeats + 1):
         for i, fn in enumerate(fns):
-            start = time.perf_counter()
+            start = time.process_time()
             fn()
-            best[i] = min(best[i], time.perf_counter() - start)
+            if round:
+                best[i] = min(best[i], time.process_time() - start)
     return best
 
 
