@@ -25,7 +25,8 @@ from .errors import UserError
 from .evaluate import evaluate
 from .impute import REDUCTIONS
 from .paths import output_file
-from .train import autocast_for, resolve_device, resume_config, train
+from .precision import autocast_for
+from .train import resolve_device, resume_config, train
 
 USER_ERRORS = (UserError,)
 

@@ -51,7 +51,7 @@ class TrainConfig:
     batch_size: int = 64                # global, split over data-parallel processes
     seed: int = 0
     device: str = "auto"                # "auto", "cpu", "cuda", "cuda:1", …
-    precision: str = "auto"             # "auto" (bf16 where the GPU has it), "bf16", "fp32"
+    precision: str = "auto"             # "auto" (bf16 where the hardware has native bf16), "bf16", "fp32"
     log_every: int = 10
     eval_every: int = 250
     eval_rows: int = 256                # validation rows for the one-step estimate during training

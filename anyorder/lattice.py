@@ -185,22 +185,56 @@ def node_cardinalities(dim: int, strategy: str = "mac", query: str = "card-unifo
     return table / table.sum(), sizes
 
 
+def mixture_parts(arg: str | None) -> tuple[str, float | None]:
+    """The argument of "mixture(X)" or "mixture(X, share)" -> (X, share or None); X defaults
+    to "mac" and share, the fraction of uniform-order (aoarm) nodes, must lie in [0, 1]."""
+    inner, _, share = (arg or "mac").partition(",")
+    inner = inner.strip()
+    if parse_name(inner, STRATEGIES, "training strategy")[0] == "mixture":
+        raise ValueError("mixture(...) cannot contain another mixture")
+    if not share.strip():
+        return inner, None
+    value = _number(share.strip(), 0.0, "mixture(X, share)")
+    if not 0 <= value <= 1:
+        raise ValueError(f"the uniform-order share of mixture(X, share) must lie in [0, 1], got {value}")
+    return inner, value
+
+
+@functools.lru_cache(maxsize=64)
+def mixture_share(dim: int, inner: str = "mac", query: str = "card-uniform", reweight: bool = True) -> float:
+    """The official MAC code's share of uniform-order nodes in mixture(inner).
+
+    It draws a pool that is half aoarm and half `inner` and, with cardinality reweighting,
+    resamples it with weights |s|+1, so aoarm ends up with Z_a / (Z_a + Z_inner) of the
+    nodes, Z = E[|s|+1] under each half: (2D+2)/(3D+5) ≈ 2/3 for mac with card-uniform
+    queries (|s| is about twice as large under aoarm). Without reweighting: 1/2.
+    """
+    if not reweight:
+        return 0.5
+    z = [float((probs * (sizes + 1)).sum())
+         for probs, sizes in (node_cardinalities(dim, part, query, False) for part in ("aoarm", inner))]
+    return z[0] / (z[0] + z[1])
+
+
 def training_nodes(batch: int, dim: int, strategy: str = "mac", protocol: str = "natural",
                    reweight: bool = True, query: str = "card-uniform", generator=None,
                    device=None) -> torch.Tensor:
     """Draw training nodes s `[B, D]` bool from a strategy's node distribution.
 
     aoarm: |s| ~ U{0..D-1}, s uniform. mac: e ~ query, s = first k of e in protocol order,
-    k ~ U{0..|e|-1}. mac-inpaint: o ~ inpaint, s = o ∪ first k of the rest. mixture(X):
-    each row is aoarm or X (default mac) with probability 1/2. With `reweight`, nodes are
-    drawn from P'(s) ∝ P(s)(|s|+1) exactly: draw (m, k) from the reweighted table, then
-    the sets given their sizes.
+    k ~ U{0..|e|-1}. mac-inpaint: o ~ inpaint, s = o ∪ first k of the rest.
+    mixture(X, share): each row is aoarm with probability `share`, else X (default mac);
+    without a share, the official code's (`mixture_share`: 1/2 before reweighting, which
+    shifts it to ~2/3). With `reweight`, nodes are drawn from P'(s) ∝ P(s)(|s|+1) exactly:
+    draw (m, k) from the reweighted table, then the sets given their sizes.
     """
     _check_size(batch, dim)
     name, arg = parse_name(strategy, STRATEGIES, "training strategy")
     if name == "mixture":
-        inner = arg or "mac"
-        coin = torch.rand(batch, 1, generator=generator, device=device) < 0.5
+        inner, share = mixture_parts(arg)
+        if share is None:
+            share = mixture_share(dim, inner, query, reweight)
+        coin = torch.rand(batch, 1, generator=generator, device=device) < share
         first = training_nodes(batch, dim, "aoarm", protocol, reweight, query, generator, device)
         second = training_nodes(batch, dim, inner, protocol, reweight, query, generator, device)
         return torch.where(coin, first, second)

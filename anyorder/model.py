@@ -38,6 +38,7 @@ class AnyOrderModel(nn.Module):
                  query: str = "card-uniform"):
         super().__init__()
         strategy_name, inner = lattice.parse_name(strategy, lattice.STRATEGIES, "training strategy")
+        inner = lattice.mixture_parts(inner)[0] if strategy_name == "mixture" else None
         lattice.parse_name(protocol, lattice.PROTOCOLS, "protocol")
         lattice.parse_name(query, lattice.QUERIES, "query distribution")
         targets_name, _ = lattice.parse_name(targets, lattice.TARGETS, "targets kind")

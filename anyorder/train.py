@@ -13,7 +13,6 @@ import fcntl
 import math
 import os
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -28,6 +27,8 @@ from .config import Config, ConfigError, ModelConfig, apply_overrides
 from .data import Dataset, load_data
 from .errors import UserError
 from .model import AnyOrderModel, bits_per_dim
+from .optim import optimizer_for
+from .precision import autocast_for
 
 RUN_FILES = ("config.yaml", "metrics.csv", checkpoint.WEIGHTS, checkpoint.STATE, "tensorboard")
 METRICS = ["step", "train_loss", "lr", "grad_norm", "tokens_per_s", "valid_bpd", "elapsed_s"]
@@ -43,14 +44,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device is {name!r} but no CUDA device is available")
     return device
-
-
-def autocast_for(precision: str, device: torch.device):
-    """bf16 autocast where asked for, or where 'auto' finds a GPU that has bf16."""
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ConfigError(f"train.precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
-    use = precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
-    return torch.autocast(device.type, dtype=torch.bfloat16) if use else nullcontext()
 
 
 def lr_factor(step: int, warmup: int, decay: str, steps: int) -> float:
@@ -254,7 +247,7 @@ class Training:
         self.data = data or load_data(config.data)
         self.meta = describe(self.data)
         self.model = build_model(config, self.meta).to(self.device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        self.optimizer = optimizer_for(self.model, o)
         self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()} if o.ema else None
         self.gen = torch.Generator().manual_seed(t.seed)           # batches and training nodes
         self.loss_gen = torch.Generator(device=self.device)         # reseeded per step and process

@@ -44,15 +44,25 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_seconds(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of `fn()` over `repeats` calls after `warmup` untimed ones."""
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def add_clock_flag(parser) -> None:
+    parser.add_argument("--clock", choices=CLOCKS, default="wall",
+                        help="wall time (default), or this process's CPU time: with --threads 1 on a CPU "
+                             "shared with other jobs, it leaves out the time they held the core")
+
+
+def median_seconds(fn, device: torch.device, repeats: int, warmup: int = 1, clock: str = "wall") -> float:
+    """Median time of `fn()` on `clock` (see CLOCKS) over `repeats` calls after `warmup` untimed ones."""
+    now = CLOCKS[clock]
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
         sync(device)
-        start = time.perf_counter()
+        start = now()
         fn()
         sync(device)
-        times.append(time.perf_counter() - start)
+        times.append(now() - start)
     return statistics.median(times)

@@ -1,48 +1,65 @@
 """How fast anyorder runs on this machine, and how close to the hardware's matmul peak.
 
-(a) peak: the best TFLOP/s of square fp32 and bf16 matmuls;
+(a) peak: the best TFLOP/s of square fp32 and bf16 matmuls, and whether `precision: auto`
+    finds native bf16 here (`anyorder.precision.bf16_native`);
 (b) training: tokens (variables) per second of a full step as `anyorder.train` takes it
     (batch, training nodes, forward + backward under the precision, clipping, AdamW), and
     model FLOPs utilisation = 3 × the network's forward `matmul_flops(batch)` per step
     (forward + backward ≈ 3 forwards) / step time / the measured peak of that precision;
 (c) queries: exact joint log-likelihood (`log_prob(estimator="exact")`, D passes) and
-    unconditional sampling (`sample` with an empty mask, D passes), in rows per second.
+    unconditional sampling (`sample` with an empty mask, D passes), in rows per second;
+(d) bf16 over fp32 training speed per model. The official MAC code trains in fp32 at about
+    our fp32 speed, so this ratio stands for "speed-up over the paper's code" (target 2.5x);
+(e) attention paths at the shapes of the width-256, D=250 text model, forward + backward:
+    torch's scaled_dot_product_attention (its default CPU kernel and its math backend) and
+    plain matmul-softmax-matmul, without a mask and with an additive [H, D, D] bias.
 Models are randomly initialised: speed does not depend on training.
 
-    python benchmarks/throughput.py --quick --threads 1          # ~10 s on 2 CPU cores
-    python benchmarks/throughput.py --threads 1                  # text-cpu and mnist-cpu, ~4 min
+    python benchmarks/throughput.py --quick --threads 1          # ~1 min on 2 CPU cores
+    python benchmarks/throughput.py --threads 1                  # text-cpu, digits-cpu, text-250; ~15 min
     python benchmarks/throughput.py --device cuda --scale paper  # the text8 and CIFAR-10 paper models
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 
 import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from anyorder.build import build_model, describe
 from anyorder.config import load_config
 from anyorder.data import load_data
-from anyorder.train import Objective, autocast_for, train_step, training_batch
-from common import add_threads_flag, machine, median_seconds, resolve, set_threads
+from anyorder.optim import optimizer_for
+from anyorder.precision import autocast_for, bf16_native
+from anyorder.train import Objective, train_step, training_batch
+from common import add_clock_flag, add_threads_flag, machine, median_seconds, resolve, set_threads
 
-PRESETS = {"cpu": ["text-cpu", "mnist-cpu"], "paper": ["text8-paper", "cifar10-paper"]}
+# A model is a preset plus overrides; "text-250" is the paper's sequence length with a
+# width-256 Transformer (4 layers, 4 heads, MLP 1024, plain attention), small enough for a CPU.
+MODELS = {"text-250": ("text-cpu", ["data.seq_len=250", "net.width=256", "net.depth=4", "net.heads=4",
+                                    "net.mlp=1024", "net.attention_bias=none", "train.batch_size=32"])}
+PRESETS = {"cpu": ["text-cpu", "digits-cpu", "text-250"], "paper": ["text8-paper", "cifar10-paper"]}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+TARGET_SPEEDUP = 2.5
 
 
-def matmul_tflops(sizes: list[int], dtype: torch.dtype, device: torch.device, repeats: int) -> float:
+def matmul_tflops(sizes: list[int], dtype: torch.dtype, device: torch.device, repeats: int, clock: str) -> float:
     """The best TFLOP/s of an n×n by n×n matmul over the given sizes n."""
     best = 0.0
     for n in sizes:
         a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-        best = max(best, 2 * n ** 3 / median_seconds(lambda: a @ b, device, repeats) / 1e12)
+        best = max(best, 2 * n ** 3 / median_seconds(lambda: a @ b, device, repeats, clock=clock) / 1e12)
     return best
 
 
-def train_step_seconds(model, data, config, batch: int, autocast, device, steps: int) -> float:
+def train_step_seconds(model, data, config, batch: int, autocast, device, steps: int, clock: str) -> float:
     """Median time of one training step: `anyorder.train`'s own step function."""
     o = config.optim
-    optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+    optimizer = optimizer_for(model, o)
     gen = torch.Generator().manual_seed(0)
     objective = Objective(model)
     model.train()
@@ -51,53 +68,86 @@ def train_step_seconds(model, data, config, batch: int, autocast, device, steps:
         x, node = training_batch(data, config.model, batch, gen)
         train_step(objective, optimizer, x.to(device), node.to(device), o.lr, o.clip, autocast)
 
-    return median_seconds(step, device, steps, warmup=2)
+    return median_seconds(step, device, steps, warmup=2, clock=clock)
 
 
-def query_seconds(model, rows: torch.Tensor, autocast, device) -> tuple[float, float]:
+def query_seconds(model, rows: torch.Tensor, autocast, device, clock: str) -> tuple[float, float]:
     """Seconds for one exact joint log-likelihood and one unconditional sample of `rows`."""
     model.eval()
     with torch.no_grad(), autocast:
-        exact = median_seconds(lambda: model.log_prob(rows, estimator="exact"), device, 1, warmup=0)
+        exact = median_seconds(lambda: model.log_prob(rows, estimator="exact"), device, 1, warmup=0, clock=clock)
         sample = median_seconds(lambda: model.sample(rows, torch.zeros_like(rows, dtype=torch.bool)),
-                                device, 1, warmup=0)
+                                device, 1, warmup=0, clock=clock)
     return exact, sample
+
+
+def attention_seconds(path: str, dtype: torch.dtype, bias: bool, batch: int, heads: int, dim: int,
+                      head_dim: int, device, repeats: int, clock: str) -> float:
+    """Median seconds of attention forward + backward on `[batch, heads, dim, head_dim]` inputs."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    q, k, v = (torch.randn(batch, heads, dim, head_dim, generator=gen, device=device, dtype=dtype)
+               .requires_grad_() for _ in range(3))
+    distance = (torch.arange(dim, device=device)[:, None] - torch.arange(dim, device=device)).abs()
+    mask = -distance.to(dtype).expand(heads, dim, dim) if bias else None
+
+    def attend():
+        if path == "manual":
+            scores = q @ k.transpose(-1, -2) * (1 / math.sqrt(head_dim))
+            out = torch.softmax(scores if mask is None else scores + mask, -1) @ v
+        elif path == "sdpa-math":
+            with sdpa_kernel(SDPBackend.MATH):
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out.backward(torch.ones_like(out))
+
+    return median_seconds(attend, device, repeats, clock=clock)
+
+
+def model_config(name: str):
+    preset, overrides = MODELS.get(name, (name, []))
+    return load_config(preset, overrides)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     parser.add_argument("--scale", choices=PRESETS, default="cpu", help="which presets by default")
-    parser.add_argument("--presets", nargs="+", help="preset names (default: by --scale)")
+    parser.add_argument("--presets", nargs="+", help=f"preset names or {', '.join(MODELS)} (default: by --scale)")
     parser.add_argument("--steps", type=int, help="timed training steps after 2 warm-up steps (default 5)")
     parser.add_argument("--batch-size", type=int, help="training batch (default: the preset's)")
     parser.add_argument("--query-batch-size", type=int, help="rows per exact evaluation / sample (default 8)")
     parser.add_argument("--precisions", nargs="+", choices=DTYPES,
-                        help="default: fp32 and bf16 on a GPU; fp32 on a CPU, where bf16 without native "
-                             "support measured ~0.001 TFLOP/s and makes the run take hours")
+                        help="default: fp32, and bf16 where the device multiplies bf16 natively (without "
+                             "native kernels a CPU's bf16 matmul runs ~0.001 TFLOP/s and the run takes hours)")
+    parser.add_argument("--no-attention", action="store_true", help="skip (e), the attention paths")
     parser.add_argument("--quick", action="store_true",
                         help="small matmuls; defaults of text-cpu and digits-cpu, batch 16, 3 steps, 4 query rows")
     add_threads_flag(parser)
+    add_clock_flag(parser)
     args = parser.parse_args()
     set_threads(args.threads)
     device = resolve(args.device)
-    args.precisions = args.precisions or (list(DTYPES) if device.type == "cuda" else ["fp32"])
+    native = bf16_native(device)
+    args.precisions = args.precisions or (list(DTYPES) if native else ["fp32"])
     presets = args.presets or (["text-cpu", "digits-cpu"] if args.quick else PRESETS[args.scale])
     if args.quick:
         args.steps, args.batch_size = args.steps or 3, args.batch_size or 16
         args.query_batch_size = args.query_batch_size or 4
     args.steps, args.query_batch_size = args.steps or 5, args.query_batch_size or 8
     sizes = [512, 1024] if args.quick else [1024, 2048, 4096] if device.type == "cpu" else [4096, 8192]
-    print(machine(device))
+    print(machine(device) + f", {args.clock} clock")
 
-    peak = {name: matmul_tflops(sizes, dtype, device, repeats=3) for name, dtype in DTYPES.items()}
+    peak = {name: matmul_tflops(sizes, dtype, device, 3, args.clock) for name, dtype in DTYPES.items()}
     print(f"matmul peak (best of n×n, n in {sizes}): "
-          + ", ".join(f"{name} {tflops:.3f} TFLOP/s" for name, tflops in peak.items()))
+          + ", ".join(f"{name} {tflops:.3f} TFLOP/s" for name, tflops in peak.items())
+          + f"; native bf16: {'yes' if native else 'no'} (precision: auto -> {'bf16' if native else 'fp32'})")
 
     print(f"{'preset':<14} {'prec':<5} {'D':>5} {'batch':>5} {'params':>8} {'step ms':>9} {'tokens/s':>10} "
           f"{'MFU':>6} {'exact rows/s':>12} {'sample rows/s':>13}")
+    tokens_per_s = {}
     for name in presets:
-        config = load_config(name)
+        config = model_config(name)
         data = load_data(config.data)
         batch = args.batch_size or config.train.batch_size
         rows = data.split("test")[: args.query_batch_size].to(device)
@@ -105,12 +155,32 @@ def main() -> None:
             torch.manual_seed(0)
             model = build_model(config, describe(data)).to(device)
             autocast = autocast_for(precision, device)
-            step = train_step_seconds(model, data, config, batch, autocast, device, args.steps)
+            step = train_step_seconds(model, data, config, batch, autocast, device, args.steps, args.clock)
             mfu = 3 * model.network.matmul_flops(batch) / step / (peak[precision] * 1e12)
-            exact, sample = query_seconds(model, rows, autocast, device)
+            exact, sample = query_seconds(model, rows, autocast, device, args.clock)
             params = sum(p.numel() for p in model.parameters())
+            tokens_per_s[name, precision] = batch * data.dim / step
             print(f"{name:<14} {precision:<5} {data.dim:>5} {batch:>5} {params / 1e6:>7.2f}M {1e3 * step:>9.1f} "
-                  f"{batch * data.dim / step:>10.0f} {mfu:>6.1%} {len(rows) / exact:>12.2f} {len(rows) / sample:>13.2f}")
+                  f"{batch * data.dim / step:>10.0f} {mfu:>6.1%} {len(rows) / exact:>12.2f} {len(rows) / sample:>13.2f}",
+                  flush=True)
+
+    if {"fp32", "bf16"} <= set(args.precisions):
+        print(f"training speed-up of bf16 over fp32 (≈ over the official fp32 code; target {TARGET_SPEEDUP}x):")
+        for name in presets:
+            ratio = tokens_per_s[name, "bf16"] / tokens_per_s[name, "fp32"]
+            verdict = "meets" if ratio >= TARGET_SPEEDUP else f"misses by {TARGET_SPEEDUP - ratio:.2f}x"
+            print(f"  {name:<14} {ratio:.2f}x ({verdict} the target)")
+
+    if not args.no_attention:
+        shape = dict(batch=args.batch_size or 32, heads=4, dim=250, head_dim=64)
+        print(f"attention forward + backward, ms ({', '.join(f'{k} {v}' for k, v in shape.items())}):")
+        print(f"  {'mask':<5} {'prec':<5} {'sdpa':>9} {'sdpa-math':>10} {'manual':>9}")
+        for bias in (False, True):
+            for precision in args.precisions:
+                times = [attention_seconds(path, DTYPES[precision], bias, **shape, device=device,
+                                           repeats=args.steps, clock=args.clock) for path in ("sdpa", "sdpa-math", "manual")]
+                print(f"  {'bias' if bias else 'none':<5} {precision:<5} "
+                      + " ".join(f"{1e3 * t:>{w}.1f}" for t, w in zip(times, (9, 10, 9))), flush=True)
 
 
 if __name__ == "__main__":

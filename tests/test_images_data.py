@@ -159,6 +159,32 @@ def test_flips_are_mirror_images_and_reproducible(tmp_path):
     assert torch.equal(again, y)
 
 
+def test_dihedral_draws_the_8_symmetries_of_the_square_uniformly(tmp_path):
+    write_cifar(tmp_path / "c", rows_per_batch=6)
+    plain = load_images("cifar10", tmp_path / "c", valid_size=0)
+    turning = load_images("cifar10", tmp_path / "c", valid_size=0, dihedral=True)
+    n = 4000
+    x = plain.train_batch(n, torch.Generator().manual_seed(3)).view(n, 3, 32, 32)
+    y = turning.train_batch(n, torch.Generator().manual_seed(3)).view(n, 3, 32, 32)
+    # The 8 symmetries, listed independently of the sampler: 4 rotations, with and without a mirror.
+    symmetries = [torch.rot90(image, k, (-2, -1)) for image in (x, x.flip(-1)) for k in range(4)]
+    matches = torch.stack([(s == y).flatten(1).all(1) for s in symmetries], 1)     # [n, 8]
+    assert (matches.sum(1) == 1).all()                  # every draw is exactly one symmetry
+    freq = matches.double().mean(0)
+    assert 0.5 * (freq - 1 / 8).abs().sum() < 0.03      # uniform: E[TV] ≈ 0.017 at n = 4000
+    again = turning.train_batch(n, torch.Generator().manual_seed(3)).view(n, 3, 32, 32)
+    assert torch.equal(again, y)
+
+
+def test_dihedral_needs_square_images(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (20, 4, 6))
+    for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"):
+        write_idx(tmp_path / name, images)
+    with pytest.raises(DataError, match="must be square") as err:
+        load_images("mnist", tmp_path, valid_size=2, dihedral=True)
+    check_one_line(err)
+
+
 def test_missing_cache_without_network(tmp_path, monkeypatch):
     monkeypatch.setenv("ANYORDER_CACHE", str(tmp_path))
 

@@ -31,11 +31,18 @@ def enumerate_nodes(dim, strategy, protocol="natural", reweight=False, query="ca
     """Exact P(s) by walking every query, order and step of the strategy's definition."""
     prob = defaultdict(float)
     if strategy.startswith("mixture"):
-        inner = strategy[8:-1] if "(" in strategy else "mac"
+        inner, _, share = (strategy[8:-1] if "(" in strategy else "mac").partition(",")
+        if share:   # an explicit share of aoarm nodes, each part drawn as it would be alone
+            weights = {"aoarm": float(share), inner: 1 - float(share)}
+            for part, weight in weights.items():
+                for s, p in enumerate_nodes(dim, part, protocol, reweight, query).items():
+                    prob[s] += weight * p
+            return prob
+        # The official code: a pool that is half aoarm and half inner, reweighted as a whole.
         for part in ("aoarm", inner):
-            for s, p in enumerate_nodes(dim, part, protocol, reweight, query).items():
+            for s, p in enumerate_nodes(dim, part, protocol, False, query).items():
                 prob[s] += p / 2
-        return prob
+        return _reweighted(prob) if reweight else prob
     if strategy == "aoarm":
         for size in range(dim):
             for s in subsets(dim, size):
@@ -65,11 +72,14 @@ def enumerate_nodes(dim, strategy, protocol="natural", reweight=False, query="ca
                     for k in range(dim - size):
                         p = 1 / dim / math.comb(dim, size) / len(orders) / (dim - size)
                         prob[o | frozenset(order[:k])] += p
-    if reweight:
-        prob = {s: p * (len(s) + 1) for s, p in prob.items()}
-        total = sum(prob.values())
-        prob = {s: p / total for s, p in prob.items()}
-    return prob
+    return _reweighted(prob) if reweight else prob
+
+
+def _reweighted(prob):
+    """P'(s) ∝ P(s)(|s| + 1)."""
+    prob = {s: p * (len(s) + 1) for s, p in prob.items()}
+    total = sum(prob.values())
+    return {s: p / total for s, p in prob.items()}
 
 
 def empirical(nodes):
@@ -86,7 +96,8 @@ def tv_distance(nodes, exact):
     return 0.5 * (empirical(nodes) - truth).abs().sum().item()
 
 
-CASES = [(s, "natural", "card-uniform") for s in ("aoarm", "mac", "mac-inpaint", "mixture", "mixture(mac-inpaint)")]
+CASES = [(s, "natural", "card-uniform") for s in ("aoarm", "mac", "mac-inpaint", "mixture", "mixture(mac-inpaint)",
+                                                  "mixture(mac, 0.25)", "mixture(mac-inpaint,0.5)")]
 CASES += [("mac", "strided(2)", "card-uniform"), ("mac", "random", "card-uniform"),
           ("mac-inpaint", "strided(3)", "card-uniform"), ("mac", "natural", "full"),
           ("mac", "natural", "bernoulli(0.3)")]
@@ -101,6 +112,18 @@ def test_training_nodes_match_enumeration(dim, reweight, strategy, protocol, que
     assert nodes.shape == (DRAWS, dim) and nodes.dtype == torch.bool
     exact = enumerate_nodes(dim, strategy, protocol, reweight, query)
     assert tv_distance(nodes, exact) < 0.01
+
+
+def test_default_mixture_share_is_the_official_pools():
+    # (D+1)/2 = E|s|+1 under aoarm, (D+3)/4 under mac with card-uniform queries.
+    for dim in (4, 250):
+        assert lattice.mixture_share(dim) == pytest.approx((2 * dim + 2) / (3 * dim + 5))
+    assert lattice.mixture_share(250, reweight=False) == 0.5
+    exact = enumerate_nodes(5, "mixture", reweight=True)
+    uniform = enumerate_nodes(5, "aoarm", reweight=True)
+    # aoarm's share of the official law equals mixture_share: P'(s) = share·P'_a(s) + …
+    # at the one node that only aoarm can produce under natural mac: {4} (mac never observes D).
+    assert exact[frozenset({4})] == pytest.approx(lattice.mixture_share(5) * uniform[frozenset({4})])
 
 
 def test_reweighting_changes_the_distribution():
@@ -186,6 +209,8 @@ def test_protocol_targets_are_the_next_possible_steps(protocol):
     (lambda: lattice.query_masks(2, 0, "full"), "dim"),
     (lambda: lattice.training_nodes(2, 3, "ardm"), "unknown training strategy"),
     (lambda: lattice.training_nodes(2, 3, "mixture(mixture)"), "another mixture"),
+    (lambda: lattice.training_nodes(2, 3, "mixture(mac, 1.5)"), r"share .* \[0, 1\]"),
+    (lambda: lattice.training_nodes(2, 3, "mixture(mac, half)"), "number"),
     (lambda: lattice.training_nodes(2, 3, "mac", query="inpaint"), "mac-inpaint"),
     (lambda: lattice.targets(torch.zeros(2, 3, dtype=torch.bool), "some"), "unknown targets"),
 ])

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from anyorder.nets.transformer import Transformer
+from anyorder.nets.transformer import Transformer, attention
 
 B, D, K = 3, 7, 5
 
@@ -91,3 +91,16 @@ def test_alibi_bias_is_symmetric_and_local():
     assert "bias" not in net.state_dict()          # rebuilt from the config, not stored
     with pytest.raises(ValueError, match="attention_bias"):
         Transformer(D, K, K, width=16, depth=1, heads=2, attention_bias="rope")
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_attention_paths_compute_softmax_attention(dtype, tolerance, with_bias):
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 8, generator=gen) for _ in range(3))
+    bias = -torch.rand(3, 7, 7, generator=gen) * 3 if with_bias else None
+    scores = q.double() @ k.double().transpose(-1, -2) / 8 ** 0.5 + (0 if bias is None else bias.double())
+    exact = torch.softmax(scores, -1) @ v.double()
+    cast = lambda t: None if t is None else t.to(dtype)
+    out = attention(cast(q), cast(k), cast(v), cast(bias))
+    assert out.dtype == dtype and (out.double() - exact).abs().max() < tolerance

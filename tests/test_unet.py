@@ -136,3 +136,34 @@ def test_clear_errors_for_sizes_that_do_not_fit():
     with pytest.raises(ValueError, match="C·H·W"):
         UNet(100, 256, 3, (1, 8, 8))
     assert isinstance(unet((1, 28, 28), channel_mult=(1, 2, 2)), nn.Module)
+
+
+def test_value_embedding_keeps_unobserved_values_invisible():
+    net = randomise_zeroed_layers(unet((3, 8, 8), channel_mult=(1,), attention_resolutions=(8,),
+                                       embed_values=True))
+    x, observed = inputs(net)
+    changed = torch.where(observed, x, (x + 77) % 256)
+    assert torch.equal(net(x, observed), net(changed, observed))
+    base = net(x, observed)
+    level = x[observed][0]                                # a level some observed variable holds
+    net.value_embedding.weight.data[level] += 1.0         # the level embedding reaches the output
+    assert not torch.allclose(base, net(x, observed))
+    assert net.conv_in.out_channels == 6 and net.value_embedding.embedding_dim == 2
+
+
+def test_paper_unet_matches_the_official_architecture():
+    """The official MAC/ARDM CIFAR-10 network: 32 ResBlocks down, 1 + 1 in the middle and 33 up
+    (67), attention after each of them but the middle's second (66), ARDM's quarter-width
+    value embedding, 141.1 M parameters."""
+    from anyorder.config import load_config
+    from anyorder.nets import build_net
+    from anyorder.nets.unet import Attention, ResBlock
+    for preset in ("cifar10-paper", "imagenet32-paper"):
+        with torch.device("meta"):
+            net = build_net(load_config(preset).net, dim=3072, num_classes=256, out_features=256, shape=(3, 32, 32))
+        count = sum(p.numel() for p in net.parameters())
+        print(f"{preset}: {count / 1e6:.2f} M parameters")
+        assert abs(count / 141.1e6 - 1) < 0.02
+        assert sum(isinstance(m, ResBlock) for m in net.modules()) == 67
+        assert sum(isinstance(m, Attention) for m in net.modules()) == 66
+        assert net.config["embed_values"]

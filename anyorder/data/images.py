@@ -54,12 +54,15 @@ class _Missing(DataError):
 
 
 def load_images(source: str = "digits", path: str | Path | None = None, flip: bool = False,
-                valid_size: int | None = None) -> Dataset:
+                valid_size: int | None = None, dihedral: bool = False) -> Dataset:
     """Load an image data set as `Dataset(kind="image", dim=C·H·W, num_classes=K)`.
 
     `path` is the folder holding the standard files (None: the cache, then a download);
-    `flip` draws random horizontal flips in `train_batch`; `valid_size` rows are held out
-    of the end of the training set (0: no "valid" split).
+    `flip` draws random horizontal flips in `train_batch`; `dihedral` draws each training
+    image as one of the 8 symmetries of the square, uniformly (horizontal and vertical
+    flips and 90° rotations, as the official MAC CIFAR-10 runs; it includes `flip`'s
+    flips); `valid_size` rows are held out of the end of the training set (0: no "valid"
+    split).
     """
     if source not in SOURCES:
         raise DataError(f"unknown image source {source!r}; expected one of {', '.join(SOURCES)}")
@@ -70,6 +73,9 @@ def load_images(source: str = "digits", path: str | Path | None = None, flip: bo
     else:
         train, test, shape = _read_files(source, path)
         levels = 256
+    if dihedral and shape[1] != shape[2]:
+        raise DataError(f"dihedral augmentation rotates images by 90°, so they must be square; "
+                        f"{source} images are {shape[1]}x{shape[2]}")
     n_valid = _valid_rows(source, valid_size, len(train), len(train) + len(test))
     splits = {"test": torch.from_numpy(test).long()}
     if n_valid:
@@ -78,7 +84,7 @@ def load_images(source: str = "digits", path: str | Path | None = None, flip: bo
         kind="image", dim=int(np.prod(shape)), num_classes=levels,
         train=torch.from_numpy(train[:len(train) - n_valid]), splits=splits,
         meta={"source": source, "shape": list(shape), "levels": levels},
-        batch_fn=_batch_fn(shape, flip))
+        batch_fn=_batch_fn(shape, flip, dihedral))
 
 
 def _valid_rows(source: str, valid_size: int | None, n_train: int, n_total: int) -> int:
@@ -92,18 +98,25 @@ def _valid_rows(source: str, valid_size: int | None, n_train: int, n_total: int)
     return valid_size
 
 
-def _batch_fn(shape: tuple[int, int, int], flip: bool):
+def _batch_fn(shape: tuple[int, int, int], flip: bool, dihedral: bool):
     """Random rows of the uint8 training set as int64 `[B, D]`, each flipped left-right
-    with probability 1/2 when `flip`."""
+    with probability 1/2 when `flip`; under `dihedral` also flipped top-bottom and
+    transposed, each with probability 1/2: the three fair coins pick each of the 8
+    symmetries of the square (the group they generate) with probability 1/8."""
+    moves = [lambda images: images.flip(-1)] if flip or dihedral else []
+    if dihedral:
+        moves += [lambda images: images.flip(-2), lambda images: images.transpose(-1, -2)]
 
     def batch(train: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         rows = torch.randint(len(train), (batch_size,), generator=generator)
         x = train[rows.to(train.device)].long()
-        if not flip:
+        if not moves:
             return x
-        flips = (torch.rand(batch_size, generator=generator) < 0.5).to(x.device)
+        coins = (torch.rand(len(moves), batch_size, generator=generator) < 0.5).to(x.device)
         images = x.view(batch_size, *shape)
-        return torch.where(flips[:, None, None, None], images.flip(-1), images).reshape(batch_size, -1)
+        for move, coin in zip(moves, coins):
+            images = torch.where(coin[:, None, None, None], move(images), images)
+        return images.reshape(batch_size, -1)
 
     return batch
 

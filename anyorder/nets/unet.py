@@ -7,8 +7,9 @@ number of observed variables plays the role of a diffusion timestep: a sinusoida
 embedding and an MLP, added inside every ResBlock. The layout follows DDPM: ResBlocks
 (GroupNorm, SiLU, 3x3 conv), single-head self-attention at chosen resolutions and in the
 middle, strided-conv downsampling between levels and skip connections into the upward
-path. `channel_mult=(1,)` gives ARDM's CIFAR-10 network (no downsampling; attention in
-the middle only).
+path. `channel_mult=(1,)` gives ARDM's CIFAR-10 network (no downsampling);
+`attention_resolutions` at its one level interleaves attention after every ResBlock, and
+`embed_values` adds ARDM's learned embedding of the pixel levels.
 """
 
 from __future__ import annotations
@@ -99,26 +100,38 @@ class UNet(nn.Module):
     divisible by 2**(len(channel_mult) - 1). `attention_resolutions` lists feature-map
     heights (e.g. 16 for the 16x16 level of a 32x32 image) that get attention after each
     ResBlock. Output channel c·P + p of the last conv is parameter p of channel c.
+
+    embed_values (ARDM's input layer): the first conv of (levels, mask) gives 3/4 of the
+    first level's channels, and the last quarter is a learned embedding of each channel's
+    level (a quarter-width vector per level and channel, mixed across the C channels by a
+    linear layer). Unobserved variables are embedded as level 0, so only the mask tells them
+    apart from an observed 0.
     """
 
     def __init__(self, dim: int, num_classes: int, out_features: int, shape, channels: int = 64,
                  channel_mult=(1, 2), blocks_per_level: int = 2, attention_resolutions=(),
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, embed_values: bool = False):
         super().__init__()
         shape, channel_mult = tuple(int(s) for s in shape), tuple(int(m) for m in channel_mult)
         attention_resolutions = tuple(int(r) for r in attention_resolutions)
         self.config = dict(dim=dim, num_classes=num_classes, out_features=out_features, shape=shape,
                            channels=channels, channel_mult=channel_mult,
                            blocks_per_level=blocks_per_level,
-                           attention_resolutions=attention_resolutions, dropout=dropout)
+                           attention_resolutions=attention_resolutions, dropout=dropout,
+                           embed_values=bool(embed_values))
         _check_config(**self.config)
         C, H, W = shape
         self.shape, self.num_classes, self.out_features = shape, num_classes, out_features
         emb_dim = 4 * channels
         self.embed = nn.Sequential(nn.Linear(channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.conv_in = nn.Conv2d(2 * C, channels * channel_mult[0], 3, padding=1)
+        first = channels * channel_mult[0]
+        quarter = first // 4 if embed_values else 0
+        self.conv_in = nn.Conv2d(2 * C, first - quarter, 3, padding=1)
+        if embed_values:
+            self.value_embedding = nn.Embedding(num_classes, quarter)
+            self.value_mix = nn.Linear(C * quarter, quarter)
 
-        c, res, last = channels * channel_mult[0], H, len(channel_mult) - 1
+        c, res, last = first, H, len(channel_mult) - 1
         skips = [c]
         self.down = nn.ModuleList()
         for level, mult in enumerate(channel_mult):
@@ -159,6 +172,11 @@ class UNet(nn.Module):
         emb = self.embed(sinusoidal_embedding(observed.sum(-1), self.config["channels"]).to(dtype))
 
         h = self.conv_in(h)
+        if self.config["embed_values"]:
+            seen = torch.where(observed, x_in, 0).view(B, C, H, W).permute(0, 2, 3, 1)
+            levels = self.value_embedding(seen)                                       # [B, H, W, C, q]
+            levels = self.value_mix(levels.flatten(-2)).to(h.dtype).permute(0, 3, 1, 2)  # [B, q, H, W]
+            h = torch.cat([h, levels], 1)
         skips = [h]
         for step in self.down:
             for layer in step:
@@ -203,7 +221,7 @@ class UNet(nn.Module):
 
 
 def _check_config(dim, num_classes, out_features, shape, channels, channel_mult, blocks_per_level,
-                  attention_resolutions, dropout) -> None:
+                  attention_resolutions, dropout, embed_values) -> None:
     if len(shape) != 3 or min(shape) < 1:
         raise UserError(f"UNet shape must be (C, H, W) with positive sizes, got {shape}")
     C, H, W = shape
@@ -228,3 +246,6 @@ def _check_config(dim, num_classes, out_features, shape, channels, channel_mult,
                          f"this network; choose from {heights}")
     if not 0 <= dropout < 1:
         raise UserError(f"UNet dropout must lie in [0, 1), got {dropout}")
+    if embed_values and (channels * channel_mult[0]) % 4:
+        raise UserError(f"UNet embed_values needs the first level's channels ({channels * channel_mult[0]}) "
+                         f"divisible by 4")
