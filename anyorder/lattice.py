@@ -57,12 +57,11 @@ def _check_probability(arg: str | None, spec: str) -> None:
         raise UserError(f"bernoulli probability must lie in [0, 1], got {spec!r}")
 
 
-def _check_inner_strategy(arg: str | None, spec: str) -> None:
-    if arg is not None and parse_name(arg, STRATEGIES, "training strategy")[0] == "mixture":
-        raise UserError(f"mixture(...) cannot contain another mixture, got {spec!r}")
+def _check_mixture(arg: str | None, spec: str) -> None:
+    mixture_parts(arg)
 
 
-_ARGUMENTS = {"strided": _check_stride, "bernoulli": _check_probability, "mixture": _check_inner_strategy}
+_ARGUMENTS = {"strided": _check_stride, "bernoulli": _check_probability, "mixture": _check_mixture}
 
 
 def _check_size(batch: int, dim: int) -> None:
@@ -191,12 +190,12 @@ def mixture_parts(arg: str | None) -> tuple[str, float | None]:
     inner, _, share = (arg or "mac").partition(",")
     inner = inner.strip()
     if parse_name(inner, STRATEGIES, "training strategy")[0] == "mixture":
-        raise ValueError("mixture(...) cannot contain another mixture")
+        raise UserError(f"mixture(...) cannot contain another mixture, got {arg!r}")
     if not share.strip():
         return inner, None
     value = _number(share.strip(), 0.0, "mixture(X, share)")
     if not 0 <= value <= 1:
-        raise ValueError(f"the uniform-order share of mixture(X, share) must lie in [0, 1], got {value}")
+        raise UserError(f"the uniform-order share of mixture(X, share) must lie in [0, 1], got {value}")
     return inner, value
 
 
