@@ -17,7 +17,6 @@ standardised rows as the table pipeline gives them. No environment code lives he
 
 from __future__ import annotations
 
-import math
 from typing import Protocol
 
 import torch
@@ -29,6 +28,7 @@ from .data.base import Dataset
 from .heads import MixtureOfGaussiansHead
 from .model import AnyOrderModel
 from .nets.resmlp import ResMLP
+from .train import lr_factor
 
 
 def policy_nodes(batch: int, state_dim: int, action_dim: int, protocol: str = "natural",
@@ -135,6 +135,14 @@ class TablePolicy(nn.Module):
             raise ValueError("state has non-finite values; the state is always observed")
         return values
 
+    def loss(self, rows: torch.Tensor, generator=None) -> torch.Tensor:
+        """Training loss on standardised rows `[B, D]` (what `fit` minimises)."""
+        raise NotImplementedError
+
+    def act(self, state, action=None, given=None, generator=None) -> torch.Tensor:
+        """The `Policy` contract, in the table's units."""
+        raise NotImplementedError
+
 
 class ConditionalPolicy(TablePolicy):
     """p(a_u | s, a_o) for every split of the action dimensions, from one AO-ARM.
@@ -202,6 +210,7 @@ class RegressionPolicy(TablePolicy):
 
     @torch.no_grad()
     def act(self, state, action=None, given=None, generator=None) -> torch.Tensor:
+        """E[a | s] for the dimensions not `given` (deterministic: `generator` is unused)."""
         x, observed = self.inputs(state, action, given)
         predicted = self.outputs(torch.cat([x[:, :self.state_dim], self.predict(x)], dim=-1))
         return predicted if action is None else torch.where(observed[:, self.state_dim:], action.to(predicted), predicted)
@@ -233,13 +242,13 @@ def fit(policy: TablePolicy, data: Dataset, steps: int = 2000, batch_size: int =
     device = policy.mean.device
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
+    node_gen = gen if device.type == "cpu" else None  # a CPU generator cannot draw on a GPU
     losses = []
     policy.train()
     for step in tqdm(range(steps), desc=f"fit {type(policy).__name__}", disable=not progress, dynamic_ncols=True):
-        factor = min(1.0, (step + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * step / steps))
         for group in optimizer.param_groups:
-            group["lr"] = lr * factor
-        loss = policy.loss(data.train_batch(batch_size, gen).to(device), generator=gen)
+            group["lr"] = lr * lr_factor(step, warmup, "cosine", steps)
+        loss = policy.loss(data.train_batch(batch_size, gen).to(device), generator=node_gen)
         loss.backward()
         nn.utils.clip_grad_norm_(policy.parameters(), clip)
         optimizer.step()
