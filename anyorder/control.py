@@ -150,12 +150,17 @@ class ConditionalPolicy(TablePolicy):
     Backbone: a residual MLP over [x_o, mask] (the paper used width 2048, depth 8); head: a
     mixture of `components` Gaussians per action dimension. Training nodes: `policy_nodes`.
     Actions are drawn one dimension per pass in `protocol` order, batched over states.
+    `min_log_scale` floors each component's log-scale (standardised units): for actions that
+    take a few exact values (on/off thrusters) a higher floor, e.g. -2, keeps a component
+    from collapsing onto a point, where the loss would reward sharpening over learning the
+    mixture weights that carry the state dependence.
     """
 
     def __init__(self, state_dim: int, action_dim: int, mean=None, std=None, width: int = 256,
-                 depth: int = 4, components: int = 10, protocol: str = "natural", reweight: bool = True):
+                 depth: int = 4, components: int = 10, protocol: str = "natural", reweight: bool = True,
+                 min_log_scale: float = -7.0):
         super().__init__(state_dim, action_dim, mean, std)
-        head = MixtureOfGaussiansHead(components)
+        head = MixtureOfGaussiansHead(components, min_log_scale=min_log_scale)
         network = ResMLP(self.dim, None, head.params_per_variable, width, depth)
         self.model = AnyOrderModel(network, head, strategy="mac-inpaint", protocol=protocol, reweight=reweight)
 

@@ -4,7 +4,7 @@ The MAC paper's robotics protocol, on an environment that runs offline (gymnasiu
 lunar lander; `pip install -e .[control]`):
   - the demonstrator is gymnasium's heuristic lander flown with on/off thrusters: each step
     it fires the main engine at full power with probability min(1, 6 × the heuristic's hover
-    error) and a side engine with probability min(1, 10 × its angle error), pulse-width
+    error) and a side engine with probability min(1, 4 × its angle error), pulse-width
     modulation as real reaction-control thrusters do. Its action distribution given the
     state is a two- or three-point law, whose mean is an action it never takes: the mean of
     "off" (-1) and "full" (+1) is 0, which the environment reads as "off";
@@ -59,7 +59,7 @@ def heuristic(s: np.ndarray) -> np.ndarray:
     return np.clip(np.stack([hover * 20 - 1, -angle * 20], 1), -1, 1)
 
 
-def pulse_pilot(rng: np.random.Generator, main_gain: float = 6.0, side_gain: float = 10.0):
+def pulse_pilot(rng: np.random.Generator, main_gain: float = 6.0, side_gain: float = 4.0):
     """The demonstrator: on/off thrusters with duty cycles proportional to the heuristic's errors."""
     def act(s: np.ndarray) -> np.ndarray:
         hover, angle = heuristic_errors(s)
@@ -152,6 +152,9 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--components", type=int, default=10)
+    parser.add_argument("--min-log-scale", type=float, default=-2.0,
+                        help="floor of MAC's component log-scales (standardised units): the pilot's "
+                             "actions are exact values, onto which a component would otherwise collapse")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=Path, default=HERE.parent / "runs" / "shared_autonomy")
@@ -183,7 +186,8 @@ def main() -> None:
 
     sizes = dict(width=args.width, depth=args.depth)
     torch.manual_seed(args.seed)
-    mac = ConditionalPolicy.for_table(data, len(STATE_COLUMNS), components=args.components, **sizes)
+    mac = ConditionalPolicy.for_table(data, len(STATE_COLUMNS), components=args.components,
+                                         min_log_scale=args.min_log_scale, **sizes)
     torch.manual_seed(args.seed)
     bc = RegressionPolicy.for_table(data, len(STATE_COLUMNS), **sizes)
     for name, model in (("MAC", mac), ("BC", bc)):
@@ -191,6 +195,7 @@ def main() -> None:
         losses = fit(model, data, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
         print(f"{name}: {args.steps} steps in {time.perf_counter() - tick:.0f} s, "
               f"final loss {np.mean(losses[-100:]):.3f}")
+    torch.save({"mac": mac.state_dict(), "bc": bc.state_dict()}, args.runs / "policies.pt")
 
     main_only, side_only = torch.tensor([True, False]), torch.tensor([False, True])
     policies = {
@@ -215,7 +220,7 @@ def main() -> None:
              f"{machine(torch.device('cpu'))}", "",
              f"Command: `python benchmarks/shared_autonomy.py --threads {args.threads} --demos {args.demos} "
              f"--episodes {args.episodes} --steps {args.steps}` (width {args.width}, depth {args.depth}, "
-             f"{args.components} components, batch {args.batch_size}); {len(states)} demonstration rows; "
+             f"{args.components} components, log-scale floor {args.min_log_scale}, batch {args.batch_size}); {len(states)} demonstration rows; "
              f"{time.perf_counter() - started:.0f} s in all.", "",
              f"| policy | mean return ± SE ({args.episodes} episodes) | gap to BC alone ± SE (paired) |",
              "|---|---|---|"]
