@@ -234,7 +234,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "shared_autonomy.md").write_text("\n".join(lines) + "\n")
     plot(rows, args.out / "shared_autonomy.png")
-    assisted = torch_policy(SharedAutonomy(bc, mac, side_only), args.seed)
+    assisted = torch_policy(SharedAutonomy(bc, mac, main_only), args.seed)
     _, _, _, frames = rollout(gym, assisted, [0], render=True)
     frame_strip(frames, args.out / "shared_autonomy_frames.png")
     print(f"wrote {args.out / 'shared_autonomy.md'}, shared_autonomy.png, shared_autonomy_frames.png")
