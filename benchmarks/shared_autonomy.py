@@ -6,8 +6,9 @@ lunar lander; `pip install -e .[control]`):
     it fires the main engine at full power with probability min(1, 6 × the heuristic's hover
     error) and a side engine with probability min(1, 4 × its angle error), pulse-width
     modulation as real reaction-control thrusters do. Its action distribution given the
-    state is a two- or three-point law, whose mean is an action it never takes: the mean of
-    "off" (-1) and "full" (+1) is 0, which the environment reads as "off";
+    state is a two- or three-point law, whose mean is an action it never takes; the
+    environment reads a side-engine command with |a| <= 0.5 as "off", and the side duty
+    cycles are mostly below one half, so a regressor's mean side command mostly stays "off";
   - BC: an MSE regressor on the same residual MLP, trained on the same rows for the same
     steps; MAC: `anyorder.control.ConditionalPolicy` (mixture-of-Gaussians head);
   - full autonomy (BC alone, MAC alone) and shared autonomy: BC as a proxy operator for one
@@ -18,7 +19,7 @@ Every policy flies the same seeded episodes (seeds 0..N-1; demonstrations use se
 and writes a table (results/shared_autonomy.md), a bar plot (results/shared_autonomy.png) and
 a frame strip of one assisted episode (results/shared_autonomy_frames.png).
 
-    python benchmarks/shared_autonomy.py --threads 1            # 200 demos, 3000 steps, 200 episodes
+    python benchmarks/shared_autonomy.py --threads 1            # 200 demos, 3000 steps, 200 episodes; ~14 min
     python benchmarks/shared_autonomy.py --quick --threads 1    # a smoke run, about a minute
 """
 
