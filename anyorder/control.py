@@ -1,0 +1,263 @@
+"""Conditional policies: one AO-ARM over (state, action) rows, with the state always given.
+
+A demonstration row is x = (s_1 … s_S, a_1 … a_A), D = S + A, a table whose first S columns
+are the state (load it with `anyorder.data.tables.load_table`; rows are then standardised).
+The state is observed at every training node and in every query, so the model lives on the
+action sub-lattice and one network answers
+  - p(a | s): full autonomy, sampling every action dimension given the state, and
+  - p(a_u | s, a_o): shared autonomy, where an operator sets the dimensions o and the
+    assistant fills the rest u given the state and the operator's values (the MAC paper's
+    robotics experiment).
+`RegressionPolicy` is the behaviour-cloning baseline on the same backbone: it predicts
+E[a | s], which lands between the modes of a multi-modal demonstrator.
+
+Policies take and return values in the table's own units (`act`, `log_prob`); `loss` reads
+standardised rows as the table pipeline gives them. No environment code lives here.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from . import lattice
+from .data.base import Dataset
+from .heads import MixtureOfGaussiansHead
+from .model import AnyOrderModel
+from .nets.resmlp import ResMLP
+from .train import lr_factor
+
+
+def policy_nodes(batch: int, state_dim: int, action_dim: int, protocol: str = "natural",
+                 reweight: bool = True, generator=None, device=None) -> torch.Tensor:
+    """MAC's inpainting nodes on the action sub-lattice, the state always in: `[B, S + A]` bool.
+
+    The operator's dimensions o_a are uniform given |o_a| ~ U{0..A-1}; the node adds the
+    first k ~ U{0..A-|o_a|-1} of the other action dimensions in the order `protocol` gives
+    them after the state and o_a (the order in which `ConditionalPolicy.act` fills them).
+    With `reweight`, nodes are drawn exactly from P'(s) ∝ P(s)(|s_a| + 1), |s_a| the number
+    of action dimensions in the node.
+    """
+    if state_dim < 0 or action_dim < 1 or batch < 0:
+        raise ValueError(f"need batch >= 0, state_dim >= 0 and action_dim >= 1, got "
+                         f"{batch}, {state_dim}, {action_dim}")
+    probs, _ = lattice.node_cardinalities(action_dim, "mac-inpaint", "card-uniform", reweight)
+    cell = torch.multinomial(probs.flatten().float().to(device), batch, replacement=True,
+                             generator=generator) if batch else torch.zeros(0, dtype=torch.long, device=device)
+    given, steps = cell // action_dim, cell % action_dim
+    state = torch.ones(batch, state_dim, dtype=torch.bool, device=device)
+    base = torch.cat([state, lattice.uniform_subsets(given, action_dim, generator)], dim=-1)
+    order = lattice.ranks(base, protocol, generator)
+    return order < (state_dim + given + steps).unsqueeze(-1)
+
+
+class Policy(Protocol):
+    """Anything that acts: `act(state [B, S], action [B, A] | None, given [B, A] bool | None)
+    -> action [B, A]`, keeping the `given` dimensions of `action` and choosing the rest."""
+
+    def act(self, state: torch.Tensor, action: torch.Tensor | None = None,
+            given: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        ...
+
+
+class TablePolicy(nn.Module):
+    """What conditional policies share: the row layout (state first), standardisation with
+    the table's train statistics, and input checks. Subclasses give `loss` and `act`."""
+
+    def __init__(self, state_dim: int, action_dim: int, mean=None, std=None):
+        super().__init__()
+        if state_dim < 1 or action_dim < 1:
+            raise ValueError(f"state_dim and action_dim must be >= 1, got {state_dim}, {action_dim}")
+        self.state_dim, self.action_dim = state_dim, action_dim
+        dim = state_dim + action_dim
+        mean = torch.zeros(dim) if mean is None else torch.as_tensor(mean, dtype=torch.float32)
+        std = torch.ones(dim) if std is None else torch.as_tensor(std, dtype=torch.float32)
+        if mean.shape != (dim,) or std.shape != (dim,) or not (std > 0).all():
+            raise ValueError(f"mean and std must be [{dim}] (state then action columns) with std > 0, "
+                             f"got {tuple(mean.shape)} and {tuple(std.shape)}")
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    @classmethod
+    def for_table(cls, data: Dataset, state_dim: int, **options):
+        """A policy for a table Dataset whose first `state_dim` columns are the state."""
+        if data.kind != "table" or data.num_classes is not None:
+            raise ValueError(f"a policy needs a continuous table Dataset, got kind {data.kind!r}")
+        if not 1 <= state_dim < data.dim:
+            raise ValueError(f"state_dim must lie in 1..{data.dim - 1} (the table has {data.dim} "
+                             f"columns: state first, then action), got {state_dim}")
+        return cls(state_dim, data.dim - state_dim, mean=data.meta.get("mean"), std=data.meta.get("std"),
+                   **options)
+
+    @property
+    def dim(self) -> int:
+        return self.state_dim + self.action_dim
+
+    def inputs(self, state, action=None, given=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Table units -> (standardised rows `[B, D]`, observed `[B, D]`: state and `given`).
+        Action values outside `given` are never read (they may be NaN); action None = none given."""
+        state = self._check(state, self.state_dim, "state")
+        given = self.action_mask(given, len(state), "given")
+        if action is None:
+            if given.any():
+                raise ValueError("given marks action dimensions as set, but no action was passed")
+            action = torch.zeros(len(state), self.action_dim, device=state.device)
+        action = self._check(action, self.action_dim, "action", len(state))
+        if not torch.isfinite(action[given]).all():
+            raise ValueError("action has non-finite values in given dimensions")
+        x = (torch.cat([state, action], dim=-1) - self.mean) / self.std
+        return x, torch.cat([torch.ones_like(state, dtype=torch.bool), given], dim=-1)
+
+    def action_mask(self, mask, rows: int, name: str) -> torch.Tensor:
+        """Check a `[B, A]` bool mask over the action dimensions; None -> all False."""
+        if mask is None:
+            return torch.zeros(rows, self.action_dim, dtype=torch.bool, device=self.mean.device)
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != (rows, self.action_dim):
+            what = f"{mask.dtype} {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise ValueError(f"{name} must be a torch.bool tensor [{rows}, {self.action_dim}] over the "
+                             f"action dimensions, got {what}")
+        return mask.to(self.mean.device)
+
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Standardised rows `[B, D]` -> their actions in table units `[B, A]`."""
+        return (x * self.std + self.mean)[:, self.state_dim:]
+
+    def _check(self, values, width: int, name: str, rows: int | None = None) -> torch.Tensor:
+        if not isinstance(values, torch.Tensor) or values.dim() != 2 or values.shape[1] != width \
+                or (rows is not None and len(values) != rows):
+            shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+            raise ValueError(f"{name} must be a tensor [{'batch' if rows is None else rows}, {width}], got {shape}")
+        values = values.to(self.mean.device, torch.float32)
+        if name == "state" and not torch.isfinite(values).all():
+            raise ValueError("state has non-finite values; the state is always observed")
+        return values
+
+    def loss(self, rows: torch.Tensor, generator=None) -> torch.Tensor:
+        """Training loss on standardised rows `[B, D]` (what `fit` minimises)."""
+        raise NotImplementedError
+
+    def act(self, state, action=None, given=None, generator=None) -> torch.Tensor:
+        """The `Policy` contract, in the table's units."""
+        raise NotImplementedError
+
+
+class ConditionalPolicy(TablePolicy):
+    """p(a_u | s, a_o) for every split of the action dimensions, from one AO-ARM.
+
+    Backbone: a residual MLP over [x_o, mask] (the paper used width 2048, depth 8); head: a
+    mixture of `components` Gaussians per action dimension. Training nodes: `policy_nodes`.
+    Actions are drawn one dimension per pass in `protocol` order, batched over states.
+    `min_log_scale` floors each component's log-scale (standardised units): for actions that
+    take a few exact values (on/off thrusters) a higher floor, e.g. -2, keeps a component
+    from collapsing onto a point, where the loss would reward sharpening over learning the
+    mixture weights that carry the state dependence.
+    """
+
+    def __init__(self, state_dim: int, action_dim: int, mean=None, std=None, width: int = 256,
+                 depth: int = 4, components: int = 10, protocol: str = "natural", reweight: bool = True,
+                 min_log_scale: float = -7.0):
+        super().__init__(state_dim, action_dim, mean, std)
+        head = MixtureOfGaussiansHead(components, min_log_scale=min_log_scale)
+        network = ResMLP(self.dim, None, head.params_per_variable, width, depth)
+        self.model = AnyOrderModel(network, head, strategy="mac-inpaint", protocol=protocol, reweight=reweight)
+
+    def loss(self, rows: torch.Tensor, generator=None) -> torch.Tensor:
+        """Mean NLL of the action targets at `policy_nodes`, nats per variable; rows standardised `[B, D]`."""
+        node = policy_nodes(len(rows), self.state_dim, self.action_dim, self.model.protocol,
+                            self.model.reweight, generator, rows.device)
+        return self.model.loss(rows, node)
+
+    @torch.no_grad()
+    def act(self, state, action=None, given=None, generator=None, temperature: float = 1.0) -> torch.Tensor:
+        """Draw the dimensions not `given` from p(a_rest | s, a_given): `[B, A]`, table units."""
+        x, observed = self.inputs(state, action, given)
+        filled = self.outputs(self.model.sample(x, observed, temperature, generator))
+        return filled if action is None else torch.where(observed[:, self.state_dim:], action.to(filled), filled)
+
+    def log_prob(self, state, action, given=None, target=None) -> torch.Tensor:
+        """log p(a_target | s, a_given) per row `[B]`, a density in the table's units (the
+        standardisation's Jacobian included). given None: none; target None: all the rest,
+        so `log_prob(s, a)` is log p(a | s). The target is visited in protocol order from the
+        node (s, a_given): when it is all the rest, or its first dimensions in that order,
+        this is exactly the density of `act`'s draws of those dimensions."""
+        x, observed = self.inputs(state, action, given)
+        target = ~observed[:, self.state_dim:] if target is None else self.action_mask(target, len(x), "target")
+        target = torch.cat([torch.zeros_like(observed[:, :self.state_dim]), target], dim=-1)
+        if not torch.isfinite(x[target]).all():
+            raise ValueError("action must be finite in every target dimension")
+        return self.model.conditional_log_prob(x, target, observed) - (target * self.std.log()).sum(-1)
+
+
+class RegressionPolicy(TablePolicy):
+    """Behaviour cloning: an MSE regressor a ≈ f(s) on the same residual MLP, one value per
+    action dimension. Unimodal by construction: it predicts E[a | s]. `given` dimensions are
+    copied through; the rest are predicted from the state alone."""
+
+    def __init__(self, state_dim: int, action_dim: int, mean=None, std=None, width: int = 256, depth: int = 4):
+        super().__init__(state_dim, action_dim, mean, std)
+        self.network = ResMLP(self.dim, None, 1, width, depth)
+
+    def predict(self, rows: torch.Tensor) -> torch.Tensor:
+        """Standardised rows `[B, D]` (only the state is read) -> standardised actions `[B, A]`."""
+        observed = torch.zeros_like(rows, dtype=torch.bool)
+        observed[:, :self.state_dim] = True
+        return self.network(torch.where(observed, rows, 0.0), observed)[:, self.state_dim:, 0]
+
+    def loss(self, rows: torch.Tensor, generator=None) -> torch.Tensor:
+        """Mean squared error over the present action cells of standardised rows `[B, D]`."""
+        target = rows[:, self.state_dim:]
+        present = ~torch.isnan(target)
+        error = torch.where(present, self.predict(torch.nan_to_num(rows)) - target, 0.0)
+        return error.square().sum() / present.sum().clamp(min=1)
+
+    @torch.no_grad()
+    def act(self, state, action=None, given=None, generator=None) -> torch.Tensor:
+        """E[a | s] for the dimensions not `given` (deterministic: `generator` is unused)."""
+        x, observed = self.inputs(state, action, given)
+        predicted = self.outputs(torch.cat([x[:, :self.state_dim], self.predict(x)], dim=-1))
+        return predicted if action is None else torch.where(observed[:, self.state_dim:], action.to(predicted), predicted)
+
+
+class SharedAutonomy:
+    """An operator sets `operator_dims` `[A]` bool of the action; the assistant fills the rest
+    given the state and the operator's values (MAC as assistant: p(a_rest | s, a_operator))."""
+
+    def __init__(self, operator: Policy, assistant: Policy, operator_dims: torch.Tensor):
+        if not isinstance(operator_dims, torch.Tensor) or operator_dims.dtype != torch.bool or operator_dims.dim() != 1:
+            raise ValueError("operator_dims must be a 1-D torch.bool tensor over the action dimensions")
+        self.operator, self.assistant, self.operator_dims = operator, assistant, operator_dims
+
+    def act(self, state, action=None, given=None, generator=None) -> torch.Tensor:
+        proposal = self.operator.act(state, action, given, generator=generator)
+        mask = self.operator_dims.to(proposal.device).expand_as(proposal)
+        return self.assistant.act(state, proposal, mask if given is None else mask | given, generator=generator)
+
+
+def fit(policy: TablePolicy, data: Dataset, steps: int = 2000, batch_size: int = 256, lr: float = 1e-3,
+        warmup: int = 100, clip: float = 10.0, seed: int = 0, progress: bool = True) -> list[float]:
+    """Train any `TablePolicy` on a table Dataset's train rows: AdamW, linear warm-up then a
+    cosine to zero, gradient clipping. Returns the loss of every step."""
+    if steps < 1 or batch_size < 1 or not lr > 0:
+        raise ValueError(f"need steps >= 1, batch_size >= 1 and lr > 0, got {steps}, {batch_size}, {lr}")
+    if data.dim != policy.dim:
+        raise ValueError(f"the table has {data.dim} columns, the policy expects {policy.dim} (state then action)")
+    device = policy.mean.device
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed)
+    node_gen = gen if device.type == "cpu" else None  # a CPU generator cannot draw on a GPU
+    losses = []
+    policy.train()
+    for step in tqdm(range(steps), desc=f"fit {type(policy).__name__}", disable=not progress, dynamic_ncols=True):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * lr_factor(step, warmup, "cosine", steps)
+        loss = policy.loss(data.train_batch(batch_size, gen).to(device), generator=node_gen)
+        loss.backward()
+        nn.utils.clip_grad_norm_(policy.parameters(), clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    policy.eval()
+    return losses

@@ -1,0 +1,162 @@
+"""Conditional policies: training nodes by enumeration, the sampler against the policy's own
+density, and the modes of a known bimodal demonstrator against a regressor's mean."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from anyorder import lattice
+from anyorder.control import ConditionalPolicy, RegressionPolicy, SharedAutonomy, fit, policy_nodes
+from anyorder.data.tables import load_table, write_table
+
+STATE = (0.5, -0.2)
+MODE = 1 + 0.5 * STATE[0]           # a1 = ±MODE; a2 = 0.5 z + 0.5 s2
+
+
+def exact_node_probs(state_dim: int, action_dim: int, reweight: bool) -> dict:
+    """P(node) by enumeration: (m, k) from the cardinality table, o uniform of size m, then
+    the first k other action dimensions in ascending order (the natural protocol)."""
+    probs, _ = lattice.node_cardinalities(action_dim, "mac-inpaint", "card-uniform", reweight)
+    out = {}
+    for m in range(action_dim + 1):
+        for given in itertools.combinations(range(action_dim), m):
+            rest = [j for j in range(action_dim) if j not in given]
+            for k in range(action_dim - m):
+                node = (True,) * state_dim + tuple(j in given or j in rest[:k] for j in range(action_dim))
+                out[node] = out.get(node, 0.0) + float(probs[m, k]) / math.comb(action_dim, m)
+    return out
+
+
+@pytest.mark.parametrize("reweight", [False, True])
+def test_policy_nodes_match_enumeration(reweight):
+    exact = exact_node_probs(2, 3, reweight)
+    assert abs(sum(exact.values()) - 1) < 1e-9
+    nodes = policy_nodes(40000, 2, 3, "natural", reweight, torch.Generator().manual_seed(0))
+    assert nodes[:, :2].all()
+    rows, counts = torch.unique(nodes, dim=0, return_counts=True)
+    empirical = {tuple(r.tolist()): c.item() / len(nodes) for r, c in zip(rows, counts)}
+    tv = 0.5 * sum(abs(empirical.get(k, 0.0) - exact.get(k, 0.0)) for k in set(exact) | set(empirical))
+    assert tv < 0.02
+
+
+def test_policy_nodes_keep_the_state_under_other_protocols():
+    for protocol in ("random", "strided(2)"):
+        nodes = policy_nodes(500, 3, 4, protocol, generator=torch.Generator().manual_seed(1))
+        assert nodes[:, :3].all() and (~nodes[:, 3:]).any(-1).all()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A demonstrator with two modes z = ±1 that also decide the second action dimension."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    s = rng.uniform(-1, 1, (n, 2))
+    z = rng.choice([-1.0, 1.0], n)
+    a1 = z * (1 + 0.5 * s[:, 0]) + 0.1 * rng.standard_normal(n)
+    a2 = 0.5 * z + 0.5 * s[:, 1] + 0.1 * rng.standard_normal(n)
+    path = tmp_path_factory.mktemp("demos") / "demos.csv"
+    write_table(path, ["s1", "s2", "a1", "a2"], np.column_stack([s, a1, a2]))
+    data = load_table(path, valid_fraction=0.1, test_fraction=0.0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny networks: extra threads only add overhead
+    try:
+        torch.manual_seed(0)
+        policy = ConditionalPolicy.for_table(data, 2, width=64, depth=2, components=4)
+        fit(policy, data, steps=300, batch_size=256, lr=3e-3, seed=0, progress=False)
+        regressor = RegressionPolicy.for_table(data, 2, width=64, depth=2)
+        fit(regressor, data, steps=300, batch_size=256, lr=3e-3, seed=0, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return policy, regressor
+
+
+def states(n):
+    return torch.tensor(STATE).expand(n, 2).clone()
+
+
+def tv_to_density(samples: torch.Tensor, log_density, low=-3.0, high=3.0, bins=60, fine=10):
+    """TV distance between a sample histogram and a density integrated over the same bins,
+    and the density's total mass on [low, high]."""
+    edges = torch.linspace(low, high, bins + 1)
+    width = (high - low) / (bins * fine)
+    grid = low + width * (torch.arange(bins * fine) + 0.5)
+    mass = (log_density(grid).exp() * width).view(bins, fine).sum(-1)
+    counts = torch.histc(samples, bins, low, high) / len(samples)
+    return 0.5 * (counts - mass).abs().sum().item(), mass.sum().item()
+
+
+def test_action_samples_follow_the_policy_density(trained):
+    policy, _ = trained
+    n = 8000
+    actions = policy.act(states(n), generator=torch.Generator().manual_seed(0))
+    nan = torch.full((1,), float("nan"))
+
+    def log_p_first(grid):  # log p(a1 | s), the first step of act's path
+        action = torch.stack([grid, nan.expand_as(grid)], -1)
+        return policy.log_prob(states(len(grid)), action, target=torch.tensor([[True, False]]).expand(len(grid), 2))
+
+    tv, mass = tv_to_density(actions[:, 0], log_p_first)
+    assert abs(mass - 1) < 0.01 and tv < 0.05
+
+    operator = torch.tensor([[MODE, float("nan")]]).expand(n, 2)
+    given = torch.tensor([[True, False]]).expand(n, 2)
+    filled = policy.act(states(n), operator, given, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(filled[:, 0], operator[:, 0])
+
+    def log_p_second(grid):  # log p(a2 | s, a1 = MODE)
+        action = torch.stack([torch.full_like(grid, MODE), grid], -1)
+        return policy.log_prob(states(len(grid)), action, given=given[:1].expand(len(grid), 2))
+
+    tv, mass = tv_to_density(filled[:, 1], log_p_second)
+    assert abs(mass - 1) < 0.01 and tv < 0.05
+
+
+def test_joint_density_normalises_in_table_units(trained):
+    policy, _ = trained
+    side = torch.linspace(-3, 3, 121)
+    step = (side[1] - side[0]).item()
+    a1, a2 = torch.meshgrid(side, side, indexing="ij")
+    action = torch.stack([a1.flatten(), a2.flatten()], -1)
+    total = (policy.log_prob(states(len(action)), action).exp().sum() * step * step).item()
+    assert abs(total - 1) < 0.02
+
+
+def test_samples_land_on_the_modes_and_the_regressor_between(trained):
+    policy, regressor = trained
+    actions = policy.act(states(4000), generator=torch.Generator().manual_seed(2))
+    near = (actions[:, 0].abs() - MODE).abs() < 0.35
+    upper = (actions[:, 0] > 0).float().mean().item()
+    assert near.float().mean() > 0.9 and 0.4 < upper < 0.6
+    mean = regressor.act(states(1))[0, 0].item()
+    assert abs(mean) < 0.4 and min(abs(mean - MODE), abs(mean + MODE)) > 0.85
+    # The assistant follows the operator's mode: a2 | a1 = ±MODE centres on ±0.5 + 0.5 s2.
+    for sign in (1.0, -1.0):
+        operator = torch.tensor([[sign * MODE, 0.0]]).expand(4000, 2)
+        filled = policy.act(states(4000), operator, torch.tensor([[True, False]]).expand(4000, 2),
+                            generator=torch.Generator().manual_seed(3))
+        assert abs(filled[:, 1].mean().item() - (0.5 * sign + 0.5 * STATE[1])) < 0.1
+
+
+def test_shared_autonomy_keeps_the_operator_dims(trained):
+    policy, regressor = trained
+    team = SharedAutonomy(regressor, policy, torch.tensor([False, True]))
+    actions = team.act(states(16), generator=torch.Generator().manual_seed(4))
+    assert torch.equal(actions[:, 1], regressor.act(states(16))[:, 1])
+    assert (actions[:, 0].abs() - MODE).abs().lt(0.5).float().mean() > 0.8
+
+
+def test_bad_inputs_name_the_argument(trained):
+    policy, _ = trained
+    with pytest.raises(ValueError, match="state"):
+        policy.act(torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="no action was passed"):
+        policy.act(states(2), given=torch.ones(2, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="given"):
+        policy.act(states(2), torch.zeros(2, 2), given=torch.ones(2, 2))
+    with pytest.raises(ValueError, match="target"):
+        policy.log_prob(states(2), torch.zeros(2, 2), target=torch.ones(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="state_dim"):
+        ConditionalPolicy(0, 2)
