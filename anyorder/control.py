@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from . import lattice
 from .data.base import Dataset
+from .errors import UserError
 from .heads import MixtureOfGaussiansHead
 from .model import AnyOrderModel
 from .nets.resmlp import ResMLP
@@ -42,7 +43,7 @@ def policy_nodes(batch: int, state_dim: int, action_dim: int, protocol: str = "n
     of action dimensions in the node.
     """
     if state_dim < 0 or action_dim < 1 or batch < 0:
-        raise ValueError(f"need batch >= 0, state_dim >= 0 and action_dim >= 1, got "
+        raise UserError(f"need batch >= 0, state_dim >= 0 and action_dim >= 1, got "
                          f"{batch}, {state_dim}, {action_dim}")
     probs, _ = lattice.node_cardinalities(action_dim, "mac-inpaint", "card-uniform", reweight)
     cell = torch.multinomial(probs.flatten().float().to(device), batch, replacement=True,
@@ -70,13 +71,13 @@ class TablePolicy(nn.Module):
     def __init__(self, state_dim: int, action_dim: int, mean=None, std=None):
         super().__init__()
         if state_dim < 1 or action_dim < 1:
-            raise ValueError(f"state_dim and action_dim must be >= 1, got {state_dim}, {action_dim}")
+            raise UserError(f"state_dim and action_dim must be >= 1, got {state_dim}, {action_dim}")
         self.state_dim, self.action_dim = state_dim, action_dim
         dim = state_dim + action_dim
         mean = torch.zeros(dim) if mean is None else torch.as_tensor(mean, dtype=torch.float32)
         std = torch.ones(dim) if std is None else torch.as_tensor(std, dtype=torch.float32)
         if mean.shape != (dim,) or std.shape != (dim,) or not (std > 0).all():
-            raise ValueError(f"mean and std must be [{dim}] (state then action columns) with std > 0, "
+            raise UserError(f"mean and std must be [{dim}] (state then action columns) with std > 0, "
                              f"got {tuple(mean.shape)} and {tuple(std.shape)}")
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
@@ -85,9 +86,9 @@ class TablePolicy(nn.Module):
     def for_table(cls, data: Dataset, state_dim: int, **options):
         """A policy for a table Dataset whose first `state_dim` columns are the state."""
         if data.kind != "table" or data.num_classes is not None:
-            raise ValueError(f"a policy needs a continuous table Dataset, got kind {data.kind!r}")
+            raise UserError(f"a policy needs a continuous table Dataset, got kind {data.kind!r}")
         if not 1 <= state_dim < data.dim:
-            raise ValueError(f"state_dim must lie in 1..{data.dim - 1} (the table has {data.dim} "
+            raise UserError(f"state_dim must lie in 1..{data.dim - 1} (the table has {data.dim} "
                              f"columns: state first, then action), got {state_dim}")
         return cls(state_dim, data.dim - state_dim, mean=data.meta.get("mean"), std=data.meta.get("std"),
                    **options)
@@ -103,11 +104,11 @@ class TablePolicy(nn.Module):
         given = self.action_mask(given, len(state), "given")
         if action is None:
             if given.any():
-                raise ValueError("given marks action dimensions as set, but no action was passed")
+                raise UserError("given marks action dimensions as set, but no action was passed")
             action = torch.zeros(len(state), self.action_dim, device=state.device)
         action = self._check(action, self.action_dim, "action", len(state))
         if not torch.isfinite(action[given]).all():
-            raise ValueError("action has non-finite values in given dimensions")
+            raise UserError("action has non-finite values in given dimensions")
         x = (torch.cat([state, action], dim=-1) - self.mean) / self.std
         return x, torch.cat([torch.ones_like(state, dtype=torch.bool), given], dim=-1)
 
@@ -117,7 +118,7 @@ class TablePolicy(nn.Module):
             return torch.zeros(rows, self.action_dim, dtype=torch.bool, device=self.mean.device)
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != (rows, self.action_dim):
             what = f"{mask.dtype} {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else type(mask).__name__
-            raise ValueError(f"{name} must be a torch.bool tensor [{rows}, {self.action_dim}] over the "
+            raise UserError(f"{name} must be a torch.bool tensor [{rows}, {self.action_dim}] over the "
                              f"action dimensions, got {what}")
         return mask.to(self.mean.device)
 
@@ -129,10 +130,10 @@ class TablePolicy(nn.Module):
         if not isinstance(values, torch.Tensor) or values.dim() != 2 or values.shape[1] != width \
                 or (rows is not None and len(values) != rows):
             shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
-            raise ValueError(f"{name} must be a tensor [{'batch' if rows is None else rows}, {width}], got {shape}")
+            raise UserError(f"{name} must be a tensor [{'batch' if rows is None else rows}, {width}], got {shape}")
         values = values.to(self.mean.device, torch.float32)
         if name == "state" and not torch.isfinite(values).all():
-            raise ValueError("state has non-finite values; the state is always observed")
+            raise UserError("state has non-finite values; the state is always observed")
         return values
 
     def loss(self, rows: torch.Tensor, generator=None) -> torch.Tensor:
@@ -187,7 +188,7 @@ class ConditionalPolicy(TablePolicy):
         target = ~observed[:, self.state_dim:] if target is None else self.action_mask(target, len(x), "target")
         target = torch.cat([torch.zeros_like(observed[:, :self.state_dim]), target], dim=-1)
         if not torch.isfinite(x[target]).all():
-            raise ValueError("action must be finite in every target dimension")
+            raise UserError("action must be finite in every target dimension")
         return self.model.conditional_log_prob(x, target, observed) - (target * self.std.log()).sum(-1)
 
 
@@ -227,7 +228,7 @@ class SharedAutonomy:
 
     def __init__(self, operator: Policy, assistant: Policy, operator_dims: torch.Tensor):
         if not isinstance(operator_dims, torch.Tensor) or operator_dims.dtype != torch.bool or operator_dims.dim() != 1:
-            raise ValueError("operator_dims must be a 1-D torch.bool tensor over the action dimensions")
+            raise UserError("operator_dims must be a 1-D torch.bool tensor over the action dimensions")
         self.operator, self.assistant, self.operator_dims = operator, assistant, operator_dims
 
     def act(self, state, action=None, given=None, generator=None) -> torch.Tensor:
@@ -241,9 +242,9 @@ def fit(policy: TablePolicy, data: Dataset, steps: int = 2000, batch_size: int =
     """Train any `TablePolicy` on a table Dataset's train rows: AdamW, linear warm-up then a
     cosine to zero, gradient clipping. Returns the loss of every step."""
     if steps < 1 or batch_size < 1 or not lr > 0:
-        raise ValueError(f"need steps >= 1, batch_size >= 1 and lr > 0, got {steps}, {batch_size}, {lr}")
+        raise UserError(f"need steps >= 1, batch_size >= 1 and lr > 0, got {steps}, {batch_size}, {lr}")
     if data.dim != policy.dim:
-        raise ValueError(f"the table has {data.dim} columns, the policy expects {policy.dim} (state then action)")
+        raise UserError(f"the table has {data.dim} columns, the policy expects {policy.dim} (state then action)")
     device = policy.mean.device
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
