@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import checkpoint
+from . import budget, checkpoint
 from .build import load_model
 from .config import ConfigError, load_config, preset_names
 from .data import DataError, load_data
@@ -48,9 +48,11 @@ def cmd_eval(args) -> None:
     elif args.num_importance is not None or args.energy_model != "energy":
         raise ValueError(f"--energy-model and --num-importance are for ACE models; {args.checkpoint} "
                          f"holds a model.kind '{config.model.kind}' model")
+    budgeted = _budget(args, model, config, meta)
     report = evaluate(model, rows, args.estimator, args.num_draws, args.batch_size, args.seed,
-                      autocast_for(config.train.precision, device), not args.quiet, **options)
-    report.update(checkpoint=str(args.checkpoint), split=args.split)
+                      autocast_for(config.train.precision, device), not args.quiet, **options, **budgeted)
+    report.update(checkpoint=str(args.checkpoint), split=args.split, steps=args.steps,
+                  policy=budgeted["policy"].tolist() if budgeted else None)
     if meta["num_classes"]:
         print(f"{args.split}: joint {report['joint_bpd']:.4f} ± {report['joint_bpd_se']:.4f} bpd, "
               f"marginal {report['marginal_bpd']:.4f} ± {report['marginal_bpd_se']:.4f} bpd "
@@ -127,7 +129,30 @@ def _fill(model, x, observed, args) -> torch.Tensor:
     """Sample the unobserved part on the model's device with a seeded generator; back on the CPU."""
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(args.seed)
-    return model.sample(x.to(device), observed.to(device), args.temperature, gen).cpu()
+    return model.sample(x.to(device), observed.to(device), args.temperature, gen, **args.budget).cpu()
+
+
+def _budget(args, model, config, meta) -> dict:
+    """{"policy": boundaries} for `--steps K` (the policy `fit-policy` stored for K unless
+    `--policy even` or none was fitted: then K evenly spaced steps); {} without --steps."""
+    if args.steps is None:
+        return {}
+    if config.model.kind == "ace":
+        raise ValueError("--steps is for AO-ARM models; ACE imputes in one pass")
+    if not 1 <= args.steps <= meta["dim"]:
+        raise ValueError(f"--steps must lie in 1..{meta['dim']} (the number of variables), got {args.steps}")
+    fitted = None
+    if args.policy == "fitted":
+        fitted = budget.load_policy(_run_dir(args.checkpoint), args.steps, model.protocol)
+        if fitted is None:
+            print(f"anyorder: no policy fitted for {args.steps} steps (anyorder fit-policy "
+                  f"{args.checkpoint} --steps {args.steps}); using evenly spaced steps", file=sys.stderr)
+    return {"policy": fitted if fitted is not None else budget.even_policy(meta["dim"], args.steps)}
+
+
+def _run_dir(checkpoint_path) -> Path:
+    path = Path(checkpoint_path)
+    return path.parent if path.is_file() else path
 
 
 SAMPLE_OPTIONS = {"text": ("text", "random_mask"), "image": ("inpaint", "per_channel"), "table": ()}
@@ -143,6 +168,9 @@ def cmd_sample(args) -> None:
                 raise ValueError(f"--{option.replace('_', '-')} is for {kind} models; "
                                  f"{args.checkpoint} holds a {meta['kind']} model")
     gen = torch.Generator().manual_seed(args.seed)
+    args.budget = _budget(args, model, config, meta)
+    if args.budget:
+        args.budget["progress"] = not args.quiet
     samplers = {"text": _sample_text, "image": _sample_images, "table": _sample_table}
     samplers[meta["kind"]](args, model, config, meta, gen)
 
@@ -151,8 +179,36 @@ def cmd_impute(args) -> None:
     model, config, meta, _ = _open(args)
     if meta["kind"] != "table":
         raise ValueError(f"impute needs a checkpoint trained on a table; {args.checkpoint} holds {meta['kind']} data")
-    impute_file(model, meta, args.input, args.output, args.num_samples, args.reduce, args.seed)
+    if args.steps is not None and args.reduce == "conditional-mean":
+        raise ValueError("--steps sets the passes of sampled imputations; --reduce conditional-mean takes one pass")
+    impute_file(model, meta, args.input, args.output, args.num_samples, args.reduce, args.seed,
+                **_budget(args, model, config, meta))
     print(f"wrote {args.output}")
+
+
+def cmd_fit_policy(args) -> None:
+    model, config, meta, device = _open(args)
+    if config.model.kind == "ace":
+        raise ValueError("fit-policy is for AO-ARM models; ACE imputes in one pass")
+    dim = meta["dim"]
+    if any(not 1 <= k <= dim for k in args.steps):
+        raise ValueError(f"--steps must lie in 1..{dim} (the number of variables), got {args.steps}")
+    rows = load_data(config.data).split(args.split)
+    if rows.is_floating_point():
+        rows = rows[~torch.isnan(rows).any(-1)]
+    rows = rows[: args.rows] if args.rows else rows
+    fitted, losses, path = budget.fit_policies(
+        model, rows, args.steps, _run_dir(args.checkpoint), args.cost, args.split, args.remeasure,
+        args.batch_size, torch.Generator(device=device).manual_seed(args.seed),
+        autocast_for(config.train.precision, device), not args.quiet)
+    exact, scale = budget.step_costs(losses, "exact"), dim * np.log(2)
+    print(f"{len(rows)} {args.split} rows, protocol {model.protocol}, cost {args.cost}; expected bpd on "
+          f"those rows (one pass per variable: {exact.diagonal(1).sum() / scale:.4f}):")
+    for steps, (policy, _) in sorted(fitted.items()):
+        even = budget.even_policy(dim, steps)
+        print(f"  K={steps:5d}: fitted {budget.policy_cost(exact, policy) / scale:.4f}, "
+              f"evenly spaced {budget.policy_cost(exact, even) / scale:.4f}")
+    print(f"wrote {path}")
 
 
 def cmd_presets(args) -> None:
@@ -207,6 +263,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=10, help="draws per row (mean, sample)")
     p.add_argument("--reduce", choices=REDUCTIONS, default="mean",
                    help="mean of the draws, every draw (multiple imputation), or one-pass conditional mean")
+
+    def with_steps(q):
+        q.add_argument("--steps", type=int, metavar="K",
+                       help="K network passes, each drawing a block of variables at once (default: one per variable)")
+        q.add_argument("--policy", choices=["fitted", "even"], default="fitted",
+                       help="with --steps: the policy fit-policy stored for K (default; evenly spaced if none) or even")
+
+    for name in ("eval", "sample", "impute"):
+        with_steps(sub.choices[name])
+
+    p = with_checkpoint("fit-policy", "fit step-budget policies (ARDM's dynamic program) on validation rows",
+                        cmd_fit_policy)
+    p.add_argument("--steps", type=int, nargs="+", required=True, metavar="K", help="budgets to fit, e.g. 20 10")
+    p.add_argument("--split", default="valid")
+    p.add_argument("--rows", type=int, default=256, help="validation rows to measure step losses on (0 = all)")
+    p.add_argument("--cost", choices=budget.COSTS, default="exact",
+                   help="exact: measured cost of each parallel step; ardm: k times the next step's loss")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--remeasure", action="store_true", help="measure step losses again even if stored")
 
     p = sub.add_parser("presets", help="list the built-in presets")
     p.set_defaults(run=cmd_presets)
