@@ -13,6 +13,7 @@ lengths, and keeps fitted policies in a run directory. A policy is a 1-D int64 t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -166,12 +167,14 @@ def fit_policies(model, rows: torch.Tensor, budgets, run_dir: str | Path, cost: 
     """Fit the cheapest policy for each budget on `rows` and store them in `run_dir`.
 
     Step losses are measured once (D passes per row) and kept in `run_dir/step_losses.pt`;
-    a later fit on the same split, row count and protocol reuses them unless `remeasure`.
+    a later fit of the same weights on the same split and row count reuses them unless
+    `remeasure`.
     Returns ({K: (policy, expected nats)}, losses `[D, D]`, path of policies.json).
     """
-    info = {"protocol": model.protocol, "cost": cost, "split": split, "rows": len(rows), "length": rows.shape[1]}
+    info = {"protocol": model.protocol, "cost": cost, "split": split, "rows": len(rows),
+            "length": rows.shape[1], "weights": fingerprint(model)}
     measured = Path(run_dir) / STEP_LOSSES
-    same = ("protocol", "split", "rows", "length")
+    same = ("protocol", "split", "rows", "length", "weights")
     stored = torch.load(measured) if measured.exists() and not remeasure else {}
     if all(stored.get(k) == info[k] for k in same):
         losses = stored["losses"]
@@ -180,6 +183,15 @@ def fit_policies(model, rows: torch.Tensor, budgets, run_dir: str | Path, cost: 
         torch.save({"losses": losses, **{k: info[k] for k in same}}, measured)
     fitted = optimal_policies(step_costs(losses, cost), budgets)
     return fitted, losses, save_policies(run_dir, fitted, info)
+
+
+def fingerprint(model) -> str:
+    """A digest of the model's weights and protocol: stored losses and policies belong to it."""
+    digest = hashlib.sha1(str(model.protocol).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def save_policies(run_dir: str | Path, fitted: dict[int, tuple[torch.Tensor, float]], info: dict) -> Path:
@@ -211,13 +223,14 @@ def read_policies(run_dir: str | Path) -> dict[str, dict]:
                          "`anyorder fit-policy`") from None
 
 
-def load_policy(run_dir: str | Path, steps: int, protocol: str) -> torch.Tensor | None:
-    """The fitted policy for budget `steps` in `run_dir` (None if there is none), checked
-    against the model's protocol."""
+def load_policy(run_dir: str | Path, steps: int, model) -> torch.Tensor | None:
+    """The policy fitted for budget `steps` in `run_dir` (None if there is none); an error if
+    it was fitted for other weights (the run trained on since) or another protocol."""
     entry = read_policies(run_dir).get(str(steps))
     if entry is None:
         return None
-    if entry.get("protocol") != protocol:
-        raise ValueError(f"the policy for {steps} steps in {run_dir} was fitted under protocol "
-                         f"{entry.get('protocol')!r}, the model uses {protocol!r}; rerun fit-policy")
+    if entry.get("protocol") != model.protocol or entry.get("weights") != fingerprint(model):
+        raise ValueError(f"the policy for {steps} steps in {run_dir} was fitted for other weights or "
+                         f"another protocol than this model's; rerun `anyorder fit-policy {run_dir} "
+                         f"--steps {steps} --remeasure`")
     return check_policy(entry["boundaries"], f"stored policy for {steps} steps")

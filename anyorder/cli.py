@@ -143,7 +143,7 @@ def _budget(args, model, config, meta) -> dict:
         raise ValueError(f"--steps must lie in 1..{meta['dim']} (the number of variables), got {args.steps}")
     fitted = None
     if args.policy == "fitted":
-        fitted = budget.load_policy(_run_dir(args.checkpoint), args.steps, model.protocol)
+        fitted = budget.load_policy(_run_dir(args.checkpoint), args.steps, model)
         if fitted is None:
             print(f"anyorder: no policy fitted for {args.steps} steps (anyorder fit-policy "
                   f"{args.checkpoint} --steps {args.steps}); using evenly spaced steps", file=sys.stderr)

@@ -171,10 +171,11 @@ def test_fit_policies_store_and_reuse(tmp_path):
     fitted, losses, path = budget.fit_policies(model, rows, [2, 3], tmp_path)
     stored = json.loads(path.read_text())["policies"]
     assert sorted(stored) == ["2", "3"] and stored["2"]["protocol"] == "strided(2)"
-    assert torch.equal(budget.load_policy(tmp_path, 2, "strided(2)"), fitted[2][0])
-    assert budget.load_policy(tmp_path, 1, "strided(2)") is None
-    with pytest.raises(ValueError, match="fitted under protocol"):
-        budget.load_policy(tmp_path, 2, "natural")
+    assert torch.equal(budget.load_policy(tmp_path, 2, model), fitted[2][0])
+    assert budget.load_policy(tmp_path, 1, model) is None
+    for other in (tiny_model("natural"), AnyOrderModel(TinyNet(D, K, seed=1), CategoricalHead(K), protocol="strided(2)")):
+        with pytest.raises(ValueError, match="fitted for other weights"):
+            budget.load_policy(tmp_path, 2, other)
     stored = torch.load(tmp_path / budget.STEP_LOSSES)
     torch.save({**stored, "losses": 2 * losses}, tmp_path / budget.STEP_LOSSES)
     _, reused, _ = budget.fit_policies(model, rows, [1], tmp_path)    # losses come from the file
@@ -182,6 +183,9 @@ def test_fit_policies_store_and_reuse(tmp_path):
     assert sorted(budget.read_policies(tmp_path)) == ["1", "2", "3"]
     _, measured, _ = budget.fit_policies(model, rows, [1], tmp_path, remeasure=True)
     assert torch.allclose(measured, losses, equal_nan=True)
+    retrained = AnyOrderModel(TinyNet(D, K, seed=1), CategoricalHead(K), protocol="strided(2)")
+    _, fresh, _ = budget.fit_policies(retrained, rows, [1], tmp_path)    # other weights: measured again
+    assert not torch.allclose(fresh, losses, equal_nan=True)
     (tmp_path / budget.POLICIES).write_text("{}")
     with pytest.raises(ValueError, match="not a policies file"):
         budget.read_policies(tmp_path)
@@ -201,7 +205,7 @@ def test_cli_fit_policy_then_eval_and_sample_with_steps(tmp_path, capsys):
     report = tmp_path / "eval.json"
     assert main(["eval", str(run), "--rows", "8", "--quiet", "--steps", "4", "--json", str(report)]) == 0
     result = json.loads(report.read_text())
-    assert result["steps"] == 4 and result["policy"] == budget.load_policy(run, 4, "natural").tolist()
+    assert result["steps"] == 4 and result["policy"] == json.loads((run / budget.POLICIES).read_text())["policies"]["4"]["boundaries"]
     assert main(["eval", str(run), "--rows", "8", "--quiet", "--steps", "3", "--json", str(report)]) == 0
     assert "evenly spaced" in capsys.readouterr().err
     assert json.loads(report.read_text())["policy"] == budget.even_policy(16, 3).tolist()
