@@ -72,38 +72,46 @@ def row_boundaries(policy: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------- step costs
 @torch.no_grad()
 def step_losses(model, rows: torch.Tensor, batch_size: int = 64, generator=None, autocast=None,
-                progress: bool = False) -> torch.Tensor:
-    """L[t, j] = mean over `rows [N, D]` of -log p(x_{u_j} | x_{u_<t}), nats, `[D, D]` float64.
+                progress: bool = False, given: torch.Tensor | None = None) -> torch.Tensor:
+    """L[t, j] = mean over `rows [N, D]` of -log p(x_{u_j} | x_o, x_{u_<t}), nats, `[m, m]` float64.
 
-    u is the model's joint path (protocol order from the empty node), t the node's size and
-    j >= t a later place on the path (L is upper-triangular; NaN below the diagonal). One
-    pass at node u_<t gives the loss of every later variable, so D passes per row measure
-    the exact expected cost of every parallel step (`step_costs`).
+    u is the model's path (protocol order) from node o = `given` `[N, D]` bool (default: the
+    empty node, so u is the joint path and m = D), over the m variables outside o; every
+    row needs the same m. t is the number of path places already drawn and j >= t a later
+    place (L is upper-triangular; NaN below the diagonal). One pass at node o ∪ u_<t gives
+    the loss of every later variable, so m passes per row measure the exact expected cost of
+    every parallel step (`step_costs`).
     """
     if not isinstance(rows, torch.Tensor) or rows.dim() != 2 or len(rows) == 0:
         raise ValueError("rows must be a non-empty tensor [N, D] of validation rows")
     if rows.is_floating_point() and torch.isnan(rows).any():
         raise ValueError("rows have missing (NaN) cells; step losses need complete rows")
+    given = torch.zeros_like(rows, dtype=torch.bool) if given is None else given
+    if given.shape != rows.shape or given.dtype != torch.bool:
+        raise ValueError(f"given must be a bool mask shaped like rows {tuple(rows.shape)}")
+    sizes = given.sum(-1)
+    if (sizes != sizes[0]).any() or sizes[0] == rows.shape[1]:
+        raise ValueError("every row of given must observe the same number of variables, fewer than D")
     n, dim = rows.shape
+    observed, m = int(sizes[0]), dim - int(sizes[0])
     device = next(model.parameters()).device
-    total = torch.zeros(dim, dim, dtype=torch.float64, device=device)
+    total = torch.zeros(m, m, dtype=torch.float64, device=device)
     batches = range(0, n, batch_size)
-    with tqdm(total=len(batches) * dim, desc="step losses (passes)", disable=not progress,
+    with tqdm(total=len(batches) * m, desc="step losses (passes)", disable=not progress,
               dynamic_ncols=True) as bar:
         for start in batches:
             x = rows[start:start + batch_size].to(device)
             if not x.is_floating_point():
                 x = x.long()
-            empty = torch.zeros_like(x, dtype=torch.bool)
-            rank = lattice.ranks(empty, model.protocol, generator)
-            order = rank.argsort(-1)
-            for t in range(dim):
+            rank = lattice.ranks(given[start:start + batch_size].to(device), model.protocol, generator)
+            path = rank.argsort(-1)[:, observed:]                 # [b, m]: the variable at each place
+            for t in range(m):
                 with autocast or torch.autocast(device.type, enabled=False):
-                    params = model(x, rank < t)
+                    params = model(x, rank < observed + t)
                 nll = -model.head.log_prob(params, x).double()
-                total[t] += nll.gather(1, order).sum(0)       # place-indexed
+                total[t] += nll.gather(1, path).sum(0)
                 bar.update(1)
-    later = torch.ones(dim, dim, dtype=torch.bool, device=device).triu()
+    later = torch.ones(m, m, dtype=torch.bool, device=device).triu()
     return torch.where(later, total / n, math.nan).cpu()
 
 

@@ -3,11 +3,14 @@
 For each trained run directory (e.g. text-cpu and digits-cpu, under `natural` and under
 `strided(S)`) it measures step losses on the first --valid-rows validation rows (D passes
 per row; `anyorder.budget.step_losses`), fits for every budget K ∈ {D, D/2, D/4, D/8, 20, 10}
-the DP policy on the exact step costs and on ARDM's approximation k·L_t, and prints:
+the DP policy on the exact step costs of the joint path and on ARDM's approximation k·L_t,
+and one on the exact costs of infilling paths (validation rows with D/2 variables observed
+at random; "DP-infill"), and prints:
   (a) on the first --rows test rows, the exact bpd of the K-step process
       (`log_prob(steps=K)`, joint) and of 50%-observed infilling (`conditional_log_prob`,
       each variable observed with probability 1/2, fixed seed; −log p(x_u | x_o)/(D ln 2),
-      normalised by D as marginals are), for evenly spaced and DP (exact-cost) policies,
+      normalised by D as marginals are), for evenly spaced and DP (exact-cost) policies
+      (infilling also with DP-infill, rescaled to each row's number of holes),
       each with its paired gap to K = D (same rows, same masks) ± the standard error of the gap;
   (b) the validation bpd every policy (also ARDM's DP) is expected to reach, read off the
       measured exact cost matrix at no extra pass;
@@ -16,6 +19,7 @@ It writes the table (markdown) and a plot of bpd vs K, and the raw numbers as JS
 
     python benchmarks/budgets.py --threads 1 runs/text-cpu runs/digits-cpu runs/text-strided runs/digits-strided
     python benchmarks/budgets.py --threads 1 --rows 64 --valid-rows 64 runs/text-cpu     # a quick look
+    python benchmarks/budgets.py --combine a/budgets.json b/budgets.json    # one table and plot of runs measured apart
 """
 
 from __future__ import annotations
@@ -48,14 +52,15 @@ def infilling_masks(rows: int, dim: int, seed: int = 0) -> torch.Tensor:
 
 
 @torch.no_grad()
-def per_row_nats(model, x, observed, policy, batch_size):
-    """-log p(x) and -log p(x_u | x_o) of the K-step process per row, `[N]` each (float64)."""
-    joint, cond = [], []
+def per_row_nats(model, x, observed, policy, batch_size, joint=True):
+    """-log p(x) (None unless `joint`) and -log p(x_u | x_o) of the K-step process per row, `[N]`."""
+    joints, conds = [], []
     for start in range(0, len(x), batch_size):
         xb, ob = x[start:start + batch_size], observed[start:start + batch_size]
-        joint.append(-model.log_prob(xb, policy=policy).double())
-        cond.append(-model.conditional_log_prob(xb, ~ob, ob, policy=policy).double())
-    return torch.cat(joint), torch.cat(cond)
+        if joint:
+            joints.append(-model.log_prob(xb, policy=policy).double())
+        conds.append(-model.conditional_log_prob(xb, ~ob, ob, policy=policy).double())
+    return torch.cat(joints) if joint else None, torch.cat(conds)
 
 
 def mean_se(values: torch.Tensor) -> tuple[float, float]:
@@ -85,8 +90,13 @@ def bench_run(run: Path, args, device) -> dict:
     ks = budgets(dim)
     dp_exact = budget.optimal_policies(exact, ks)
     dp_ardm = budget.optimal_policies(ardm, ks)
+    # Policies for infilling: fitted on paths from half-observed validation rows (m = D - D/2).
+    half = torch.rand(len(valid), dim, generator=torch.Generator().manual_seed(1)).argsort(-1) < dim // 2
+    cond_costs = budget.step_costs(budget.step_losses(model, valid, args.batch_size, given=half.to(device)))
+    m = dim - dim // 2
+    dp_cond = budget.optimal_policies(cond_costs, [min(k, m) for k in ks])
     observed = infilling_masks(len(test), dim).to(device)
-    results = {"run": str(run), "label": label, "protocol": model.protocol, "dim": dim,
+    results = {"run": str(run), "label": label, "machine": machine(device), "protocol": model.protocol, "dim": dim,
                "valid_rows": len(valid), "test_rows": len(test), "policies": {}}
     base = None
     for k in ks:
@@ -96,28 +106,33 @@ def bench_run(run: Path, args, device) -> dict:
         measured = {}
         for name in ("even", "dp") if k < dim else ("even",):
             measured[name] = per_row_nats(model, test, observed, policies[name], args.batch_size)
-        if k == dim:
+        if k < dim:
+            measured["dp-infill"] = (None, per_row_nats(model, test, observed, dp_cond[min(k, m)][0],
+                                                        args.batch_size, joint=False)[1])
+        else:
             base = measured["even"]
-            measured["dp"] = base
+            measured["dp"] = measured["dp-infill"] = base
+        entry["boundaries"]["dp-infill"] = dp_cond[min(k, m)][0].tolist()
         for name, (joint, cond) in measured.items():
-            entry[name] = {"joint_bpd": mean_se(joint / scale), "cond_bpd": mean_se(cond / scale),
-                           "joint_gap": mean_se((joint - base[0]) / scale),
-                           "cond_gap": mean_se((cond - base[1]) / scale)}
+            entry[name] = {"cond_bpd": mean_se(cond / scale), "cond_gap": mean_se((cond - base[1]) / scale)}
+            if joint is not None:
+                entry[name].update(joint_bpd=mean_se(joint / scale), joint_gap=mean_se((joint - base[0]) / scale))
         entry["sample_s_per_row"] = sampling_seconds(model, dim, policies["dp"], args.sample_rows, device,
                                                      test.dtype)
         results["policies"][k] = entry
         print(f"{label} K={k:4d}: joint even {entry['even']['joint_bpd'][0]:.4f}, dp "
               f"{entry['dp']['joint_bpd'][0]:.4f} (gap {entry['dp']['joint_gap'][0]:+.4f} ± "
               f"{entry['dp']['joint_gap'][1]:.4f}); infill even {entry['even']['cond_bpd'][0]:.4f}, dp "
-              f"{entry['dp']['cond_bpd'][0]:.4f}; sampling {1000 * entry['sample_s_per_row']:.1f} ms/row "
+              f"{entry['dp']['cond_bpd'][0]:.4f}, dp-infill {entry['dp-infill']['cond_bpd'][0]:.4f}; sampling {1000 * entry['sample_s_per_row']:.1f} ms/row "
               f"[{time.perf_counter() - started:.0f} s]", flush=True)
     return results
 
 
 def table(all_results: list[dict]) -> str:
-    lines = ["| run | K | joint bpd, even | joint bpd, DP | DP − (K=D) | infill bpd, even | infill bpd, DP "
-             "| DP − (K=D) | valid bpd expected: even / DP / DP-ARDM | sampling ms/row |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | K | joint bpd, even | joint bpd, DP | DP − (K=D) | infill bpd, even | infill, joint DP "
+             "| infill, infill DP | infill DP − (K=D) | valid joint bpd expected: even / DP / DP-ARDM "
+             "| sampling ms/row |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for res in all_results:
         for k, e in res["policies"].items():
             v = e["expected_valid_bpd"]
@@ -125,7 +140,8 @@ def table(all_results: list[dict]) -> str:
                 f"| {res['label']} | {k} | {e['even']['joint_bpd'][0]:.3f} ± {e['even']['joint_bpd'][1]:.3f} "
                 f"| {e['dp']['joint_bpd'][0]:.3f} | {e['dp']['joint_gap'][0]:+.3f} ± {e['dp']['joint_gap'][1]:.3f} "
                 f"| {e['even']['cond_bpd'][0]:.3f} ± {e['even']['cond_bpd'][1]:.3f} | {e['dp']['cond_bpd'][0]:.3f} "
-                f"| {e['dp']['cond_gap'][0]:+.3f} ± {e['dp']['cond_gap'][1]:.3f} "
+                f"| {e['dp-infill']['cond_bpd'][0]:.3f} "
+                f"| {e['dp-infill']['cond_gap'][0]:+.3f} ± {e['dp-infill']['cond_gap'][1]:.3f} "
                 f"| {v['even']:.3f} / {v['dp']:.3f} / {v['dp-ardm']:.3f} | {1000 * e['sample_s_per_row']:.1f} |")
     return "\n".join(lines)
 
@@ -141,7 +157,8 @@ def plot(all_results: list[dict], path: Path) -> None:
         ks = list(res["policies"])
         for row, what in enumerate(("joint_bpd", "cond_bpd")):
             ax = axes[row, col]
-            for name, style in (("even", "--"), ("dp", "-")):
+            names = (("even", "--"), ("dp", "-")) + ((("dp-infill", ":"),) if row else ())
+            for name, style in names:
                 ys = [res["policies"][k][name][what][0] for k in ks]
                 ax.plot(ks, ys, style, marker="o", label=f"{res['protocol']}, {name}")
             ax.set_xscale("log", base=2)
@@ -156,7 +173,9 @@ def plot(all_results: list[dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="trained run directories")
+    parser.add_argument("runs", nargs="*", type=Path, help="trained run directories")
+    parser.add_argument("--combine", nargs="+", type=Path, metavar="JSON",
+                        help="no measuring: write the table and plot of earlier budgets.json files together")
     parser.add_argument("--rows", type=int, default=256, help="test rows to score")
     parser.add_argument("--valid-rows", type=int, default=256, help="validation rows to fit policies on")
     parser.add_argument("--sample-rows", type=int, default=32, help="rows per timed sampling batch")
@@ -171,11 +190,18 @@ def main() -> None:
     device = resolve(args.device)
     torch.manual_seed(0)
     print(machine(device), flush=True)
-    all_results = [bench_run(run, args, device) for run in args.runs]
+    if args.combine:
+        all_results = [{**res, "policies": {int(k): e for k, e in res["policies"].items()}}
+                       for path in args.combine for res in json.loads(path.read_text())]
+    elif args.runs:
+        all_results = [bench_run(run, args, device) for run in args.runs]
+    else:
+        parser.error("give run directories to measure, or --combine budgets.json files")
     args.out.mkdir(parents=True, exist_ok=True)
     text = table(all_results)
     print(text)
-    (args.out / "budgets.md").write_text(f"{machine(device)}\n\n{text}\n")
+    machines = sorted({res.get("machine", machine(device)) for res in all_results})
+    (args.out / "budgets.md").write_text("\n".join(machines) + f"\n\n{text}\n")
     (args.out / "budgets.json").write_text(json.dumps(all_results, indent=1))
     plot(all_results, args.out / "budgets.png")
     print(f"wrote {args.out / 'budgets.md'}, budgets.png, budgets.json")

@@ -165,6 +165,20 @@ def test_exact_step_costs_predict_the_budgeted_likelihood(protocol):
     assert torch.isnan(losses[1, 0]) and not torch.isnan(losses.triu()).any()
 
 
+def test_conditional_step_costs_predict_the_budgeted_conditional():
+    model = tiny_model("strided(2)")
+    gen = torch.Generator().manual_seed(3)
+    rows = torch.randint(K, (40, D), generator=gen)
+    given = torch.rand(40, D, generator=gen).argsort(-1) < 1              # one observed variable per row
+    costs = budget.step_costs(budget.step_losses(model, rows, given=given), "exact")
+    with torch.no_grad():
+        for policy in every_policy(D - 1, 2):
+            walked = -model.conditional_log_prob(rows, ~given, given, policy=policy).double().mean()
+            assert walked.item() == pytest.approx(budget.policy_cost(costs, policy), rel=1e-5)
+    with pytest.raises(ValueError, match="same number"):
+        budget.step_losses(model, rows, given=torch.rand(40, D, generator=gen) < 0.5)
+
+
 def test_fit_policies_store_and_reuse(tmp_path):
     model = tiny_model("strided(2)")
     rows = torch.randint(K, (20, D), generator=torch.Generator().manual_seed(2))
