@@ -19,6 +19,7 @@ It writes the table (markdown) and a plot of bpd vs K, and the raw numbers as JS
 
     python benchmarks/budgets.py --threads 1 runs/text-cpu runs/digits-cpu runs/text-strided runs/digits-strided
     python benchmarks/budgets.py --threads 1 --rows 64 --valid-rows 64 runs/text-cpu     # a quick look
+    python benchmarks/budgets.py --threads 1 --budgets 16 8 --out /tmp/b runs/text-cpu   # a subset (K = D always)
     python benchmarks/budgets.py --combine a/budgets.json b/budgets.json    # one table and plot of runs measured apart
 """
 
@@ -87,7 +88,7 @@ def bench_run(run: Path, args, device) -> dict:
     started = time.perf_counter()
     losses = budget.step_losses(model, valid, args.batch_size, progress=not args.quiet)
     exact, ardm = budget.step_costs(losses, "exact"), budget.step_costs(losses, "ardm")
-    ks = budgets(dim)
+    ks = [k for k in budgets(dim) if k == dim or not args.budgets or k in args.budgets]
     dp_exact = budget.optimal_policies(exact, ks)
     dp_ardm = budget.optimal_policies(ardm, ks)
     # Policies for infilling: fitted on paths from half-observed validation rows (m = D - D/2).
@@ -179,6 +180,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=256, help="test rows to score")
     parser.add_argument("--valid-rows", type=int, default=256, help="validation rows to fit policies on")
     parser.add_argument("--sample-rows", type=int, default=32, help="rows per timed sampling batch")
+    parser.add_argument("--budgets", type=int, nargs="+", metavar="K",
+                        help="measure only these of the default budgets (K = D, the reference, always)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default="cpu")
