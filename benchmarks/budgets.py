@@ -193,9 +193,14 @@ def main() -> None:
     device = resolve(args.device)
     torch.manual_seed(0)
     print(machine(device), flush=True)
-    if args.combine:
-        all_results = [{**res, "policies": {int(k): e for k, e in res["policies"].items()}}
-                       for path in args.combine for res in json.loads(path.read_text())]
+    if args.combine:                   # runs measured in parts (--budgets) merge into one
+        merged = {}
+        for path in args.combine:
+            for res in json.loads(path.read_text()):
+                into = merged.setdefault(res["run"], {**res, "policies": {}})
+                into["policies"].update({int(k): e for k, e in res["policies"].items()})
+        all_results = [{**res, "policies": dict(sorted(res["policies"].items(), reverse=True))}
+                       for res in merged.values()]
     elif args.runs:
         all_results = [bench_run(run, args, device) for run in args.runs]
     else:
