@@ -153,16 +153,21 @@ def plot(all_results: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
     data_sets = sorted({Path(r["run"]).name.split("-")[0] for r in all_results})
     fig, axes = plt.subplots(2, len(data_sets), figsize=(5 * len(data_sets), 7), squeeze=False)
+    protocols = sorted({r["protocol"] for r in all_results})
     for res in all_results:
         col = data_sets.index(Path(res["run"]).name.split("-")[0])
         ks = list(res["policies"])
+        color = f"C{protocols.index(res['protocol'])}"
         for row, what in enumerate(("joint_bpd", "cond_bpd")):
             ax = axes[row, col]
             names = (("even", "--"), ("dp", "-")) + ((("dp-infill", ":"),) if row else ())
             for name, style in names:
                 ys = [res["policies"][k][name][what][0] for k in ks]
-                ax.plot(ks, ys, style, marker="o", label=f"{res['protocol']}, {name}")
+                ax.plot(ks, ys, style, color=color, marker="o" if name == "dp" else ".",
+                        label=f"{res['protocol']}, {name}")
             ax.set_xscale("log", base=2)
+            ax.set_xticks(ks, [str(k) for k in ks])
+            ax.minorticks_off()
             ax.set_xlabel("network passes K")
             ax.set_ylabel("joint bpd" if row == 0 else "50%-infilling bpd (per D)")
             ax.set_title(Path(res["run"]).name.split("-")[0])
