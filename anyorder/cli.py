@@ -1,4 +1,4 @@
-"""`anyorder` command line: train, eval, sample, impute, compress — one CLI for every data type.
+"""`anyorder` command line: train, eval, sample, impute, fit-policy, compress — one CLI for every data type.
 
 Each subcommand is one parser-building function (`<name>_parser`) and one command function
 (`cmd_<name>`); options that several commands share are added by one helper each. What is
@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
+from pathlib import Path
 
 import torch
 
+from . import budget
 from .arguments import count, number, probability, seed
 from .build import load_model
 from .config import load_config, preset_names
@@ -53,6 +56,38 @@ def add_checkpoint_options(p: argparse.ArgumentParser) -> None:
 
 def add_split_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", help="data split the rows come from (default: test)")
+
+
+def add_step_options(p: argparse.ArgumentParser) -> None:
+    """Step budgets for the commands that sample or score along a path."""
+    p.add_argument("--steps", type=count(1), metavar="K",
+                   help="K network passes, each drawing a block of variables at once (default: one per variable)")
+    p.add_argument("--policy", choices=["fitted", "even"], default="fitted",
+                   help="with --steps: the policy fit-policy stored for K (default; evenly spaced if none) or even")
+
+
+def _budget(args, model, meta) -> dict:
+    """{"policy": boundaries} for `--steps K` (the policy `fit-policy` stored for K unless
+    `--policy even` or none was fitted: then K evenly spaced steps); {} without --steps."""
+    if args.steps is None:
+        return {}
+    if args.steps > meta["dim"]:
+        raise UserError(f"--steps must lie in 1..{meta['dim']} (the number of variables), got {args.steps}")
+    fitted = None
+    if args.policy == "fitted":
+        fitted = budget.load_policy(_run_dir(args.checkpoint), args.steps, model)
+        if fitted is None:
+            print(f"anyorder: no policy fitted for {args.steps} steps (anyorder fit-policy "
+                  f"{args.checkpoint} --steps {args.steps}); using evenly spaced steps", file=sys.stderr)
+    policy = fitted if fitted is not None else budget.even_policy(meta["dim"], args.steps)
+    with model.query_options(policy=policy):     # refuses models without step budgets, before any work
+        pass
+    return {"policy": policy}
+
+
+def _run_dir(checkpoint_path) -> Path:
+    path = Path(checkpoint_path)
+    return path.parent if path.is_file() else path
 
 
 def _open(args):
@@ -98,6 +133,7 @@ def eval_parser(sub) -> None:
     p.add_argument("--num-importance", type=count(1), metavar="K",
                    help="ACE: importance samples per log Z (default: the training value); more is less biased")
     p.add_argument("--json", help="also write the results to this JSON file")
+    add_step_options(p)
     add_common_options(p)
     p.set_defaults(run=cmd_eval)
 
@@ -112,9 +148,11 @@ def cmd_eval(args) -> None:
                if value is not None}
     with model.query_options(**options):        # refuses options the model does not take, before any work
         pass
+    options.update(_budget(args, model, meta))
     report = evaluate(model, rows, args.estimator, args.num_draws, args.batch_size, args.seed,
                       autocast_for(config.train.precision, device), not args.quiet, **options)
-    report.update(checkpoint=str(args.checkpoint), split=args.split)
+    report.update(checkpoint=str(args.checkpoint), split=args.split, steps=args.steps,
+                  policy=options["policy"].tolist() if "policy" in options else None)
     print(f"{args.split}: {data_io(meta['kind']).summary(report)} ({report['rows']} rows, {args.estimator})")
     if json_path is not None:
         json_path.write_text(json.dumps(report, indent=2))
@@ -131,6 +169,7 @@ def sample_parser(sub) -> None:
     for kind in IO:
         for flags, options in data_io(kind).sample_options:
             p.add_argument(*flags, **options)
+    add_step_options(p)
     add_common_options(p)
     p.set_defaults(run=cmd_sample)
 
@@ -139,7 +178,8 @@ def _fill(model, x, observed, args) -> torch.Tensor:
     """Sample the unobserved part on the model's device with a seeded generator; back on the CPU."""
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(args.seed)
-    return model.sample(x.to(device), observed.to(device), args.temperature, gen).cpu()
+    budgeted = dict(args.budget, progress=not args.quiet) if args.budget else {}
+    return model.sample(x.to(device), observed.to(device), args.temperature, gen, **budgeted).cpu()
 
 
 def cmd_sample(args) -> None:
@@ -151,6 +191,7 @@ def cmd_sample(args) -> None:
             if getattr(args, name) not in (None, False):
                 raise UserError(f"{flags[0]} is for {kind} models; {args.checkpoint} holds a {meta['kind']} model")
     io.check_sample_args(args)
+    args.budget = _budget(args, model, meta)
     gen = torch.Generator().manual_seed(args.seed)
     x, observed = io.sample_queries(args, meta, lambda: load_data(config.data).split(args.split)[: args.num], gen)
     io.show_samples(args, meta, x, observed, _fill(model, x, observed, args))
@@ -167,14 +208,60 @@ def impute_parser(sub) -> None:
     p.add_argument("--num-samples", type=count(1), default=10, help="draws per row (mean, sample)")
     p.add_argument("--reduce", choices=REDUCTIONS, default="mean",
                    help="mean of the draws, every draw (multiple imputation), or one-pass conditional mean")
+    add_step_options(p)
     add_common_options(p)
     p.set_defaults(run=cmd_impute)
 
 
 def cmd_impute(args) -> None:
     output_file(args.output, "--output", inputs=(args.input,))
+    if args.steps is not None and args.reduce == "conditional-mean":
+        raise UserError("--steps sets the passes of sampled imputations; --reduce conditional-mean takes one pass")
     model, config, meta, _ = _open(args)
+    args.budget = _budget(args, model, meta)
     data_io(meta["kind"]).impute_file(model, meta, args)
+
+
+# ---------------------------------------------------------------- fit-policy
+
+def fit_policy_parser(sub) -> None:
+    p = sub.add_parser("fit-policy", help="fit step-budget policies (ARDM's dynamic program) on validation rows")
+    add_checkpoint_options(p)
+    p.add_argument("--steps", type=count(1), nargs="+", required=True, metavar="K", help="budgets to fit, e.g. 20 10")
+    p.add_argument("--split", default="valid", help="data split the rows come from (default: valid)")
+    p.add_argument("--rows", type=count(0, "0 = all rows"), default=256,
+                   help="validation rows to measure step losses on (0 = all)")
+    p.add_argument("--cost", choices=budget.COSTS, default="exact",
+                   help="exact: measured cost of each parallel step; ardm: k times the next step's loss")
+    p.add_argument("--batch-size", type=count(1), default=64)
+    p.add_argument("--remeasure", action="store_true", help="measure step losses again even if stored")
+    add_common_options(p)
+    p.set_defaults(run=cmd_fit_policy)
+
+
+def cmd_fit_policy(args) -> None:
+    model, config, meta, device = _open(args)
+    dim = meta["dim"]
+    if any(k > dim for k in args.steps):
+        raise UserError(f"--steps must lie in 1..{dim} (the number of variables), got {args.steps}")
+    with model.query_options(policy=budget.even_policy(dim, 1)):   # refuses models without step budgets
+        pass
+    rows = load_data(config.data).split(args.split)
+    if rows.is_floating_point():
+        rows = rows[~torch.isnan(rows).any(-1)]
+    rows = rows[: args.rows] if args.rows else rows
+    fitted, losses, path = budget.fit_policies(
+        model, rows, args.steps, _run_dir(args.checkpoint), args.cost, args.split, args.remeasure,
+        args.batch_size, torch.Generator(device=device).manual_seed(args.seed),
+        autocast_for(config.train.precision, device), not args.quiet)
+    exact, scale = budget.step_costs(losses, "exact"), dim * math.log(2)
+    print(f"{len(rows)} {args.split} rows, protocol {model.protocol}, cost {args.cost}; expected bpd on "
+          f"those rows (one pass per variable: {exact.diagonal(1).sum() / scale:.4f}):")
+    for steps, (policy, _) in sorted(fitted.items()):
+        even = budget.even_policy(dim, steps)
+        print(f"  K={steps:5d}: fitted {budget.policy_cost(exact, policy) / scale:.4f}, "
+              f"evenly spaced {budget.policy_cost(exact, even) / scale:.4f}")
+    print(f"wrote {path}")
 
 
 # ---------------------------------------------------------------- compress, decompress
@@ -238,7 +325,7 @@ def cmd_presets(args) -> None:
         print(name)
 
 
-COMMANDS = [train_parser, eval_parser, sample_parser, impute_parser, compress_parser, decompress_parser, presets_parser]
+COMMANDS = [train_parser, eval_parser, sample_parser, impute_parser, fit_policy_parser, compress_parser, decompress_parser, presets_parser]
 
 
 def parser() -> argparse.ArgumentParser:

@@ -13,8 +13,9 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
-from . import lattice
+from . import budget, lattice
 from .errors import UserError
 from .heads import Head
 
@@ -49,6 +50,7 @@ class AnyOrderModel(nn.Module):
         self.strategy, self.protocol, self.reweight = strategy, protocol, reweight
         self.targets, self.query = targets, query
         self.dim = getattr(network, "dim", None)
+        self._policy_in_use = None      # set by query_options(policy=...)
         # An empty draw checks every combination (e.g. query "inpaint" needs "mac-inpaint") now.
         lattice.training_nodes(0, self.dim or 1, strategy, protocol, reweight, query)
 
@@ -73,13 +75,20 @@ class AnyOrderModel(nn.Module):
         self.head.check_values(x[where], name)
 
     @contextmanager
-    def query_options(self, **options):
-        """Settings for every query inside the `with` block; models with more than one kind
-        of conditional take some (ACE: model, num_importance), a plain AO-ARM takes none."""
+    def query_options(self, policy=None, **options):
+        """Settings for every query inside the `with` block. policy: step boundaries that
+        log_prob, conditional_log_prob and sample follow when a call names none (step
+        budgets); models with more than one kind of conditional take more (ACE: model,
+        num_importance)."""
         if options:
-            raise UserError(f"{', '.join(sorted(options))}: this {type(self).__name__} takes no query "
+            raise UserError(f"{', '.join(sorted(options))}: this {type(self).__name__} takes no such query "
                             "options (they are for ACE models)")
-        yield self
+        saved = self._policy_in_use
+        self._policy_in_use = None if policy is None else budget.check_policy(policy)
+        try:
+            yield self
+        finally:
+            self._policy_in_use = saved
 
     def forward(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         """Parameters of every edge out of the node `observed`: `[B, D, P]`."""
@@ -145,7 +154,7 @@ class AnyOrderModel(nn.Module):
             draws.append(length * self.edge_log_prob(x, node, var))
         return torch.stack(draws).mean(0)
 
-    def _query(self, x, target, given, estimator, num_draws, generator):
+    def _query(self, x, target, given, estimator, num_draws, generator, policy=None):
         if estimator not in ("exact", "one-step"):
             raise UserError(f"unknown estimator {estimator!r}; expected 'exact' or 'one-step'")
         if num_draws < 1:
@@ -155,40 +164,50 @@ class AnyOrderModel(nn.Module):
         if not target.any(-1).all():
             raise UserError("the target mask is empty for some rows; a query needs at least one variable")
         self._check_values(x, target | given)
+        if policy is not None:
+            return self._policy_walk(x, given, target, policy, generator=generator)
         return self._path_log_prob(x, given, target, estimator, num_draws, generator)
 
     def log_prob(self, x: torch.Tensor, mask: torch.Tensor | None = None, estimator: str = "exact",
-                 num_draws: int = 1, generator=None) -> torch.Tensor:
+                 num_draws: int = 1, generator=None, *, steps: int | None = None,
+                 policy=None) -> torch.Tensor:
         """log p(x_mask) per row `[B]` (mask None = the joint), in nats.
 
         exact: Σ_t log p(x_e(t) | x_e(<t)) in protocol order, |e| batched passes, each row
         stopping where its path ends. one-step: |e| · log p(x_e(k+1) | x_e(≤k)) with
         k ~ U{0..|e|-1}, averaged over `num_draws` passes; unbiased for the exact value
-        under a deterministic protocol.
+        under a deterministic protocol. steps / policy: the exact likelihood of the K-step
+        sampler instead (see `sample`); K = |e| gives the exact value above.
         """
         x = self._check_x(x)
         mask = torch.ones_like(x, dtype=torch.bool) if mask is None else self._check_mask(mask, x, "mask")
-        return self._query(x, mask, torch.zeros_like(mask), estimator, num_draws, generator)
+        policy = self._policy(steps, policy, estimator)
+        return self._query(x, mask, torch.zeros_like(mask), estimator, num_draws, generator, policy)
 
     def conditional_log_prob(self, x: torch.Tensor, target: torch.Tensor, given: torch.Tensor,
                              estimator: str = "exact", num_draws: int = 1, method: str = "chain",
-                             generator=None) -> torch.Tensor:
+                             generator=None, *, steps: int | None = None, policy=None) -> torch.Tensor:
         """log p(x_target | x_given) per row `[B]`.
 
         chain (default): the lattice path from node `given` to `given ∪ target`, visiting
         the target in protocol order — the path `sample` walks, so its exponent is the
         normalised distribution that `sample` draws from. ratio: log p(x_{o∪u}) − log p(x_o)
-        along marginal paths; both agree for a consistent model.
+        along marginal paths; both agree for a consistent model. steps / policy (chain only):
+        the exact conditional of the K-step sampler `sample(..., steps=, policy=)`.
         """
         x = self._check_x(x)
         target = self._check_mask(target, x, "target")
         given = self._check_mask(given, x, "given")
+        policy = self._policy(steps, policy, estimator)
         if method == "chain":
-            return self._query(x, target, given, estimator, num_draws, generator)
+            return self._query(x, target, given, estimator, num_draws, generator, policy)
         if method != "ratio":
             raise UserError(f"unknown method {method!r}; expected 'chain' or 'ratio'")
         if (target & given).any():
             raise UserError("target and given overlap: a variable cannot be both asked and observed")
+        if policy is not None:
+            raise UserError("steps / policy give the likelihood of the K-step sampler, which walks "
+                             "the chain; use method='chain'")
         joint = self._query(x, target | given, torch.zeros_like(given), estimator, num_draws, generator)
         if not given.any():
             return joint
@@ -198,15 +217,22 @@ class AnyOrderModel(nn.Module):
     # ---------------------------------------------------------------- sampling
     @torch.no_grad()
     def sample(self, x: torch.Tensor, observed: torch.Tensor, temperature: float = 1.0,
-               generator=None) -> torch.Tensor:
+               generator=None, *, steps: int | None = None, policy=None,
+               progress: bool = False) -> torch.Tensor:
         """Fill the unobserved variables of x `[B, D]`: observed first, then the rest in
         protocol order, one variable per pass. An all-False mask samples unconditionally;
-        observed values are returned unchanged."""
+        observed values are returned unchanged. steps=K or policy=[0, b_1, …, b_K]: K passes,
+        each drawing a block of the path at once (see `_policy_walk`); progress: a bar
+        counting them."""
         x = self._check_x(x)
         observed = self._check_mask(observed, x, "observed")
         if temperature < 0 or not math.isfinite(temperature):
             raise UserError(f"temperature must be a finite number >= 0, got {temperature}")
         self._check_values(x, observed, "observed values")
+        policy = self._policy(steps, policy)
+        if policy is not None:
+            x = torch.where(observed, x, self.head.blank(x))
+            return self._policy_walk(x, observed, ~observed, policy, temperature, generator, progress)
         order = lattice.ranks(observed, self.protocol, generator).argsort(-1)
         start = observed.sum(-1)
         x, node = torch.where(observed, x, self.head.blank(x)), observed.clone()
@@ -225,3 +251,52 @@ class AnyOrderModel(nn.Module):
         x = self._check_x(x)
         observed = self._check_mask(observed, x, "observed")
         return torch.where(observed, x, self.head.mean(self(x, observed)).to(x.dtype))
+
+    # ---------------------------------------------------------------- step budgets
+    def _policy(self, steps, policy, estimator: str = "exact") -> torch.Tensor | None:
+        """The policy `[K+1]` a call asks for: explicit, or K evenly spaced steps; None = one per pass."""
+        if steps is None and policy is None:
+            policy = self._policy_in_use
+            if policy is None:
+                return None
+        if estimator != "exact":
+            raise UserError("steps / policy give the exact likelihood of the K-step sampler; "
+                             "use estimator='exact'")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise UserError(f"steps must be an integer >= 1, got {steps!r}")
+        if policy is None:
+            return torch.arange(steps + 1)
+        policy = budget.check_policy(policy)
+        if steps is not None and steps != len(policy) - 1:
+            raise UserError(f"steps={steps} but the policy has {len(policy) - 1} steps; pass one of them")
+        return policy
+
+    def _policy_walk(self, x, given, target, policy, temperature=None, generator=None, progress=False):
+        """The K-step process of `policy` along the path from node `given` over `target`.
+
+        Step k takes every target at path places b_{k-1}..b_k - 1 (the policy rescaled to the
+        row's path length |target|, `budget.row_boundaries`) from the one node given ∪ the
+        places before b_{k-1}: one pass per step for all rows. With a temperature it draws
+        them, independently, into x (in place) and returns x; without, it returns
+        Σ_k Σ_{t in step k} log p(x_{u_t} | x_given, x_{u<b_{k-1}}) per row `[B]` — the exact
+        likelihood of that sampler, sharing this one walk so the two cannot drift apart.
+        """
+        rank = lattice.ranks(given, self.protocol, generator, then=target)
+        start = given.sum(-1, keepdim=True)
+        bounds = start + budget.row_boundaries(policy, target.sum(-1))       # [B, K+1] path places
+        total = torch.zeros(len(x), device=x.device)
+        for k in tqdm(range(bounds.shape[1] - 1), desc="passes", disable=not progress, dynamic_ncols=True):
+            rows = (bounds[:, k + 1] > bounds[:, k]).nonzero().squeeze(-1)
+            if len(rows) == 0:
+                continue
+            place, low, high = rank[rows], bounds[rows, k, None], bounds[rows, k + 1, None]
+            node, step = place < low, (place >= low) & (place < high)
+            values = x[rows]
+            params = self(values, node)
+            if temperature is None:
+                logp = torch.where(step, self.head.log_prob(params, values), 0.0)
+                total = total.index_add(0, rows, logp.sum(-1))
+            else:
+                values[step] = self.head.sample(params[step], temperature, generator).to(x.dtype)
+                x[rows] = values
+        return total if temperature is None else x

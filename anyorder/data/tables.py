@@ -448,5 +448,6 @@ class TableIO(DataIO):
 
     def impute_file(self, model, meta, args):
         from anyorder.impute import impute_file
-        impute_file(model, meta, args.input, args.output, args.num_samples, args.reduce, args.seed)
+        impute_file(model, meta, args.input, args.output, args.num_samples, args.reduce, args.seed,
+                    **args.budget)
         print(f"wrote {args.output}")
