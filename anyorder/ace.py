@@ -168,12 +168,12 @@ class ACEModel(AnyOrderModel):
 
     # ---------------------------------------------------------------- queries
     @contextmanager
-    def query_options(self, model: str | None = None, num_importance: int | None = None, policy=None):
+    def query_options(self, model: str | None = None, num_importance: int | None = None, steps=None, policy=None):
         """Which conditionals the queries inside the block use ("energy", the default, or
         "proposal") and how many importance samples estimate log Z (default: training's).
         Step budgets (`policy`) are refused: the K-step walk scores and draws from the
         proposal's parameters, which would bypass the energy model."""
-        if policy is not None:
+        if steps is not None or policy is not None:
             raise UserError("step budgets (steps / policy) are for AO-ARM models; an ACE model draws "
                             "and scores one variable per pass")
         with self._using(model, num_importance, self._generator):

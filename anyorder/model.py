@@ -75,16 +75,15 @@ class AnyOrderModel(nn.Module):
         self.head.check_values(x[where], name)
 
     @contextmanager
-    def query_options(self, policy=None, **options):
-        """Settings for every query inside the `with` block. policy: step boundaries that
-        log_prob, conditional_log_prob and sample follow when a call names none (step
-        budgets); models with more than one kind of conditional take more (ACE: model,
-        num_importance)."""
+    def query_options(self, steps: int | None = None, policy=None, **options):
+        """Settings for every query inside the `with` block. steps / policy: the step budget
+        that log_prob, conditional_log_prob and sample follow when a call names none; models
+        with more than one kind of conditional take more (ACE: model, num_importance)."""
         if options:
-            raise UserError(f"{', '.join(sorted(options))}: this {type(self).__name__} takes no such query "
-                            "options (they are for ACE models)")
+            raise UserError(f"{', '.join(sorted(options))}: this {type(self).__name__} takes no query options "
+                            "besides steps and policy (those are for ACE models)")
         saved = self._policy_in_use
-        self._policy_in_use = None if policy is None else budget.check_policy(policy)
+        self._policy_in_use = None if steps is None and policy is None else self._policy(steps, policy)
         try:
             yield self
         finally:
