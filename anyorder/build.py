@@ -30,7 +30,7 @@ def build_model(config: Config, meta: dict) -> AnyOrderModel:
     objective = dict(strategy=m.strategy, protocol=m.protocol, reweight=m.reweight,
                      targets=m.targets, query=m.query)
     if m.kind == "aoarm":
-        return AnyOrderModel(build_net(config.net, **given), head, **objective)
+        return AnyOrderModel(build_net(config.net, **given), head, path_mix=m.path_mix, **objective)
     if m.kind == "ace":
         if num_classes:
             raise ConfigError("model.kind 'ace' is for continuous data; this data is categorical")

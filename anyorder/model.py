@@ -1,9 +1,10 @@
 """AnyOrderModel: one network + one head answering every query of an AO-ARM.
 
-Contract with the network: `network(x_in, observed) -> params [B, D, P]`, where x_in
-`[B, D]` holds the observed values and the head's blank elsewhere, and `observed` is the
-node `[B, D]` bool. One pass at node s gives every edge p(x_j | x_s) out of s. The model
-adds the lattice: which nodes to train on, which path a query takes, and how to walk it.
+The network is a node network, `network(x_in, observed) -> params [B, D, P]`, one pass per
+lattice node s giving every edge p(x_j | x_s); or a path network, one pass per path giving
+every edge along it (`anyorder.nets.base`). The model adds the lattice (what to train on,
+which path a query takes) and walks it with a `Walk` chosen from the network's declared
+kind, the one place where the two kinds differ: every query means the same with either.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import nn
 
 from . import lattice
 from .heads import Head
+from .nets.base import NodeNetwork, PathNetwork
 
 
 def bits_per_dim(log_prob: torch.Tensor, dim: int) -> torch.Tensor:
@@ -22,37 +24,184 @@ def bits_per_dim(log_prob: torch.Tensor, dim: int) -> torch.Tensor:
     return -log_prob / (dim * math.log(2))
 
 
-class AnyOrderModel(nn.Module):
-    """An any-order autoregressive model trained and queried along one protocol.
+class Walk:
+    """How a network of one kind visits the lattice for a model: training draws and losses,
+    likelihoods along a path, and sampling. Methods take the model, whose `edge_*` methods
+    and checks they use; `x` arrives checked, with blanks where values are absent."""
 
-    strategy / reweight / query choose the training nodes (`lattice.training_nodes`),
-    targets the edges trained at each node (`lattice.targets`), protocol the path that
-    every likelihood and sample follows. Deterministic protocols (`natural`,
-    `strided(S)`) make exact likelihoods exact; `random` gives one-order ELBO samples.
-    """
+    def check(self, model: "AnyOrderModel") -> None:
+        """Raise ValueError for model options this kind of network cannot train with."""
 
-    def __init__(self, network: nn.Module, head: Head, strategy: str = "mac",
-                 protocol: str = "natural", reweight: bool = True, targets: str = "all",
-                 query: str = "card-uniform"):
-        super().__init__()
-        strategy_name, inner = lattice.parse_name(strategy, lattice.STRATEGIES, "training strategy")
-        lattice.parse_name(protocol, lattice.PROTOCOLS, "protocol")
-        lattice.parse_name(query, lattice.QUERIES, "query distribution")
-        targets_name, _ = lattice.parse_name(targets, lattice.TARGETS, "targets kind")
+    def draw_training(self, model, batch: int, generator, device) -> torch.Tensor:
+        raise NotImplementedError
+
+    def row_losses(self, model, x: torch.Tensor, drawn: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Per-row training loss `[B]` in nats per variable."""
+        raise NotImplementedError
+
+    def path_log_prob(self, model, x, given, target, estimator, num_draws, generator) -> torch.Tensor:
+        """log p(x_target | x_given) `[B]` along the protocol's path from `given` to `given ∪ target`."""
+        raise NotImplementedError
+
+    def sample(self, model, x, observed, temperature, generator) -> torch.Tensor:
+        """x with every unobserved variable drawn in protocol order; x is blank off `observed`."""
+        raise NotImplementedError
+
+
+class NodeWalk(Walk):
+    """Node networks: training nodes from `lattice.training_nodes`, one pass per edge of a path."""
+
+    def check(self, model):
+        strategy_name, inner = lattice.parse_name(model.strategy, lattice.STRATEGIES, "training strategy")
+        targets_name, _ = lattice.parse_name(model.targets, lattice.TARGETS, "targets kind")
         if targets_name == "protocol" and "mac-inpaint" in (strategy_name, inner):
             raise ValueError("targets='protocol' trains marginal-query paths; inpainting paths "
                              "continue with any unobserved variable, so use targets='all'")
+
+    def draw_training(self, model, batch, generator, device):
+        return lattice.training_nodes(batch, model.dim, model.strategy, model.protocol, model.reweight,
+                                      model.query, generator, device)
+
+    def row_losses(self, model, x, drawn, present):
+        """Mean NLL over the targets of each node (×D is ARDM's bound on −log p(x)); a row
+        without targets counts as zero, so the batch mean splits exactly over shards."""
+        node = model._check_mask(drawn, x, "node") & present
+        trained = lattice.targets(node, model.targets, model.protocol) & present
+        nll = -model.head.log_prob(model(x, node), x)
+        return (nll * trained).sum(-1) / trained.sum(-1).clamp(min=1)
+
+    def path_log_prob(self, model, x, given, target, estimator, num_draws, generator):
+        rank = lattice.ranks(given, model.protocol, generator, then=target)
+        order = rank.argsort(-1)  # order[b, r]: the variable visited at step r
+        start, length = given.sum(-1), target.sum(-1)
+        if estimator == "exact":
+            total = torch.zeros(len(x), device=x.device)
+            for step in range(int(length.max()) if len(x) else 0):
+                rows = (length > step).nonzero().squeeze(-1)
+                place = start[rows] + step
+                node = rank[rows] < place.unsqueeze(-1)
+                var = order[rows, place]
+                total = total.index_add(0, rows, model.edge_log_prob(x[rows], node, var))
+            return total
+        draws = []
+        for _ in range(num_draws):
+            step = (torch.rand(len(x), generator=generator, device=x.device) * length).long()
+            place = (start + step).clamp(max=x.shape[1] - 1)
+            node = rank < place.unsqueeze(-1)
+            var = order.gather(1, place.unsqueeze(-1)).squeeze(-1)
+            draws.append(length * model.edge_log_prob(x, node, var))
+        return torch.stack(draws).mean(0)
+
+    def sample(self, model, x, observed, temperature, generator):
+        order = lattice.ranks(observed, model.protocol, generator).argsort(-1)
+        start = observed.sum(-1)
+        node = observed.clone()
+        for place in range(int(start.min()) if len(x) else x.shape[1], x.shape[1]):
+            rows = (start <= place).nonzero().squeeze(-1)
+            var = order[rows, place]
+            value = model.edge_sample(x[rows], node[rows], var, temperature, generator)
+            x[rows, var] = value.to(x.dtype)
+            node[rows, var] = True
+        return x
+
+
+class PathWalk(Walk):
+    """Path networks: training paths from `lattice.training_paths`, one pass per path, and
+    sampling with a key/value cache (the given set encoded once, one slot per new variable)."""
+
+    def check(self, model):
+        lattice.training_paths(0, model.dim, model.protocol, model.query, model.path_mix)
+
+    def draw_training(self, model, batch, generator, device):
+        return lattice.training_paths(batch, model.dim, model.protocol, model.query, model.path_mix,
+                                      generator, device)
+
+    @staticmethod
+    def edge_params(model, x, path):
+        """One pass along `path`: params of every target's edge, `[B, D, P]` (zero off the targets)."""
+        return model.network(torch.where(path < x.shape[1], x, model.head.blank(x)), path)
+
+    def row_losses(self, model, x, drawn, present):
+        """Σ_t −log p(x_{u_t} | x_o, x_{u<t}) / D per row: unbiased for the test objective in
+        nats per variable of the queries the paths were drawn from."""
+        dim = x.shape[1]
+        if not isinstance(drawn, torch.Tensor) or drawn.dtype != torch.int64 or drawn.shape != x.shape:
+            raise ValueError(f"paths must be an int64 tensor of x's shape {tuple(x.shape)} (see lattice.paths)")
+        if drawn.numel() and (drawn.min() < lattice.GIVEN or drawn.max() > dim):
+            raise ValueError(f"path values must lie in -1..{dim} (given, target step, off the path)")
+        if not present.all():
+            raise ValueError("a path network trains on complete rows; x has missing (NaN) cells")
+        path = drawn.to(x.device)
+        on = (path >= 0) & (path < dim)
+        nll = -model.head.log_prob(self.edge_params(model, x, path), x)
+        return (nll * on).sum(-1) / dim
+
+    def path_log_prob(self, model, x, given, target, estimator, num_draws, generator):
+        path = lattice.paths(given, target, model.protocol, generator)
+        x = torch.where(given | target, x, model.head.blank(x))
+        log_p = model.head.log_prob(self.edge_params(model, x, path), x)   # [B, D]
+        if estimator == "exact":
+            return (log_p * target).sum(-1)
+        length = target.sum(-1)
+        draws = []
+        for _ in range(num_draws):   # the pass already holds every edge: draw steps, no new passes
+            step = (torch.rand(len(x), generator=generator, device=x.device) * length).long()
+            draws.append(length * (log_p * (path == step.unsqueeze(-1))).sum(-1))
+        return torch.stack(draws).mean(0)
+
+    def sample(self, model, x, observed, temperature, generator):
+        dim = x.shape[1]
+        order = lattice.paths(observed, ~observed, model.protocol, generator).argsort(dim=-1, stable=True)
+        start, length = observed.sum(-1), (~observed).sum(-1)
+        cache = model.network.begin(x, observed)
+        value = None
+        for step in range(int(length.max()) if len(x) else 0):
+            var = order.gather(1, (start + step).clamp(max=dim - 1).unsqueeze(-1)).squeeze(-1)
+            params = model.network.extend(cache, var, value)
+            rows = (length > step).nonzero().squeeze(-1)
+            x[rows, var[rows]] = model.head.sample(params[rows], temperature, generator).to(x.dtype)
+            value = x.gather(1, var.unsqueeze(-1)).squeeze(-1)
+        return x
+
+
+WALKS = {"node": NodeWalk(), "path": PathWalk()}
+
+
+class AnyOrderModel(nn.Module):
+    """An any-order autoregressive model trained and queried along one protocol.
+
+    The protocol fixes the path every likelihood and sample follows; deterministic ones
+    (`natural`, `strided(S)`) make exact likelihoods exact, `random` gives one-order ELBO
+    samples. A node network trains on nodes: strategy / reweight / query choose them
+    (`lattice.training_nodes`), targets the edges trained at each (`lattice.targets`). A
+    path network trains on whole paths: path_mix weighs joint, marginal (e ~ query) and
+    conditional (inpainting) paths (`lattice.training_paths`).
+    """
+
+    def __init__(self, network: NodeNetwork | PathNetwork, head: Head, strategy: str = "mac",
+                 protocol: str = "natural", reweight: bool = True, targets: str = "all",
+                 query: str = "card-uniform", path_mix=(1.0, 1.0, 1.0)):
+        super().__init__()
+        if not isinstance(network, (NodeNetwork, PathNetwork)):
+            raise ValueError("network must be an anyorder.nets.NodeNetwork or PathNetwork, "
+                             f"got {type(network).__name__}")
+        lattice.parse_name(strategy, lattice.STRATEGIES, "training strategy")
+        lattice.parse_name(protocol, lattice.PROTOCOLS, "protocol")
+        lattice.parse_name(query, lattice.QUERIES, "query distribution")
+        lattice.parse_name(targets, lattice.TARGETS, "targets kind")
         self.network, self.head = network, head
         self.strategy, self.protocol, self.reweight = strategy, protocol, reweight
-        self.targets, self.query = targets, query
-        self.dim = getattr(network, "dim", None)
+        self.targets, self.query, self.path_mix = targets, query, tuple(path_mix)
+        self.dim = network.dim
+        self.walk = WALKS[network.answers]
+        self.walk.check(self)
 
     # ---------------------------------------------------------------- inputs
     def _check_x(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.dim() != 2:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"{name} must be a tensor [batch, D], got {shape}")
-        if self.dim is not None and x.shape[1] != self.dim:
+        if x.shape[1] != self.dim:
             raise ValueError(f"{name} has {x.shape[1]} variables per row, the network expects {self.dim}")
         return x if x.is_floating_point() else x.long()
 
@@ -68,7 +217,7 @@ class AnyOrderModel(nn.Module):
         self.head.check_values(x[where], name)
 
     def forward(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
-        """Parameters of every edge out of the node `observed`: `[B, D, P]`."""
+        """Parameters of every edge out of the node `observed`: `[B, D, P]` (node networks)."""
         x_in = torch.where(observed, x, self.head.blank(x))
         return self.network(x_in, observed)
 
@@ -86,51 +235,29 @@ class AnyOrderModel(nn.Module):
         return self.head.sample(self(x, node)[rows, var], temperature, generator)
 
     # ---------------------------------------------------------------- training
-    def loss(self, x: torch.Tensor, node: torch.Tensor | None = None, generator=None) -> torch.Tensor:
-        """Mean NLL over the targets at training nodes, in nats per variable (DESIGN §5).
+    def draw_training(self, batch: int, generator=None, device=None) -> torch.Tensor:
+        """What the network trains on for `batch` rows: nodes `[B, D]` bool for a node network,
+        paths `[B, D]` int64 for a path network. The trainer draws one global batch from one
+        generator and gives each data-parallel process its rows."""
+        return self.walk.draw_training(self, batch, generator, device)
 
-        Each row's loss is the mean over its targets (×D is ARDM's bound on −log p(x));
-        the batch mean counts a row without targets as zero, so it splits exactly over
-        data-parallel shards. NaN cells of continuous data are missing: never observed,
-        never targets. `node` overrides the sampled nodes (e.g. one global draw under DDP).
+    def loss(self, x: torch.Tensor, drawn: torch.Tensor | None = None, generator=None) -> torch.Tensor:
+        """Mean training loss over rows, in nats per variable (DESIGN §5, §9).
+
+        `drawn` are this batch's nodes or paths (`draw_training`; drawn here when None).
+        Node networks: per row, the mean NLL over the node's targets. Path networks: per
+        row, the NLL summed over the path's edges / D. NaN cells of continuous data are
+        missing: never observed, never targets.
         """
         x = self._check_x(x)
         present = ~torch.isnan(x) if x.is_floating_point() else torch.ones_like(x, dtype=torch.bool)
         x = torch.where(present, x, self.head.blank(x))
         self._check_values(x, present)
-        if node is None:
-            node = lattice.training_nodes(*x.shape, self.strategy, self.protocol, self.reweight,
-                                          self.query, generator, x.device)
-        node = self._check_mask(node, x, "node") & present
-        trained = lattice.targets(node, self.targets, self.protocol) & present
-        nll = -self.head.log_prob(self(x, node), x)
-        per_row = (nll * trained).sum(-1) / trained.sum(-1).clamp(min=1)
-        return per_row.mean()
+        if drawn is None:
+            drawn = self.draw_training(len(x), generator, x.device)
+        return self.walk.row_losses(self, x, drawn, present).mean()
 
     # ---------------------------------------------------------------- likelihoods
-    def _path_log_prob(self, x, given, target, estimator, num_draws, generator):
-        """log p(x_target | x_given) along the protocol's path from `given` to `given ∪ target`."""
-        rank = lattice.ranks(given, self.protocol, generator, then=target)
-        order = rank.argsort(-1)  # order[b, r]: the variable visited at step r
-        start, length = given.sum(-1), target.sum(-1)
-        if estimator == "exact":
-            total = torch.zeros(len(x), device=x.device)
-            for step in range(int(length.max()) if len(x) else 0):
-                rows = (length > step).nonzero().squeeze(-1)
-                place = start[rows] + step
-                node = rank[rows] < place.unsqueeze(-1)
-                var = order[rows, place]
-                total = total.index_add(0, rows, self.edge_log_prob(x[rows], node, var))
-            return total
-        draws = []
-        for _ in range(num_draws):
-            step = (torch.rand(len(x), generator=generator, device=x.device) * length).long()
-            place = (start + step).clamp(max=x.shape[1] - 1)
-            node = rank < place.unsqueeze(-1)
-            var = order.gather(1, place.unsqueeze(-1)).squeeze(-1)
-            draws.append(length * self.edge_log_prob(x, node, var))
-        return torch.stack(draws).mean(0)
-
     def _query(self, x, target, given, estimator, num_draws, generator):
         if estimator not in ("exact", "one-step"):
             raise ValueError(f"unknown estimator {estimator!r}; expected 'exact' or 'one-step'")
@@ -141,16 +268,16 @@ class AnyOrderModel(nn.Module):
         if not target.any(-1).all():
             raise ValueError("the target mask is empty for some rows; a query needs at least one variable")
         self._check_values(x, target | given)
-        return self._path_log_prob(x, given, target, estimator, num_draws, generator)
+        return self.walk.path_log_prob(self, x, given, target, estimator, num_draws, generator)
 
     def log_prob(self, x: torch.Tensor, mask: torch.Tensor | None = None, estimator: str = "exact",
                  num_draws: int = 1, generator=None) -> torch.Tensor:
         """log p(x_mask) per row `[B]` (mask None = the joint), in nats.
 
-        exact: Σ_t log p(x_e(t) | x_e(<t)) in protocol order, |e| batched passes, each row
-        stopping where its path ends. one-step: |e| · log p(x_e(k+1) | x_e(≤k)) with
-        k ~ U{0..|e|-1}, averaged over `num_draws` passes; unbiased for the exact value
-        under a deterministic protocol.
+        exact: Σ_t log p(x_e(t) | x_e(<t)) in protocol order (a node network takes |e|
+        batched passes, each row stopping where its path ends; a path network one pass).
+        one-step: |e| · log p(x_e(k+1) | x_e(≤k)) with k ~ U{0..|e|-1}, averaged over
+        `num_draws` draws; unbiased for the exact value under a deterministic protocol.
         """
         x = self._check_x(x)
         mask = torch.ones_like(x, dtype=torch.bool) if mask is None else self._check_mask(mask, x, "mask")
@@ -176,7 +303,7 @@ class AnyOrderModel(nn.Module):
         joint = self._query(x, target | given, torch.zeros_like(given), estimator, num_draws, generator)
         if not given.any():
             return joint
-        evidence = self._path_log_prob(x, torch.zeros_like(given), given, estimator, num_draws, generator)
+        evidence = self.walk.path_log_prob(self, x, torch.zeros_like(given), given, estimator, num_draws, generator)
         return joint - evidence
 
     # ---------------------------------------------------------------- sampling
@@ -184,20 +311,13 @@ class AnyOrderModel(nn.Module):
     def sample(self, x: torch.Tensor, observed: torch.Tensor, temperature: float = 1.0,
                generator=None) -> torch.Tensor:
         """Fill the unobserved variables of x `[B, D]`: observed first, then the rest in
-        protocol order, one variable per pass. An all-False mask samples unconditionally;
+        protocol order, one variable per step (a node network's pass, or one new slot of a
+        path network's key/value cache). An all-False mask samples unconditionally;
         observed values are returned unchanged."""
         x = self._check_x(x)
         observed = self._check_mask(observed, x, "observed")
         if temperature < 0 or not math.isfinite(temperature):
             raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
         self._check_values(x, observed, "observed values")
-        order = lattice.ranks(observed, self.protocol, generator).argsort(-1)
-        start = observed.sum(-1)
-        x, node = torch.where(observed, x, self.head.blank(x)), observed.clone()
-        for place in range(int(start.min()) if len(x) else x.shape[1], x.shape[1]):
-            rows = (start <= place).nonzero().squeeze(-1)
-            var = order[rows, place]
-            value = self.edge_sample(x[rows], node[rows], var, temperature, generator)
-            x[rows, var] = value.to(x.dtype)
-            node[rows, var] = True
-        return x
+        x = torch.where(observed, x, self.head.blank(x))
+        return self.walk.sample(self, x, observed, temperature, generator)

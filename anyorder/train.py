@@ -1,9 +1,9 @@
 """One training loop for every data type: AdamW, warm-up, clipping, EMA, bf16, DDP, resume.
 
 Data-parallel runs are started by `torchrun`; every process draws the same global batch
-and the same training nodes from one seeded generator and keeps its own slice, so a run on
-N processes follows the single-process run with the same global batch, and a resumed run
-continues exactly where the checkpoint left off.
+and the same training nodes or paths from one seeded generator and keeps its own slice, so
+a run on N processes follows the single-process run with the same global batch, and a
+resumed run continues exactly where the checkpoint left off.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import yaml
 from torch import nn
 from tqdm import tqdm
 
-from . import checkpoint, lattice
+from . import checkpoint
 from .build import build_model, describe
 from .config import Config, ConfigError, apply_overrides
 from .data import Dataset, load_data
@@ -67,8 +67,8 @@ class Objective(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x, node, generator=None):
-        return self.model.loss(x, node, generator=generator)
+    def forward(self, x, drawn, generator=None):
+        return self.model.loss(x, drawn, generator=generator)
 
 
 def validation_bpd(model: AnyOrderModel, rows: torch.Tensor, device, autocast, seed: int) -> float:
@@ -181,14 +181,13 @@ def train(config: Config, resume: bool = False, progress: bool = True, data: Dat
     model.train()
     while step < t.steps:
         x = data.train_batch(t.batch_size, gen)
-        node = lattice.training_nodes(t.batch_size, data.dim, config.model.strategy, config.model.protocol,
-                                      config.model.reweight, config.model.query, generator=gen)
-        x, node = x[rank * local:(rank + 1) * local].to(device), node[rank * local:(rank + 1) * local].to(device)
+        drawn = model.draw_training(t.batch_size, generator=gen)   # nodes or paths, one global draw
+        x, drawn = x[rank * local:(rank + 1) * local].to(device), drawn[rank * local:(rank + 1) * local].to(device)
         lr = o.lr * lr_factor(step, o.warmup, o.decay, t.steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
         with autocast:
-            loss = objective(x, node, loss_gen)
+            loss = objective(x, drawn, loss_gen)
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(model.parameters(), o.clip if o.clip > 0 else float("inf"))
         optimizer.step()
