@@ -2,7 +2,7 @@
 
 (a) peak: the best TFLOP/s of square fp32 and bf16 matmuls;
 (b) training: tokens (variables) per second of a full step as `anyorder.train` takes it
-    (batch, training nodes, forward + backward under the precision, clipping, AdamW), and
+    (batch, training nodes or paths, forward + backward under the precision, clipping, AdamW), and
     model FLOPs utilisation = 3 × the network's forward `matmul_flops(batch)` per step
     (forward + backward ≈ 3 forwards) / step time / the measured peak of that precision;
 (c) queries: exact joint log-likelihood (`log_prob(estimator="exact")`, D passes) and
@@ -21,7 +21,6 @@ import argparse
 import torch
 from torch import nn
 
-from anyorder import lattice
 from anyorder.build import build_model, describe
 from anyorder.config import load_config
 from anyorder.data import load_data
@@ -43,17 +42,16 @@ def matmul_tflops(sizes: list[int], dtype: torch.dtype, device: torch.device, re
 
 def train_step_seconds(model, data, config, batch: int, autocast, device, steps: int) -> float:
     """Median time of one training step, the same work as a step of `anyorder.train`."""
-    m, o = config.model, config.optim
+    o = config.optim
     optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
     gen = torch.Generator().manual_seed(0)
     model.train()
 
     def step():
         x = data.train_batch(batch, gen).to(device)
-        node = lattice.training_nodes(batch, data.dim, m.strategy, m.protocol, m.reweight, m.query,
-                                      generator=gen).to(device)
+        drawn = model.draw_training(batch, generator=gen).to(device)
         with autocast:
-            loss = model.loss(x, node)
+            loss = model.loss(x, drawn)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), o.clip if o.clip > 0 else float("inf"))
         optimizer.step()

@@ -185,16 +185,29 @@ def test_one_step_estimator_is_unbiased():
     assert (draws.std(0) > 0.05).all()
 
 
-def test_path_preset_trains_saves_and_answers_queries(tmp_path):
+TINY = ["data.seq_len=16", "net.width=16", "net.depth=1", "net.heads=2", "train.batch_size=8",
+        "train.eval_rows=4", "train.log_every=2", "train.ckpt_every=2", "optim.decay=none"]
+
+
+def test_path_preset_trains_resumes_and_answers_queries(tmp_path):
+    """A resumed run repeats the uninterrupted one exactly (same paths drawn), and the
+    checkpoint answers queries as the model did."""
+    from safetensors.torch import load_file
+
     from anyorder.build import load_model
-    from anyorder.train import train
-    config = load_config("text-cpu-path", ["net.width=16", "net.depth=1", "train.steps=3", "train.batch_size=8",
-                                           "train.eval_rows=4", f"train.out={tmp_path / 'run'}"])
-    model, _, meta = load_model(train(config, progress=False))
-    assert meta["dim"] == 64 and isinstance(model.network, PathTransformer)
-    x = torch.randint(0, 27, (2, 64))
-    observed = torch.arange(64).expand(2, 64) % 2 == 0
-    with torch.no_grad():
+    from anyorder.train import resume_config, train
+    full = train(load_config("text-cpu-path", TINY + ["train.steps=4", f"train.out={tmp_path / 'full'}"]),
+                 progress=False)
+    part = train(load_config("text-cpu-path", TINY + ["train.steps=2", f"train.out={tmp_path / 'part'}"]),
+                 progress=False)
+    part = train(resume_config(part, ["train.steps=4"]), resume=True, progress=False)
+    a, b = load_file(full / "model.safetensors"), load_file(part / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    model, _, meta = load_model(full)
+    assert meta["dim"] == 16 and isinstance(model.network, PathTransformer)
+    x = torch.randint(0, 27, (2, 16))
+    observed = torch.arange(16).expand(2, 16) % 2 == 0
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         filled = model.sample(x, observed, generator=torch.Generator().manual_seed(0))
         assert torch.equal(filled[observed], x[observed])
         assert torch.isfinite(model.log_prob(filled)).all()
