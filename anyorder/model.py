@@ -242,7 +242,7 @@ class AnyOrderModel(nn.Module):
         return self.walk.draw_training(self, batch, generator, device)
 
     def loss(self, x: torch.Tensor, drawn: torch.Tensor | None = None, generator=None) -> torch.Tensor:
-        """Mean training loss over rows, in nats per variable (DESIGN §5, §9).
+        """Mean training loss over rows, in nats per variable.
 
         `drawn` are this batch's nodes or paths (`draw_training`; drawn here when None).
         Node networks: per row, the mean NLL over the node's targets. Path networks: per
