@@ -127,7 +127,7 @@ def speed(args, device) -> None:
                 sample = median_seconds(lambda: model.sample(x, empty), device, repeats=1,
                                         warmup=int(name == "path"))
             figures[name] = (len(x) / exact, len(x) / sample)
-            print(f"{dim:>5} {name:<16} {figures[name][0]:>13.2f} {figures[name][1]:>14.2f}", flush=True)
+            print(f"{dim:>5} {name:<16} {figures[name][0]:>13.3g} {figures[name][1]:>14.3g}", flush=True)
         ratio = [p / b for p, b in zip(figures["path"], figures["bidirectional"])]
         print(f"{dim:>5} {'path / bidir.':<16} {ratio[0]:>12.0f}× {ratio[1]:>13.0f}×")
 
