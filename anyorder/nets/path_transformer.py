@@ -29,13 +29,16 @@ from .transformer import Block, alibi_slopes, init_weights, matmul_flops
 
 @dataclass
 class PathCache:
-    """Keys and values of the slots so far, per block `[B, heads, L, W / heads]`, with each
-    key's variable position `[B, L]`, which keys exist `[B, L]` bool, and the last target."""
+    """Keys and values of the slots so far, per block `[B, heads, capacity, W / heads]`
+    (the first `length` filled: preallocated, so a step writes one slot instead of copying
+    the cache), each key's variable position `[B, capacity]`, which keys exist
+    `[B, capacity]` bool, and the last target."""
 
     keys: list
     values: list
     key_position: torch.Tensor
     key_valid: torch.Tensor
+    length: int
     previous: torch.Tensor | None = None
 
 
@@ -120,25 +123,26 @@ class PathTransformer(PathNetwork):
         for block in self.blocks:
             q, k, v = block.queries_keys_values(h)
             h = block.update(h, block.attend(q, k, v, bias))
-            keys.append(k)
-            values.append(v)
-        return PathCache(keys, values, order, valid)
+            keys.append(torch.cat([k, k.new_zeros(*k.shape[:2], D, k.shape[-1])], 2))   # room for D targets
+            values.append(torch.cat([v, v.new_zeros(*v.shape[:2], D, v.shape[-1])], 2))
+        return PathCache(keys, values, torch.cat([order, order.new_zeros(len(order), D)], 1),
+                         torch.cat([valid, valid.new_zeros(len(order), D)], 1), length)
 
     def extend(self, cache: PathCache, var: torch.Tensor, value: torch.Tensor | None) -> torch.Tensor:
         D = self.dim
         first = cache.previous is None
         carried = torch.full_like(var, D) if first else cache.previous
         value = torch.full_like(var, self.num_classes) if first else value
-        cache.key_position = torch.cat([cache.key_position, torch.where(carried < D, carried, var)[:, None]], 1)
-        cache.key_valid = torch.cat([cache.key_valid, torch.ones_like(var, dtype=torch.bool)[:, None]], 1)
-        cache.previous = var
-        bias = self._bias(var[:, None], cache.key_position, cache.key_valid[:, None, :])
+        n = cache.length
+        cache.key_position[:, n] = torch.where(carried < D, carried, var)
+        cache.key_valid[:, n] = True
+        cache.length, cache.previous = n + 1, var
+        bias = self._bias(var[:, None], cache.key_position[:, :n + 1], cache.key_valid[:, None, :n + 1])
         h = self._embed(value[:, None], carried[:, None], var[:, None])
-        for i, block in enumerate(self.blocks):
+        for block, keys, values in zip(self.blocks, cache.keys, cache.values):
             q, k, v = block.queries_keys_values(h)
-            cache.keys[i] = torch.cat([cache.keys[i], k], 2)
-            cache.values[i] = torch.cat([cache.values[i], v], 2)
-            h = block.update(h, block.attend(q, cache.keys[i], cache.values[i], bias))
+            keys[:, :, n], values[:, :, n] = k[:, :, 0], v[:, :, 0]
+            h = block.update(h, block.attend(q, keys[:, :, :n + 1], values[:, :, :n + 1], bias))
         return self.head(self.ln_f(h))[:, 0]
 
     def matmul_flops(self, batch_size: int) -> int:
