@@ -145,8 +145,7 @@ class ACEModel(AnyOrderModel):
         x = torch.where(present, x, self.head.blank(x))
         self._check_values(x, present)
         if node is None:
-            node = lattice.training_nodes(*x.shape, self.strategy, self.protocol, self.reweight,
-                                          self.query, generator, x.device)
+            node = self.draw_training(len(x), generator, x.device)
         node = self._check_mask(node, x, "node") & present
         trained = lattice.targets(node, self.targets, self.protocol) & present
         params, context = self.params_and_context(x, node)

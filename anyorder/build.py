@@ -20,7 +20,7 @@ def describe(data: Dataset) -> dict:
 
 
 def _aoarm(config: Config, given: dict, head, objective: dict) -> AnyOrderModel:
-    return AnyOrderModel(build_net(config.net, **given), head, **objective)
+    return AnyOrderModel(build_net(config.net, **given), head, path_mix=config.model.path_mix, **objective)
 
 
 def _ace(config: Config, given: dict, head, objective: dict) -> AnyOrderModel:

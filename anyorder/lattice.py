@@ -1,10 +1,11 @@
-"""The binary lattice of an AO-ARM: query masks, decomposition protocols, training nodes, targets.
+"""The binary lattice of an AO-ARM: query masks, protocols, training nodes and paths, targets.
 
 A mask/node is a `torch.bool [B, D]` tensor, True = observed / in the set. Everything here
 is vectorised over the batch and the variables and runs on any device; randomness comes
 from an optional `torch.Generator` (on the same device as the result). Protocols and
 distributions are named by strings, with an argument in parentheses where one is needed:
-"strided(16)", "bernoulli(0.3)", "mixture(mac-inpaint)".
+"strided(16)", "bernoulli(0.3)", "mixture(mac-inpaint)". A path `[B, D]` int64 marks each
+variable GIVEN (−1, in the evidence o), t (the t-th target u_t, t = 0, 1, …) or D (off the path).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ QUERIES = ("card-uniform", "full", "bernoulli", "inpaint")
 PROTOCOLS = ("natural", "strided", "random")
 STRATEGIES = ("aoarm", "mac", "mac-inpaint", "mixture")
 TARGETS = ("all", "protocol")
+GIVEN = -1
 
 
 def parse_name(spec: str, known: tuple[str, ...], what: str) -> tuple[str, str | None]:
@@ -264,3 +266,39 @@ def targets(node: torch.Tensor, kind: str = "all", protocol: str = "natural") ->
     keys = protocol_keys(node.shape[-1], protocol, device=node.device).expand_as(node)
     last = torch.where(node, keys, -1).amax(-1, keepdim=True)
     return ~node & (keys > last)
+
+
+def paths(given: torch.Tensor, target: torch.Tensor, protocol: str = "natural", generator=None) -> torch.Tensor:
+    """The protocol's path from node `given` through `target` (`[B, D]` bool each), `[B, D]` int64:
+    GIVEN on o, t for the t-th target in the protocol's order (the order `ranks` gives), D elsewhere."""
+    rank = ranks(given, protocol, generator, then=target)
+    start = given.sum(-1, keepdim=True)
+    return torch.where(given, GIVEN, torch.where(target, rank - start, given.shape[-1]))
+
+
+def training_paths(batch: int, dim: int, protocol: str = "natural", query: str = "card-uniform",
+                   mix=(1.0, 1.0, 1.0), generator=None, device=None) -> torch.Tensor:
+    """Draw training paths `[B, D]` int64 (see `paths`): MAC's test queries as whole paths.
+
+    Each row is, with probabilities ∝ mix = (joint, marginal, conditional): the joint
+    (o = ∅, u = every variable), a marginal (o = ∅, u = e ~ `query`), or a conditional
+    (o ~ inpaint, u = the rest). Targets follow the protocol (`random`: an order per row).
+    Training every edge of these paths, Σ_t NLL / D per row is an unbiased estimate of the
+    test objective in nats per variable, with no node reweighting.
+    """
+    _check_size(batch, dim)
+    weights = torch.as_tensor(mix, dtype=torch.float64) if len(mix) == 3 else None
+    if weights is None or not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"path mix must be 3 weights >= 0 (joint, marginal, conditional) with a "
+                         f"positive sum, got {mix!r}")
+    if parse_name(query, QUERIES, "query distribution")[0] == "inpaint":
+        raise ValueError("the marginal paths' query cannot be 'inpaint'; conditional paths are the mix's third weight")
+    parse_name(protocol, PROTOCOLS, "protocol")
+    kind = torch.multinomial(weights.float().to(device), batch, replacement=True, generator=generator) \
+        if batch else torch.zeros(0, dtype=torch.long, device=device)
+    everything = torch.ones(batch, dim, dtype=torch.bool, device=device)
+    marginal = query_masks(batch, dim, query, generator, device)
+    evidence = query_masks(batch, dim, "inpaint", generator, device)
+    given = evidence & (kind == 2)[:, None]
+    target = torch.where((kind == 1)[:, None], marginal, everything) & ~given
+    return paths(given, target, protocol, generator)

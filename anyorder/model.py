@@ -1,9 +1,10 @@
 """AnyOrderModel: one network + one head answering every query of an AO-ARM.
 
-Contract with the network: `network(x_in, observed) -> params [B, D, P]`, where x_in
-`[B, D]` holds the observed values and the head's blank elsewhere, and `observed` is the
-node `[B, D]` bool. One pass at node s gives every edge p(x_j | x_s) out of s. The model
-adds the lattice: which nodes to train on, which path a query takes, and how to walk it.
+The network is a node network, `network(x_in, observed) -> params [B, D, P]`, one pass per
+lattice node s giving every edge p(x_j | x_s); or a path network, one pass per path giving
+every edge along it (`anyorder.nets.base`). The model adds the lattice (what to train on,
+which path a query takes) and walks it with a `Walk` chosen from the network's declared
+kind, the one place where the two kinds differ: every query means the same with either.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from tqdm import tqdm
 from . import budget, lattice
 from .errors import UserError
 from .heads import Head
+from .nets.base import NodeNetwork, PathNetwork
 
 
 def bits_per_dim(log_prob: torch.Tensor, dim: int) -> torch.Tensor:
@@ -25,41 +27,239 @@ def bits_per_dim(log_prob: torch.Tensor, dim: int) -> torch.Tensor:
     return -log_prob / (dim * math.log(2))
 
 
-class AnyOrderModel(nn.Module):
-    """An any-order autoregressive model trained and queried along one protocol.
+class Walk:
+    """How a network of one kind visits the lattice for a model: training draws and losses,
+    likelihoods along a path, and sampling. Methods take the model, whose `edge_*` methods
+    and checks they use; `x` arrives checked, with blanks where values are absent.
+    `budgets`: whether `policy_walk` (step budgets) is available for this kind."""
 
-    strategy / reweight / query choose the training nodes (`lattice.training_nodes`),
-    targets the edges trained at each node (`lattice.targets`), protocol the path that
-    every likelihood and sample follows. Deterministic protocols (`natural`,
-    `strided(S)`) make exact likelihoods exact; `random` gives one-order ELBO samples.
-    """
+    budgets = False
 
-    def __init__(self, network: nn.Module, head: Head, strategy: str = "mac",
-                 protocol: str = "natural", reweight: bool = True, targets: str = "all",
-                 query: str = "card-uniform"):
-        super().__init__()
-        strategy_name, inner = lattice.parse_name(strategy, lattice.STRATEGIES, "training strategy")
+    def check(self, model: "AnyOrderModel") -> None:
+        """Raise UserError for model options this kind of network cannot train with."""
+
+    def draw_training(self, model, batch: int, generator, device) -> torch.Tensor:
+        raise NotImplementedError
+
+    def row_losses(self, model, x: torch.Tensor, drawn: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Per-row training loss `[B]` in nats per variable."""
+        raise NotImplementedError
+
+    def path_log_prob(self, model, x, given, target, estimator, num_draws, generator) -> torch.Tensor:
+        """log p(x_target | x_given) `[B]` along the protocol's path from `given` to `given ∪ target`."""
+        raise NotImplementedError
+
+    def sample(self, model, x, observed, temperature, generator) -> torch.Tensor:
+        """x with every unobserved variable drawn in protocol order; x is blank off `observed`."""
+        raise NotImplementedError
+
+    def conditional_mean(self, model, x, observed) -> torch.Tensor:
+        """The head's mean of every p(x_j | x_observed), j unobserved, `[B, D]` (x elsewhere)."""
+        raise NotImplementedError
+
+    def policy_walk(self, model, x, given, target, policy, temperature=None, generator=None,
+                    progress=False) -> torch.Tensor:
+        """The K-step process of a step-budget policy: draws (with a temperature) or its exact
+        log-likelihood `[B]` (without); see `AnyOrderModel.sample`."""
+        raise NotImplementedError
+
+
+class NodeWalk(Walk):
+    """Node networks: training nodes from `lattice.training_nodes`, one pass per edge of a path."""
+
+    budgets = True
+
+    def check(self, model):
+        strategy_name, inner = lattice.parse_name(model.strategy, lattice.STRATEGIES, "training strategy")
         inner = lattice.mixture_parts(inner)[0] if strategy_name == "mixture" else None
-        lattice.parse_name(protocol, lattice.PROTOCOLS, "protocol")
-        lattice.parse_name(query, lattice.QUERIES, "query distribution")
-        targets_name, _ = lattice.parse_name(targets, lattice.TARGETS, "targets kind")
+        targets_name, _ = lattice.parse_name(model.targets, lattice.TARGETS, "targets kind")
         if targets_name == "protocol" and "mac-inpaint" in (strategy_name, inner):
             raise UserError("targets='protocol' trains marginal-query paths; inpainting paths "
                              "continue with any unobserved variable, so use targets='all'")
+        # An empty draw checks every combination (e.g. query "inpaint" needs "mac-inpaint") now.
+        self.draw_training(model, 0, None, None)
+
+    def draw_training(self, model, batch, generator, device):
+        return lattice.training_nodes(batch, model.dim, model.strategy, model.protocol, model.reweight,
+                                      model.query, generator, device)
+
+    def row_losses(self, model, x, drawn, present):
+        """Mean NLL over the targets of each node (×D is ARDM's bound on −log p(x)); a row
+        without targets counts as zero, so the batch mean splits exactly over shards."""
+        node = model._check_mask(drawn, x, "node") & present
+        trained = lattice.targets(node, model.targets, model.protocol) & present
+        nll = -model.head.log_prob(model(x, node), x)
+        return (nll * trained).sum(-1) / trained.sum(-1).clamp(min=1)
+
+    def path_log_prob(self, model, x, given, target, estimator, num_draws, generator):
+        rank = lattice.ranks(given, model.protocol, generator, then=target)
+        order = rank.argsort(-1)  # order[b, r]: the variable visited at step r
+        start, length = given.sum(-1), target.sum(-1)
+        if estimator == "exact":
+            total = torch.zeros(len(x), device=x.device)
+            for step in range(int(length.max()) if len(x) else 0):
+                rows = (length > step).nonzero().squeeze(-1)
+                place = start[rows] + step
+                node = rank[rows] < place.unsqueeze(-1)
+                var = order[rows, place]
+                total = total.index_add(0, rows, model.edge_log_prob(x[rows], node, var))
+            return total
+        draws = []
+        for _ in range(num_draws):
+            step = (torch.rand(len(x), generator=generator, device=x.device) * length).long()
+            place = (start + step).clamp(max=x.shape[1] - 1)
+            node = rank < place.unsqueeze(-1)
+            var = order.gather(1, place.unsqueeze(-1)).squeeze(-1)
+            draws.append(length * model.edge_log_prob(x, node, var))
+        return torch.stack(draws).mean(0)
+
+    def sample(self, model, x, observed, temperature, generator):
+        order = lattice.ranks(observed, model.protocol, generator).argsort(-1)
+        start = observed.sum(-1)
+        node = observed.clone()
+        for place in range(int(start.min()) if len(x) else x.shape[1], x.shape[1]):
+            rows = (start <= place).nonzero().squeeze(-1)
+            var = order[rows, place]
+            value = model.edge_sample(x[rows], node[rows], var, temperature, generator)
+            x[rows, var] = value.to(x.dtype)
+            node[rows, var] = True
+        return x
+
+    def conditional_mean(self, model, x, observed):
+        """One pass at the node `observed` (the one-pass imputation)."""
+        return torch.where(observed, x, model.head.mean(model(x, observed)).to(x.dtype))
+
+    def policy_walk(self, model, x, given, target, policy, temperature=None, generator=None, progress=False):
+        """Step k takes every target at path places b_{k-1}..b_k - 1 (the policy rescaled to the
+        row's path length |target|, `budget.row_boundaries`) from the one node given ∪ the
+        places before b_{k-1}: one pass per step for all rows. With a temperature it draws
+        them, independently, into x (in place) and returns x; without, it returns
+        Σ_k Σ_{t in step k} log p(x_{u_t} | x_given, x_{u<b_{k-1}}) per row `[B]` — the exact
+        likelihood of that sampler, sharing this one walk so the two cannot drift apart.
+        """
+        rank = lattice.ranks(given, model.protocol, generator, then=target)
+        start = given.sum(-1, keepdim=True)
+        bounds = start + budget.row_boundaries(policy, target.sum(-1))       # [B, K+1] path places
+        total = torch.zeros(len(x), device=x.device)
+        for k in tqdm(range(bounds.shape[1] - 1), desc="passes", disable=not progress, dynamic_ncols=True):
+            rows = (bounds[:, k + 1] > bounds[:, k]).nonzero().squeeze(-1)
+            if len(rows) == 0:
+                continue
+            place, low, high = rank[rows], bounds[rows, k, None], bounds[rows, k + 1, None]
+            node, step = place < low, (place >= low) & (place < high)
+            values = x[rows]
+            params = model(values, node)
+            if temperature is None:
+                logp = torch.where(step, model.head.log_prob(params, values), 0.0)
+                total = total.index_add(0, rows, logp.sum(-1))
+            else:
+                values[step] = model.head.sample(params[step], temperature, generator).to(x.dtype)
+                x[rows] = values
+        return total if temperature is None else x
+
+
+class PathWalk(Walk):
+    """Path networks: training paths from `lattice.training_paths`, one pass per path, and
+    sampling with a key/value cache (the given set encoded once, one slot per new variable)."""
+
+    def check(self, model):
+        lattice.training_paths(0, model.dim, model.protocol, model.query, model.path_mix)
+
+    def draw_training(self, model, batch, generator, device):
+        return lattice.training_paths(batch, model.dim, model.protocol, model.query, model.path_mix,
+                                      generator, device)
+
+    @staticmethod
+    def edge_params(model, x, path):
+        """One pass along `path`: params of every target's edge, `[B, D, P]` (zero off the targets)."""
+        return model.network(torch.where(path < x.shape[1], x, model.head.blank(x)), path)
+
+    def row_losses(self, model, x, drawn, present):
+        """Σ_t −log p(x_{u_t} | x_o, x_{u<t}) / D per row: unbiased for the test objective in
+        nats per variable of the queries the paths were drawn from."""
+        dim = x.shape[1]
+        if not isinstance(drawn, torch.Tensor) or drawn.dtype != torch.int64 or drawn.shape != x.shape:
+            raise UserError(f"paths must be an int64 tensor of x's shape {tuple(x.shape)} (see lattice.paths)")
+        if drawn.numel() and (drawn.min() < lattice.GIVEN or drawn.max() > dim):
+            raise UserError(f"path values must lie in -1..{dim} (given, target step, off the path)")
+        if not present.all():
+            raise UserError("a path network trains on complete rows; x has missing (NaN) cells")
+        path = drawn.to(x.device)
+        on = (path >= 0) & (path < dim)
+        nll = -model.head.log_prob(self.edge_params(model, x, path), x)
+        return (nll * on).sum(-1) / dim
+
+    def path_log_prob(self, model, x, given, target, estimator, num_draws, generator):
+        path = lattice.paths(given, target, model.protocol, generator)
+        x = torch.where(given | target, x, model.head.blank(x))
+        log_p = model.head.log_prob(self.edge_params(model, x, path), x)   # [B, D]
+        if estimator == "exact":
+            return (log_p * target).sum(-1)
+        length = target.sum(-1)
+        draws = []
+        for _ in range(num_draws):   # the pass already holds every edge: draw steps, no new passes
+            step = (torch.rand(len(x), generator=generator, device=x.device) * length).long()
+            draws.append(length * (log_p * (path == step.unsqueeze(-1))).sum(-1))
+        return torch.stack(draws).mean(0)
+
+    def sample(self, model, x, observed, temperature, generator):
+        dim = x.shape[1]
+        order = lattice.paths(observed, ~observed, model.protocol, generator).argsort(dim=-1, stable=True)
+        start, length = observed.sum(-1), (~observed).sum(-1)
+        cache = model.network.begin(x, observed)
+        value = None
+        for step in range(int(length.max()) if len(x) else 0):
+            var = order.gather(1, (start + step).clamp(max=dim - 1).unsqueeze(-1)).squeeze(-1)
+            params = model.network.extend(cache, var, value)
+            rows = (length > step).nonzero().squeeze(-1)
+            x[rows, var[rows]] = model.head.sample(params[rows], temperature, generator).to(x.dtype)
+            value = x.gather(1, var.unsqueeze(-1)).squeeze(-1)
+        return x
+
+    def conditional_mean(self, model, x, observed):
+        raise UserError("the one-pass conditional mean needs a node network (a path network gives "
+                        "p(x_j | x_o) for one j per path); draw imputations instead")
+
+
+WALKS = {"node": NodeWalk(), "path": PathWalk()}
+
+
+class AnyOrderModel(nn.Module):
+    """An any-order autoregressive model trained and queried along one protocol.
+
+    The protocol fixes the path every likelihood and sample follows; deterministic ones
+    (`natural`, `strided(S)`) make exact likelihoods exact, `random` gives one-order ELBO
+    samples. A node network trains on nodes: strategy / reweight / query choose them
+    (`lattice.training_nodes`), targets the edges trained at each (`lattice.targets`). A
+    path network trains on whole paths: path_mix weighs joint, marginal (e ~ query) and
+    conditional (inpainting) paths (`lattice.training_paths`).
+    """
+
+    def __init__(self, network: NodeNetwork | PathNetwork, head: Head, strategy: str = "mac",
+                 protocol: str = "natural", reweight: bool = True, targets: str = "all",
+                 query: str = "card-uniform", path_mix=(1.0, 1.0, 1.0)):
+        super().__init__()
+        if not isinstance(network, (NodeNetwork, PathNetwork)):
+            raise UserError("network must be an anyorder.nets.NodeNetwork or PathNetwork, "
+                             f"got {type(network).__name__}")
+        lattice.parse_name(strategy, lattice.STRATEGIES, "training strategy")
+        lattice.parse_name(protocol, lattice.PROTOCOLS, "protocol")
+        lattice.parse_name(query, lattice.QUERIES, "query distribution")
+        lattice.parse_name(targets, lattice.TARGETS, "targets kind")
         self.network, self.head = network, head
         self.strategy, self.protocol, self.reweight = strategy, protocol, reweight
-        self.targets, self.query = targets, query
-        self.dim = getattr(network, "dim", None)
-        self._policy_in_use = None      # set by query_options(policy=...)
-        # An empty draw checks every combination (e.g. query "inpaint" needs "mac-inpaint") now.
-        lattice.training_nodes(0, self.dim or 1, strategy, protocol, reweight, query)
+        self.targets, self.query, self.path_mix = targets, query, tuple(path_mix)
+        self.dim = network.dim
+        self.walk = WALKS[network.answers]
+        self.walk.check(self)
+        self._policy_in_use = None      # set by query_options(steps=..., policy=...)
 
     # ---------------------------------------------------------------- inputs
     def _check_x(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.dim() != 2:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise UserError(f"{name} must be a tensor [batch, D], got {shape}")
-        if self.dim is not None and x.shape[1] != self.dim:
+        if x.shape[1] != self.dim:
             raise UserError(f"{name} has {x.shape[1]} variables per row, the network expects {self.dim}")
         return x if x.is_floating_point() else x.long()
 
@@ -90,7 +290,7 @@ class AnyOrderModel(nn.Module):
             self._policy_in_use = saved
 
     def forward(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
-        """Parameters of every edge out of the node `observed`: `[B, D, P]`."""
+        """Parameters of every edge out of the node `observed`: `[B, D, P]` (node networks)."""
         x_in = torch.where(observed, x, self.head.blank(x))
         return self.network(x_in, observed)
 
@@ -108,51 +308,30 @@ class AnyOrderModel(nn.Module):
         return self.head.sample(self(x, node)[rows, var], temperature, generator)
 
     # ---------------------------------------------------------------- training
-    def loss(self, x: torch.Tensor, node: torch.Tensor | None = None, generator=None) -> torch.Tensor:
-        """Mean NLL over the targets at training nodes, in nats per variable.
+    def draw_training(self, batch: int, generator=None, device=None) -> torch.Tensor:
+        """What the network trains on for `batch` rows: nodes `[B, D]` bool for a node network,
+        paths `[B, D]` int64 for a path network. The trainer draws one global batch from one
+        generator and gives each data-parallel process its rows."""
+        return self.walk.draw_training(self, batch, generator, device)
 
-        Each row's loss is the mean over its targets (×D is ARDM's bound on −log p(x));
-        the batch mean counts a row without targets as zero, so it splits exactly over
-        data-parallel shards. NaN cells of continuous data are missing: never observed,
-        never targets. `node` overrides the sampled nodes (e.g. one global draw under DDP).
+    def loss(self, x: torch.Tensor, drawn: torch.Tensor | None = None, generator=None) -> torch.Tensor:
+        """Mean training loss over rows, in nats per variable.
+
+        `drawn` are this batch's nodes or paths (`draw_training`; drawn here when None).
+        Node networks: per row, the mean NLL over the node's targets. Path networks: per
+        row, the NLL summed over the path's edges / D. NaN cells of continuous data are
+        missing: never observed, never targets.
         """
         x = self._check_x(x)
         present = ~torch.isnan(x) if x.is_floating_point() else torch.ones_like(x, dtype=torch.bool)
         x = torch.where(present, x, self.head.blank(x))
         self._check_values(x, present)
-        if node is None:
-            node = lattice.training_nodes(*x.shape, self.strategy, self.protocol, self.reweight,
-                                          self.query, generator, x.device)
-        node = self._check_mask(node, x, "node") & present
-        trained = lattice.targets(node, self.targets, self.protocol) & present
-        nll = -self.head.log_prob(self(x, node), x)
-        per_row = (nll * trained).sum(-1) / trained.sum(-1).clamp(min=1)
+        if drawn is None:
+            drawn = self.draw_training(len(x), generator, x.device)
+        per_row = self.walk.row_losses(self, x, drawn, present)
         return per_row.sum() / max(1, len(per_row))      # an empty batch has loss 0, not NaN
 
     # ---------------------------------------------------------------- likelihoods
-    def _path_log_prob(self, x, given, target, estimator, num_draws, generator):
-        """log p(x_target | x_given) along the protocol's path from `given` to `given ∪ target`."""
-        rank = lattice.ranks(given, self.protocol, generator, then=target)
-        order = rank.argsort(-1)  # order[b, r]: the variable visited at step r
-        start, length = given.sum(-1), target.sum(-1)
-        if estimator == "exact":
-            total = torch.zeros(len(x), device=x.device)
-            for step in range(int(length.max()) if len(x) else 0):
-                rows = (length > step).nonzero().squeeze(-1)
-                place = start[rows] + step
-                node = rank[rows] < place.unsqueeze(-1)
-                var = order[rows, place]
-                total = total.index_add(0, rows, self.edge_log_prob(x[rows], node, var))
-            return total
-        draws = []
-        for _ in range(num_draws):
-            step = (torch.rand(len(x), generator=generator, device=x.device) * length).long()
-            place = (start + step).clamp(max=x.shape[1] - 1)
-            node = rank < place.unsqueeze(-1)
-            var = order.gather(1, place.unsqueeze(-1)).squeeze(-1)
-            draws.append(length * self.edge_log_prob(x, node, var))
-        return torch.stack(draws).mean(0)
-
     def _query(self, x, target, given, estimator, num_draws, generator, policy=None):
         if estimator not in ("exact", "one-step"):
             raise UserError(f"unknown estimator {estimator!r}; expected 'exact' or 'one-step'")
@@ -164,19 +343,20 @@ class AnyOrderModel(nn.Module):
             raise UserError("the target mask is empty for some rows; a query needs at least one variable")
         self._check_values(x, target | given)
         if policy is not None:
-            return self._policy_walk(x, given, target, policy, generator=generator)
-        return self._path_log_prob(x, given, target, estimator, num_draws, generator)
+            return self.walk.policy_walk(self, x, given, target, policy, generator=generator)
+        return self.walk.path_log_prob(self, x, given, target, estimator, num_draws, generator)
 
     def log_prob(self, x: torch.Tensor, mask: torch.Tensor | None = None, estimator: str = "exact",
                  num_draws: int = 1, generator=None, *, steps: int | None = None,
                  policy=None) -> torch.Tensor:
         """log p(x_mask) per row `[B]` (mask None = the joint), in nats.
 
-        exact: Σ_t log p(x_e(t) | x_e(<t)) in protocol order, |e| batched passes, each row
-        stopping where its path ends. one-step: |e| · log p(x_e(k+1) | x_e(≤k)) with
-        k ~ U{0..|e|-1}, averaged over `num_draws` passes; unbiased for the exact value
-        under a deterministic protocol. steps / policy: the exact likelihood of the K-step
-        sampler instead (see `sample`); K = |e| gives the exact value above.
+        exact: Σ_t log p(x_e(t) | x_e(<t)) in protocol order (a node network takes |e|
+        batched passes, each row stopping where its path ends; a path network one pass).
+        one-step: |e| · log p(x_e(k+1) | x_e(≤k)) with k ~ U{0..|e|-1}, averaged over
+        `num_draws` draws; unbiased for the exact value under a deterministic protocol.
+        steps / policy: the exact likelihood of the K-step sampler instead (see `sample`);
+        K = |e| gives the exact value above.
         """
         x = self._check_x(x)
         mask = torch.ones_like(x, dtype=torch.bool) if mask is None else self._check_mask(mask, x, "mask")
@@ -206,11 +386,11 @@ class AnyOrderModel(nn.Module):
             raise UserError("target and given overlap: a variable cannot be both asked and observed")
         if policy is not None:
             raise UserError("steps / policy give the likelihood of the K-step sampler, which walks "
-                             "the chain; use method='chain'")
+                            "the chain; use method='chain'")
         joint = self._query(x, target | given, torch.zeros_like(given), estimator, num_draws, generator)
         if not given.any():
             return joint
-        evidence = self._path_log_prob(x, torch.zeros_like(given), given, estimator, num_draws, generator)
+        evidence = self.walk.path_log_prob(self, x, torch.zeros_like(given), given, estimator, num_draws, generator)
         return joint - evidence
 
     # ---------------------------------------------------------------- sampling
@@ -219,48 +399,44 @@ class AnyOrderModel(nn.Module):
                generator=None, *, steps: int | None = None, policy=None,
                progress: bool = False) -> torch.Tensor:
         """Fill the unobserved variables of x `[B, D]`: observed first, then the rest in
-        protocol order, one variable per pass. An all-False mask samples unconditionally;
-        observed values are returned unchanged. steps=K or policy=[0, b_1, …, b_K]: K passes,
-        each drawing a block of the path at once (see `_policy_walk`); progress: a bar
-        counting them."""
+        protocol order, one variable per step (a node network's pass, or one new slot of a
+        path network's key/value cache). An all-False mask samples unconditionally;
+        observed values are returned unchanged. steps=K or policy=[0, b_1, …, b_K] (node
+        networks): K passes, each drawing a block of the path at once, independently, from
+        one node; progress: a bar counting them."""
         x = self._check_x(x)
         observed = self._check_mask(observed, x, "observed")
         if temperature < 0 or not math.isfinite(temperature):
             raise UserError(f"temperature must be a finite number >= 0, got {temperature}")
         self._check_values(x, observed, "observed values")
         policy = self._policy(steps, policy)
+        x = torch.where(observed, x, self.head.blank(x))
         if policy is not None:
-            x = torch.where(observed, x, self.head.blank(x))
-            return self._policy_walk(x, observed, ~observed, policy, temperature, generator, progress)
-        order = lattice.ranks(observed, self.protocol, generator).argsort(-1)
-        start = observed.sum(-1)
-        x, node = torch.where(observed, x, self.head.blank(x)), observed.clone()
-        for place in range(int(start.min()) if len(x) else x.shape[1], x.shape[1]):
-            rows = (start <= place).nonzero().squeeze(-1)
-            var = order[rows, place]
-            value = self.edge_sample(x[rows], node[rows], var, temperature, generator)
-            x[rows, var] = value.to(x.dtype)
-            node[rows, var] = True
-        return x
+            return self.walk.policy_walk(self, x, observed, ~observed, policy, temperature, generator, progress)
+        return self.walk.sample(self, x, observed, temperature, generator)
 
     @torch.no_grad()
     def conditional_mean(self, x: torch.Tensor, observed: torch.Tensor, generator=None) -> torch.Tensor:
-        """Every unobserved x_j replaced by the head's mean of p(x_j | x_observed), all in one
-        pass at the node `observed` (the one-pass imputation); `[B, D]` -> `[B, D]`."""
+        """Every unobserved x_j replaced by the head's mean of p(x_j | x_observed) (the
+        one-pass imputation); `[B, D]` -> `[B, D]`."""
         x = self._check_x(x)
         observed = self._check_mask(observed, x, "observed")
-        return torch.where(observed, x, self.head.mean(self(x, observed)).to(x.dtype))
+        return self.walk.conditional_mean(self, x, observed)
 
     # ---------------------------------------------------------------- step budgets
     def _policy(self, steps, policy, estimator: str = "exact") -> torch.Tensor | None:
-        """The policy `[K+1]` a call asks for: explicit, or K evenly spaced steps; None = one per pass."""
+        """The policy `[K+1]` a call asks for (explicit, K evenly spaced steps, or the one
+        `query_options` set); None = one variable per pass."""
         if steps is None and policy is None:
             policy = self._policy_in_use
             if policy is None:
                 return None
+        if not self.walk.budgets:
+            raise UserError(f"step budgets (steps / policy) are for node networks; {type(self.network).__name__} "
+                            "already scores a path in one pass and samples from a key/value cache")
         if estimator != "exact":
             raise UserError("steps / policy give the exact likelihood of the K-step sampler; "
-                             "use estimator='exact'")
+                            "use estimator='exact'")
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
             raise UserError(f"steps must be an integer >= 1, got {steps!r}")
         if policy is None:
@@ -269,33 +445,3 @@ class AnyOrderModel(nn.Module):
         if steps is not None and steps != len(policy) - 1:
             raise UserError(f"steps={steps} but the policy has {len(policy) - 1} steps; pass one of them")
         return policy
-
-    def _policy_walk(self, x, given, target, policy, temperature=None, generator=None, progress=False):
-        """The K-step process of `policy` along the path from node `given` over `target`.
-
-        Step k takes every target at path places b_{k-1}..b_k - 1 (the policy rescaled to the
-        row's path length |target|, `budget.row_boundaries`) from the one node given ∪ the
-        places before b_{k-1}: one pass per step for all rows. With a temperature it draws
-        them, independently, into x (in place) and returns x; without, it returns
-        Σ_k Σ_{t in step k} log p(x_{u_t} | x_given, x_{u<b_{k-1}}) per row `[B]` — the exact
-        likelihood of that sampler, sharing this one walk so the two cannot drift apart.
-        """
-        rank = lattice.ranks(given, self.protocol, generator, then=target)
-        start = given.sum(-1, keepdim=True)
-        bounds = start + budget.row_boundaries(policy, target.sum(-1))       # [B, K+1] path places
-        total = torch.zeros(len(x), device=x.device)
-        for k in tqdm(range(bounds.shape[1] - 1), desc="passes", disable=not progress, dynamic_ncols=True):
-            rows = (bounds[:, k + 1] > bounds[:, k]).nonzero().squeeze(-1)
-            if len(rows) == 0:
-                continue
-            place, low, high = rank[rows], bounds[rows, k, None], bounds[rows, k + 1, None]
-            node, step = place < low, (place >= low) & (place < high)
-            values = x[rows]
-            params = self(values, node)
-            if temperature is None:
-                logp = torch.where(step, self.head.log_prob(params, values), 0.0)
-                total = total.index_add(0, rows, logp.sum(-1))
-            else:
-                values[step] = self.head.sample(params[step], temperature, generator).to(x.dtype)
-                x[rows] = values
-        return total if temperature is None else x

@@ -1,9 +1,9 @@
 """One training loop for every data type: AdamW, warm-up, clipping, EMA, bf16, DDP, resume.
 
 Data-parallel runs are started by `torchrun`; every process draws the same global batch
-and the same training nodes from one seeded generator and keeps its own slice, so a run on
-N processes follows the single-process run with the same global batch, and a resumed run
-continues exactly where the checkpoint left off.
+and the same training nodes or paths from one seeded generator and keeps its own slice, so
+a run on N processes follows the single-process run with the same global batch, and a
+resumed run continues exactly where the checkpoint left off.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import yaml
 from torch import nn
 from tqdm import tqdm
 
-from . import checkpoint, lattice
+from . import checkpoint
 from .build import build_model, describe
-from .config import Config, ConfigError, ModelConfig, apply_overrides
+from .config import Config, ConfigError, apply_overrides
 from .data import Dataset, load_data
 from .errors import UserError
 from .model import AnyOrderModel, bits_per_dim
@@ -63,8 +63,8 @@ class Objective(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x, node, generator=None):
-        return self.model.loss(x, node, generator=generator)
+    def forward(self, x, drawn, generator=None):
+        return self.model.loss(x, drawn, generator=generator)
 
 
 def validation_bpd(model: AnyOrderModel, rows: torch.Tensor, device, autocast, seed: int) -> float:
@@ -77,13 +77,12 @@ def validation_bpd(model: AnyOrderModel, rows: torch.Tensor, device, autocast, s
     return bits_per_dim(logp, rows.shape[1]).mean().item()
 
 
-def training_batch(data: Dataset, m: ModelConfig, batch_size: int, generator: torch.Generator):
-    """The global batch x `[B, D]` and its training nodes `[B, D]` bool, on the CPU. Every
-    data-parallel process draws the same from the same generator and keeps its own slice."""
+def training_batch(data: Dataset, model: AnyOrderModel, batch_size: int, generator: torch.Generator):
+    """The global batch x `[B, D]` and what the model trains on for it (nodes or paths:
+    `model.draw_training`), on the CPU. Every data-parallel process draws the same from the
+    same generator and keeps its own slice."""
     x = data.train_batch(batch_size, generator)
-    node = lattice.training_nodes(batch_size, data.dim, m.strategy, m.protocol, m.reweight, m.query,
-                                  generator=generator)
-    return x, node
+    return x, model.draw_training(batch_size, generator=generator)
 
 
 def train_step(objective: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, node: torch.Tensor,
@@ -343,7 +342,7 @@ class Training:
     def one_step(self) -> tuple[torch.Tensor, torch.Tensor, float]:
         """Draw the global batch, take one optimiser step on this process's slice, update the EMA."""
         t, o = self.config.train, self.config.optim
-        x, node = training_batch(self.data, self.config.model, t.batch_size, self.gen)
+        x, node = training_batch(self.data, self.model, t.batch_size, self.gen)
         lr = o.lr * lr_factor(self.step, o.warmup, o.decay, t.steps)
         # ACE's proposal draws differ in number per process: their generator depends on
         # (seed, step, rank) only, so no state is shared between processes or needs saving.

@@ -3,7 +3,7 @@
 (a) peak: the best TFLOP/s of square fp32 and bf16 matmuls, and whether `precision: auto`
     finds native bf16 here (`anyorder.precision.bf16_native`);
 (b) training: tokens (variables) per second of a full step as `anyorder.train` takes it
-    (batch, training nodes, forward + backward under the precision, clipping, AdamW), and
+    (batch, training nodes or paths, forward + backward under the precision, clipping, AdamW), and
     model FLOPs utilisation = 3 × the network's forward `matmul_flops(batch)` per step
     (forward + backward ≈ 3 forwards) / step time / the measured peak of that precision;
 (c) queries: exact joint log-likelihood (`log_prob(estimator="exact")`, D passes) and
@@ -65,7 +65,7 @@ def train_step_seconds(model, data, config, batch: int, autocast, device, steps:
     model.train()
 
     def step():
-        x, node = training_batch(data, config.model, batch, gen)
+        x, node = training_batch(data, model, batch, gen)
         train_step(objective, optimizer, x.to(device), node.to(device), o.lr, o.clip, autocast)
 
     return median_seconds(step, device, steps, warmup=2, clock=clock)

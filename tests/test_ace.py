@@ -7,6 +7,7 @@ from torch import nn
 from anyorder.ace import ACEModel, EnergyNet
 from anyorder.data.tables import load_table
 from anyorder.heads import CategoricalHead, MixtureOfGaussiansHead
+from anyorder.nets import NodeNetwork
 from anyorder.nets.resmlp import ResMLP
 
 D = 3
@@ -45,7 +46,7 @@ class ProposalEnergy(nn.Module):
         return 3.0 - self.head.log_prob(context.unsqueeze(1), value.unsqueeze(1)).squeeze(1)
 
 
-class ParamsAsContext(nn.Module):
+class ParamsAsContext(NodeNetwork):
     def __init__(self, net):
         super().__init__()
         self.net, self.dim, self.context = net, net.dim, net.out_features

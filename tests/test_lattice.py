@@ -236,3 +236,59 @@ def test_sizes_must_be_integers():
         with pytest.raises(UserError, match="integers"):
             lattice.training_nodes(batch, dim)
     assert lattice.training_nodes(0, 4).shape == (0, 4)
+
+
+def enumerate_paths(dim, protocol, mix):
+    """Exact P(given set, ordered targets) of training paths, from the mix's definition."""
+    joint, marginal, conditional = (w / sum(mix) for w in mix)
+    law = defaultdict(float)
+
+    def add(weight, given, target):
+        orders = protocol_order(target, protocol)
+        for order in orders:
+            law[(frozenset(given), tuple(order))] += weight / len(orders)
+
+    add(joint, (), range(dim))
+    for size in range(1, dim + 1):
+        for e in subsets(dim, size):
+            add(marginal / (dim * math.comb(dim, size)), (), e)
+    for size in range(dim):
+        for o in subsets(dim, size):
+            add(conditional / (dim * math.comb(dim, size)), o, set(range(dim)) - o)
+    return law
+
+
+@pytest.mark.parametrize("protocol,mix", [("natural", (1, 1, 1)), ("strided(2)", (2, 1, 0)),
+                                          ("random", (0, 1, 3))])
+def test_training_paths_match_enumeration(protocol, mix):
+    dim = 4
+    gen = torch.Generator().manual_seed(7)
+    path = lattice.training_paths(DRAWS, dim, protocol, "card-uniform", mix, generator=gen)
+    assert path.shape == (DRAWS, dim) and path.dtype == torch.int64
+    counts = defaultdict(int)
+    for row in path.tolist():
+        given = frozenset(j for j in range(dim) if row[j] == lattice.GIVEN)
+        order = sorted((j for j in range(dim) if 0 <= row[j] < dim), key=lambda j: row[j])
+        assert sorted(row[j] for j in order) == list(range(len(order)))   # steps 0..m-1
+        counts[(given, tuple(order))] += 1
+    exact = enumerate_paths(dim, protocol, mix)
+    keys = set(exact) | set(counts)
+    tv = 0.5 * sum(abs(counts[k] / DRAWS - exact.get(k, 0.0)) for k in keys)
+    assert tv < 0.02
+
+
+def test_paths_visit_targets_in_protocol_order_after_the_given_set():
+    given = torch.tensor([[False, True, False, False, True, False]])
+    target = torch.tensor([[True, False, True, True, False, False]])
+    assert lattice.paths(given, target, "natural").tolist() == [[0, -1, 1, 2, -1, 6]]
+    assert lattice.paths(given, target, "strided(2)").tolist() == [[0, -1, 1, 2, -1, 6]]
+    one = torch.arange(6)[None] == 4
+    assert lattice.paths(one, ~one, "strided(2)").tolist() == [[0, 2, 1, 3, -1, 4]]   # 0 2 | 1 3 5
+
+
+def test_bad_path_mix_is_a_clear_error():
+    for mix in [(1, 1), (0, 0, 0), (1, -1, 1)]:
+        with pytest.raises(ValueError, match="path mix"):
+            lattice.training_paths(2, 3, mix=mix)
+    with pytest.raises(ValueError, match="inpaint"):
+        lattice.training_paths(2, 3, query="inpaint")

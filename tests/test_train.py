@@ -275,7 +275,7 @@ def test_one_step_function_serves_the_trainer(tmp_path):
     optimizer = optimizer_for(model, o)
     gen = torch.Generator().manual_seed(config.train.seed)
     for _ in range(3):
-        x, node = training_batch(data, config.model, config.train.batch_size, gen)
+        x, node = training_batch(data, model, config.train.batch_size, gen)
         train_step(Objective(model), optimizer, x, node, o.lr, o.clip, contextlib.nullcontext())
     saved = load_file(run / "model.safetensors")
     assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
@@ -293,5 +293,5 @@ def test_ace_proposal_draws_leave_the_shared_batch_generator_alone(tmp_path):
     reference = torch.Generator().manual_seed(config.train.seed)
     for _ in range(3):
         run.one_step()
-        training_batch(data, config.model, config.train.batch_size, reference)
+        training_batch(data, run.model, config.train.batch_size, reference)
     assert torch.equal(run.gen.get_state(), reference.get_state())

@@ -5,8 +5,10 @@ import itertools
 import torch
 from torch import nn
 
+from anyorder.nets import NodeNetwork
 
-class TinyNet(nn.Module):
+
+class TinyNet(NodeNetwork):
     """An MLP over one-hot observed values and the mask: a real, inconsistent AO-ARM."""
 
     def __init__(self, dim, num_classes, out_features=None, width=32, seed=0):
@@ -26,7 +28,7 @@ class TinyNet(nn.Module):
         return self.body(h).view(len(x_in), self.dim, self.out)
 
 
-class OracleNet(nn.Module):
+class OracleNet(NodeNetwork):
     """Exact conditionals p(x_j | x_observed) of a joint probability table over K^D."""
 
     def __init__(self, table):

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import NodeNetwork
 from ..errors import UserError
 
 
@@ -28,7 +29,7 @@ class ResidualBlock(nn.Module):
         return h + self.fc2(F.gelu(self.fc1(self.norm(h))))
 
 
-class ResMLP(nn.Module):
+class ResMLP(NodeNetwork):
     """`net(x_in [B, D], observed [B, D] bool) -> params [B, D, out_features]`.
 
     num_classes None: x_in is continuous (float). Otherwise x_in holds category ids and is

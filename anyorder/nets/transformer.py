@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from .base import NodeNetwork
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None,
@@ -45,15 +46,62 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, h: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        B, D, W = h.shape
-        q, k, v = self.qkv(self.ln1(h)).view(B, D, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = self.queries_keys_values(h)
+        return self.update(h, self.attend(q, k, v, bias))
+
+    def queries_keys_values(self, h: torch.Tensor):
+        """`[B, L, W]` -> q, k, v, each `[B, heads, L, W / heads]` (a key/value cache stores k, v)."""
+        B, L, W = h.shape
+        return self.qkv(self.ln1(h)).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
+
+    def attend(self, q, k, v, bias: torch.Tensor | None) -> torch.Tensor:
+        """Attention of q over k, v with an additive bias (−inf = not allowed): `[B, heads, L, W / heads]`."""
         bias = None if bias is None else bias.to(q.dtype)
-        a = attention(q, k, v, bias, self.dropout if self.training else 0.0)
-        h = h + self.drop(self.proj(a.transpose(1, 2).reshape(B, D, W)))
+        return attention(q, k, v, bias, self.dropout if self.training else 0.0)
+
+    def update(self, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """The residual updates from the attention output a: h + proj(a), then the MLP."""
+        B, L, W = h.shape
+        h = h + self.drop(self.proj(a.transpose(1, 2).reshape(B, L, W)))
         return h + self.drop(self.out(F.gelu(self.fc(self.ln2(h)))))
 
 
-class Transformer(nn.Module):
+def alibi_slopes(heads: int) -> torch.Tensor:
+    """ALiBi's per-head slopes 1, 1/2, 1/4, …: head h adds −slope_h · distance to its scores."""
+    return 2.0 ** -torch.arange(heads, dtype=torch.float32)
+
+
+def init_weights(net: nn.Module, positions, blocks, depth: int) -> None:
+    """GPT-2 init: N(0, 0.02) (also the position tables), residual projections scaled by
+    1/√(2·depth); the output layer `net.head` starts at zero so the untrained model predicts
+    the head's neutral parameters."""
+    for module in net.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear):
+            nn.init.zeros_(module.bias)
+    for table in positions:
+        nn.init.normal_(table, std=0.02)
+    for block in blocks:
+        nn.init.normal_(block.proj.weight, std=0.02 / math.sqrt(2 * depth))
+        nn.init.normal_(block.out.weight, std=0.02 / math.sqrt(2 * depth))
+    nn.init.zeros_(net.head.weight)
+
+
+def matmul_flops(blocks, head: nn.Linear, batch_size: int, length: int) -> int:
+    """2·m·n·k summed over every matmul of one pass of `blocks` and `head` over `[batch_size,
+    length]` positions: QKV, attention scores, attention·V, output projection, MLP, final linear."""
+    tokens = batch_size * length
+    flops = 2 * tokens * head.in_features * head.out_features
+    for block in blocks:
+        width = block.proj.in_features
+        for linear in (block.qkv, block.proj, block.fc, block.out):
+            flops += 2 * tokens * linear.in_features * linear.out_features
+        flops += 2 * 2 * tokens * length * width     # Q·Kᵀ and A·V, summed over heads
+    return flops
+
+
+class Transformer(NodeNetwork):
     """Bidirectional Transformer: `(x_in [B, D] int64, observed [B, D] bool) -> [B, D, out_features]`.
 
     Input per position: token embedding where observed, a learned mask embedding where not
@@ -94,25 +142,10 @@ class Transformer(nn.Module):
         self.head = nn.Linear(width, out_features)
         if attention_bias == "alibi":
             distance = (torch.arange(dim)[:, None] - torch.arange(dim)).abs()
-            slopes = 2.0 ** -torch.arange(heads, dtype=torch.float32)
-            self.register_buffer("bias", -slopes[:, None, None] * distance, persistent=False)
+            self.register_buffer("bias", -alibi_slopes(heads)[:, None, None] * distance, persistent=False)
         else:
             self.bias = None
-        self._init_weights(depth)
-
-    def _init_weights(self, depth: int) -> None:
-        """GPT-2 init: N(0, 0.02), residual projections scaled by 1/√(2·depth); the output
-        layer starts at zero so the untrained model predicts the head's neutral parameters."""
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, std=0.02)
-            if isinstance(module, nn.Linear):
-                nn.init.zeros_(module.bias)
-        nn.init.normal_(self.position, std=0.02)
-        for block in self.blocks:
-            nn.init.normal_(block.proj.weight, std=0.02 / math.sqrt(2 * depth))
-            nn.init.normal_(block.out.weight, std=0.02 / math.sqrt(2 * depth))
-        nn.init.zeros_(self.head.weight)
+        init_weights(self, [self.position], self.blocks, depth)
 
     def forward(self, x_in: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         if x_in.shape != observed.shape or x_in.dim() != 2 or x_in.shape[1] != self.dim:
@@ -126,13 +159,5 @@ class Transformer(nn.Module):
         return self.head(self.ln_f(h))
 
     def matmul_flops(self, batch_size: int) -> int:
-        """2·m·n·k summed over every matmul of one forward pass on `[batch_size, D]`: QKV,
-        attention scores, attention·V, output projection, MLP and the final linear (for MFU)."""
-        tokens = batch_size * self.dim
-        flops = 2 * tokens * self.head.in_features * self.head.out_features
-        for block in self.blocks:
-            width = block.proj.in_features
-            for linear in (block.qkv, block.proj, block.fc, block.out):
-                flops += 2 * tokens * linear.in_features * linear.out_features
-            flops += 2 * 2 * tokens * self.dim * width     # Q·Kᵀ and A·V, summed over heads
-        return flops
+        """Matmul FLOPs of one forward pass on `[batch_size, D]` (for MFU)."""
+        return matmul_flops(self.blocks, self.head, batch_size, self.dim)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import NodeNetwork
 from ..errors import UserError
 
 
@@ -92,7 +93,7 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(h, scale_factor=2.0, mode="nearest"))
 
 
-class UNet(nn.Module):
+class UNet(NodeNetwork):
     """U-Net over `shape = (C, H, W)` images of `num_classes` levels -> `[B, D, out_features]`.
 
     Level i has `channels * channel_mult[i]` channels and `blocks_per_level` ResBlocks on
@@ -121,7 +122,7 @@ class UNet(nn.Module):
                            embed_values=bool(embed_values))
         _check_config(**self.config)
         C, H, W = shape
-        self.shape, self.num_classes, self.out_features = shape, num_classes, out_features
+        self.dim, self.shape, self.num_classes, self.out_features = dim, shape, num_classes, out_features
         emb_dim = 4 * channels
         self.embed = nn.Sequential(nn.Linear(channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         first = channels * channel_mult[0]

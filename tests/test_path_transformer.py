@@ -1,0 +1,228 @@
+"""PathTransformer, alone and inside AnyOrderModel, against enumeration and step-by-step references."""
+
+import math
+
+import pytest
+import torch
+
+from anyorder import lattice
+from anyorder.config import load_config
+from anyorder.heads import CategoricalHead
+from anyorder.model import AnyOrderModel
+from anyorder.nets.path_transformer import PathTransformer
+from tiny import all_configs
+
+D, K = 4, 3
+
+
+def tiny_net(dim=D, seed=0, **kw):
+    torch.manual_seed(seed)
+    net = PathTransformer(dim, K, K, width=16, depth=2, heads=2, **kw)
+    with torch.no_grad():
+        net.head.weight.normal_(std=1.0)  # the init is zero (uniform); make conditionals sharp
+    return net.eval()
+
+
+def tiny_model(protocol="natural", dim=D, **kw):
+    return AnyOrderModel(tiny_net(dim, **kw), CategoricalHead(K), protocol=protocol)
+
+
+def every_mask(dim=D):
+    return torch.tensor([[(c >> i) & 1 for i in range(dim)] for c in range(1, 2 ** dim)], dtype=torch.bool)
+
+
+def prefix(path, t):
+    """The path walked up to and including target t: later targets are off the path."""
+    return torch.where(path > t, path.shape[1], path)
+
+
+def random_paths(batch, dim, protocol, seed):
+    gen = torch.Generator().manual_seed(seed)
+    given = torch.rand(batch, dim, generator=gen) < 0.4
+    target = ~given & (torch.rand(batch, dim, generator=gen) < 0.8)
+    return lattice.paths(given, target, protocol, gen)
+
+
+@pytest.mark.parametrize("protocol", ["natural", "strided(2)"])
+def test_marginals_sum_to_one_for_every_subset(protocol):
+    model = tiny_model(protocol)
+    x = all_configs(D, K)
+    with torch.no_grad():
+        for mask in every_mask():
+            masks = mask.expand_as(x)
+            logp = model.log_prob(x, masks)
+            codes = (x * masks * (K ** torch.arange(D))).sum(-1)   # x outside e must not matter
+            for code in codes.unique():
+                same = logp[codes == code]
+                assert torch.allclose(same, same[0].expand_as(same), atol=1e-6)
+            total = logp.double().exp().sum() / K ** (D - int(mask.sum()))
+            assert total.item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_likelihoods_depend_on_the_path():
+    """Guard: normalisation holds for any path; an inconsistent network's values must differ by path."""
+    x = all_configs(D, K)
+    with torch.no_grad():
+        a, b = tiny_model("natural").log_prob(x), tiny_model("strided(2)").log_prob(x)
+    assert (a - b).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("protocol", ["natural", "strided(2)", "random"])
+@pytest.mark.parametrize("attention_bias", ["alibi", "none"])
+def test_one_pass_equals_step_by_step(protocol, attention_bias):
+    dim = 6
+    net = tiny_net(dim, attention_bias=attention_bias)
+    path = random_paths(32, dim, protocol, seed=1)
+    x = torch.randint(0, K, (32, dim), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full = net(x, path)
+        noise = torch.randint(0, K, x.shape, generator=torch.Generator().manual_seed(3))
+        assert torch.equal(full, net(torch.where(path < dim, x, noise), path))  # off the path: absent
+        for t in range(dim):
+            at = path == t
+            if at.any():
+                assert torch.allclose(net(x, prefix(path, t))[at], full[at], atol=1e-5)
+        assert not full[(path < 0) | (path == dim)].any()
+
+
+@pytest.mark.parametrize("protocol", ["natural", "strided(2)"])
+def test_exact_likelihood_is_the_sum_of_step_by_step_edges(protocol):
+    dim = 5
+    model = tiny_model(protocol, dim)
+    given = torch.rand(16, dim, generator=torch.Generator().manual_seed(4)) < 0.3
+    target = ~given
+    x = torch.randint(0, K, (16, dim), generator=torch.Generator().manual_seed(5))
+    path = lattice.paths(given, target, protocol)
+    with torch.no_grad():
+        steps = torch.zeros(16)
+        for t in range(dim):
+            at = path == t
+            edge = model.head.log_prob(model.network(x, prefix(path, t)), x)
+            steps += (edge * at).sum(-1)
+        assert torch.allclose(model.conditional_log_prob(x, target, given), steps, atol=1e-5)
+        loss = model.loss(x, path)
+    assert loss.item() == pytest.approx(-steps.mean().item() / dim, abs=1e-5)
+
+
+def test_key_value_cache_equals_the_one_pass_forward():
+    dim = 7
+    net = tiny_net(dim)
+    gen = torch.Generator().manual_seed(6)
+    given = torch.rand(9, dim, generator=gen) < 0.4
+    given[0] = False                                   # a row without evidence
+    path = lattice.paths(given, ~given, "strided(3)")
+    x = torch.randint(0, K, (9, dim), generator=gen)
+    order = path.argsort(dim=-1, stable=True)
+    with torch.no_grad():
+        full = net(x, path)
+        cache = net.begin(x, given)
+        value = None
+        for t in range(int((~given).sum(-1).max())):
+            var = order.gather(1, (given.sum(-1, keepdim=True) + t).clamp(max=dim - 1)).squeeze(-1)
+            params = net.extend(cache, var, value)
+            live = (~given).sum(-1) > t
+            assert torch.allclose(params[live], full[live, var[live]], atol=1e-5)
+            value = x.gather(1, var[:, None]).squeeze(-1)
+
+
+def uncached_sample(model, x, observed, temperature, generator):
+    """A step-by-step reference sampler: one full pass along the path walked so far per step."""
+    path = lattice.paths(observed, ~observed, model.protocol, generator)
+    x = torch.where(observed, x, 0)
+    for t in range(int((~observed).sum(-1).max())):
+        rows = (path == t).any(-1).nonzero().squeeze(-1)
+        var = (path[rows] == t).long().argmax(-1)
+        params = model.network(x, prefix(path, t))[rows, var]
+        x[rows, var] = model.head.sample(params, temperature, generator)
+    return x
+
+
+@pytest.mark.parametrize("protocol", ["natural", "strided(2)", "random"])
+def test_cached_sampling_draws_what_uncached_sampling_draws(protocol):
+    dim = 6
+    model = tiny_model(protocol, dim)
+    gen = torch.Generator().manual_seed(8)
+    observed = torch.rand(200, dim, generator=gen) < 0.3
+    x = torch.randint(0, K, (200, dim), generator=gen)
+    with torch.no_grad():
+        cached = model.sample(x, observed, 0.8, torch.Generator().manual_seed(9))
+        plain = uncached_sample(model, x, observed, 0.8, torch.Generator().manual_seed(9))
+    assert torch.equal(cached, plain)
+    assert torch.equal(cached[observed], x[observed])
+    assert len(cached.unique(dim=0)) > 50  # the draws really vary
+
+
+def test_sample_reproduces_the_chain_conditional():
+    model = tiny_model("strided(2)")
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.tensor([[2, 0, 1, 1]])
+    given = torch.tensor([[False, True, False, False]])
+    n = 30_000
+    with torch.no_grad():
+        drawn = model.sample(x0.repeat(n, 1), given.repeat(n, 1), generator=gen)
+        configs = all_configs(D, K)
+        configs = configs[configs[:, 1] == 0]
+        logp = model.conditional_log_prob(configs, ~given.expand_as(configs), given.expand_as(configs))
+    truth = logp.double().exp()
+    assert truth.sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert truth.max() < 0.9  # not a point mass
+    codes = (drawn * K ** torch.arange(D)).sum(-1)
+    freq = torch.stack([(codes == c).double().mean() for c in (configs * K ** torch.arange(D)).sum(-1)])
+    assert 0.5 * (freq - truth).abs().sum().item() < 0.02
+
+
+def test_one_step_estimator_is_unbiased():
+    model = tiny_model("strided(2)")
+    gen = torch.Generator().manual_seed(0)
+    x = all_configs(D, K)[torch.tensor([5, 40, 77])]
+    mask = torch.tensor([[True, True, True, True], [True, False, True, True], [False, True, False, True]])
+    reps = 4000
+    with torch.no_grad():
+        exact = model.log_prob(x, mask)
+        draws = model.log_prob(x.repeat(reps, 1), mask.repeat(reps, 1), "one-step", generator=gen).view(reps, 3)
+    err = draws.std(0) / math.sqrt(reps)
+    assert ((draws.mean(0) - exact).abs() < 4 * err).all()
+    assert (draws.std(0) > 0.05).all()
+
+
+TINY = ["data.seq_len=16", "net.width=16", "net.depth=1", "net.heads=2", "train.batch_size=8",
+        "train.eval_rows=4", "train.log_every=2", "train.ckpt_every=2", "optim.decay=none"]
+
+
+def test_path_preset_trains_resumes_and_answers_queries(tmp_path):
+    """A resumed run repeats the uninterrupted one exactly (same paths drawn), and the
+    checkpoint answers queries as the model did."""
+    from safetensors.torch import load_file
+
+    from anyorder.build import load_model
+    from anyorder.train import resume_config, train
+    full = train(load_config("text-cpu-path", TINY + ["train.steps=4", f"train.out={tmp_path / 'full'}"]),
+                 progress=False)
+    part = train(load_config("text-cpu-path", TINY + ["train.steps=2", f"train.out={tmp_path / 'part'}"]),
+                 progress=False)
+    part = train(resume_config(part, ["train.steps=4"]), resume=True, progress=False)
+    a, b = load_file(full / "model.safetensors"), load_file(part / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    model, _, meta = load_model(full)
+    assert meta["dim"] == 16 and isinstance(model.network, PathTransformer)
+    x = torch.randint(0, 27, (2, 16))
+    observed = torch.arange(16).expand(2, 16) % 2 == 0
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        filled = model.sample(x, observed, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(filled[observed], x[observed])
+        assert torch.isfinite(model.log_prob(filled)).all()
+
+
+def test_bad_input_is_a_clear_error():
+    model = tiny_model()
+    x = torch.zeros(2, D, dtype=torch.long)
+    with pytest.raises(ValueError, match="int64 path"):
+        model.network(x, torch.ones(2, D, dtype=torch.bool))
+    with pytest.raises(ValueError, match="paths must be an int64"):
+        model.loss(x, torch.ones(2, D, dtype=torch.bool))
+    with pytest.raises(ValueError, match="path values"):
+        model.loss(x, torch.full((2, D), 9))
+    with pytest.raises(ValueError, match="NodeNetwork or PathNetwork"):
+        AnyOrderModel(torch.nn.Linear(2, 2), CategoricalHead(K))
+    with pytest.raises(ValueError, match="path mix"):
+        AnyOrderModel(tiny_net(), CategoricalHead(K), path_mix=(0, 0, 0))
