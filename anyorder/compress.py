@@ -83,6 +83,9 @@ def path_conditionals(model: AnyOrderModel, x: torch.Tensor, target: torch.Tenso
     x `[B, D]` is read afresh at each step, so a decoder writes x[rows, var] before asking
     for the next step; only visited variables are ever seen by the network.
     """
+    if not model.walk.budgets:
+        raise CompressionError(f"compression codes from one lattice node per step, which needs a node "
+                               f"network; this model holds a {type(model.network).__name__}")
     rank = lattice.ranks(torch.zeros_like(target), model.protocol, then=target)
     order = rank.argsort(-1)                 # order[b, t]: the variable visited at path place t
     length = target.sum(-1)
