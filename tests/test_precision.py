@@ -9,6 +9,7 @@ from torch.overrides import TorchFunctionMode
 from anyorder.config import ConfigError
 from anyorder.heads import CategoricalHead, MixtureOfGaussiansHead
 from anyorder.model import AnyOrderModel
+from anyorder.nets.base import NodeNetwork
 from anyorder.precision import autocast_for, bf16_native
 from tiny import TinyNet
 
@@ -70,7 +71,7 @@ class RecordDraws(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-class RealNet(nn.Module):
+class RealNet(NodeNetwork):
     """A linear node network over real values and the mask."""
 
     def __init__(self, dim, out_features):
