@@ -73,16 +73,15 @@ def _budget(args, model, meta) -> dict:
         return {}
     if args.steps > meta["dim"]:
         raise UserError(f"--steps must lie in 1..{meta['dim']} (the number of variables), got {args.steps}")
+    with model.query_options(steps=args.steps):   # refuses models without step budgets, before any work
+        pass
     fitted = None
     if args.policy == "fitted":
         fitted = budget.load_policy(_run_dir(args.checkpoint), args.steps, model)
         if fitted is None:
             print(f"anyorder: no policy fitted for {args.steps} steps (anyorder fit-policy "
                   f"{args.checkpoint} --steps {args.steps}); using evenly spaced steps", file=sys.stderr)
-    policy = fitted if fitted is not None else budget.even_policy(meta["dim"], args.steps)
-    with model.query_options(policy=policy):     # refuses models without step budgets, before any work
-        pass
-    return {"policy": policy}
+    return {"policy": fitted if fitted is not None else budget.even_policy(meta["dim"], args.steps)}
 
 
 def _run_dir(checkpoint_path) -> Path:

@@ -226,3 +226,19 @@ def test_bad_input_is_a_clear_error():
         AnyOrderModel(torch.nn.Linear(2, 2), CategoricalHead(K))
     with pytest.raises(ValueError, match="path mix"):
         AnyOrderModel(tiny_net(), CategoricalHead(K), path_mix=(0, 0, 0))
+
+
+def test_node_only_queries_are_refused_with_a_reason():
+    """Step budgets and the one-pass conditional mean walk node passes; a path model says so
+    (also through query_options, which the CLI asks before any work)."""
+    model = tiny_model()
+    x, observed = torch.randint(3, (2, D)), torch.tensor([[True] + [False] * (D - 1)] * 2)
+    with pytest.raises(ValueError, match="node networks"):
+        model.log_prob(x, steps=2)
+    with pytest.raises(ValueError, match="node networks"):
+        model.sample(x, observed, policy=[0, 1, D - 1])
+    with pytest.raises(ValueError, match="node networks"):
+        with model.query_options(steps=2):
+            pass
+    with pytest.raises(ValueError, match="node network"):
+        model.conditional_mean(x, observed)
