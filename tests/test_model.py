@@ -8,7 +8,7 @@ import torch
 from anyorder import lattice
 from anyorder.heads import CategoricalHead, MixtureOfGaussiansHead
 from anyorder.model import AnyOrderModel, bits_per_dim
-from tiny import OracleNet, TinyNet, all_configs
+from tiny import OracleNet, TinyNet, all_configs, assert_marginals_normalised
 
 D, K = 4, 3
 
@@ -17,25 +17,9 @@ def tiny_model(protocol="natural", **kw):
     return AnyOrderModel(TinyNet(D, K), CategoricalHead(K), protocol=protocol, **kw)
 
 
-def every_mask(dim=D):
-    return torch.tensor([[(c >> i) & 1 for i in range(dim)] for c in range(1, 2 ** dim)], dtype=torch.bool)
-
-
 @pytest.mark.parametrize("protocol", ["natural", "strided(2)"])
 def test_marginals_sum_to_one_for_every_mask(protocol):
-    model = tiny_model(protocol)
-    x = all_configs(D, K)
-    with torch.no_grad():
-        for mask in every_mask():
-            masks = mask.expand_as(x)
-            logp = model.log_prob(x, masks)
-            # x outside the mask must not matter: each x_e repeats K^(D-|e|) times, equal.
-            codes = (x * masks * (K ** torch.arange(D))).sum(-1)
-            for code in codes.unique():
-                same = logp[codes == code]
-                assert torch.allclose(same, same[0].expand_as(same), atol=1e-6)
-            total = logp.double().exp().sum() / K ** (D - int(mask.sum()))
-            assert total.item() == pytest.approx(1.0, abs=1e-5)
+    assert_marginals_normalised(tiny_model(protocol), D, K)
 
 
 def test_marginals_of_an_inconsistent_model_depend_on_the_path():

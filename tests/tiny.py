@@ -2,6 +2,7 @@
 
 import itertools
 
+import pytest
 import torch
 from torch import nn
 
@@ -48,3 +49,24 @@ class OracleNet(NodeNetwork):
 
 def all_configs(dim, num_classes):
     return torch.tensor(list(itertools.product(range(num_classes), repeat=dim)))
+
+
+def every_mask(dim):
+    """Every non-empty subset of D variables as a mask, `[2^D - 1, D]` bool."""
+    return torch.tensor([[(c >> i) & 1 for i in range(dim)] for c in range(1, 2 ** dim)], dtype=torch.bool)
+
+
+def assert_marginals_normalised(model, dim, num_classes):
+    """For every subset e: log p(x_e) ignores x outside e, and Σ_{x_e} p(x_e) = 1 (by enumeration)."""
+    x = all_configs(dim, num_classes)
+    with torch.no_grad():
+        for mask in every_mask(dim):
+            masks = mask.expand_as(x)
+            logp = model.log_prob(x, masks)
+            # x outside the mask must not matter: each x_e repeats K^(D-|e|) times, equal.
+            codes = (x * masks * (num_classes ** torch.arange(dim))).sum(-1)
+            for code in codes.unique():
+                same = logp[codes == code]
+                assert torch.allclose(same, same[0].expand_as(same), atol=1e-6)
+            total = logp.double().exp().sum() / num_classes ** (dim - int(mask.sum()))
+            assert total.item() == pytest.approx(1.0, abs=1e-5)
