@@ -38,7 +38,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from . import lattice
+from . import budget, lattice
 from .errors import UserError
 from .model import AnyOrderModel
 from .pictures import to_images
@@ -102,11 +102,11 @@ def path_conditionals(model: AnyOrderModel, x: torch.Tensor, target: torch.Tenso
 
 
 def uniform_policy(dim: int, steps: int) -> list[int]:
-    """Step boundaries `[K + 1]` of K near-equal steps along a path of D variables."""
+    """Step boundaries `[K + 1]` of K near-equal steps along a path of D variables (at most D
+    steps): `budget.even_policy`, the policy `sample(..., steps=K)` follows."""
     if steps < 1:
         raise CompressionError(f"steps must be a positive integer, got {steps}")
-    steps = min(steps, dim)
-    return [round(k * dim / steps) for k in range(steps + 1)]
+    return budget.even_policy(dim, min(steps, dim)).tolist()
 
 
 def fixed_point(logits: torch.Tensor) -> np.ndarray:
