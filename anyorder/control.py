@@ -17,6 +17,7 @@ standardised rows as the table pipeline gives them. No environment code lives he
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Protocol
 
 import torch
@@ -29,7 +30,7 @@ from .errors import UserError
 from .heads import MixtureOfGaussiansHead
 from .model import AnyOrderModel
 from .nets.resmlp import ResMLP
-from .train import lr_factor
+from .train import lr_factor, train_step
 
 
 def policy_nodes(batch: int, state_dim: int, action_dim: int, protocol: str = "natural",
@@ -237,6 +238,18 @@ class SharedAutonomy:
         return self.assistant.act(state, proposal, mask if given is None else mask | given, generator=generator)
 
 
+class _PolicyObjective(nn.Module):
+    """A policy's loss in the `(x, drawn, generator)` form the trainer's `train_step` calls
+    (a policy draws its own nodes, so `drawn` is unused)."""
+
+    def __init__(self, policy: TablePolicy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, rows, drawn=None, generator=None):
+        return self.policy.loss(rows, generator=generator)
+
+
 def fit(policy: TablePolicy, data: Dataset, steps: int = 2000, batch_size: int = 256, lr: float = 1e-3,
         warmup: int = 100, clip: float = 10.0, seed: int = 0, progress: bool = True) -> list[float]:
     """Train any `TablePolicy` on a table Dataset's train rows: AdamW, linear warm-up then a
@@ -251,14 +264,11 @@ def fit(policy: TablePolicy, data: Dataset, steps: int = 2000, batch_size: int =
     node_gen = gen if device.type == "cpu" else None  # a CPU generator cannot draw on a GPU
     losses = []
     policy.train()
+    objective = _PolicyObjective(policy)
     for step in tqdm(range(steps), desc=f"fit {type(policy).__name__}", disable=not progress, dynamic_ncols=True):
-        for group in optimizer.param_groups:
-            group["lr"] = lr * lr_factor(step, warmup, "cosine", steps)
-        loss = policy.loss(data.train_batch(batch_size, gen).to(device), generator=node_gen)
-        loss.backward()
-        nn.utils.clip_grad_norm_(policy.parameters(), clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        rows = data.train_batch(batch_size, gen).to(device)
+        loss, _ = train_step(objective, optimizer, rows, None, lr * lr_factor(step, warmup, "cosine", steps),
+                             clip, nullcontext(), node_gen)
         losses.append(loss.item())
     policy.eval()
     return losses
