@@ -68,10 +68,12 @@ class DataIO:
     `summary` words an evaluation report; `sample_options` are this kind's options of
     `anyorder sample`, as (flags, argparse keywords) pairs; an option left unset is None (or False). `sample_queries` turns them into
     the query (x `[N, D]`, observed `[N, D]` bool) and `show_samples` prints or writes the
-    filled rows. `impute_file` fills the holes of a file (tables only).
+    filled rows. `impute_file` fills the holes of a file (tables only). `variable` names one
+    of the D variables in reports (a compressed size is quoted per variable).
     """
 
     kind: str = ""
+    variable: str = "dimension"
     sample_options: Sequence[tuple[tuple[str, ...], dict]] = ()
 
     def summary(self, report: dict) -> str:

@@ -268,6 +268,7 @@ class TextIO(DataIO):
     """`anyorder sample` for text: infill a prompt, random holes in test chunks, or free text."""
 
     kind = "text"
+    variable = "character"
     sample_options = (
         (("--text",), {"help": "text with _ for missing characters (text models); cleaned like the "
                                "training text: lowercase, digits spelled out, other characters become spaces"}),
