@@ -9,7 +9,7 @@ import torch
 from . import checkpoint
 from .config import Config, ConfigError
 from .data import Dataset
-from .heads import CategoricalHead, MixtureOfGaussiansHead
+from .heads import CategoricalHead, MixtureOfGaussiansHead, TableHead
 from .model import AnyOrderModel
 from .nets import build_net
 
@@ -37,8 +37,23 @@ def build_model(config: Config, meta: dict) -> AnyOrderModel:
     if m.kind not in MODEL_KINDS:
         raise ConfigError(f"unknown model.kind {m.kind!r}; expected one of {', '.join(MODEL_KINDS)}")
     num_classes = meta["num_classes"]
-    head = CategoricalHead(num_classes) if num_classes else MixtureOfGaussiansHead(m.components)
+    # A table with categorical columns (meta "levels", absent from older checkpoints) takes
+    # a TableHead, and its network one-hot inputs; every other table stays all-Gaussian.
+    levels = [None if found is None else len(found) for found in meta.get("levels") or []]
+    mixed = any(k is not None for k in levels)
+    if mixed and m.kind != "aoarm":
+        named = [c for c, k in zip(meta.get("columns", []), levels) if k is not None]
+        raise ConfigError(f"model.kind {m.kind!r} models continuous columns only; this table has categorical "
+                          f"columns {named}: use model.kind aoarm, or data.numeric / data.drop")
+    if mixed and config.net.get("kind") != "resmlp":
+        raise ConfigError(f"a table with categorical columns needs net.kind resmlp, got {config.net.get('kind')!r}")
+    if mixed:
+        head = TableHead(levels, m.components)
+    else:
+        head = CategoricalHead(num_classes) if num_classes else MixtureOfGaussiansHead(m.components)
     given = {"dim": meta["dim"], "num_classes": num_classes, "out_features": head.params_per_variable}
+    if mixed:
+        given["levels"] = levels
     if "shape" in meta:
         given["shape"] = tuple(meta["shape"])
     objective = dict(strategy=m.strategy, protocol=m.protocol, reweight=m.reweight,

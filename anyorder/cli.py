@@ -23,10 +23,10 @@ from . import budget
 from .arguments import count, number, probability, seed
 from .build import load_model
 from .config import load_config, preset_names
-from .data import IO, data_io, load_data
+from .data import IO, complete_rows, data_io, load_data
 from .errors import UserError
 from .evaluate import evaluate
-from .impute import REDUCTIONS
+from .impute import REDUCTIONS, check_quantiles
 from .paths import output_file
 from .precision import autocast_for
 from .train import resolve_device, resume_config, train
@@ -140,7 +140,7 @@ def eval_parser(sub) -> None:
 def cmd_eval(args) -> None:
     json_path = output_file(args.json, "--json") if args.json else None
     model, config, meta, device = _open(args)
-    rows = load_data(config.data).split(args.split)
+    rows = complete_rows(load_data(config.data).split(args.split))     # rows with holes have no joint
     if args.rows:
         rows = rows[: args.rows]
     options = {name: value for name, value in (("model", args.energy_model), ("num_importance", args.num_importance))
@@ -207,13 +207,25 @@ def impute_parser(sub) -> None:
     p.add_argument("--num-samples", type=count(1), default=10, help="draws per row (mean, sample)")
     p.add_argument("--reduce", choices=REDUCTIONS, default="mean",
                    help="mean of the draws, every draw (multiple imputation), or one-pass conditional mean")
+    p.add_argument("--quantiles", type=_quantile_list, metavar="Q1,Q2",
+                   help="also write per-cell intervals of the --num-samples draws (e.g. 0.05,0.95) "
+                        "and categorical probabilities to OUTPUT's .intervals file")
     add_step_options(p)
     add_common_options(p)
     p.set_defaults(run=cmd_impute)
 
 
+def _quantile_list(text: str) -> tuple[float, ...]:
+    try:
+        return check_quantiles(text.split(","), 10 ** 9)
+    except UserError as err:
+        raise argparse.ArgumentTypeError(f"expected numbers in (0, 1) separated by commas, got {text!r} ({err})") from None
+
+
 def cmd_impute(args) -> None:
     output_file(args.output, "--output", inputs=(args.input,))
+    if args.quantiles:
+        check_quantiles(args.quantiles, args.num_samples)
     if args.steps is not None and args.reduce == "conditional-mean":
         raise UserError("--steps sets the passes of sampled imputations; --reduce conditional-mean takes one pass")
     model, config, meta, _ = _open(args)
@@ -245,9 +257,7 @@ def cmd_fit_policy(args) -> None:
         raise UserError(f"--steps must lie in 1..{dim} (the number of variables), got {args.steps}")
     with model.query_options(policy=budget.even_policy(dim, 1)):   # refuses models without step budgets
         pass
-    rows = load_data(config.data).split(args.split)
-    if rows.is_floating_point():
-        rows = rows[~torch.isnan(rows).any(-1)]
+    rows = complete_rows(load_data(config.data).split(args.split))
     rows = rows[: args.rows] if args.rows else rows
     fitted, losses, path = budget.fit_policies(
         model, rows, args.steps, _run_dir(args.checkpoint), args.cost, args.split, args.remeasure,

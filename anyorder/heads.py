@@ -25,27 +25,64 @@ def _finite(params: torch.Tensor) -> torch.Tensor:
     return params
 
 
+def _sample_logits(logits: torch.Tensor, temperature: float, generator) -> torch.Tensor:
+    """One category per row of logits `[N, K]` (float32) -> `[N]`; temperature 0 gives the mode."""
+    logits = _finite(logits)
+    if temperature == 0:
+        return logits.argmax(-1)
+    # Shifted so the largest logit is 0: dividing by a tiny temperature cannot overflow.
+    probs = F.softmax((logits - logits.amax(-1, keepdim=True)) / temperature, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
 class Head(nn.Module):
-    """Interface: `params_per_variable` P, `log_prob`, `sample`, `check_values`, `blank`."""
+    """Interface: `params_per_variable` P, `log_prob`, `sample`, `point_estimate`,
+    `check_values`, `blank`, `level_counts`, `reduce_draws`.
+
+    `var` (optional in `log_prob`, `sample`, `point_estimate`) is the variable index of each
+    value, shaped like the values; None means they are laid out `[..., D]`, variable j at
+    position j. Heads whose variables are all alike ignore it.
+    """
 
     params_per_variable: int
 
-    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """`[B, D, P]`, `[B, D]` -> log p(x_j | context) per variable `[B, D]` (float32)."""
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor, var: torch.Tensor | None = None) -> torch.Tensor:
+        """`[B, D, P]`, `[B, D]` -> log p(x_j | context) per variable `[B, D]` (float32): a
+        log-density for continuous variables, a log-probability for discrete ones."""
         raise NotImplementedError
 
     def sample(self, params: torch.Tensor, temperature: float = 1.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """`[N, P]` -> one value per row `[N]`; temperature 0 gives the mode."""
+               generator: torch.Generator | None = None, var: torch.Tensor | None = None) -> torch.Tensor:
+        """`[N, P]` -> one value per row `[N]`; temperature 0 gives the mode. `var` `[N]`."""
+        raise NotImplementedError
+
+    def point_estimate(self, params: torch.Tensor, var: torch.Tensor | None = None) -> torch.Tensor:
+        """`[..., D, P]` -> the one-pass imputation of each variable `[..., D]`: the mean of a
+        continuous conditional (MSE-optimal), the mode of a discrete one."""
         raise NotImplementedError
 
     def check_values(self, x: torch.Tensor, name: str = "x") -> None:
-        """Raise UserError when x cannot be values of this head."""
+        """Raise UserError when x `[..., D]` cannot be values of this head."""
         raise NotImplementedError
 
     def blank(self, x: torch.Tensor) -> torch.Tensor:
         """The value written where a variable is unobserved, so networks never see it."""
         return torch.zeros_like(x)
+
+    def level_counts(self, dim: int) -> list[int | None]:
+        """Number of values of each of `dim` variables (None: continuous)."""
+        raise NotImplementedError
+
+    def reduce_draws(self, draws: torch.Tensor) -> torch.Tensor:
+        """M draws `[M, ..., D]` -> one fill `[..., D]`: their mean for a continuous variable,
+        their most frequent value (the smallest on ties) for a discrete one."""
+        levels = self.level_counts(draws.shape[-1])
+        discrete = torch.tensor([k is not None for k in levels], device=draws.device)
+        if not discrete.any():
+            return draws.mean(0)
+        counts = F.one_hot(torch.where(discrete, draws, 0).long(), max(k or 1 for k in levels)).sum(0)
+        mode = counts.argmax(-1).to(draws.dtype)
+        return mode if discrete.all() else torch.where(discrete, mode, draws.mean(0))
 
 
 class CategoricalHead(Head):
@@ -58,17 +95,18 @@ class CategoricalHead(Head):
         self.num_classes = num_classes
         self.params_per_variable = num_classes
 
-    def log_prob(self, params, x):
+    def log_prob(self, params, x, var=None):
         logp = F.log_softmax(params.float(), dim=-1)
         return logp.gather(-1, x.unsqueeze(-1)).squeeze(-1)
 
-    def sample(self, params, temperature=1.0, generator=None):
-        logits = _finite(params.float())
-        if temperature == 0:
-            return logits.argmax(-1)
-        # Shifted so the largest logit is 0: dividing by a tiny temperature cannot overflow.
-        probs = F.softmax((logits - logits.amax(-1, keepdim=True)) / temperature, dim=-1)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    def sample(self, params, temperature=1.0, generator=None, var=None):
+        return _sample_logits(params.float(), temperature, generator)
+
+    def point_estimate(self, params, var=None):
+        return params.float().argmax(-1)
+
+    def level_counts(self, dim):
+        return [self.num_classes] * dim
 
     def check_values(self, x, name="x"):
         if x.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
@@ -100,13 +138,13 @@ class MixtureOfGaussiansHead(Head):
         log_scales = self.min_log_scale + span * torch.sigmoid(raw - math.log(span / -self.min_log_scale - 1))
         return F.log_softmax(logits, -1), means, log_scales
 
-    def log_prob(self, params, x):
+    def log_prob(self, params, x, var=None):
         log_w, means, log_scales = self.mixture(params)
         z = (x.float().unsqueeze(-1) - means) * torch.exp(-log_scales)
         comp = -0.5 * z.square() - log_scales - 0.5 * math.log(2 * math.pi)
         return torch.logsumexp(log_w + comp, dim=-1)
 
-    def sample(self, params, temperature=1.0, generator=None):
+    def sample(self, params, temperature=1.0, generator=None, var=None):
         log_w, means, log_scales = self.mixture(_finite(params))
         if temperature == 0:
             return means.gather(-1, log_w.argmax(-1, keepdim=True)).squeeze(-1)
@@ -120,8 +158,97 @@ class MixtureOfGaussiansHead(Head):
         log_w, means, _ = self.mixture(params)
         return (log_w.exp() * means).sum(-1)
 
+    def point_estimate(self, params, var=None):
+        return self.mean(params)
+
+    def level_counts(self, dim):
+        return [None] * dim
+
     def check_values(self, x, name="x"):
         if not x.is_floating_point():
             raise UserError(f"{name} must be a floating-point tensor for a continuous head, got {x.dtype}")
         if x.numel() and not torch.isfinite(x).all():
             raise UserError(f"{name} has non-finite values (NaN or inf) where values are required")
+
+
+class TableHead(Head):
+    """A mixed table: numeric column j a mixture of C Gaussians (MixtureOfGaussiansHead's
+    parameters in its first 3C params), categorical column j a softmax over its own K_j
+    levels (its first K_j params; the logits beyond K_j are masked out). P = max(3C, max K_j).
+
+    `levels[j]` is K_j, or None for a numeric column. Values are floats: numbers, and level
+    ids 0..K_j-1 for categorical columns; log_prob is a log-density for numeric columns and
+    a log-probability for categorical ones.
+    """
+
+    def __init__(self, levels: list[int | None], components: int = 10):
+        super().__init__()
+        if not levels or any(k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 2)
+                             for k in levels):
+            raise UserError(f"levels must list, per column, None (numeric) or a level count >= 2, got {levels}")
+        self.levels = list(levels)
+        self.gaussian = MixtureOfGaussiansHead(components)
+        self.max_levels = max(k or 0 for k in levels)
+        self.params_per_variable = max(self.gaussian.params_per_variable, self.max_levels)
+        self.register_buffer("sizes", torch.tensor([k or 0 for k in levels]), persistent=False)
+
+    def _sizes(self, like: torch.Tensor, var: torch.Tensor | None) -> torch.Tensor:
+        """K_j (0 for numeric) of each value: `like [..., D]` or `var` shaped like the values."""
+        if var is None:
+            if like.shape[-1] != len(self.levels):
+                raise UserError(f"values have {like.shape[-1]} variables per row, the table has {len(self.levels)}")
+            return self.sizes.expand(like.shape)
+        return self.sizes[var]
+
+    def _logits(self, params: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+        """Each categorical column's K_j logits `[..., max K]`, the rest -inf (numeric: all but one)."""
+        logits = params[..., :self.max_levels].float()
+        beyond = torch.arange(self.max_levels, device=params.device) >= sizes.clamp(min=1).unsqueeze(-1)
+        return logits.masked_fill(beyond, -math.inf)
+
+    def _gaussian(self, params: torch.Tensor) -> torch.Tensor:
+        return params[..., :self.gaussian.params_per_variable]
+
+    def log_prob(self, params, x, var=None):
+        sizes = self._sizes(x, var)
+        categorical = sizes > 0
+        ids = torch.where(categorical, x, 0).long()
+        discrete = F.log_softmax(self._logits(params, sizes), -1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+        continuous = self.gaussian.log_prob(self._gaussian(params), torch.where(categorical, 0.0, x.float()))
+        return torch.where(categorical, discrete, continuous)
+
+    def sample(self, params, temperature=1.0, generator=None, var=None):
+        if var is None:
+            raise UserError("TableHead.sample needs var: the column of each row of params")
+        sizes = self._sizes(params[..., 0], var)
+        categorical = sizes > 0
+        out = torch.empty(len(params), device=params.device)
+        if categorical.any():
+            logits = self._logits(params[categorical], sizes[categorical])
+            out[categorical] = _sample_logits(logits, temperature, generator).float()
+        if not categorical.all():
+            out[~categorical] = self.gaussian.sample(self._gaussian(params[~categorical]), temperature, generator)
+        return out
+
+    def point_estimate(self, params, var=None):
+        sizes = self._sizes(params[..., 0], var)
+        mode = self._logits(params, sizes).argmax(-1).float()
+        return torch.where(sizes > 0, mode, self.gaussian.mean(self._gaussian(params)))
+
+    def check_values(self, x, name="x"):
+        if not x.is_floating_point():
+            raise UserError(f"{name} must be a floating-point tensor (level ids as floats), got {x.dtype}")
+        if x.numel() and not torch.isfinite(x).all():
+            raise UserError(f"{name} has non-finite values (NaN or inf) where values are required")
+        sizes = self._sizes(x, None)
+        bad = (sizes > 0) & ((x != x.round()) | (x < 0) | (x >= sizes))
+        if bad.any():
+            where = bad.nonzero()[0].tolist()
+            column = where[-1]
+            raise UserError(f"{name} column {column} is categorical: values must be level ids "
+                            f"0..{self.levels[column] - 1}, got {x[tuple(where)].item():g}")
+
+    def level_counts(self, dim):
+        if dim != len(self.levels):
+            raise UserError(f"values have {dim} variables per row, the table has {len(self.levels)}")
+        return list(self.levels)

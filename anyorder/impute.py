@@ -1,4 +1,5 @@
-"""Tabular imputation with any continuous AO-ARM, and ACE's NRMSE score.
+"""Tabular imputation with any table AO-ARM (numeric, categorical or mixed columns),
+multiple imputation with per-cell intervals, and ACE's NRMSE score.
 
 The missing cells of a row are the unobserved variables of one inpainting query: the
 model fills them given the observed cells of that row, in protocol order. Observed cells
@@ -7,11 +8,18 @@ are copied through bit for bit.
 
 from __future__ import annotations
 
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .data.base import DataError
-from .data.tables import format_cell, read_cells, standardise, unstandardise, write_cells
+from .data.tables import (decode_cells, encode_cells, format_cell, read_rows, standardise, unstandardise,
+                          write_cells)
 from .errors import UserError
 from .paths import output_file
 
@@ -31,18 +39,22 @@ def _check_table(table: torch.Tensor, name: str = "table") -> torch.Tensor:
 @torch.no_grad()
 def impute(model, table: torch.Tensor, /, num_samples: int = 1, reduce: str = "mean",
            temperature: float = 1.0, generator: torch.Generator | None = None,
-           batch_size: int = 4096, **query) -> torch.Tensor:
-    """Fill the NaN cells of `table` `[N, D]` (model units), leaving observed cells untouched.
+           batch_size: int = 4096, progress: bool = False, **query) -> torch.Tensor:
+    """Fill the NaN cells of `table` `[N, D]` (model units; level ids in categorical
+    columns), leaving observed cells untouched.
 
     reduce:
-      mean              `[N, D]`: the average of `num_samples` joint draws of the missing
-                        cells from `model.sample` (the MSE-optimal fill as draws grow).
+      mean              `[N, D]`: `num_samples` joint draws of the missing cells from
+                        `model.sample`, reduced per cell by `Head.reduce_draws`: their average
+                        (the MSE-optimal fill as draws grow), the most frequent level in a
+                        categorical column.
       sample            `[num_samples, N, D]`: the draws themselves (multiple imputation).
-      conditional-mean  `[N, D]`: each missing cell set to E[x_j | observed cells] in one
-                        pass, ACE's imputation: `model.conditional_mean` (the head's mean;
-                        ACE: the importance-weighted energy mean).
-    `query` are the model's query options (ACE: model="energy" | "proposal", num_importance=…).
-    Rows with no observed cell raise DataError.
+      conditional-mean  `[N, D]`: each missing cell set to the head's point estimate of
+                        p(x_j | observed cells) in one pass, ACE's imputation:
+                        `model.conditional_mean` (the mean; the mode of a categorical
+                        column; ACE: the importance-weighted energy mean).
+    `query` are the model's query options (ACE: model="energy" | "proposal", num_importance=…);
+    progress: a bar over batches of rows. Rows with no observed cell raise DataError.
     """
     table = _check_table(table)
     if reduce not in REDUCTIONS:
@@ -59,7 +71,7 @@ def impute(model, table: torch.Tensor, /, num_samples: int = 1, reduce: str = "m
     observed = ~missing.to(device)
     draws = 1 if reduce == "conditional-mean" else num_samples
     rows, fills = max(1, batch_size // draws), []
-    for start in range(0, len(x), rows):
+    for start in tqdm(range(0, len(x), rows), desc="impute (batches)", disable=not progress, dynamic_ncols=True):
         xb = x[start:start + rows].repeat(draws, 1)
         ob = observed[start:start + rows].repeat(draws, 1)
         with model.query_options(**query):
@@ -70,45 +82,173 @@ def impute(model, table: torch.Tensor, /, num_samples: int = 1, reduce: str = "m
         fills.append(out.view(draws, -1, x.shape[1]))
     filled = torch.cat(fills, dim=1).to(table.device, table.dtype)
     if reduce == "mean":
-        filled = filled.mean(0)
+        filled = model.head.reduce_draws(filled)
     elif reduce == "conditional-mean":
         filled = filled[0]
     return torch.where(missing, filled, table)
 
 
+@dataclass
+class Intervals:
+    """Multiple imputation of a table `[N, D]` (model units) from M draws, per cell.
+
+    fill `[N, D]`: the table with holes filled by `impute(reduce="mean")` of these draws;
+    draws `[M, N, D]`; quantiles `[Q, N, D]`: the draws' quantiles (linear interpolation) at
+    each level in `levels`, in numeric holes (NaN elsewhere); probabilities `[N, D, max K]`:
+    the share of draws at each level in categorical holes (zero elsewhere).
+    """
+
+    levels: tuple[float, ...]
+    fill: torch.Tensor
+    draws: torch.Tensor
+    quantiles: torch.Tensor
+    probabilities: torch.Tensor
+
+
+def check_quantiles(quantiles, num_samples: int) -> tuple[float, ...]:
+    """The quantile levels as floats, each in (0, 1), with enough draws to place them: a level
+    q needs num_samples · min(q, 1 − q) >= 1 (a draw on each side), e.g. 20 draws for 0.05."""
+    try:
+        levels = tuple(float(q) for q in quantiles)
+    except (TypeError, ValueError):
+        raise UserError(f"quantiles must be numbers in (0, 1), got {quantiles!r}") from None
+    if not levels or not all(0 < q < 1 for q in levels):
+        raise UserError(f"quantiles must be numbers strictly between 0 and 1, got {list(levels)}")
+    tail = min(min(q, 1 - q) for q in levels)
+    needed = math.ceil(1 / tail - 1e-9)
+    if num_samples < needed:
+        raise UserError(f"{num_samples} draws (num_samples, --num-samples) are too few for the quantile "
+                        f"{min(levels, key=lambda q: min(q, 1 - q)):g}: need at least {needed}")
+    return levels
+
+
+@torch.no_grad()
+def impute_intervals(model, table: torch.Tensor, /, quantiles=(0.05, 0.95), num_samples: int = 100,
+                     temperature: float = 1.0, generator: torch.Generator | None = None,
+                     batch_size: int = 4096, progress: bool = False, **query) -> Intervals:
+    """Multiple imputation of the NaN cells of `table` `[N, D]` (model units): `num_samples`
+    joint draws per row (`impute(reduce="sample")`, the same draws for every cell of a row),
+    and per hole the draws' `quantiles` (numeric columns) or the share of draws at each level
+    (categorical columns); see `Intervals`. Quantiles are in model units: `unstandardise`
+    maps them to the file's (a monotone map, so they stay quantiles)."""
+    levels = check_quantiles(quantiles, num_samples)
+    draws = impute(model, table, num_samples=num_samples, reduce="sample", temperature=temperature,
+                   generator=generator, batch_size=batch_size, progress=progress, **query)
+    missing = torch.isnan(table)
+    counts = model.head.level_counts(table.shape[1])
+    discrete = torch.tensor([k is not None for k in counts], device=table.device)
+    q = torch.where(missing & ~discrete, _quantiles(draws, levels), math.nan)
+    width = max(k or 1 for k in counts)
+    ids = torch.where(discrete, draws, 0).long()
+    shares = torch.nn.functional.one_hot(ids, width).to(table.dtype).mean(0)
+    shares = torch.where((missing & discrete).unsqueeze(-1), shares, 0.0)
+    fill = torch.where(missing, model.head.reduce_draws(draws), table)
+    return Intervals(levels, fill, draws, q, shares)
+
+
+def _quantiles(draws: torch.Tensor, levels: tuple[float, ...]) -> torch.Tensor:
+    """Quantiles over the first dimension `[M, ...]` -> `[Q, ...]`, interpolating linearly
+    between order statistics (numpy's default; torch.quantile refuses large tensors)."""
+    ordered = draws.sort(0).values
+    place = torch.tensor(levels, dtype=torch.float64) * (len(draws) - 1)
+    low, frac = place.floor().long(), (place - place.floor()).to(draws.dtype)
+    high = (low + 1).clamp(max=len(draws) - 1)
+    shape = (-1,) + (1,) * (draws.dim() - 1)
+    return ordered[low] + frac.view(shape).to(draws.device) * (ordered[high] - ordered[low])
+
+
+def intervals_path(output) -> Path:
+    """Where `impute_file` writes per-cell intervals: beside `output`, ".intervals" before
+    its extension (filled.csv -> filled.intervals.csv, filled.tsv.gz -> filled.intervals.tsv.gz)."""
+    output = Path(output).expanduser()
+    name = output.name
+    gz = ".gz" if name.endswith(".gz") else ""
+    plain = name[:-3] if gz else name
+    stem, dot, extension = plain.rpartition(".")
+    if not dot or not stem:
+        stem, extension = plain, "csv"
+    return output.with_name(f"{stem}.intervals.{extension}{gz}")
+
+
+def _interval_rows(intervals: Intervals, meta: dict, missing: np.ndarray, columns: list[str]) -> list[list[str]]:
+    """One row per hole: row, column, fill, a column per quantile, probability (of the fill),
+    probabilities (JSON, level -> share, most likely first); see `impute_file`."""
+    levels = meta.get("levels") or [None] * missing.shape[1]
+    fill = unstandardise(intervals.fill.double(), meta).numpy()
+    texts = decode_cells(fill, meta)
+    quantiles = unstandardise(intervals.quantiles.double(), meta).numpy()
+    shares = intervals.probabilities.double().numpy()
+    out = []
+    for i, j in zip(*np.nonzero(missing)):
+        if levels[j] is None:
+            row = [format_cell(v) for v in quantiles[:, i, j]] + ["", ""]
+        else:
+            ranked = sorted(((p, k) for k, p in enumerate(shares[i, j, :len(levels[j])]) if p > 0), key=lambda t: (-t[0], t[1]))
+            row = [""] * len(intervals.levels) + [format_cell(float(shares[i, j, int(fill[i, j])])),
+                                                  json.dumps({levels[j][k]: round(p, 6) for p, k in ranked})]
+        out.append([str(i), columns[j], texts[i][j], *row])
+    return out
+
+
 def impute_file(model, meta: dict, input, output, num_samples: int = 10, reduce: str = "mean",
-                seed: int = 0, **query) -> np.ndarray:
+                seed: int = 0, quantiles=None, progress: bool = False, **query) -> np.ndarray:
     """Fill the missing cells of a CSV/TSV file with a model trained on a table described by
-    `meta` (columns, mean, std) and write the result; observed cells are written back as the
-    very text they had; `output` must differ from `input` and be writable (checked before
-    any work). reduce="sample" with num_samples > 1 writes the draws one after
-    another under an extra first column "draw". Returns the values written (float64)."""
+    `meta` (columns, mean, std, levels, integer) and write the result; observed cells are
+    written back as the very text they had, categorical fills as their level's text,
+    integer columns' fills rounded; `output` must differ from `input` and be writable
+    (checked before any work). reduce="sample" with num_samples > 1 writes the draws one
+    after another under an extra first column "draw".
+
+    quantiles (e.g. (0.05, 0.95)): also write `intervals_path(output)`, one row per hole
+    from `impute_intervals` with `num_samples` draws: row (0 = the first data row), column,
+    fill (as in the output), q<level> per quantile (numeric holes, file units),
+    probability (the fill's share of the draws) and probabilities (JSON, level -> share)
+    for categorical holes. With reduce="mean" the output's fills come from those same draws.
+
+    Returns the values written (float64; level ids for categorical columns).
+    """
     output = output_file(output, "output", inputs=(input,))
-    columns, cells, raw = read_cells(input)
+    side = output_file(intervals_path(output), "intervals output", inputs=(input,)) if quantiles is not None else None
+    if side is not None:
+        quantiles = check_quantiles(quantiles, num_samples)
+    columns, cells, lines = read_rows(input)
     expected = meta.get("columns") or columns
-    if raw.shape[1] != len(expected):
-        raise DataError(f"{input}: {raw.shape[1]} columns, but the model was trained on "
+    if len(columns) != len(expected):
+        raise DataError(f"{input}: {len(columns)} columns, but the model was trained on "
                         f"{len(expected)} ({', '.join(expected)})")
     generated = all(c == f"col{j + 1}" for j, c in enumerate(columns))
     if not generated and columns != expected:
         raise DataError(f"{input}: columns {columns} differ from the model's {expected} "
                         "(same names in the same order, or no header row)")
+    raw = encode_cells(list(expected), cells, lines, meta.get("levels") or [None] * len(expected), input)
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     x = torch.from_numpy(standardise(raw, meta)).float()
-    filled = impute(model, x, num_samples=num_samples, reduce=reduce, generator=generator, **query)
+    options = dict(generator=generator, progress=progress, **query)
+    intervals = impute_intervals(model, x, quantiles, num_samples, **options) if side is not None else None
+    if intervals is not None and reduce == "mean":
+        filled = intervals.fill
+    elif intervals is not None and reduce == "sample":
+        filled = intervals.draws
+    else:
+        filled = impute(model, x, num_samples=num_samples, reduce=reduce, **options)
     values = np.where(np.isnan(raw), unstandardise(filled.double(), meta).numpy(), raw)
+    integer = np.asarray(meta.get("integer") or [False] * raw.shape[1], dtype=bool)
+    values[..., integer] = np.round(values[..., integer])
     draws = values if values.ndim == 3 else values[None]
     missing = np.isnan(raw)
-    rows = [[format_cell(v) if hole else text for v, hole, text in zip(row, holes, texts)]
-            for draw in draws for row, holes, texts in zip(draw.tolist(), missing, cells)]
+    rows = [[fill if hole else text for fill, hole, text in zip(filled_row, holes, texts)]
+            for draw in draws for filled_row, holes, texts in zip(decode_cells(draw, meta), missing, cells)]
     if len(draws) > 1:
         rows = [[str(i // len(raw))] + row for i, row in enumerate(rows)]
-        expected = ["draw"] + list(expected)
+        header = ["draw"] + list(expected)
         values = np.hstack([np.repeat(np.arange(len(draws)), len(raw))[:, None], draws.reshape(-1, raw.shape[1])])
     else:
-        values = draws[0]
-    write_cells(output, expected, rows)
+        header, values = list(expected), draws[0]
+    write_cells(output, header, rows)
+    if side is not None:
+        names = ["row", "column", "fill", *(f"q{format_cell(q)}" for q in quantiles), "probability", "probabilities"]
+        write_cells(side, names, _interval_rows(intervals, meta, missing, list(expected)))
     return values
 
 

@@ -54,7 +54,8 @@ class Walk:
         raise NotImplementedError
 
     def conditional_mean(self, model, x, observed) -> torch.Tensor:
-        """The head's mean of every p(x_j | x_observed), j unobserved, `[B, D]` (x elsewhere)."""
+        """The head's point estimate (`Head.point_estimate`: mean, or mode for a discrete
+        variable) of every p(x_j | x_observed), j unobserved, `[B, D]` (x elsewhere)."""
         raise NotImplementedError
 
     def policy_walk(self, model, x, given, target, policy, temperature=None, generator=None,
@@ -127,7 +128,7 @@ class NodeWalk(Walk):
 
     def conditional_mean(self, model, x, observed):
         """One pass at the node `observed` (the one-pass imputation)."""
-        return torch.where(observed, x, model.head.mean(model(x, observed)).to(x.dtype))
+        return torch.where(observed, x, model.head.point_estimate(model(x, observed)).to(x.dtype))
 
     def policy_walk(self, model, x, given, target, policy, temperature=None, generator=None, progress=False):
         """Step k takes every target at path places b_{k-1}..b_k - 1 (the policy rescaled to the
@@ -153,7 +154,8 @@ class NodeWalk(Walk):
                 logp = torch.where(step, model.head.log_prob(params, values), 0.0)
                 total = total.index_add(0, rows, logp.sum(-1))
             else:
-                values[step] = model.head.sample(params[step], temperature, generator).to(x.dtype)
+                values[step] = model.head.sample(params[step], temperature, generator,
+                                                 var=step.nonzero(as_tuple=True)[1]).to(x.dtype)
                 x[rows] = values
         return total if temperature is None else x
 
@@ -212,7 +214,7 @@ class PathWalk(Walk):
             var = order.gather(1, (start + step).clamp(max=dim - 1).unsqueeze(-1)).squeeze(-1)
             params = model.network.extend(cache, var, value)
             rows = (length > step).nonzero().squeeze(-1)
-            x[rows, var[rows]] = model.head.sample(params[rows], temperature, generator).to(x.dtype)
+            x[rows, var[rows]] = model.head.sample(params[rows], temperature, generator, var=var[rows]).to(x.dtype)
             value = x.gather(1, var.unsqueeze(-1)).squeeze(-1)
         return x
 
@@ -272,7 +274,7 @@ class AnyOrderModel(nn.Module):
         return mask.to(x.device)
 
     def _check_values(self, x: torch.Tensor, where: torch.Tensor, name: str = "x") -> None:
-        self.head.check_values(x[where], name)
+        self.head.check_values(torch.where(where, x, self.head.blank(x)), name)
 
     @contextmanager
     def query_options(self, steps: int | None = None, policy=None, **options):
@@ -299,13 +301,13 @@ class AnyOrderModel(nn.Module):
         """log p(x_var | x_node) for one variable per row: `[N, D]`, `[N, D]`, `[N]` -> `[N]`."""
         rows = torch.arange(len(var), device=var.device)
         params = self(x, node)[rows, var]
-        return self.head.log_prob(params.unsqueeze(1), x[rows, var].unsqueeze(1)).squeeze(1)
+        return self.head.log_prob(params.unsqueeze(1), x[rows, var].unsqueeze(1), var.unsqueeze(1)).squeeze(1)
 
     def edge_sample(self, x: torch.Tensor, node: torch.Tensor, var: torch.Tensor,
                     temperature: float = 1.0, generator=None) -> torch.Tensor:
         """A draw of x_var ~ p(· | x_node) per row: `[N]`."""
         rows = torch.arange(len(var), device=var.device)
-        return self.head.sample(self(x, node)[rows, var], temperature, generator)
+        return self.head.sample(self(x, node)[rows, var], temperature, generator, var=var)
 
     # ---------------------------------------------------------------- training
     def draw_training(self, batch: int, generator=None, device=None) -> torch.Tensor:
@@ -417,8 +419,8 @@ class AnyOrderModel(nn.Module):
 
     @torch.no_grad()
     def conditional_mean(self, x: torch.Tensor, observed: torch.Tensor, generator=None) -> torch.Tensor:
-        """Every unobserved x_j replaced by the head's mean of p(x_j | x_observed) (the
-        one-pass imputation); `[B, D]` -> `[B, D]`."""
+        """Every unobserved x_j replaced by the head's point estimate of p(x_j | x_observed)
+        (the one-pass imputation: the mean, or the mode of a discrete variable); `[B, D]` -> `[B, D]`."""
         x = self._check_x(x)
         observed = self._check_mask(observed, x, "observed")
         return self.walk.conditional_mean(self, x, observed)

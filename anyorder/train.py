@@ -24,7 +24,7 @@ from tqdm import tqdm
 from . import checkpoint
 from .build import build_model, describe
 from .config import Config, ConfigError, apply_overrides
-from .data import Dataset, load_data
+from .data import Dataset, complete_rows, load_data
 from .errors import UserError
 from .model import AnyOrderModel, bits_per_dim
 from .optim import optimizer_for
@@ -251,7 +251,8 @@ class Training:
         self.gen = torch.Generator().manual_seed(t.seed)           # batches and training nodes
         self.loss_gen = torch.Generator(device=self.device)         # reseeded per step and process
         self.autocast = autocast_for(t.precision, self.device)
-        self.valid = self.data.split("valid")[: t.eval_rows] if "valid" in self.data.splits else None
+        valid = complete_rows(self.data.split("valid"))[: t.eval_rows] if "valid" in self.data.splits else []
+        self.valid = valid if len(valid) else None       # validation likelihoods need complete rows
         self.step, self.saved = 0, 0
         self.objective: nn.Module = Objective(self.model)
 

@@ -33,6 +33,11 @@ def test_magic_has_eleven_columns_and_train_only_statistics(shared_data):
     assert data.train.dtype == torch.float32
     assert len(data.train) + len(data.split("valid")) + len(data.split("test")) == 19020
     assert len(data.split("test")) == len(data.split("valid")) == 1902
+    # The binary target is inferred categorical (ids 0/1); numeric=["target"] keeps it a number.
+    assert data.meta["levels"] == [None] * 10 + [["0", "1"]]
+    assert set(data.train[:, -1].tolist()) == {0.0, 1.0}
+    data = load_table(path, numeric=["target"])
+    assert data.meta["levels"] == [None] * 11
     assert torch.allclose(data.train.mean(0), torch.zeros(11), atol=1e-4)
     assert torch.allclose(data.train.std(0, unbiased=False), torch.ones(11), atol=1e-4)
     test_mean = data.split("test").double().mean(0)
@@ -41,7 +46,7 @@ def test_magic_has_eleven_columns_and_train_only_statistics(shared_data):
 
 def test_magic_split_is_deterministic_and_maps_back_to_file_units(shared_data):
     path = shared_data / "tabular" / "magic.tsv.gz"
-    a, b, c = load_table(path), load_table(path), load_table(path, seed=1)
+    a, b, c = (load_table(path, seed=seed, numeric=["target"]) for seed in (0, 0, 1))
     assert torch.equal(a.train, b.train) and torch.equal(a.split("test"), b.split("test"))
     assert not torch.equal(a.split("test"), c.split("test"))
     _, raw = read_table(path)

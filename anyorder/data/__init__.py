@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import DataError, DataIO, Dataset
+from .base import DataError, DataIO, Dataset, complete_rows
 from ..registry import build
 
 LOADERS = {
@@ -34,4 +34,4 @@ def data_io(kind: str) -> DataIO:
     return getattr(importlib.import_module(module), name)()
 
 
-__all__ = ["DataError", "DataIO", "Dataset", "IO", "LOADERS", "data_io", "load_data"]
+__all__ = ["DataError", "DataIO", "Dataset", "complete_rows", "IO", "LOADERS", "data_io", "load_data"]

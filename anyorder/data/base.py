@@ -61,6 +61,11 @@ class Dataset:
         return self.splits[name]
 
 
+def complete_rows(rows: torch.Tensor) -> torch.Tensor:
+    """The rows `[N, D]` without missing (NaN) cells: a likelihood needs every cell of a row."""
+    return rows[~torch.isnan(rows).any(-1)] if rows.is_floating_point() else rows
+
+
 class DataIO:
     """Command-line input and output of one kind of data, kept beside its loader and found by
     `Dataset.kind` in `anyorder.data.IO`, so the command line never branches on the kind.

@@ -1,9 +1,14 @@
-"""Continuous tables: any CSV/TSV file, and the five MAF-preprocessed UCI density sets.
+"""Tables: any CSV/TSV file of numeric and categorical columns, and the five
+MAF-preprocessed UCI density sets.
 
-Every column is a variable (D = number of columns). Values are float32 and standardised;
-`meta["mean"]` / `meta["std"]` map model outputs back to the file's units
-(`unstandardise`). Missing cells (empty, NaN, NA, ?) stay NaN: the model can train on
-tables with holes, and `anyorder.impute` fills them.
+Every column is a variable (D = number of columns), numeric or categorical (`infer_kinds`).
+Values are float32: numeric columns standardised, `meta["mean"]` / `meta["std"]` mapping
+model outputs back to the file's units (`unstandardise`); categorical columns hold their
+level id 0..K_j-1 (mean 0, std 1, so standardising leaves ids alone) and
+`meta["levels"][j]` the level texts in id order (None for numeric columns).
+`meta["integer"][j]` marks numeric columns whose cells are all integers: fills are written
+back rounded. Missing cells (empty, NaN, NA, ?) stay NaN in either kind: the model can
+train on tables with holes, and `anyorder.impute` fills them.
 
 Files: split by a seeded row shuffle; mean/std from the train split only.
 UCI sets ("power", "gas", "hepmass", "miniboone", "bsds300"): MAF's exact preprocessing and
@@ -30,6 +35,8 @@ from anyorder.data.base import DataError, DataIO, Dataset, cache_dir
 from anyorder.errors import UserError
 
 MISSING = {"", "nan", "na", "n/a", "null", "none", "?"}
+FEW_LEVELS = 10        # an integer-valued column with at most this many distinct values is categorical
+MAX_LEVELS = 1000      # more levels than this: an identifier or free text, not a category
 MAF_SETS = ("power", "gas", "hepmass", "miniboone", "bsds300")
 MAF_URL = "https://zenodo.org/record/1161203/files/data.tar.gz"
 # The standard files inside MAF's data.tar.gz (folder, files) per set.
@@ -95,13 +102,17 @@ def _parse_column(tokens: list[str], name: str, lines: list[int], path: Path) ->
     return values
 
 
-def read_cells(path) -> tuple[list[str], list[list[str]], np.ndarray]:
-    """Read a numeric CSV/TSV/whitespace table (optionally gzipped) -> (column names, the
-    cells as written `[N][D]`, their values `[N, D]` float64).
+def _is_missing(token: str) -> bool:
+    return token.strip().lower() in MISSING
+
+
+def read_rows(path) -> tuple[list[str], list[list[str]], list[int]]:
+    """Read a CSV/TSV/whitespace table (optionally gzipped) -> (column names, the cells as
+    written `[N][D]`, the file's line number of each row).
 
     The delimiter is sniffed; a first row that is not all numeric is the header (otherwise
-    columns are named col1..colD). Missing cells become NaN. Raises DataError naming the
-    file, column and line for anything else that is not a number.
+    columns are named col1..colD; a table with text columns therefore needs a header row).
+    Raises DataError naming the file and line for ragged, empty or entirely missing rows.
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -111,11 +122,11 @@ def read_cells(path) -> tuple[list[str], list[list[str]], np.ndarray]:
             text = f.read()
     except UnicodeDecodeError as err:
         raise DataError(f"{path} is not a text table (byte {err.start} is not UTF-8 text); expected "
-                        "CSV/TSV of numbers") from None
+                        "CSV/TSV") from None
     except (OSError, EOFError) as err:
         raise DataError(f"cannot read {path}: {err}") from None
     if "\0" in text:
-        raise DataError(f"{path} is not a text table (it holds NUL bytes); expected CSV/TSV of numbers")
+        raise DataError(f"{path} is not a text table (it holds NUL bytes); expected CSV/TSV")
     numbered = [(i + 1, line) for i, line in enumerate(text.splitlines()) if line.strip()]
     if not numbered:
         raise DataError(f"{path}: the table is empty")
@@ -135,17 +146,122 @@ def read_cells(path) -> tuple[list[str], list[list[str]], np.ndarray]:
     for row, line in zip(rows, lines):
         if len(row) != width:
             raise DataError(f"{path}: line {line} has {len(row)} cells, expected {width}")
-    columns = [_parse_column([row[j] for row in rows], names[j], lines, path) for j in range(width)]
-    table = np.stack(columns, axis=1)
-    bad = np.isinf(table)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raise DataError(f"{path}: column {names[j]!r} has an infinite value (line {lines[i]})")
-    empty = np.isnan(table).all(axis=1)
-    if empty.any():
-        raise DataError(f"{path}: line {lines[int(np.argmax(empty))]} is entirely missing; "
-                        "drop such rows (a row with no observed cell carries no data)")
-    return names, rows, table
+        if all(_is_missing(token) for token in row):
+            raise DataError(f"{path}: line {line} is entirely missing; "
+                            "drop such rows (a row with no observed cell carries no data)")
+    return names, rows, lines
+
+
+def _numeric(tokens: list[str], name: str, lines: list[int], path) -> np.ndarray:
+    """A numeric column's values `[N]` float64 (NaN where missing); DataError for text or inf."""
+    values = _parse_column(tokens, name, lines, path)
+    if np.isinf(values).any():
+        raise DataError(f"{path}: column {name!r} has an infinite value (line {lines[int(np.argmax(np.isinf(values)))]})")
+    return values
+
+
+def read_cells(path) -> tuple[list[str], list[list[str]], np.ndarray]:
+    """Read a numeric table file -> (column names, the cells as written `[N][D]`, their
+    values `[N, D]` float64, NaN where missing); see `read_rows`. Raises DataError naming
+    the file, column and line for anything that is not a number."""
+    names, rows, lines = read_rows(path)
+    columns = [_numeric([row[j] for row in rows], names[j], lines, path) for j in range(len(names))]
+    return names, rows, np.stack(columns, axis=1)
+
+
+# ---------------------------------------------------------------- column kinds and levels
+
+def _level_key(token: str, by_value: bool):
+    return float(token) if by_value else token.strip()
+
+
+def _levels_by_value(tokens) -> bool:
+    """Whether a categorical column's cells are matched by value (every level a number:
+    1, 1.0 and 01 are one level) rather than by text."""
+    return all(_is_number(token) for token in tokens)
+
+
+def column_levels(tokens: list[str]) -> list[str]:
+    """The levels of a categorical column in id order: numbers by value (each written as
+    it first appears), otherwise texts in sorted (code point) order, surrounding spaces
+    removed; missing cells are no level."""
+    by_value = _levels_by_value(tokens)
+    first: dict = {}
+    for token in tokens:
+        if not _is_missing(token):
+            first.setdefault(_level_key(token, by_value), token.strip())
+    return [first[key] for key in sorted(first)]
+
+
+def encode_levels(tokens: list[str], levels: list[str], name: str, lines: list[int], path) -> np.ndarray:
+    """Level ids `[N]` float64 (NaN where missing) of a categorical column's cells; a value
+    that is none of `levels` is a DataError naming the column, the value and its line."""
+    by_value = _levels_by_value(levels)
+    ids = {_level_key(level, by_value): i for i, level in enumerate(levels)}
+    out = np.full(len(tokens), np.nan)
+    for i, token in enumerate(tokens):
+        if _is_missing(token):
+            continue
+        try:
+            out[i] = ids[_level_key(token, by_value)]
+        except (KeyError, ValueError):
+            shown = ", ".join(levels[:10]) + (", …" if len(levels) > 10 else "")
+            raise DataError(f"{path}: column {name!r} has the value {token.strip()!r} (line {lines[i]}), "
+                            f"which is not one of its {len(levels)} levels ({shown})") from None
+    return out
+
+
+def infer_kinds(names: list[str], rows: list[list[str]], categorical=(), numeric=(), source="table") -> list[bool]:
+    """Which columns are categorical: those named in `categorical`, none named in `numeric`,
+    and otherwise a column with any text cell (not a number, not missing) or with integer
+    values only and at most FEW_LEVELS distinct ones (binary columns included)."""
+    for what, given in (("categorical", categorical), ("numeric", numeric)):
+        unknown = [name for name in given if name not in names]
+        if unknown:
+            raise DataError(f"{source}: data.{what} names {unknown}: no such column (columns: {', '.join(names)})")
+    both = sorted(set(categorical) & set(numeric))
+    if both:
+        raise UserError(f"column(s) {both} are in both data.categorical and data.numeric; name each in one")
+    kinds = []
+    for j, name in enumerate(names):
+        if name in categorical or name in numeric:
+            kinds.append(name in categorical)
+            continue
+        tokens = [row[j] for row in rows]
+        if not _levels_by_value(tokens):
+            kinds.append(True)
+            continue
+        values = _parse_column(tokens, name, list(range(len(tokens))), source)
+        values = values[~np.isnan(values)]
+        kinds.append(bool(np.all(values == np.round(values))) and len(np.unique(values)) <= FEW_LEVELS)
+    return kinds
+
+
+def encode_cells(names: list[str], rows: list[list[str]], lines: list[int], levels: list, path) -> np.ndarray:
+    """Cells `[N][D]` -> values `[N, D]` float64: numbers for numeric columns (levels[j]
+    None), level ids for categorical ones, NaN where missing."""
+    columns = []
+    for j, name in enumerate(names):
+        tokens = [row[j] for row in rows]
+        columns.append(_numeric(tokens, name, lines, path) if levels[j] is None
+                       else encode_levels(tokens, levels[j], name, lines, path))
+    return np.stack(columns, axis=1)
+
+
+def decode_cells(values: np.ndarray, meta: dict, number=None) -> list[list[str]]:
+    """Values `[N, D]` in file units (level ids for categorical columns) -> cell texts: level
+    texts, integers for integer columns, numbers as `number(value)` writes them (default the
+    shortest exact text); NaN is an empty cell."""
+    number = number or format_cell
+    levels = meta.get("levels") or [None] * values.shape[1]
+    integer = meta.get("integer") or [False] * values.shape[1]
+    columns = []
+    for j, column in enumerate(np.asarray(values, dtype=np.float64).T.tolist()):
+        if levels[j] is not None:
+            columns.append(["" if v != v else levels[j][int(v)] for v in column])
+        else:
+            columns.append(["" if v != v else number(float(round(v)) if integer[j] else v) for v in column])
+    return [list(row) for row in zip(*columns)]
 
 
 def read_table(path) -> tuple[list[str], np.ndarray]:
@@ -223,29 +339,55 @@ def _column_stats(train: np.ndarray, names: list[str], source: str) -> tuple[np.
     return mean, std
 
 
-def _dataset(source: str, names: list[str], train, valid, test, mean, std) -> Dataset:
+def _dataset(source: str, names: list[str], train, valid, test, mean, std, levels=None, integer=None) -> Dataset:
     as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
     splits = {name: as_tensor(part) for name, part in (("valid", valid), ("test", test)) if len(part)}
     meta = {"source": source, "columns": list(names),
-            "mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+            "mean": [float(v) for v in mean], "std": [float(v) for v in std],
+            "levels": levels or [None] * len(names), "integer": integer or [False] * len(names)}
     return Dataset(kind="table", dim=len(names), num_classes=None, train=as_tensor(train),
                    splits=splits, meta=meta)
 
 
-def _file_table(path, valid_fraction: float, test_fraction: float, seed: int, drop) -> Dataset:
-    for name, value in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
-        if not 0 <= value < 1:
-            raise UserError(f"{name} must lie in [0, 1), got {value}")
-    if valid_fraction + test_fraction >= 1:
-        raise UserError(f"valid_fraction + test_fraction must be < 1, got {valid_fraction + test_fraction}")
-    names, table = read_table(path)
+def _file_columns(path, drop, categorical, numeric):
+    """(names, values `[N, D]` float64, levels, integer) of a table file's kept columns."""
+    names, rows, lines = read_rows(path)
     unknown = [name for name in drop if name not in names]
     if unknown:
         raise DataError(f"{path}: cannot drop {unknown}: no such column (columns: {', '.join(names)})")
     keep = [j for j, name in enumerate(names) if name not in drop]
     if not keep:
         raise DataError(f"{path}: dropping {list(drop)} leaves no column")
-    names, table = [names[j] for j in keep], table[:, keep]
+    names, rows = [names[j] for j in keep], [[row[j] for j in keep] for row in rows]
+    kinds = infer_kinds(names, rows, categorical, numeric, str(path))
+    levels = []
+    for j, name in enumerate(names):
+        tokens = [row[j] for row in rows]
+        if all(_is_missing(token) for token in tokens):
+            raise DataError(f"{path}: column {name!r} is entirely missing")
+        found = column_levels(tokens) if kinds[j] else None
+        if found is not None and len(found) < 2:
+            raise DataError(f"{path}: column {name!r} is constant (every cell is {found[0]!r} or missing); "
+                            "drop it, it carries no information")
+        if found is not None and len(found) > MAX_LEVELS:
+            raise DataError(f"{path}: column {name!r} has {len(found)} distinct values, more than the "
+                            f"{MAX_LEVELS} a categorical column may have; drop it (data.drop) or name it "
+                            "in data.numeric")
+        levels.append(found)
+    table = encode_cells(names, rows, lines, levels, path)
+    observed = ~np.isnan(table)
+    integer = [levels[j] is None and bool(np.all(table[observed[:, j], j] % 1 == 0)) for j in range(len(names))]
+    return names, table, levels, integer
+
+
+def _file_table(path, valid_fraction: float, test_fraction: float, seed: int, drop,
+                categorical, numeric) -> Dataset:
+    for name, value in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= value < 1:
+            raise UserError(f"{name} must lie in [0, 1), got {value}")
+    if valid_fraction + test_fraction >= 1:
+        raise UserError(f"valid_fraction + test_fraction must be < 1, got {valid_fraction + test_fraction}")
+    names, table, levels, integer = _file_columns(path, drop, categorical, numeric)
     n = len(table)
     n_test, n_valid = round(n * test_fraction), round(n * valid_fraction)
     for split, fraction, rows in (("valid", valid_fraction, n_valid), ("test", test_fraction, n_test)):
@@ -257,10 +399,17 @@ def _file_table(path, valid_fraction: float, test_fraction: float, seed: int, dr
     order = np.random.default_rng(seed).permutation(n)
     test, valid, train = (table[order[:n_test]], table[order[n_test:n_test + n_valid]],
                           table[order[n_test + n_valid:]])
-    mean, std = _column_stats(train, names, str(path))
+    numeric_columns = [j for j, found in enumerate(levels) if found is None]
+    mean, std = np.zeros(len(names)), np.ones(len(names))
+    if numeric_columns:
+        mean[numeric_columns], std[numeric_columns] = _column_stats(
+            train[:, numeric_columns], [names[j] for j in numeric_columns], str(path))
+    for j in set(range(len(names))) - set(numeric_columns):
+        if np.isnan(train[:, j]).all():
+            raise DataError(f"{path}: column {names[j]!r} is entirely missing in the train split")
     meta = {"mean": mean, "std": std}
     return _dataset(str(path), names, *(standardise(part, meta) for part in (train, valid, test)),
-                    mean, std)
+                    mean, std, levels, integer)
 
 
 # ---------------------------------------------------------------- MAF's UCI sets
@@ -407,24 +556,29 @@ def _maf_table(name: str, path) -> Dataset:
 # ---------------------------------------------------------------- entry point
 
 def load_table(source, path=None, valid_fraction: float = 0.1, test_fraction: float = 0.1,
-               seed: int = 0, drop: list[str] | tuple = ()) -> Dataset:
-    """A continuous table as a Dataset (kind "table", float32, D = number of columns).
+               seed: int = 0, drop: list[str] | tuple = (), categorical: list[str] | tuple = (),
+               numeric: list[str] | tuple = ()) -> Dataset:
+    """A table as a Dataset (kind "table", float32 `[N, D]`, NaN where missing).
 
-    `source` is a CSV/TSV file (split by a seeded shuffle into train/valid/test, standardised
-    with train statistics) or one of "power", "gas", "hepmass", "miniboone", "bsds300"
-    (MAF's files under `path`, else `cache_dir(name)`, downloaded where a network
-    exists; MAF's fixed splits, so the fractions and seed do not apply). `drop` names
-    columns of a file to leave out (e.g. a discrete label among continuous columns).
+    `source` is a CSV/TSV file (split by a seeded shuffle into train/valid/test, numeric
+    columns standardised with train statistics) or one of "power", "gas", "hepmass",
+    "miniboone", "bsds300" (MAF's files under `path`, else `cache_dir(name)`, downloaded
+    where a network exists; MAF's fixed splits, so the fractions and seed do not apply).
+    `drop` names columns of a file to leave out. Column kinds are inferred (`infer_kinds`);
+    `categorical` / `numeric` name columns whose kind is set instead. A categorical
+    column's levels (`column_levels`) are those of the whole file, so a rare level that the
+    shuffle puts only in the valid or test rows still has an id.
     """
     if str(source).lower() in MAF_SETS and not Path(str(source)).is_file():
-        if drop:
-            raise UserError(f"drop is for table files; {source} has MAF's fixed columns")
+        if drop or categorical or numeric:
+            raise UserError(f"drop, categorical and numeric are for table files; {source} has MAF's fixed columns")
         return _maf_table(str(source).lower(), path)
     if path is not None:
         raise UserError(f"path= is for the UCI sets {', '.join(MAF_SETS)}; for a file pass it as source")
-    if isinstance(drop, str):
-        raise UserError(f"drop must be a list of column names, got the string {drop!r}")
-    return _file_table(source, valid_fraction, test_fraction, seed, drop)
+    for what, given in (("drop", drop), ("categorical", categorical), ("numeric", numeric)):
+        if isinstance(given, str):
+            raise UserError(f"{what} must be a list of column names, got the string {given!r}")
+    return _file_table(source, valid_fraction, test_fraction, seed, drop, categorical, numeric)
 
 
 class TableIO(DataIO):
@@ -443,11 +597,12 @@ class TableIO(DataIO):
 
     def show_samples(self, args, meta, x, observed, filled):
         print("\t".join(meta.get("columns", [])))
-        for row in unstandardise(filled, meta).tolist():
-            print("\t".join(f"{v:.6g}" for v in row))
+        values = unstandardise(filled.double(), meta).numpy()
+        for row in decode_cells(values, meta, number=lambda v: f"{v:.6g}"):
+            print("\t".join(row))
 
     def impute_file(self, model, meta, args):
-        from anyorder.impute import impute_file
+        from anyorder.impute import impute_file, intervals_path
         impute_file(model, meta, args.input, args.output, args.num_samples, args.reduce, args.seed,
-                    **args.budget)
-        print(f"wrote {args.output}")
+                    quantiles=args.quantiles, progress=not args.quiet, **args.budget)
+        print(f"wrote {args.output}" + (f" and {intervals_path(args.output)}" if args.quantiles else ""))
