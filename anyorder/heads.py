@@ -26,8 +26,8 @@ def _finite(params: torch.Tensor) -> torch.Tensor:
 
 
 def _sample_logits(logits: torch.Tensor, temperature: float, generator) -> torch.Tensor:
-    """One category per row of logits `[N, K]` (float32) -> `[N]`; temperature 0 gives the mode."""
-    logits = _finite(logits)
+    """One category per row of logits `[N, K]` (float32, -inf for impossible ones) -> `[N]`;
+    temperature 0 gives the mode."""
     if temperature == 0:
         return logits.argmax(-1)
     # Shifted so the largest logit is 0: dividing by a tiny temperature cannot overflow.
@@ -100,7 +100,7 @@ class CategoricalHead(Head):
         return logp.gather(-1, x.unsqueeze(-1)).squeeze(-1)
 
     def sample(self, params, temperature=1.0, generator=None, var=None):
-        return _sample_logits(params.float(), temperature, generator)
+        return _sample_logits(_finite(params.float()), temperature, generator)
 
     def point_estimate(self, params, var=None):
         return params.float().argmax(-1)
@@ -220,6 +220,7 @@ class TableHead(Head):
     def sample(self, params, temperature=1.0, generator=None, var=None):
         if var is None:
             raise UserError("TableHead.sample needs var: the column of each row of params")
+        params = _finite(params)
         sizes = self._sizes(params[..., 0], var)
         categorical = sizes > 0
         out = torch.empty(len(params), device=params.device)

@@ -181,11 +181,12 @@ def _interval_rows(intervals: Intervals, meta: dict, missing: np.ndarray, column
     out = []
     for i, j in zip(*np.nonzero(missing)):
         if levels[j] is None:
-            row = [format_cell(v) for v in quantiles[:, i, j]] + ["", ""]
+            row = [format_cell(float(v)) for v in quantiles[:, i, j]] + ["", ""]
         else:
-            ranked = sorted(((p, k) for k, p in enumerate(shares[i, j, :len(levels[j])]) if p > 0), key=lambda t: (-t[0], t[1]))
-            row = [""] * len(intervals.levels) + [format_cell(float(shares[i, j, int(fill[i, j])])),
-                                                  json.dumps({levels[j][k]: round(p, 6) for p, k in ranked})]
+            share = [round(float(p), 6) for p in shares[i, j, :len(levels[j])]]
+            ranked = sorted((k for k, p in enumerate(share) if p > 0), key=lambda k: (-share[k], k))
+            row = [""] * len(intervals.levels) + [format_cell(share[int(fill[i, j])]),
+                                                  json.dumps({levels[j][k]: share[k] for k in ranked})]
         out.append([str(i), columns[j], texts[i][j], *row])
     return out
 
