@@ -39,7 +39,8 @@ def build_model(config: Config, meta: dict) -> AnyOrderModel:
     num_classes = meta["num_classes"]
     # A table with categorical columns (meta "levels", absent from older checkpoints) takes
     # a TableHead, and its network one-hot inputs; every other table stays all-Gaussian.
-    levels = [None if found is None else len(found) for found in meta.get("levels") or []]
+    found_levels = meta.get("levels") if meta["kind"] == "table" else None     # images: an intensity count
+    levels = [None if found is None else len(found) for found in found_levels or []]
     mixed = any(k is not None for k in levels)
     if mixed and m.kind != "aoarm":
         named = [c for c, k in zip(meta.get("columns", []), levels) if k is not None]

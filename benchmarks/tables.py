@@ -62,6 +62,9 @@ def main() -> None:
     parser.add_argument("--preset", default="magic-cpu", help="a table preset (model.kind aoarm)")
     parser.add_argument("--ace-preset", default="magic-ace-cpu", help="the ACE preset on the same data")
     parser.add_argument("--drop", nargs="*", default=[], help="columns to leave out, e.g. target")
+    parser.add_argument("--numeric", nargs="*", default=["target"],
+                        help="columns modelled as numbers whatever their values (default: MAGIC's binary "
+                             "target, which would be inferred categorical; ACE models numbers only)")
     parser.add_argument("--steps", type=int, help="training steps (default: the presets')")
     parser.add_argument("--rows", type=int, default=2000, help="test rows to score")
     parser.add_argument("--seed", type=int, default=0)
@@ -78,6 +81,7 @@ def main() -> None:
 
     overrides = [f"train.seed={args.seed}", f"train.device={device}"]
     overrides += [f"data.drop={args.drop}"]          # both models see the same columns
+    overrides += [f"data.numeric={[c for c in args.numeric if c not in args.drop]}"]
     overrides += [f"train.steps={args.steps}", f"optim.warmup={min(100, args.steps // 5)}",
                   f"train.eval_every={args.steps}", f"train.ckpt_every={args.steps}"] if args.steps else []
     models, trained = {}, []
