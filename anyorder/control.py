@@ -88,6 +88,10 @@ class TablePolicy(nn.Module):
         """A policy for a table Dataset whose first `state_dim` columns are the state."""
         if data.kind != "table" or data.num_classes is not None:
             raise UserError(f"a policy needs a continuous table Dataset, got kind {data.kind!r}")
+        categorical = [c for c, found in zip(data.meta["columns"], data.meta.get("levels") or []) if found]
+        if categorical:
+            raise UserError(f"a policy models numeric columns; {categorical} were loaded as categorical: "
+                            f"load the table with numeric={categorical}")
         if not 1 <= state_dim < data.dim:
             raise UserError(f"state_dim must lie in 1..{data.dim - 1} (the table has {data.dim} "
                              f"columns: state first, then action), got {state_dim}")

@@ -181,7 +181,8 @@ def main() -> None:
     args.runs.mkdir(parents=True, exist_ok=True)
     table = args.runs / "demonstrations.csv"
     write_table(table, STATE_COLUMNS + ACTION_COLUMNS, np.hstack([states, actions]))
-    data = load_table(table, valid_fraction=0.05, test_fraction=0.0, seed=args.seed)
+    data = load_table(table, valid_fraction=0.05, test_fraction=0.0, seed=args.seed,
+                      numeric=STATE_COLUMNS + ACTION_COLUMNS)      # the binary leg contacts too
     print(f"demonstrations: {args.demos} episodes, {len(states)} rows, return "
           "{:.1f} ± {:.1f}".format(*mean_se(demo_returns)))
 

@@ -421,3 +421,11 @@ def test_a_mixed_csv_trains_imputes_samples_and_evaluates(tmp_path, capsys):
     assert all(line.split("\t")[0] in {"Red", "green", "deep blue"} for line in printed[1:6])
     assert main(["eval", str(run), "--quiet"]) == 0
     assert "nats per row" in capsys.readouterr().out
+
+
+def test_policies_refuse_categorical_columns(tmp_path):
+    from anyorder.control import ConditionalPolicy
+    path = write(tmp_path / "t.csv", "s,flag,a\n" + "".join(f"{i * 0.1:.1f},{i % 2},{i * 0.3:.1f}\n" for i in range(30)))
+    with pytest.raises(UserError, match=r"numeric=\['flag'\]"):
+        ConditionalPolicy.for_table(load_table(path), 2)
+    assert ConditionalPolicy.for_table(load_table(path, numeric=["flag"]), 2, width=8, depth=1).dim == 3
