@@ -35,6 +35,14 @@ def _sample_logits(logits: torch.Tensor, temperature: float, generator) -> torch
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def count_levels(draws: torch.Tensor, width: int) -> torch.Tensor:
+    """How many of M draws `[M, ...]` (level ids, any dtype) hit each level: `[..., width]`
+    int64, by one scatter (no one-hot of the draws is ever built)."""
+    flat = draws.reshape(len(draws), -1).T.long()                         # [cells, M]
+    counts = torch.zeros(flat.shape[0], width, dtype=torch.long, device=draws.device)
+    return counts.scatter_add_(1, flat, torch.ones_like(flat)).view(*draws.shape[1:], width)
+
+
 class Head(nn.Module):
     """Interface: `params_per_variable` P, `log_prob`, `sample`, `point_estimate`,
     `check_values`, `blank`, `level_counts`, `reduce_draws`.
@@ -77,12 +85,13 @@ class Head(nn.Module):
         """M draws `[M, ..., D]` -> one fill `[..., D]`: their mean for a continuous variable,
         their most frequent value (the smallest on ties) for a discrete one."""
         levels = self.level_counts(draws.shape[-1])
-        discrete = torch.tensor([k is not None for k in levels], device=draws.device)
-        if not discrete.any():
-            return draws.mean(0)
-        counts = F.one_hot(torch.where(discrete, draws, 0).long(), max(k or 1 for k in levels)).sum(0)
-        mode = counts.argmax(-1).to(draws.dtype)
-        return mode if discrete.all() else torch.where(discrete, mode, draws.mean(0))
+        discrete = [j for j, k in enumerate(levels) if k is not None]
+        if len(discrete) == len(levels):
+            return count_levels(draws, max(levels)).argmax(-1).to(draws.dtype)
+        out = draws.mean(0)
+        if discrete:
+            out[..., discrete] = count_levels(draws[..., discrete], max(levels[j] for j in discrete)).argmax(-1).to(out.dtype)
+        return out
 
 
 class CategoricalHead(Head):

@@ -21,6 +21,7 @@ from .data.base import DataError
 from .data.tables import (decode_cells, encode_cells, format_cell, read_rows, standardise, unstandardise,
                           write_cells)
 from .errors import UserError
+from .heads import count_levels
 from .paths import output_file
 
 REDUCTIONS = ("mean", "sample", "conditional-mean")
@@ -138,9 +139,10 @@ def impute_intervals(model, table: torch.Tensor, /, quantiles=(0.05, 0.95), num_
     counts = model.head.level_counts(table.shape[1])
     discrete = torch.tensor([k is not None for k in counts], device=table.device)
     q = torch.where(missing & ~discrete, _quantiles(draws, levels), math.nan)
-    width = max(k or 1 for k in counts)
-    ids = torch.where(discrete, draws, 0).long()
-    shares = torch.nn.functional.one_hot(ids, width).to(table.dtype).mean(0)
+    columns = [j for j, k in enumerate(counts) if k is not None]
+    shares = torch.zeros(*table.shape, max(k or 1 for k in counts), dtype=table.dtype, device=table.device)
+    if columns:
+        shares[:, columns] = count_levels(draws[..., columns], shares.shape[-1]).to(table.dtype) / num_samples
     shares = torch.where((missing & discrete).unsqueeze(-1), shares, 0.0)
     fill = torch.where(missing, model.head.reduce_draws(draws), table)
     return Intervals(levels, fill, draws, q, shares)
