@@ -217,7 +217,7 @@ def impute_parser(sub) -> None:
 
 def _quantile_list(text: str) -> tuple[float, ...]:
     try:
-        return check_quantiles(text.split(","), 10 ** 9)
+        return check_quantiles(text.split(","), None)
     except UserError as err:
         raise argparse.ArgumentTypeError(f"expected numbers in (0, 1) separated by commas, got {text!r} ({err})") from None
 

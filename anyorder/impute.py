@@ -106,9 +106,10 @@ class Intervals:
     probabilities: torch.Tensor
 
 
-def check_quantiles(quantiles, num_samples: int) -> tuple[float, ...]:
+def check_quantiles(quantiles, num_samples: int | None) -> tuple[float, ...]:
     """The quantile levels as floats, each in (0, 1), with enough draws to place them: a level
-    q needs num_samples · min(q, 1 − q) >= 1 (a draw on each side), e.g. 20 draws for 0.05."""
+    q needs num_samples · min(q, 1 − q) >= 1 (a draw on each side), e.g. 20 draws for 0.05
+    (num_samples None: the levels alone are checked)."""
     try:
         levels = tuple(float(q) for q in quantiles)
     except (TypeError, ValueError):
@@ -117,7 +118,7 @@ def check_quantiles(quantiles, num_samples: int) -> tuple[float, ...]:
         raise UserError(f"quantiles must be numbers strictly between 0 and 1, got {list(levels)}")
     tail = min(min(q, 1 - q) for q in levels)
     needed = math.ceil(1 / tail - 1e-9)
-    if num_samples < needed:
+    if num_samples is not None and num_samples < needed:
         raise UserError(f"{num_samples} draws (num_samples, --num-samples) are too few for the quantile "
                         f"{min(levels, key=lambda q: min(q, 1 - q)):g}: need at least {needed}")
     return levels

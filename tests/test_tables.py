@@ -429,3 +429,20 @@ def test_policies_refuse_categorical_columns(tmp_path):
     with pytest.raises(UserError, match=r"numeric=\['flag'\]"):
         ConditionalPolicy.for_table(load_table(path), 2)
     assert ConditionalPolicy.for_table(load_table(path, numeric=["flag"]), 2, width=8, depth=1).dim == 3
+
+
+def test_impute_file_writes_levels_integers_and_every_draw(tmp_path):
+    meta = {"dim": 4, "columns": ["colour", "x", "flag", "n"], "mean": [0.0, 10.0, 0.0, 50.0],
+            "std": [1.0, 2.0, 1.0, 20.0], "levels": [["blue", "red", "green"], None, ["no", "yes"], None],
+            "integer": [False, False, False, True]}
+    write(tmp_path / "in.tsv", "colour\tx\tflag\tn\nred\t\tyes\t\n\t9.50\t\t41\ngreen\t11\tno\t\n")
+    out = tmp_path / "out.csv"
+    values = impute_file(mixed_model(), meta, tmp_path / "in.tsv", out, num_samples=2, reduce="sample", seed=3)
+    names, rows, _ = read_rows(out)
+    assert names == ["draw", "colour", "x", "flag", "n"] and len(rows) == 6 and values.shape == (6, 5)
+    for row, given in zip(rows, 2 * [["red", "", "yes", ""], ["", "9.50", "", "41"], ["green", "11", "no", ""]]):
+        for cell, text, levels in zip(row[1:], given, meta["levels"]):
+            assert cell == text if text else cell != ""
+        assert row[1] in meta["levels"][0] and row[3] in meta["levels"][2]
+        assert row[4].lstrip("-").isdigit() and float(row[2]) == float(row[2])
+    assert np.array_equal(values[:, 4], np.round(values[:, 4]))
