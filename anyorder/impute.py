@@ -95,11 +95,11 @@ class Intervals:
 
     fill `[N, D]`: the table with holes filled by `impute(reduce="mean")` of these draws;
     draws `[M, N, D]`; quantiles `[Q, N, D]`: the draws' quantiles (linear interpolation) at
-    each level in `levels`, in numeric holes (NaN elsewhere); probabilities `[N, D, max K]`:
+    each of `quantile_levels`, in numeric holes (NaN elsewhere); probabilities `[N, D, max K]`:
     the share of draws at each level in categorical holes (zero elsewhere).
     """
 
-    levels: tuple[float, ...]
+    quantile_levels: tuple[float, ...]
     fill: torch.Tensor
     draws: torch.Tensor
     quantiles: torch.Tensor
@@ -188,7 +188,7 @@ def _interval_rows(intervals: Intervals, meta: dict, missing: np.ndarray, column
         else:
             share = [round(float(p), 6) for p in shares[i, j, :len(levels[j])]]
             ranked = sorted((k for k, p in enumerate(share) if p > 0), key=lambda k: (-share[k], k))
-            row = [""] * len(intervals.levels) + [format_cell(share[int(fill[i, j])]),
+            row = [""] * len(intervals.quantile_levels) + [format_cell(share[int(fill[i, j])]),
                                                   json.dumps({levels[j][k]: share[k] for k in ranked})]
         out.append([str(i), columns[j], texts[i][j], *row])
     return out
