@@ -295,17 +295,20 @@ class AnyOrderModel(nn.Module):
         return self.network(x_in, observed)
 
     # ---------------------------------------------------------------- edges
+    def edge_params(self, x: torch.Tensor, node: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        """Parameters of p(x_var | x_node) for one variable per row: `[N, D]`, `[N, D]`, `[N]` -> `[N, P]`
+        (the network's `forward_at`, which may skip work at the other variables)."""
+        return self.network.forward_at(torch.where(node, x, self.head.blank(x)), node, var)
+
     def edge_log_prob(self, x: torch.Tensor, node: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
         """log p(x_var | x_node) for one variable per row: `[N, D]`, `[N, D]`, `[N]` -> `[N]`."""
-        rows = torch.arange(len(var), device=var.device)
-        params = self(x, node)[rows, var]
-        return self.head.log_prob(params.unsqueeze(1), x[rows, var].unsqueeze(1)).squeeze(1)
+        value = x.gather(1, var.unsqueeze(1))
+        return self.head.log_prob(self.edge_params(x, node, var).unsqueeze(1), value).squeeze(1)
 
     def edge_sample(self, x: torch.Tensor, node: torch.Tensor, var: torch.Tensor,
                     temperature: float = 1.0, generator=None) -> torch.Tensor:
         """A draw of x_var ~ p(· | x_node) per row: `[N]`."""
-        rows = torch.arange(len(var), device=var.device)
-        return self.head.sample(self(x, node)[rows, var], temperature, generator)
+        return self.head.sample(self.edge_params(x, node, var), temperature, generator)
 
     # ---------------------------------------------------------------- training
     def draw_training(self, batch: int, generator=None, device=None) -> torch.Tensor:

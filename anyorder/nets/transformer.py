@@ -59,6 +59,18 @@ class Block(nn.Module):
         bias = None if bias is None else bias.to(q.dtype)
         return attention(q, k, v, bias, self.dropout if self.training else 0.0)
 
+    def at(self, h: torch.Tensor, var: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """`forward(h, bias)` at one position per row only, `[B, L, W]`, `var [B]` -> `[B, 1, W]`:
+        keys and values at every position, the query, attention, MLP at `var` alone."""
+        B, L, W = h.shape
+        x = self.ln1(h)
+        kv = F.linear(x, self.qkv.weight[W:], self.qkv.bias[W:])
+        k, v = kv.view(B, L, 2, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
+        rows = torch.arange(B, device=h.device)
+        q = F.linear(x[rows, var], self.qkv.weight[:W], self.qkv.bias[:W]).view(B, self.heads, 1, W // self.heads)
+        bias = None if bias is None else bias[:, var].transpose(0, 1).unsqueeze(2)   # [B, heads, 1, L]
+        return self.update(h[rows, var].unsqueeze(1), self.attend(q, k, v, bias))
+
     def update(self, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """The residual updates from the attention output a: h + proj(a), then the MLP."""
         B, L, W = h.shape
@@ -148,15 +160,25 @@ class Transformer(NodeNetwork):
         init_weights(self, [self.position], self.blocks, depth)
 
     def forward(self, x_in: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        return self.head(self.ln_f(self.hidden(x_in, observed, self.blocks)))
+
+    def forward_at(self, x_in: torch.Tensor, observed: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        """`forward(x_in, observed)[arange(B), var]` with the last block's queries, its MLP and
+        the head computed at `var [B]` alone: `[B, out_features]`."""
+        h = self.hidden(x_in, observed, self.blocks[:-1])
+        return self.head(self.ln_f(self.blocks[-1].at(h, var, self.bias))).squeeze(1)
+
+    def hidden(self, x_in: torch.Tensor, observed: torch.Tensor, blocks) -> torch.Tensor:
+        """The embedded input after `blocks`: `[B, D, width]`."""
         if x_in.shape != observed.shape or x_in.dim() != 2 or x_in.shape[1] != self.dim:
             raise UserError(f"Transformer expects x_in and observed of shape [B, {self.dim}], "
                              f"got {tuple(x_in.shape)} and {tuple(observed.shape)}")
         tokens = torch.where(observed, x_in, self.num_classes)
         h = self.token(tokens) + self.position + self.cardinality(observed.sum(1))[:, None]
         h = self.drop(h)
-        for block in self.blocks:
+        for block in blocks:
             h = block(h, self.bias)
-        return self.head(self.ln_f(h))
+        return h
 
     def matmul_flops(self, batch_size: int) -> int:
         """Matmul FLOPs of one forward pass on `[batch_size, D]` (for MFU)."""
