@@ -311,6 +311,15 @@ class AnyOrderModel(nn.Module):
         return self.head.sample(self.edge_params(x, node, var), temperature, generator)
 
     # ---------------------------------------------------------------- training
+    def begin_step(self, step: int) -> None:
+        """The trainer calls this before each optimiser step (`step` = steps taken so far):
+        a model whose objective follows a schedule (ACE's energy warm-up) sets it here; an
+        AO-ARM's objective has none."""
+
+    def validation_options(self) -> dict:
+        """The query options of the trainer's validation estimate (`query_options`); none here."""
+        return {}
+
     def draw_training(self, batch: int, generator=None, device=None) -> torch.Tensor:
         """What the network trains on for `batch` rows: nodes `[B, D]` bool for a node network,
         paths `[B, D]` int64 for a path network. The trainer draws one global batch from one

@@ -71,7 +71,7 @@ def validation_bpd(model: AnyOrderModel, rows: torch.Tensor, device, autocast, s
     """A cheap, fixed-seed one-step estimate of joint bits per dimension on validation rows."""
     gen = torch.Generator(device=device).manual_seed(seed)
     model.eval()
-    with torch.no_grad(), autocast:
+    with torch.no_grad(), autocast, model.query_options(**model.validation_options()):
         logp = model.log_prob(rows.to(device), estimator="one-step", num_draws=4, generator=gen)
     model.train()
     return bits_per_dim(logp, rows.shape[1]).mean().item()
@@ -344,6 +344,7 @@ class Training:
         t, o = self.config.train, self.config.optim
         x, node = training_batch(self.data, self.model, t.batch_size, self.gen)
         lr = o.lr * lr_factor(self.step, o.warmup, o.decay, t.steps)
+        self.model.begin_step(self.step)
         # ACE's proposal draws differ in number per process: their generator depends on
         # (seed, step, rank) only, so no state is shared between processes or needs saving.
         self.loss_gen.manual_seed(hash((t.seed, self.step, self.rank)) & (2 ** 63 - 1))
