@@ -13,7 +13,7 @@
     their speed ratio (target 1.5x) and the largest difference of the two log-likelihoods;
 (d) bf16 over fp32 training speed per model. The official MAC code trains in fp32 at about
     our fp32 speed, so this ratio stands for "speed-up over the paper's code" (target 2.5x);
-(e) attention paths at the shapes of the width-256, D=250 text model, forward + backward:
+(e) attention paths at the shapes of the width-256, D=250 text model and of text-cpu, forward + backward:
     torch's scaled_dot_product_attention (its default CPU kernel and its math backend) and
     plain matmul-softmax-matmul, without a mask and with an additive [H, D, D] bias.
 Models are randomly initialised: speed does not depend on training.
@@ -239,15 +239,16 @@ def main() -> None:
             print(f"  {name:<14} {ratio:.2f}x ({verdict} the target)")
 
     if not args.no_attention:
-        shape = dict(batch=args.batch_size or 32, heads=4, dim=250, head_dim=64)
-        print(f"attention forward + backward, ms ({', '.join(f'{k} {v}' for k, v in shape.items())}):")
-        print(f"  {'mask':<5} {'prec':<5} {'sdpa':>9} {'sdpa-math':>10} {'manual':>9}")
-        for bias in (False, True):
-            for precision in args.precisions:
-                times = [attention_seconds(path, DTYPES[precision], bias, **shape, device=device,
-                                           repeats=args.steps, clock=args.clock) for path in ("sdpa", "sdpa-math", "manual")]
-                print(f"  {'bias' if bias else 'none':<5} {precision:<5} "
-                      + " ".join(f"{1e3 * t:>{w}.1f}" for t, w in zip(times, (9, 10, 9))), flush=True)
+        for shape in (dict(batch=args.batch_size or 32, heads=4, dim=250, head_dim=64),     # text-250
+                      dict(batch=args.batch_size or 64, heads=4, dim=64, head_dim=32)):     # text-cpu
+            print(f"attention forward + backward, ms ({', '.join(f'{k} {v}' for k, v in shape.items())}):")
+            print(f"  {'mask':<5} {'prec':<5} {'sdpa':>9} {'sdpa-math':>10} {'manual':>9}")
+            for bias in (False, True):
+                for precision in args.precisions:
+                    times = [attention_seconds(path, DTYPES[precision], bias, **shape, device=device, repeats=args.steps,
+                                               clock=args.clock) for path in ("sdpa", "sdpa-math", "manual")]
+                    print(f"  {'bias' if bias else 'none':<5} {precision:<5} "
+                          + " ".join(f"{1e3 * t:>{w}.1f}" for t, w in zip(times, (9, 10, 9))), flush=True)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,16 @@ from .base import NodeNetwork
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None,
               dropout_p: float = 0.0) -> torch.Tensor:
-    """softmax(q·kᵀ/√d + bias)·v over `[B, H, D, d]` inputs (bias `[H, D, D]` or None).
+    """softmax(q·kᵀ/√d + bias)·v over `[B, H, L, d]` queries and `[B, H, D, d]` keys and
+    values (bias broadcastable to `[B, H, L, D]`, or None).
 
-    torch's fused kernel everywhere but in bf16 on a CPU, where its forward + backward ran
-    2x slower than these three explicit ops (D = 250, 4 heads of 64: 163 vs 77 ms; 20% of a
-    training step), and slower than its own fp32; `benchmarks/throughput.py` measures both.
+    torch's fused kernel everywhere but on a CPU in bf16 or with a bias, where these three
+    explicit ops are faster: in bf16 its forward + backward ran 2x slower (D = 250, 4 heads
+    of 64: 163 vs 77 ms; 20% of a training step), and with a float bias it scans the bias
+    for rows of −inf on every call (text-cpu's shapes, fp32, forward + backward: 26 vs 21
+    ms; a forward alone 0.9 vs 0.35 ms); `benchmarks/throughput.py` measures the paths.
     """
-    if q.device.type != "cpu" or q.dtype != torch.bfloat16:
+    if q.device.type != "cpu" or (q.dtype != torch.bfloat16 and bias is None):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
     scores = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5
     weights = torch.softmax(scores if bias is None else scores + bias, -1)
