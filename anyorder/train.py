@@ -441,6 +441,6 @@ def train(config: Config, resume: bool = False, progress: bool = True, data: Dat
 def resume_config(run_dir: str | Path, overrides: list[str] = ()) -> Config:
     """The config a run was started with, with `section.key=value` overrides (e.g. more steps)."""
     state = checkpoint.read_state(run_dir)
-    config = Config.from_dict(apply_overrides(state["config"], overrides))
+    config = Config.from_dict(apply_overrides(checkpoint.with_added_keys(state["config"]), overrides))
     config.train.out = str(run_dir)
     return config
