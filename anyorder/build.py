@@ -25,7 +25,10 @@ def _aoarm(config: Config, given: dict, head, objective: dict) -> AnyOrderModel:
 
 def _ace(config: Config, given: dict, head, objective: dict) -> AnyOrderModel:
     from .ace import ACEModel
-    return ACEModel.from_config(config.net, given, head, config.model.num_importance, **objective)
+    m = config.model
+    return ACEModel.from_config(config.net, given, head, num_importance=m.num_importance,
+                                eval_importance=m.eval_importance, energy_warmup=m.energy_warmup,
+                                energy_observed=m.energy_observed, **objective)
 
 
 MODEL_KINDS = {"aoarm": _aoarm, "ace": _ace}     # model.kind -> builder(config, given, head, objective)

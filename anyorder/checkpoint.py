@@ -22,6 +22,9 @@ from .config import Config, ConfigError
 from .errors import UserError
 
 FORMAT = "anyorder-checkpoint-1"
+# Config keys added after checkpoints were first written, with the value that runs saved
+# before them had: an older checkpoint rebuilds the model it was trained as.
+ADDED_KEYS = {("model", "energy_observed"): False, ("model", "energy_warmup"): 0}
 WEIGHTS, STATE = "model.safetensors", "train_state.pt"
 STATE_KEYS = {"model", "optimizer", "ema", "generator", "rng", "step", "config"}
 
@@ -83,6 +86,14 @@ def weights_path(path: str | Path) -> Path:
     return found
 
 
+def with_added_keys(raw: dict) -> dict:
+    """A saved raw config with every key of `ADDED_KEYS` it lacks set to its old value."""
+    for (section, key), old in ADDED_KEYS.items():
+        if isinstance(raw.get(section), dict):
+            raw[section].setdefault(key, old)
+    return raw
+
+
 def read(path: str | Path) -> tuple[dict, Config, dict, int]:
     """(weights, config, data meta, step) from a run directory or a .safetensors file."""
     found = weights_path(path)
@@ -95,7 +106,7 @@ def read(path: str | Path) -> tuple[dict, Config, dict, int]:
     if info.get("format") != FORMAT:
         raise CheckpointError(f"{found} is a safetensors file but not an anyorder checkpoint")
     try:
-        config = Config.from_dict(json.loads(info["config"]))
+        config = Config.from_dict(with_added_keys(json.loads(info["config"])))
         meta, step = json.loads(info["meta"]), int(info["step"])
     except (KeyError, ValueError, ConfigError) as err:
         raise CheckpointError(f"checkpoint {found} has damaged metadata: {err}") from None

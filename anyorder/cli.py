@@ -130,7 +130,7 @@ def eval_parser(sub) -> None:
     p.add_argument("--energy-model", choices=["energy", "proposal"],
                    help="ACE models only: which conditionals (default: energy)")
     p.add_argument("--num-importance", type=count(1), metavar="K",
-                   help="ACE: importance samples per log Z (default: the training value); more is less biased")
+                   help="ACE: importance samples per log Z (default: model.eval_importance); more is less biased")
     p.add_argument("--json", help="also write the results to this JSON file")
     add_step_options(p)
     add_common_options(p)

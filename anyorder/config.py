@@ -33,6 +33,9 @@ class ModelConfig:
     path_mix: tuple = (1.0, 1.0, 1.0)   # path networks: weights of joint, marginal, conditional paths
     components: int = 10                # mixture components of the continuous head
     num_importance: int = 20            # ACE: importance samples in training
+    eval_importance: int = 20000        # ACE: importance samples in queries (ACE's evaluation)
+    energy_warmup: int = 5000           # ACE: steps before the energy term joins the loss
+    energy_observed: bool = True        # ACE: the energy network also sees x_o and the mask
 
 
 @dataclass

@@ -297,19 +297,31 @@ class AnyOrderModel(nn.Module):
         return self.network(x_in, observed)
 
     # ---------------------------------------------------------------- edges
+    def edge_params(self, x: torch.Tensor, node: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        """Parameters of p(x_var | x_node) for one variable per row: `[N, D]`, `[N, D]`, `[N]` -> `[N, P]`
+        (the network's `forward_at`, which may skip work at the other variables)."""
+        return self.network.forward_at(torch.where(node, x, self.head.blank(x)), node, var)
+
     def edge_log_prob(self, x: torch.Tensor, node: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
         """log p(x_var | x_node) for one variable per row: `[N, D]`, `[N, D]`, `[N]` -> `[N]`."""
-        rows = torch.arange(len(var), device=var.device)
-        params = self(x, node)[rows, var]
-        return self.head.log_prob(params.unsqueeze(1), x[rows, var].unsqueeze(1), var.unsqueeze(1)).squeeze(1)
+        value = x.gather(1, var.unsqueeze(1))
+        return self.head.log_prob(self.edge_params(x, node, var).unsqueeze(1), value, var.unsqueeze(1)).squeeze(1)
 
     def edge_sample(self, x: torch.Tensor, node: torch.Tensor, var: torch.Tensor,
                     temperature: float = 1.0, generator=None) -> torch.Tensor:
         """A draw of x_var ~ p(· | x_node) per row: `[N]`."""
-        rows = torch.arange(len(var), device=var.device)
-        return self.head.sample(self(x, node)[rows, var], temperature, generator, var=var)
+        return self.head.sample(self.edge_params(x, node, var), temperature, generator, var=var)
 
     # ---------------------------------------------------------------- training
+    def begin_step(self, step: int) -> None:
+        """The trainer calls this before each optimiser step (`step` = steps taken so far):
+        a model whose objective follows a schedule (ACE's energy warm-up) sets it here; an
+        AO-ARM's objective has none."""
+
+    def validation_options(self) -> dict:
+        """The query options of the trainer's validation estimate (`query_options`); none here."""
+        return {}
+
     def draw_training(self, batch: int, generator=None, device=None) -> torch.Tensor:
         """What the network trains on for `batch` rows: nodes `[B, D]` bool for a node network,
         paths `[B, D]` int64 for a path network. The trainer draws one global batch from one

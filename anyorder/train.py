@@ -71,7 +71,7 @@ def validation_bpd(model: AnyOrderModel, rows: torch.Tensor, device, autocast, s
     """A cheap, fixed-seed one-step estimate of joint bits per dimension on validation rows."""
     gen = torch.Generator(device=device).manual_seed(seed)
     model.eval()
-    with torch.no_grad(), autocast:
+    with torch.no_grad(), autocast, model.query_options(**model.validation_options()):
         logp = model.log_prob(rows.to(device), estimator="one-step", num_draws=4, generator=gen)
     model.train()
     return bits_per_dim(logp, rows.shape[1]).mean().item()
@@ -345,6 +345,7 @@ class Training:
         t, o = self.config.train, self.config.optim
         x, node = training_batch(self.data, self.model, t.batch_size, self.gen)
         lr = o.lr * lr_factor(self.step, o.warmup, o.decay, t.steps)
+        self.model.begin_step(self.step)
         # ACE's proposal draws differ in number per process: their generator depends on
         # (seed, step, rank) only, so no state is shared between processes or needs saving.
         self.loss_gen.manual_seed(hash((t.seed, self.step, self.rank)) & (2 ** 63 - 1))
@@ -441,6 +442,6 @@ def train(config: Config, resume: bool = False, progress: bool = True, data: Dat
 def resume_config(run_dir: str | Path, overrides: list[str] = ()) -> Config:
     """The config a run was started with, with `section.key=value` overrides (e.g. more steps)."""
     state = checkpoint.read_state(run_dir)
-    config = Config.from_dict(apply_overrides(state["config"], overrides))
+    config = Config.from_dict(apply_overrides(checkpoint.with_added_keys(state["config"]), overrides))
     config.train.out = str(run_dir)
     return config

@@ -4,7 +4,10 @@ import pytest
 import torch
 from torch import nn
 
+from anyorder import checkpoint
 from anyorder.ace import ACEModel, EnergyNet
+from anyorder.build import build_model
+from anyorder.config import Config, load_config
 from anyorder.data.tables import load_table
 from anyorder.heads import CategoricalHead, MixtureOfGaussiansHead
 from anyorder.nets import NodeNetwork
@@ -17,7 +20,7 @@ def make_model(dim=D, context=8, **kwargs):
     torch.manual_seed(0)
     head = MixtureOfGaussiansHead(10)
     net = ResMLP(dim, None, head.params_per_variable, width=32, depth=2, context=context)
-    return ACEModel(net, head, energy_width=32, energy_depth=2, **kwargs)
+    return ACEModel(net, head, energy_width=32, energy_depth=2, **{"eval_importance": 64, **kwargs})
 
 
 class GaussianEnergy(nn.Module):
@@ -28,8 +31,8 @@ class GaussianEnergy(nn.Module):
         self.a = torch.linspace(-0.5, 0.5, dim)
         self.b = torch.linspace(0.6, 1.2, dim)
 
-    def forward(self, value, var, context):
-        return 0.5 * ((value - self.a[var]) / self.b[var]) ** 2
+    def forward(self, values, var, context, x_obs, observed):
+        return 0.5 * ((values - self.a[var, None]) / self.b[var, None]) ** 2
 
     def log_density(self, x):
         return torch.distributions.Normal(self.a, self.b).log_prob(x)
@@ -42,8 +45,8 @@ class ProposalEnergy(nn.Module):
         super().__init__()
         self.head = head
 
-    def forward(self, value, var, context):
-        return 3.0 - self.head.log_prob(context.unsqueeze(1), value.unsqueeze(1)).squeeze(1)
+    def forward(self, values, var, context, x_obs, observed):
+        return 3.0 - self.head.log_prob(context.unsqueeze(1).expand(-1, values.shape[1], -1), values)
 
 
 class ParamsAsContext(NodeNetwork):
@@ -169,8 +172,9 @@ def test_energy_net_clips_and_checks():
     net = EnergyNet(4, 2, width=8, depth=1)
     with torch.no_grad():
         net.output.bias.fill_(100.0)
-    energy = net(torch.randn(5), torch.randint(0, 4, (5,)), torch.randn(5, 2))
-    assert energy.shape == (5,) and torch.all(energy == 30.0)
+    energy = net(torch.randn(5, 3), torch.randint(0, 4, (5,)), torch.randn(5, 2), torch.randn(5, 4),
+                 torch.rand(5, 4) < 0.5)
+    assert energy.shape == (5, 3) and torch.all(energy == 30.0)
     with pytest.raises(ValueError, match="MixtureOfGaussiansHead"):
         ACEModel(ResMLP(3, None, 4, context=4), CategoricalHead(4))
     with pytest.raises(ValueError, match="context"):
@@ -186,3 +190,105 @@ def test_from_config():
                                  head, num_importance=5, strategy="mac")
     assert model.network.context == 64 and model.energy.input.out_features == 24
     assert model.num_importance == 5 and math.isfinite(model.loss(torch.randn(3, 4)).item())
+
+
+class CountingEnergy(nn.Module):
+    """E = 0, recording how many candidates per edge each call scores."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts = []
+
+    def forward(self, values, var, context, x_obs, observed):
+        self.counts.append(values.shape[1])
+        return torch.zeros_like(values) + 0 * context.sum(-1, keepdim=True)
+
+
+def test_training_and_queries_use_their_own_importance_counts():
+    model = make_model(num_importance=5, eval_importance=9)
+    model.energy = CountingEnergy()
+    x = torch.randn(4, D)
+    model.loss(x)
+    model.log_prob(x)
+    model.log_prob(x, num_importance=3)
+    assert model.energy.counts == [6] + [10] * D + [4] * D      # the data value + the draws
+
+
+def test_warm_up_leaves_the_energy_term_out_of_the_loss_but_in_the_graph():
+    model = make_model(energy_warmup=3)
+    x, node = torch.randn(6, D), torch.rand(6, D) < 0.3
+    terms = lambda: model.losses(x, node, torch.Generator().manual_seed(0))
+    loss = lambda: model.loss(x, node, torch.Generator().manual_seed(0))
+    proposal, energy = terms()
+    assert torch.allclose(loss(), proposal + energy)          # no schedule: the plain objective
+    for step, weight in ((0, 0.0), (2, 0.0), (3, 1.0), (10, 1.0)):
+        model.begin_step(step)
+        assert torch.allclose(loss(), proposal + weight * energy)
+    model.begin_step(2)
+    model.zero_grad()
+    loss().backward()
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    assert all(g is not None for g in grads.values())
+    assert all(torch.all(g == 0) for name, g in grads.items() if name.startswith("energy."))
+    assert any(torch.any(g != 0) for name, g in grads.items() if name.startswith("network."))
+
+
+def test_trainer_warms_up_the_energy_network(tmp_path, shared_data):
+    from anyorder.train import Training
+    config = load_config("magic-ace-cpu", [f"data.source={shared_data / 'tabular' / 'magic.tsv.gz'}",
+                                           "net.width=16", "net.depth=1", "net.context=4", "net.energy_width=8",
+                                           "net.energy_depth=1", "model.energy_warmup=3", "train.batch_size=8",
+                                           "train.device=cpu"])
+    trainer = Training(config)
+    start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    moved = lambda prefix: any(not torch.equal(v, start[k]) for k, v in trainer.model.state_dict().items()
+                               if k.startswith(prefix))
+    for _ in range(3):
+        trainer.one_step()
+    assert moved("network.") and not moved("energy.")
+    trainer.one_step()
+    assert moved("energy.")
+
+
+def test_energy_sees_observed_values_and_the_mask_but_never_unobserved_values():
+    net = EnergyNet(4, 2, width=8, depth=1)
+    nn.init.normal_(net.output.weight)
+    gen = torch.Generator().manual_seed(0)
+    values, var, context = torch.randn(6, 3, generator=gen), torch.tensor([0, 1, 2, 3, 0, 1]), torch.randn(6, 2)
+    x, observed = torch.randn(6, 4, generator=gen), torch.rand(6, 4, generator=gen) < 0.5
+    observed[:, 2] = True
+    energy = lambda x, observed: net(values, var, context, torch.where(observed, x, 0.0), observed)
+    base = energy(x, observed)
+    assert torch.equal(energy(torch.where(observed, x, x + 5), observed), base)
+    assert not torch.allclose(energy(x + 1, observed), base)
+    fewer = observed.clone()
+    fewer[:, 2] = False
+    assert not torch.allclose(energy(x, fewer), base)
+    legacy = EnergyNet(4, 2, width=8, depth=1, observed=False)
+    assert torch.equal(legacy(values, var, context, x, observed), legacy(values, var, context, x + 1, ~observed))
+
+
+def test_importance_sampled_normaliser_is_unbiased():
+    model = make_model()
+    model.energy = GaussianEnergy(D)
+    n, var = 4000, torch.full((4000,), 2)
+    x, node = torch.zeros(n, D), torch.zeros(n, D, dtype=torch.bool)
+    with model.query_options(num_importance=4):
+        log_p = model.edge_log_prob(x, node, var)
+    z = torch.exp(-model.energy(x[:, 2:3], var, None, x, node).squeeze(1) - log_p)   # Ẑ of each row
+    truth = math.sqrt(2 * math.pi) * float(model.energy.b[2])
+    assert abs(z.mean().item() - truth) < 4 * z.std().item() / math.sqrt(n)
+    assert z.std().item() > 0.01 * truth                                   # four draws: noisy, not biased
+
+
+def test_checkpoints_from_before_the_energy_options_rebuild_their_old_energy_network():
+    config = load_config("magic-ace-cpu")
+    raw = config.to_dict()
+    for key in ("energy_observed", "energy_warmup", "eval_importance"):
+        del raw["model"][key]
+    old = Config.from_dict(checkpoint.with_added_keys(raw))
+    assert (old.model.energy_observed, old.model.energy_warmup, old.model.eval_importance) == (False, 0, 20000)
+    meta = {"kind": "table", "dim": 10, "num_classes": None}
+    model, fresh = build_model(old, meta), build_model(config, meta)
+    assert model.energy.input.in_features == 1 + 10 + 64 and model.energy.output.in_features == 128
+    assert fresh.energy.input.in_features == 1 + 3 * 10 + 64 and fresh.energy.output.in_features == 128 + 20

@@ -18,7 +18,7 @@ def make(kind="aoarm", dim=4, **kwargs):
     head = MixtureOfGaussiansHead(10)
     if kind == "ace":
         net = ResMLP(dim, None, head.params_per_variable, width=32, depth=1, context=8)
-        return ACEModel(net, head, energy_width=16, energy_depth=1, **kwargs)
+        return ACEModel(net, head, energy_width=16, energy_depth=1, eval_importance=64, **kwargs)
     return AnyOrderModel(ResMLP(dim, None, head.params_per_variable, width=32, depth=1), head, **kwargs)
 
 

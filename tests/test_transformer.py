@@ -2,6 +2,9 @@ import pytest
 import torch
 from torch import nn
 
+from anyorder.heads import CategoricalHead
+from anyorder.model import AnyOrderModel
+from anyorder.nets import NodeNetwork
 from anyorder.nets.transformer import Transformer, attention
 
 B, D, K = 3, 7, 5
@@ -104,3 +107,29 @@ def test_attention_paths_compute_softmax_attention(dtype, tolerance, with_bias):
     cast = lambda t: None if t is None else t.to(dtype)
     out = attention(cast(q), cast(k), cast(v), cast(bias))
     assert out.dtype == dtype and (out.double() - exact).abs().max() < tolerance
+
+
+@pytest.mark.parametrize("bias", ["none", "alibi"])
+def test_forward_at_is_the_full_pass_at_one_variable_per_row(bias):
+    net = make_net(attention_bias=bias)
+    x, observed = inputs()
+    var = torch.tensor([0, 3, 6])
+    with torch.no_grad():
+        full = net(x, observed)[torch.arange(B), var]
+        assert torch.allclose(net.forward_at(x, observed, var), full, atol=1e-6)
+        assert torch.equal(NodeNetwork.forward_at(net, x, observed, var), full)    # the base's default
+
+
+def test_queries_through_forward_at_match_full_passes(monkeypatch):
+    model = AnyOrderModel(make_net(attention_bias="alibi"), CategoricalHead(K), protocol="strided(3)")
+    x, mask = inputs(1)
+    gen = lambda: torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        fast = (model.log_prob(x), model.log_prob(x, mask), model.log_prob(x, mask, "one-step", 4, gen()),
+                model.sample(x, mask, generator=gen()))
+        monkeypatch.setattr(model.network, "forward_at", lambda *a: NodeNetwork.forward_at(model.network, *a))
+        full = (model.log_prob(x), model.log_prob(x, mask), model.log_prob(x, mask, "one-step", 4, gen()),
+                model.sample(x, mask, generator=gen()))
+    for a, b in zip(fast[:3], full[:3]):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert torch.equal(fast[3], full[3])

@@ -27,6 +27,13 @@ class NodeNetwork(nn.Module):
     def forward(self, x_in: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def forward_at(self, x_in: torch.Tensor, observed: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        """The output at one variable per row, `[B, D]`, `[B, D]`, `var [B]` -> `[B, P]`: what a
+        walk along a path needs from each pass (one edge per row). Equal to
+        `forward(x_in, observed)[arange(B), var]`, which is this default; a network that can
+        skip work at the other positions (a Transformer's last block and head) overrides it."""
+        return self(x_in, observed)[torch.arange(len(var), device=var.device), var]
+
 
 class PathNetwork(nn.Module):
     """`network(x_in [B, D], path [B, D] int64) -> params [B, D, P]`, plus a key/value cache.

@@ -19,13 +19,16 @@ from .base import NodeNetwork
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None,
               dropout_p: float = 0.0) -> torch.Tensor:
-    """softmax(q·kᵀ/√d + bias)·v over `[B, H, D, d]` inputs (bias `[H, D, D]` or None).
+    """softmax(q·kᵀ/√d + bias)·v over `[B, H, L, d]` queries and `[B, H, D, d]` keys and
+    values (bias broadcastable to `[B, H, L, D]`, or None).
 
-    torch's fused kernel everywhere but in bf16 on a CPU, where its forward + backward ran
-    2x slower than these three explicit ops (D = 250, 4 heads of 64: 163 vs 77 ms; 20% of a
-    training step), and slower than its own fp32; `benchmarks/throughput.py` measures both.
+    torch's fused kernel everywhere but on a CPU in bf16 or with a bias, where these three
+    explicit ops are faster: in bf16 its forward + backward ran 2x slower (D = 250, 4 heads
+    of 64: 163 vs 77 ms; 20% of a training step), and with a float bias it scans the bias
+    for rows of −inf on every call (text-cpu's shapes, fp32, forward + backward: 26 vs 21
+    ms; a forward alone 0.9 vs 0.35 ms); `benchmarks/throughput.py` measures the paths.
     """
-    if q.device.type != "cpu" or q.dtype != torch.bfloat16:
+    if q.device.type != "cpu" or (q.dtype != torch.bfloat16 and bias is None):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
     scores = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5
     weights = torch.softmax(scores if bias is None else scores + bias, -1)
@@ -58,6 +61,18 @@ class Block(nn.Module):
         """Attention of q over k, v with an additive bias (−inf = not allowed): `[B, heads, L, W / heads]`."""
         bias = None if bias is None else bias.to(q.dtype)
         return attention(q, k, v, bias, self.dropout if self.training else 0.0)
+
+    def at(self, h: torch.Tensor, var: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """`forward(h, bias)` at one position per row only, `[B, L, W]`, `var [B]` -> `[B, 1, W]`:
+        keys and values at every position, the query, attention, MLP at `var` alone."""
+        B, L, W = h.shape
+        x = self.ln1(h)
+        kv = F.linear(x, self.qkv.weight[W:], self.qkv.bias[W:])
+        k, v = kv.view(B, L, 2, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
+        rows = torch.arange(B, device=h.device)
+        q = F.linear(x[rows, var], self.qkv.weight[:W], self.qkv.bias[:W]).view(B, self.heads, 1, W // self.heads)
+        bias = None if bias is None else bias[:, var].transpose(0, 1).unsqueeze(2)   # [B, heads, 1, L]
+        return self.update(h[rows, var].unsqueeze(1), self.attend(q, k, v, bias))
 
     def update(self, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """The residual updates from the attention output a: h + proj(a), then the MLP."""
@@ -148,15 +163,25 @@ class Transformer(NodeNetwork):
         init_weights(self, [self.position], self.blocks, depth)
 
     def forward(self, x_in: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        return self.head(self.ln_f(self.hidden(x_in, observed, self.blocks)))
+
+    def forward_at(self, x_in: torch.Tensor, observed: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        """`forward(x_in, observed)[arange(B), var]` with the last block's queries, its MLP and
+        the head computed at `var [B]` alone: `[B, out_features]`."""
+        h = self.hidden(x_in, observed, self.blocks[:-1])
+        return self.head(self.ln_f(self.blocks[-1].at(h, var, self.bias))).squeeze(1)
+
+    def hidden(self, x_in: torch.Tensor, observed: torch.Tensor, blocks) -> torch.Tensor:
+        """The embedded input after `blocks`: `[B, D, width]`."""
         if x_in.shape != observed.shape or x_in.dim() != 2 or x_in.shape[1] != self.dim:
             raise UserError(f"Transformer expects x_in and observed of shape [B, {self.dim}], "
                              f"got {tuple(x_in.shape)} and {tuple(observed.shape)}")
         tokens = torch.where(observed, x_in, self.num_classes)
         h = self.token(tokens) + self.position + self.cardinality(observed.sum(1))[:, None]
         h = self.drop(h)
-        for block in self.blocks:
+        for block in blocks:
             h = block(h, self.bias)
-        return self.head(self.ln_f(h))
+        return h
 
     def matmul_flops(self, batch_size: int) -> int:
         """Matmul FLOPs of one forward pass on `[batch_size, D]` (for MFU)."""
