@@ -18,7 +18,7 @@ importance samples in training, `model.eval_importance` = 20000 in every query):
 An energy query scores 20001 candidates per edge (~0.3 M/s on one busy core), so the rows
 are few by default.
 
-    python benchmarks/tables.py --threads 1 --steps 2000             # ~25 min on 2 busy CPU cores
+    python benchmarks/tables.py --threads 1 --steps 2000 --drop target   # ~45 min on 2 busy CPU cores
     python benchmarks/tables.py --threads 1                          # preset steps
     python benchmarks/tables.py --quick --threads 1                  # 50 steps, 50 rows; a smoke run
 """
