@@ -206,14 +206,22 @@ class PathWalk(Walk):
         dim = x.shape[1]
         order = lattice.paths(observed, ~observed, model.protocol, generator).argsort(dim=-1, stable=True)
         start, length = observed.sum(-1), (~observed).sum(-1)
+        steps = int(length.max()) if len(x) else 0
+        # Every step's variable per row, `[steps, B]`, fixed by the path (rows that are done repeat their last).
+        place = (start + torch.arange(steps, device=x.device)[:, None]).clamp(max=dim - 1)
+        variables = order.t().gather(0, place)
+        every_row_until = int(length.min()) if len(x) else 0
         cache = model.network.begin(x, observed)
         value = None
-        for step in range(int(length.max()) if len(x) else 0):
-            var = order.gather(1, (start + step).clamp(max=dim - 1).unsqueeze(-1)).squeeze(-1)
+        for step, var in enumerate(variables):
             params = model.network.extend(cache, var, value)
-            rows = (length > step).nonzero().squeeze(-1)
-            x[rows, var[rows]] = model.head.sample(params[rows], temperature, generator).to(x.dtype)
-            value = x.gather(1, var.unsqueeze(-1)).squeeze(-1)
+            if step < every_row_until:            # no row is done yet: no row selection
+                value = model.head.sample(params, temperature, generator).to(x.dtype)
+                x.scatter_(1, var[:, None], value[:, None])
+            else:
+                rows = (length > step).nonzero().squeeze(-1)
+                x[rows, var[rows]] = model.head.sample(params[rows], temperature, generator).to(x.dtype)
+                value = x.gather(1, var[:, None]).squeeze(-1)
         return x
 
     def conditional_mean(self, model, x, observed):

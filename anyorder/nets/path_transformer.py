@@ -21,23 +21,39 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .base import PathNetwork
 from .transformer import Block, alibi_slopes, init_weights, matmul_flops
 
 
+def _rows_linear(layer: nn.Linear, h: torch.Tensor) -> torch.Tensor:
+    """layer(h) for a few rows h `[B, in]` as (W·hᵀ + b)ᵀ: BLAS then streams W in its stored
+    layout, about 1.5x faster than h·Wᵀ at B = 2 on a CPU. Contiguous `[B, out]`, as the
+    fused attention kernel wants its inputs."""
+    return torch.addmm(layer.bias[:, None], layer.weight, h.t()).t().contiguous()
+
+
+def _identity(h: torch.Tensor) -> torch.Tensor:
+    return h
+
+
+def _layer_norm(norm: nn.LayerNorm, h: torch.Tensor) -> torch.Tensor:
+    return F.layer_norm(h, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
 @dataclass
 class PathCache:
     """Keys and values of the slots so far, per block `[B, heads, capacity, W / heads]`
     (the first `length` filled: preallocated, so a step writes one slot instead of copying
-    the cache), each key's variable position `[B, capacity]`, which keys exist
-    `[B, capacity]` bool, and the last target."""
+    the cache), each key's variable position `[B, capacity]`, an additive key mask
+    `[B, 1, 1, capacity]` (0 where a key exists, −inf elsewhere), and the last target."""
 
     keys: list
     values: list
     key_position: torch.Tensor
-    key_valid: torch.Tensor
+    key_mask: torch.Tensor
     length: int
     previous: torch.Tensor | None = None
 
@@ -125,25 +141,43 @@ class PathTransformer(PathNetwork):
             h = block.update(h, block.attend(q, k, v, bias))
             keys.append(torch.cat([k, k.new_zeros(*k.shape[:2], D, k.shape[-1])], 2))   # room for D targets
             values.append(torch.cat([v, v.new_zeros(*v.shape[:2], D, v.shape[-1])], 2))
-        return PathCache(keys, values, torch.cat([order, order.new_zeros(len(order), D)], 1),
-                         torch.cat([valid, valid.new_zeros(len(order), D)], 1), length)
+        key_mask = torch.zeros(len(order), 1, 1, length + D, dtype=h.dtype, device=h.device)
+        key_mask[:, 0, 0, :length].masked_fill_(~valid, float("-inf"))
+        return PathCache(keys, values, torch.cat([order, order.new_zeros(len(order), D)], 1), key_mask, length)
 
     def extend(self, cache: PathCache, var: torch.Tensor, value: torch.Tensor | None) -> torch.Tensor:
-        D = self.dim
-        first = cache.previous is None
-        carried = torch.full_like(var, D) if first else cache.previous
-        value = torch.full_like(var, self.num_classes) if first else value
-        n = cache.length
-        cache.key_position[:, n] = torch.where(carried < D, carried, var)
-        cache.key_valid[:, n] = True
+        """One new slot through every block, as `[B, W]` rows (a step at a small batch is
+        bound by per-operation overhead, so this walks the blocks' weights directly, without
+        module calls or reshapes to `[B, 1, W]`); the arithmetic is the forward pass's."""
+        D, n, B = self.dim, cache.length, len(var)
+        if cache.previous is None:      # the first target carries the start token and its own position
+            carried, value, cache.key_position[:, n] = torch.full_like(var, D), torch.full_like(var, self.num_classes), var
+        else:
+            carried = cache.previous
+            cache.key_position[:, n] = carried
+        cache.key_mask[:, :, :, n] = 0.0
         cache.length, cache.previous = n + 1, var
-        bias = self._bias(var[:, None], cache.key_position[:, :n + 1], cache.key_valid[:, None, :n + 1])
-        h = self._embed(value[:, None], carried[:, None], var[:, None])
+        distance = (var[:, None] - cache.key_position[:, :n + 1]).abs()[:, None, None]   # [B, 1, 1, n+1]
+        bias = cache.key_mask[..., :n + 1] - self.slopes[:, None, None] * distance
+        h = self.drop(self.token.weight[value] + self.position[carried] + self.predicts[var])
         for block, keys, values in zip(self.blocks, cache.keys, cache.values):
-            q, k, v = block.queries_keys_values(h)
-            keys[:, :, n], values[:, :, n] = k[:, :, 0], v[:, :, 0]
-            h = block.update(h, block.attend(q, keys[:, :, :n + 1], values[:, :, :n + 1], bias))
-        return self.head(self.ln_f(h))[:, 0]
+            h = self._step(block, h, keys, values, n, bias)
+        return _rows_linear(self.head, _layer_norm(self.ln_f, h))
+
+    @staticmethod
+    def _step(block: Block, h: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, n: int,
+              bias: torch.Tensor) -> torch.Tensor:
+        """`block` on one new slot per row, h `[B, W]`: its key and value go to slot n of the
+        cache `[B, heads, capacity, W / heads]`, its query attends to slots 0..n."""
+        B, W = h.shape
+        drop = block.drop if block.training and block.dropout else _identity
+        qkv = _rows_linear(block.qkv, _layer_norm(block.ln1, h))
+        q, k, v = qkv.view(B, 3, block.heads, 1, W // block.heads).unbind(1)
+        keys[:, :, n:n + 1], values[:, :, n:n + 1] = k, v
+        a = block.attend(q, keys[:, :, :n + 1], values[:, :, :n + 1], bias)
+        h = h + drop(_rows_linear(block.proj, a.view(B, W)))
+        m = F.gelu(_rows_linear(block.fc, _layer_norm(block.ln2, h)))
+        return h + drop(_rows_linear(block.out, m))
 
     def matmul_flops(self, batch_size: int) -> int:
         """Matmul FLOPs of one forward pass over a full path of D slots (for MFU)."""
