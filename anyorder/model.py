@@ -175,17 +175,18 @@ class PathWalk(Walk):
         return model.network(torch.where(path < x.shape[1], x, model.head.blank(x)), path)
 
     def row_losses(self, model, x, drawn, present):
-        """Σ_t −log p(x_{u_t} | x_o, x_{u<t}) / D per row: unbiased for the test objective in
-        nats per variable of the queries the paths were drawn from."""
+        """Σ_t −log p(x_{u_t} | x_o, x_{u<t}) / D per row, over both paths of a packed row:
+        unbiased for the test objective in nats per variable of the queries drawn."""
         dim = x.shape[1]
         if not isinstance(drawn, torch.Tensor) or drawn.dtype != torch.int64 or drawn.shape != x.shape:
             raise UserError(f"paths must be an int64 tensor of x's shape {tuple(x.shape)} (see lattice.paths)")
-        if drawn.numel() and (drawn.min() < lattice.GIVEN or drawn.max() > dim):
-            raise UserError(f"path values must lie in -1..{dim} (given, target step, off the path)")
+        if drawn.numel() and (drawn.min() < lattice.GIVEN or drawn.max() >= 2 * dim + 1):
+            raise UserError(f"path values must lie in -1..{2 * dim} (given, target step, off the path, "
+                             "a packed second path's step)")
         if not present.all():
             raise UserError("a path network trains on complete rows; x has missing (NaN) cells")
         path = drawn.to(x.device)
-        on = (path >= 0) & (path < dim)
+        on = (path >= 0) & (path != dim)
         nll = -model.head.log_prob(self.edge_params(model, x, path), x)
         return (nll * on).sum(-1) / dim
 
@@ -239,8 +240,8 @@ class AnyOrderModel(nn.Module):
     (`natural`, `strided(S)`) make exact likelihoods exact, `random` gives one-order ELBO
     samples. A node network trains on nodes: strategy / reweight / query choose them
     (`lattice.training_nodes`), targets the edges trained at each (`lattice.targets`). A
-    path network trains on whole paths: path_mix weighs joint, marginal (e ~ query) and
-    conditional (inpainting) paths (`lattice.training_paths`).
+    path network trains on whole paths: path_mix weighs joint, marginal (e ~ query),
+    conditional (inpainting) paths and packed marginal pairs (`lattice.training_paths`).
     """
 
     def __init__(self, network: NodeNetwork | PathNetwork, head: Head, strategy: str = "mac",

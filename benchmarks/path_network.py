@@ -41,7 +41,7 @@ from anyorder.model import AnyOrderModel, bits_per_dim
 from anyorder.nets.path_transformer import PathTransformer
 from anyorder.nets.transformer import Transformer
 from anyorder.train import train
-from common import add_threads_flag, machine, median_seconds, resolve, set_threads
+from common import add_clock_flag, add_threads_flag, machine, median_seconds, resolve, set_threads
 
 VARIANTS = {
     "bidirectional": ("text-cpu", []),
@@ -112,7 +112,8 @@ def quality(args, device) -> None:
 
 
 def speed(args, device) -> None:
-    print(f"\nquery speed, width 256, depth 4, heads 4, {args.speed_rows} rows, random weights, fp32")
+    print(f"\nquery speed, width 256, depth 4, heads 4, {args.speed_rows} rows, random weights, fp32, "
+          f"{args.clock} clock")
     print(f"{'D':>5} {'network':<16} {'exact rows/s':>13} {'sample rows/s':>14}")
     for dim in args.speed_dims:
         x = torch.randint(0, 27, (args.speed_rows, dim), generator=torch.Generator().manual_seed(0)).to(device)
@@ -123,9 +124,10 @@ def speed(args, device) -> None:
             network = net(dim, 27, 27, width=256, depth=4, heads=4, attention_bias="alibi")
             model = AnyOrderModel(network, CategoricalHead(27)).to(device).eval()
             with torch.no_grad():
-                exact = median_seconds(lambda: model.log_prob(x), device, repeats=1, warmup=int(name == "path"))
-                sample = median_seconds(lambda: model.sample(x, empty), device, repeats=1,
-                                        warmup=int(name == "path"))
+                repeats = 3 if name == "path" else 1      # a path query takes a second, a node one minutes
+                exact = median_seconds(lambda: model.log_prob(x), device, repeats, int(name == "path"), args.clock)
+                sample = median_seconds(lambda: model.sample(x, empty), device, repeats, int(name == "path"),
+                                        args.clock)
             figures[name] = (len(x) / exact, len(x) / sample)
             print(f"{dim:>5} {name:<16} {figures[name][0]:>13.3g} {figures[name][1]:>14.3g}", flush=True)
         ratio = [p / b for p, b in zip(figures["path"], figures["bidirectional"])]
@@ -146,6 +148,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_threads_flag(parser)
+    add_clock_flag(parser)
     args = parser.parse_args()
     bad = [item for item in args.run if "=" not in item]
     if bad:

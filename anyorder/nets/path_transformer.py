@@ -101,20 +101,22 @@ class PathTransformer(PathNetwork):
             raise ValueError(f"PathTransformer expects x_in [B, {self.dim}] and an int64 path of the same "
                              f"shape, got {tuple(x_in.shape)} and {path.dtype} {tuple(path.shape)}")
         D = self.dim
-        target = (path >= 0) & (path < D)
+        on_path, first = path != D, (path >= 0) & (path < D)
         n_given = (path < 0).sum(-1, keepdim=True)
-        n_on = n_given + target.sum(-1, keepdim=True)
+        n_first = n_given + first.sum(-1, keepdim=True)         # slots of o and the first targets
+        n_on = on_path.sum(-1, keepdim=True)
         length = int(n_on.max()) if len(path) else 0
-        order = path.argsort(dim=-1, stable=True)[:, :length]            # slot -> its variable
+        # Slots: o, the first path's targets, the second path's (values D + 1 + t), then off.
+        order = torch.where(on_path, path, 3 * D).argsort(dim=-1, stable=True)[:, :length]
         slot = torch.arange(length, device=path.device)
         is_given, on = slot < n_given, slot < n_on
-        is_target = on & ~is_given
-        after_first = is_target & (slot > n_given)
+        is_target, second = on & ~is_given, slot >= n_first
+        after_first = is_target & (slot != n_given) & (slot != n_first)   # each path's first target: start
         carried = torch.where(is_given, order, torch.where(after_first, order.roll(1, -1), D))
         value = torch.where(carried < D, x_in.gather(1, carried.clamp(max=D - 1)), self.num_classes)
         predicted = torch.where(is_target, order, D)
         key_position = torch.where(carried < D, carried, order)
-        causal = slot[:, None] >= slot[None, :]
+        causal = (slot[:, None] >= slot[None, :]) & (second[:, :, None] == second[:, None, :])
         allowed = ((is_given[:, None, :] & on[:, :, None])
                    | (is_target[:, :, None] & is_target[:, None, :] & causal)
                    | torch.eye(length, dtype=torch.bool, device=path.device))
