@@ -14,9 +14,12 @@
     instead of training NAME (another name adds that run as an extra row).
 (b) Speed with randomly initialised width-256, depth-4 models (speed does not depend on
     training): rows/s of an exact joint log-likelihood and of unconditional sampling at
-    D = 64 and D = 250, path vs bidirectional, side by side on the same rows.
+    D = 64 and D = 250, path vs bidirectional, side by side on the same rows. On a shared
+    CPU, `--threads 1 --clock cpu` times this process's CPU time, leaving out the time
+    other jobs held the core.
 
     python benchmarks/path_network.py --threads 1 --steps 20 --rows 32 --speed-dims 64   # smoke test
+    python benchmarks/path_network.py --threads 1 --skip-quality --speed-rows 2 --clock cpu   # speed only
     python benchmarks/path_network.py --threads 1                  # 1500 steps: hours on a busy CPU
     python benchmarks/path_network.py --threads 1 --run bidirectional=runs/text-cpu --run path-mac=runs/text-cpu-path
 """
