@@ -10,7 +10,8 @@ Contract: `network(x_in [B, D] int64, path [B, D] int64) -> params [B, D, out_fe
                   position embedding of u_t, the variable to predict (σ-GPT's double
                   position); it attends to every given slot and to target slots <= t.
 
-Variables off the path take no slot. With attention_bias="alibi", head h adds
+Variables off the path take no slot. A training row may pack a second sequence of targets
+(path values D + 1 + t) after the first; its slots see o and each other, never the first's. With attention_bias="alibi", head h adds
 −slope_h·|q − k| to its scores, where a target slot's query stands at the variable it
 predicts and every key at the variable whose value it carries: an infilling prediction
 looks first at the neighbours of the gap it fills, whatever their order on the path.
@@ -151,12 +152,12 @@ class PathTransformer(PathNetwork):
         """One new slot through every block, as `[B, W]` rows (a step at a small batch is
         bound by per-operation overhead, so this walks the blocks' weights directly, without
         module calls or reshapes to `[B, 1, W]`); the arithmetic is the forward pass's."""
-        D, n, B = self.dim, cache.length, len(var)
-        if cache.previous is None:      # the first target carries the start token and its own position
-            carried, value, cache.key_position[:, n] = torch.full_like(var, D), torch.full_like(var, self.num_classes), var
+        D, n = self.dim, cache.length
+        if cache.previous is None:      # the first target carries the start token, keyed at its own position
+            carried, value = torch.full_like(var, D), torch.full_like(var, self.num_classes)
         else:
             carried = cache.previous
-            cache.key_position[:, n] = carried
+        cache.key_position[:, n] = var if cache.previous is None else carried
         cache.key_mask[:, :, :, n] = 0.0
         cache.length, cache.previous = n + 1, var
         distance = (var[:, None] - cache.key_position[:, :n + 1]).abs()[:, None, None]   # [B, 1, 1, n+1]
@@ -177,7 +178,7 @@ class PathTransformer(PathNetwork):
         q, k, v = qkv.view(B, 3, block.heads, 1, W // block.heads).unbind(1)
         keys[:, :, n:n + 1], values[:, :, n:n + 1] = k, v
         a = block.attend(q, keys[:, :, :n + 1], values[:, :, :n + 1], bias)
-        h = h + drop(_rows_linear(block.proj, a.view(B, W)))
+        h = h + drop(_rows_linear(block.proj, a.reshape(B, W)))
         m = F.gelu(_rows_linear(block.fc, _layer_norm(block.ln2, h)))
         return h + drop(_rows_linear(block.out, m))
 
