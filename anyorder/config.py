@@ -30,7 +30,7 @@ class ModelConfig:
     reweight: bool = True
     targets: str = "all"
     query: str = "card-uniform"
-    path_mix: tuple = (1.0, 1.0, 1.0)   # path networks: weights of joint, marginal, conditional paths
+    path_mix: tuple = (1.0, 1.0, 1.0)   # path networks: weights of joint, marginal, conditional[, marginal pair] paths
     components: int = 10                # mixture components of the continuous head
     num_importance: int = 20            # ACE: importance samples in training
     eval_importance: int = 20000        # ACE: importance samples in queries (ACE's evaluation)

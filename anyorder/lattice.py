@@ -5,7 +5,9 @@ is vectorised over the batch and the variables and runs on any device; randomnes
 from an optional `torch.Generator` (on the same device as the result). Protocols and
 distributions are named by strings, with an argument in parentheses where one is needed:
 "strided(16)", "bernoulli(0.3)", "mixture(mac-inpaint)". A path `[B, D]` int64 marks each
-variable GIVEN (−1, in the evidence o), t (the t-th target u_t, t = 0, 1, …) or D (off the path).
+variable GIVEN (−1, in the evidence o), t (the t-th target u_t, t = 0, 1, …) or D (off the path);
+a training path may pack a second sequence of targets after the same o, marked D + 1 + t
+(`training_paths`' marginal pairs): the two sequences never see each other.
 """
 
 from __future__ import annotations
@@ -280,17 +282,20 @@ def training_paths(batch: int, dim: int, protocol: str = "natural", query: str =
                    mix=(1.0, 1.0, 1.0), generator=None, device=None) -> torch.Tensor:
     """Draw training paths `[B, D]` int64 (see `paths`): MAC's test queries as whole paths.
 
-    Each row is, with probabilities ∝ mix = (joint, marginal, conditional): the joint
-    (o = ∅, u = every variable), a marginal (o = ∅, u = e ~ `query`), or a conditional
-    (o ~ inpaint, u = the rest). Targets follow the protocol (`random`: an order per row).
-    Training every edge of these paths, Σ_t NLL / D per row is an unbiased estimate of the
-    test objective in nats per variable, with no node reweighting.
+    Each row is, with probabilities ∝ mix = (joint, marginal, conditional[, pair]): the joint
+    (o = ∅, u = every variable), a marginal (o = ∅, u = e ~ `query`), a conditional
+    (o ~ inpaint, u = the rest), or a marginal pair: e ~ `query` and its complement ē as two
+    packed marginal queries (ē's targets marked D + 1 + t), which fills the row's D slots
+    as a joint does, so a pair costs one pass but trains two marginals. Targets follow the
+    protocol (`random`: an order per row). Training every edge of these paths, Σ_t NLL / D
+    per row is an unbiased estimate of the test objective in nats per variable (a pair
+    row: of two marginal queries, ē's size being D − |e|), with no node reweighting.
     """
     _check_size(batch, dim)
-    weights = torch.as_tensor(mix, dtype=torch.float64) if len(mix) == 3 else None
+    weights = torch.as_tensor(mix, dtype=torch.float64) if len(mix) in (3, 4) else None
     if weights is None or not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
-        raise ValueError(f"path mix must be 3 weights >= 0 (joint, marginal, conditional) with a "
-                         f"positive sum, got {mix!r}")
+        raise ValueError(f"path mix must be 3 or 4 weights >= 0 (joint, marginal, conditional[, marginal "
+                         f"pair]) with a positive sum, got {mix!r}")
     if parse_name(query, QUERIES, "query distribution")[0] == "inpaint":
         raise ValueError("the marginal paths' query cannot be 'inpaint'; conditional paths are the mix's third weight")
     parse_name(protocol, PROTOCOLS, "protocol")
@@ -300,5 +305,9 @@ def training_paths(batch: int, dim: int, protocol: str = "natural", query: str =
     marginal = query_masks(batch, dim, query, generator, device)
     evidence = query_masks(batch, dim, "inpaint", generator, device)
     given = evidence & (kind == 2)[:, None]
-    target = torch.where((kind == 1)[:, None], marginal, everything) & ~given
-    return paths(given, target, protocol, generator)
+    target = torch.where((kind == 1)[:, None] | (kind == 3)[:, None], marginal, everything) & ~given
+    drawn = paths(given, target, protocol, generator)
+    if len(mix) == 3:
+        return drawn
+    complement = paths(torch.zeros_like(marginal), ~marginal, protocol, generator)
+    return torch.where((kind == 3)[:, None] & ~marginal, dim + 1 + complement, drawn)

@@ -177,17 +177,18 @@ class PathWalk(Walk):
         return model.network(torch.where(path < x.shape[1], x, model.head.blank(x)), path)
 
     def row_losses(self, model, x, drawn, present):
-        """Σ_t −log p(x_{u_t} | x_o, x_{u<t}) / D per row: unbiased for the test objective in
-        nats per variable of the queries the paths were drawn from."""
+        """Σ_t −log p(x_{u_t} | x_o, x_{u<t}) / D per row, over both paths of a packed row:
+        unbiased for the test objective in nats per variable of the queries drawn."""
         dim = x.shape[1]
         if not isinstance(drawn, torch.Tensor) or drawn.dtype != torch.int64 or drawn.shape != x.shape:
             raise UserError(f"paths must be an int64 tensor of x's shape {tuple(x.shape)} (see lattice.paths)")
-        if drawn.numel() and (drawn.min() < lattice.GIVEN or drawn.max() > dim):
-            raise UserError(f"path values must lie in -1..{dim} (given, target step, off the path)")
+        if drawn.numel() and (drawn.min() < lattice.GIVEN or drawn.max() >= 2 * dim + 1):
+            raise UserError(f"path values must lie in -1..{2 * dim} (given, target step, off the path, "
+                             "a packed second path's step)")
         if not present.all():
             raise UserError("a path network trains on complete rows; x has missing (NaN) cells")
         path = drawn.to(x.device)
-        on = (path >= 0) & (path < dim)
+        on = (path >= 0) & (path != dim)
         nll = -model.head.log_prob(self.edge_params(model, x, path), x)
         return (nll * on).sum(-1) / dim
 
@@ -208,14 +209,22 @@ class PathWalk(Walk):
         dim = x.shape[1]
         order = lattice.paths(observed, ~observed, model.protocol, generator).argsort(dim=-1, stable=True)
         start, length = observed.sum(-1), (~observed).sum(-1)
+        steps = int(length.max()) if len(x) else 0
+        # Every step's variable per row, `[steps, B]`, fixed by the path (rows that are done repeat their last).
+        place = (start + torch.arange(steps, device=x.device)[:, None]).clamp(max=dim - 1)
+        variables = order.t().gather(0, place)
+        every_row_until = int(length.min()) if len(x) else 0
         cache = model.network.begin(x, observed)
         value = None
-        for step in range(int(length.max()) if len(x) else 0):
-            var = order.gather(1, (start + step).clamp(max=dim - 1).unsqueeze(-1)).squeeze(-1)
+        for step, var in enumerate(variables):
             params = model.network.extend(cache, var, value)
-            rows = (length > step).nonzero().squeeze(-1)
-            x[rows, var[rows]] = model.head.sample(params[rows], temperature, generator, var=var[rows]).to(x.dtype)
-            value = x.gather(1, var.unsqueeze(-1)).squeeze(-1)
+            if step < every_row_until:            # no row is done yet: no row selection
+                value = model.head.sample(params, temperature, generator, var=var).to(x.dtype)
+                x.scatter_(1, var[:, None], value[:, None])
+            else:
+                rows = (length > step).nonzero().squeeze(-1)
+                x[rows, var[rows]] = model.head.sample(params[rows], temperature, generator, var=var[rows]).to(x.dtype)
+                value = x.gather(1, var[:, None]).squeeze(-1)
         return x
 
     def conditional_mean(self, model, x, observed):
@@ -233,8 +242,8 @@ class AnyOrderModel(nn.Module):
     (`natural`, `strided(S)`) make exact likelihoods exact, `random` gives one-order ELBO
     samples. A node network trains on nodes: strategy / reweight / query choose them
     (`lattice.training_nodes`), targets the edges trained at each (`lattice.targets`). A
-    path network trains on whole paths: path_mix weighs joint, marginal (e ~ query) and
-    conditional (inpainting) paths (`lattice.training_paths`).
+    path network trains on whole paths: path_mix weighs joint, marginal (e ~ query),
+    conditional (inpainting) paths and packed marginal pairs (`lattice.training_paths`).
     """
 
     def __init__(self, network: NodeNetwork | PathNetwork, head: Head, strategy: str = "mac",

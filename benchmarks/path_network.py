@@ -14,9 +14,12 @@
     instead of training NAME (another name adds that run as an extra row).
 (b) Speed with randomly initialised width-256, depth-4 models (speed does not depend on
     training): rows/s of an exact joint log-likelihood and of unconditional sampling at
-    D = 64 and D = 250, path vs bidirectional, side by side on the same rows.
+    D = 64 and D = 250, path vs bidirectional, side by side on the same rows. On a shared
+    CPU, `--threads 1 --clock cpu` times this process's CPU time, leaving out the time
+    other jobs held the core.
 
     python benchmarks/path_network.py --threads 1 --steps 20 --rows 32 --speed-dims 64   # smoke test
+    python benchmarks/path_network.py --threads 1 --skip-quality --speed-rows 2 --clock cpu   # speed only
     python benchmarks/path_network.py --threads 1                  # 1500 steps: hours on a busy CPU
     python benchmarks/path_network.py --threads 1 --run bidirectional=runs/text-cpu --run path-mac=runs/text-cpu-path
 """
@@ -41,7 +44,7 @@ from anyorder.model import AnyOrderModel, bits_per_dim
 from anyorder.nets.path_transformer import PathTransformer
 from anyorder.nets.transformer import Transformer
 from anyorder.train import train
-from common import add_threads_flag, machine, median_seconds, resolve, set_threads
+from common import add_clock_flag, add_threads_flag, machine, median_seconds, resolve, set_threads
 
 VARIANTS = {
     "bidirectional": ("text-cpu", []),
@@ -112,7 +115,8 @@ def quality(args, device) -> None:
 
 
 def speed(args, device) -> None:
-    print(f"\nquery speed, width 256, depth 4, heads 4, {args.speed_rows} rows, random weights, fp32")
+    print(f"\nquery speed, width 256, depth 4, heads 4, {args.speed_rows} rows, random weights, fp32, "
+          f"{args.clock} clock")
     print(f"{'D':>5} {'network':<16} {'exact rows/s':>13} {'sample rows/s':>14}")
     for dim in args.speed_dims:
         x = torch.randint(0, 27, (args.speed_rows, dim), generator=torch.Generator().manual_seed(0)).to(device)
@@ -123,9 +127,10 @@ def speed(args, device) -> None:
             network = net(dim, 27, 27, width=256, depth=4, heads=4, attention_bias="alibi")
             model = AnyOrderModel(network, CategoricalHead(27)).to(device).eval()
             with torch.no_grad():
-                exact = median_seconds(lambda: model.log_prob(x), device, repeats=1, warmup=int(name == "path"))
-                sample = median_seconds(lambda: model.sample(x, empty), device, repeats=1,
-                                        warmup=int(name == "path"))
+                repeats = 3 if name == "path" else 1      # a path query takes a second, a node one minutes
+                exact = median_seconds(lambda: model.log_prob(x), device, repeats, int(name == "path"), args.clock)
+                sample = median_seconds(lambda: model.sample(x, empty), device, repeats, int(name == "path"),
+                                        args.clock)
             figures[name] = (len(x) / exact, len(x) / sample)
             print(f"{dim:>5} {name:<16} {figures[name][0]:>13.3g} {figures[name][1]:>14.3g}", flush=True)
         ratio = [p / b for p, b in zip(figures["path"], figures["bidirectional"])]
@@ -146,6 +151,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_threads_flag(parser)
+    add_clock_flag(parser)
     args = parser.parse_args()
     bad = [item for item in args.run if "=" not in item]
     if bad:

@@ -239,19 +239,22 @@ def test_sizes_must_be_integers():
 
 
 def enumerate_paths(dim, protocol, mix):
-    """Exact P(given set, ordered targets) of training paths, from the mix's definition."""
-    joint, marginal, conditional = (w / sum(mix) for w in mix)
+    """Exact P(given set, ordered targets, ordered packed second targets) of training paths,
+    from the mix's definition."""
+    joint, marginal, conditional, pair = (w / sum(mix) for w in (*mix, 0)[:4])
     law = defaultdict(float)
 
-    def add(weight, given, target):
-        orders = protocol_order(target, protocol)
+    def add(weight, given, target, second=()):
+        orders, seconds = protocol_order(target, protocol), protocol_order(second, protocol)
         for order in orders:
-            law[(frozenset(given), tuple(order))] += weight / len(orders)
+            for then in seconds:
+                law[(frozenset(given), tuple(order), tuple(then))] += weight / len(orders) / len(seconds)
 
     add(joint, (), range(dim))
     for size in range(1, dim + 1):
         for e in subsets(dim, size):
             add(marginal / (dim * math.comb(dim, size)), (), e)
+            add(pair / (dim * math.comb(dim, size)), (), e, set(range(dim)) - set(e))
     for size in range(dim):
         for o in subsets(dim, size):
             add(conditional / (dim * math.comb(dim, size)), o, set(range(dim)) - o)
@@ -259,7 +262,8 @@ def enumerate_paths(dim, protocol, mix):
 
 
 @pytest.mark.parametrize("protocol,mix", [("natural", (1, 1, 1)), ("strided(2)", (2, 1, 0)),
-                                          ("random", (0, 1, 3))])
+                                          ("random", (0, 1, 3)), ("natural", (1, 0, 1, 2)),
+                                          ("random", (0, 1, 0, 1))])
 def test_training_paths_match_enumeration(protocol, mix):
     dim = 4
     gen = torch.Generator().manual_seed(7)
@@ -269,8 +273,10 @@ def test_training_paths_match_enumeration(protocol, mix):
     for row in path.tolist():
         given = frozenset(j for j in range(dim) if row[j] == lattice.GIVEN)
         order = sorted((j for j in range(dim) if 0 <= row[j] < dim), key=lambda j: row[j])
+        second = sorted((j for j in range(dim) if row[j] > dim), key=lambda j: row[j])
         assert sorted(row[j] for j in order) == list(range(len(order)))   # steps 0..m-1
-        counts[(given, tuple(order))] += 1
+        assert sorted(row[j] - dim - 1 for j in second) == list(range(len(second)))
+        counts[(given, tuple(order), tuple(second))] += 1
     exact = enumerate_paths(dim, protocol, mix)
     keys = set(exact) | set(counts)
     tv = 0.5 * sum(abs(counts[k] / DRAWS - exact.get(k, 0.0)) for k in keys)

@@ -227,3 +227,23 @@ def test_node_only_queries_are_refused_with_a_reason():
             pass
     with pytest.raises(ValueError, match="node network"):
         model.conditional_mean(x, observed)
+
+
+@pytest.mark.parametrize("protocol", ["natural", "strided(2)", "random"])
+def test_a_packed_second_path_is_two_separate_passes(protocol):
+    """A row packing two target sequences after one given set answers each as its own pass."""
+    dim = 7
+    net = tiny_net(dim)
+    gen = torch.Generator().manual_seed(11)
+    given = torch.rand(24, dim, generator=gen) < 0.3
+    given[:8] = False                                       # rows without evidence, as training's pairs
+    first = ~given & (torch.rand(24, dim, generator=gen) < 0.5)
+    rest = ~given & ~first
+    one, two = lattice.paths(given, first, protocol, gen), lattice.paths(given, rest, protocol, gen)
+    packed = torch.where(rest, dim + 1 + two, one)
+    x = torch.randint(0, K, (24, dim), generator=gen)
+    with torch.no_grad():
+        got = net(x, packed)
+        assert torch.allclose(got[first], net(x, one)[first], atol=1e-5)
+        assert torch.allclose(got[rest], net(x, two)[rest], atol=1e-5)
+        assert not got[given].any()

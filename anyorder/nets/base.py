@@ -39,9 +39,11 @@ class PathNetwork(nn.Module):
     """`network(x_in [B, D], path [B, D] int64) -> params [B, D, P]`, plus a key/value cache.
 
     A path (see `lattice.paths`) marks each variable −1 = given (in o), t = the t-th target
-    u_t (t = 0, 1, …), D = off the path. The output at u_t parameterises
+    u_t (t = 0, 1, …), D = off the path; D + 1 + t = the t-th target of a second path
+    after the same o, packed into the row (training only). The output at u_t parameterises
     p(x_{u_t} | x_o, x_{u<t}); it is zero elsewhere. Given variables see each other
-    bidirectionally, targets see o and earlier targets, variables off the path are absent.
+    bidirectionally, targets see o and earlier targets of their own path, variables off
+    the path are absent.
 
     Sampling walks a path one target at a time: `begin` encodes o once, then each
     `extend` appends one target and returns its parameters; the result equals the
