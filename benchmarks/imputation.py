@@ -13,9 +13,7 @@ method's wall time. Methods:
                                frequent level among the draws, for both
   column mean / mode           of the train rows
   KNN                          scikit-learn KNNImputer(5), fit on the train rows
-  IterativeImputer             scikit-learn, BayesianRidge, 10 rounds, on [train rows; masked
-                               test rows] (fit on complete rows it learns nothing: it skips
-                               the rounds and fills column means)
+  IterativeImputer             scikit-learn, BayesianRidge, 10 rounds, fit on the train rows
   MissForest, HyperImpute,     the `hyperimpute` package's plugins; they impute in
   GAIN, MIWAE                  fit_transform, so each gets [train rows; masked test rows]
 
@@ -47,7 +45,9 @@ is printed.
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -201,10 +201,7 @@ def baseline(name: str, train_rows: np.ndarray, holes: np.ndarray, categorical: 
     if name == "iterative":
         from sklearn.experimental import enable_iterative_imputer  # noqa: F401
         from sklearn.impute import IterativeImputer
-        # fit on complete rows learns nothing (scikit-learn skips the rounds without holes),
-        # so it imputes [train rows; test rows] together, as the hyperimpute plugins do.
-        stacked = np.vstack([train_rows, holes])
-        return IterativeImputer(max_iter=10, random_state=seed).fit_transform(stacked)[len(train_rows):]
+        return IterativeImputer(max_iter=10, random_state=seed).fit(train_rows).transform(holes)
     import pandas as pd
     from hyperimpute.plugins.imputers import Imputers
     options = {"random_state": seed} if name in ("missforest", "hyperimpute", "gain", "miwae") else {}
@@ -245,9 +242,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "imputation.md")
     parser.add_argument("--runs", type=Path, default=HERE.parent / "runs" / "imputation")
     parser.add_argument("--quick", action="store_true", help="smoke run: 600 train, 100 test rows, 100 steps, 1 seed")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
+                        help="write one report (--out) from the .json records of earlier runs, then stop")
     add_threads_flag(parser)
     args = parser.parse_args()
     set_threads(args.threads)
+    if args.threads:        # joblib's n_jobs=-1 inside the baselines: no more workers than threads
+        os.environ.setdefault("LOKY_MAX_CPU_COUNT", str(args.threads))
+    if args.merge:
+        report = render([json.loads(path.read_text()) for path in args.merge])
+        args.out.write_text(report)
+        print(report + f"\nwrote {args.out}")
+        return
     if args.quick:
         args.train_rows, args.test_rows, args.seeds = min(args.train_rows or 600, 600), min(args.test_rows or 100, 100), 1
         args.steps, args.draws = args.steps or 100, min(args.draws, 20)
@@ -313,23 +319,37 @@ def main() -> None:
                                  for n in fills)
                 print(f"  {table} {rate:.0%} seed {seed}: {line}", flush=True)
 
-    report = render(args, header, notes, results, trained, checks)
-    print("\n" + report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    record = {"header": header, "notes": notes, "results": [[*k, v] for k, v in results.items()],
+              "trained": trained, "checks": checks,
+              "settings": {"rates": args.rates, "seeds": args.seeds, "draws": args.draws,
+                           "preset": " ".join([args.preset, *overrides])}}
+    args.out.with_suffix(".json").write_text(json.dumps(record))
+    report = render([record])
+    print("\n" + report)
     args.out.write_text(report)
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
 
 
-def render(args, header: str, notes: list, results: dict, trained: dict, checks: list) -> str:
+def render(records: list[dict]) -> str:
+    """The markdown report of one or more runs' records (runs over different tables, e.g.
+    in parallel processes, merge into one report with --merge)."""
+    header = "; ".join(dict.fromkeys(r["header"] for r in records))
+    notes = [n for r in records for n in r["notes"]]
+    results = {tuple(k[:3]): k[3] for r in records for k in r["results"]}
+    trained = {t: v for r in records for t, v in r["trained"].items()}
+    checks = [tuple(c) for r in records for c in r["checks"]]
+    settings = records[0]["settings"]
+    rates = sorted({k[1] for k in results})
     tables = sorted({t for t, _, _ in results}, key=[*NUMERIC_TABLES, "fair"].index)
-    methods = [m for m in LABELS if any((t, r, m) in results for t in tables for r in args.rates)]
+    methods = [m for m in LABELS if any((t, r, m) in results for t in tables for r in rates)]
     lines = ["# Table imputation: anyorder vs standard imputers", "", header, "",
-             f"MCAR on the test rows, {args.seeds} mask seed(s), mean ± standard error over seeds; "
-             f"anyorder preset `{args.preset}`, {args.draws} draws per row. Times are wall seconds per "
+             f"MCAR on the test rows, {settings['seeds']} mask seed(s), mean ± standard error over seeds; "
+             f"anyorder `{settings['preset']}`, {settings['draws']} draws per row. Times are wall seconds per "
              "imputation (fit included for the baselines) on a shared, busy machine.", ""]
     lines += [f"- {n}" for n in notes]
     lines += [f"- anyorder on {t}: trained {steps} steps in {s:.0f} s" for t, (s, steps) in trained.items()]
-    for rate in args.rates:
+    for rate in rates:
         lines += ["", f"## {rate:.0%} of test cells hidden", "",
                   "NRMSE on hidden numeric cells (lower is better); accuracy on hidden categorical cells (fair); "
                   "seconds per imputation.", ""]
