@@ -334,10 +334,18 @@ def main() -> None:
                         num = hidden & ~categorical[None]
                         gap = float(np.sqrt(np.mean((filled[num] - reference[num]) ** 2)))
                         checks.append((table, rate, seed, name, gap))
+                save(args, header, notes, results, trained, checks, overrides)
                 line = ", ".join(f"{n} {results[(table, rate, n)].get('nrmse', [float('nan')])[-1]:.3f}"
                                  for n in fills)
                 print(f"  {table} {rate:.0%} seed {seed}: {line}", flush=True)
 
+    print("\n" + save(args, header, notes, results, trained, checks, overrides))
+    print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
+
+
+def save(args, header, notes, results, trained, checks, overrides) -> str:
+    """Write the report and its JSON record so far (after every rate and seed, so a run cut
+    short keeps what it measured); returns the report."""
     args.out.parent.mkdir(parents=True, exist_ok=True)
     record = {"header": header, "notes": notes, "results": [[*k, v] for k, v in results.items()],
               "trained": trained, "checks": checks,
@@ -345,9 +353,8 @@ def main() -> None:
                            "preset": " ".join([args.preset, *overrides])}}
     args.out.with_suffix(".json").write_text(json.dumps(record))
     report = render([record])
-    print("\n" + report)
     args.out.write_text(report)
-    print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
+    return report
 
 
 def render(records: list[dict]) -> str:
