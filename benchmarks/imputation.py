@@ -380,7 +380,9 @@ def render(records: list[dict]) -> str:
     for rate in rates:
         lines += ["", f"## {rate:.0%} of test cells hidden", "",
                   "NRMSE on hidden numeric cells (lower is better); accuracy on hidden categorical cells (fair); "
-                  "seconds per imputation.", ""]
+                  "seconds per imputation. Mask seeds done: " +
+                  ", ".join(f"{t} {len(results.get((t, rate, 'mean'), results.get((t, rate, 'cmean'), {})).get('seconds', []))}"
+                            for t in tables) + " (a figure without ± is from one seed).", ""]
         columns = []
         for t in tables:
             columns += [f"{t} NRMSE", f"{t} s"] + (["fair accuracy"] if t == "fair" else [])
