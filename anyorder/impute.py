@@ -94,7 +94,7 @@ class Intervals:
     """Multiple imputation of a table `[N, D]` (model units) from M draws, per cell.
 
     fill `[N, D]`: the table with holes filled by `impute(reduce="mean")` of these draws;
-    draws `[M, N, D]`; quantiles `[Q, N, D]`: the draws' quantiles (linear interpolation) at
+    draws `[M, N, D]`; quantiles `[Q, N, D]`: the draws' quantiles (interpolated at the places q·(M+1)−1) at
     each of `quantile_levels`, in numeric holes (NaN elsewhere); probabilities `[N, D, max K]`:
     the share of draws at each level in categorical holes (zero elsewhere).
     """
@@ -151,9 +151,13 @@ def impute_intervals(model, table: torch.Tensor, /, quantiles=(0.05, 0.95), num_
 
 def _quantiles(draws: torch.Tensor, levels: tuple[float, ...]) -> torch.Tensor:
     """Quantiles over the first dimension `[M, ...]` -> `[Q, ...]`, interpolating linearly
-    between order statistics (numpy's default; torch.quantile refuses large tensors)."""
+    between order statistics at the 0-based place q·(M+1)−1 (numpy's method "weibull"; the
+    default place q·(M−1) would be wrong here). A fresh value falls below the k-th smallest
+    of M exchangeable draws with probability k/(M+1), so these places give a calibrated model
+    the nominal coverage at any M, where q·(M−1) covers only 0.9·(M−1)/(M+1) of a 90%
+    interval (88.2% at M = 100). torch.quantile refuses large tensors, hence by hand."""
     ordered = draws.sort(0).values
-    place = torch.tensor(levels, dtype=torch.float64) * (len(draws) - 1)
+    place = (torch.tensor(levels, dtype=torch.float64) * (len(draws) + 1) - 1).clamp(0, len(draws) - 1)
     low, frac = place.floor().long(), (place - place.floor()).to(draws.dtype)
     high = (low + 1).clamp(max=len(draws) - 1)
     shape = (-1,) + (1,) * (draws.dim() - 1)
