@@ -163,7 +163,7 @@ def test_a_run_directory_is_locked_while_training(tmp_path):
 
 def test_two_trainings_at_once_into_one_directory_one_is_refused(tmp_path):
     run = tmp_path / "run"
-    first = subprocess.Popen(cli("train", "--quiet", *TINY, f"train.out={run}", "train.steps=400"),
+    first = subprocess.Popen(cli("train", "--quiet", *TINY, f"train.out={run}", "train.steps=1000000"),
                              stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300   # generous: a loaded machine starts the subprocess slowly
     while not (run / "config.yaml").exists() and first.poll() is None and time.time() < deadline:
