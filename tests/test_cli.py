@@ -152,10 +152,15 @@ def test_impute_a_table_it_never_saw_keeps_observed_text(tmp_path, capsys):
     assert "for ACE models" in capsys.readouterr().err
 
 
+def _correlated_pair_csv(path, rows: int, seed: int):
+    """A two-column table file (b = a + noise) with `rows` rows; returns its path."""
+    rng = np.random.default_rng(seed)
+    path.write_text("a,b\n" + "".join(f"{u:.4f},{u + v:.4f}\n" for u, v in rng.normal(size=(rows, 2))))
+    return path
+
+
 def test_eval_ace_with_both_conditionals(tmp_path, capsys):
-    source = tmp_path / "train.csv"
-    rng = np.random.default_rng(1)
-    source.write_text("a,b\n" + "".join(f"{u:.4f},{u + v:.4f}\n" for u, v in rng.normal(size=(200, 2))))
+    source = _correlated_pair_csv(tmp_path / "train.csv", 200, seed=1)
     run = tmp_path / "ace"
     assert main(["train", "--quiet", "--config", "magic-ace-cpu", f"data.source={source}", "data.drop=[]", "net.width=16",
                  "net.depth=1", "net.context=4", "net.energy_width=8", "net.energy_depth=1", "train.steps=3",
@@ -248,9 +253,7 @@ def test_user_errors_bugs_debug_and_os_errors(text_run, capsys, monkeypatch):
 
 
 def test_impute_never_overwrites_its_input(tmp_path, capsys):
-    source = tmp_path / "train.csv"
-    rng = np.random.default_rng(2)
-    source.write_text("a,b\n" + "".join(f"{u:.4f},{u + v:.4f}\n" for u, v in rng.normal(size=(60, 2))))
+    source = _correlated_pair_csv(tmp_path / "train.csv", 60, seed=2)
     run = tmp_path / "run"
     assert main(["train", "--quiet", "--config", "magic-cpu", f"data.source={source}", "net.width=8", "net.depth=1",
                  "train.steps=2", "train.batch_size=8", "train.eval_rows=4", f"train.out={run}"]) == 0
