@@ -40,6 +40,7 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
+    kind: str = "adamw"                 # "adamw", or "muon": Muon on the hidden matrices, AdamW on the rest
     lr: float = 5e-4
     warmup: int = 100                   # linear warm-up steps
     decay: str = "none"                 # "none" or "cosine" (to zero at the last step)

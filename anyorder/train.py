@@ -1,4 +1,4 @@
-"""One training loop for every data type: AdamW, warm-up, clipping, EMA, bf16, DDP, resume.
+"""One training loop for every data type: AdamW or Muon, warm-up, clipping, EMA, bf16, DDP, resume.
 
 Data-parallel runs are started by `torchrun`; every process draws the same global batch
 and the same training nodes or paths from one seeded generator and keeps its own slice, so
@@ -27,7 +27,7 @@ from .config import Config, ConfigError, apply_overrides
 from .data import Dataset, complete_rows, load_data
 from .errors import UserError
 from .model import AnyOrderModel, bits_per_dim
-from .optim import optimizer_for
+from .optim import KINDS as OPTIMIZERS, optimizer_for
 from .precision import autocast_for
 
 RUN_FILES = ("config.yaml", "metrics.csv", checkpoint.WEIGHTS, checkpoint.STATE, "tensorboard")
@@ -119,6 +119,10 @@ def check_config(config: Config, world: int = 1) -> None:
         raise ConfigError("train.out is empty; name the run directory, e.g. train.out=runs/mine")
     if o.decay not in ("none", "cosine"):
         raise ConfigError(f"optim.decay must be 'none' or 'cosine', got {o.decay!r}")
+    if o.kind not in OPTIMIZERS:
+        raise ConfigError(f"optim.kind must be one of {', '.join(OPTIMIZERS)}, got {o.kind!r}")
+    if o.kind == "muon" and getattr(torch.optim, "Muon", None) is None:
+        raise ConfigError(f"optim.kind muon needs torch.optim.Muon (torch >= 2.9); this is torch {torch.__version__}")
     numbers = [("optim.lr", o.lr, 0 < o.lr <= 1, "a number in (0, 1]"),
                ("optim.weight_decay", o.weight_decay, o.weight_decay >= 0, "a finite number >= 0"),
                ("optim.clip", o.clip, o.clip >= 0, "a finite number >= 0 (0 turns clipping off)"),

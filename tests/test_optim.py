@@ -45,3 +45,53 @@ def test_adamw_shrinks_only_the_matrices():
     for name, p in net.named_parameters():
         expected = before[name] * (0.5 if name in decayed else 1.0)    # decoupled decay: p -= lr·wd·p
         assert torch.allclose(p, expected), name
+
+
+def muon_model():
+    from anyorder.heads import CategoricalHead
+    from anyorder.model import AnyOrderModel
+    from anyorder.nets.path_transformer import PathTransformer
+    torch.manual_seed(0)
+    return AnyOrderModel(PathTransformer(6, 5, out_features=5, width=16, depth=2, heads=2, mlp=32),
+                         CategoricalHead(5))
+
+
+def test_muon_steps_the_hidden_matrices_and_adamw_the_rest():
+    from anyorder.config import OptimConfig
+    from anyorder.optim import MuonAdamW, optimizer_for
+    model = muon_model()
+    optimizer = optimizer_for(model, OptimConfig(kind="muon", weight_decay=0.1))
+    assert isinstance(optimizer, MuonAdamW)
+    muon = names(model, optimizer.muon.param_groups[0])
+    assert muon == {f"network.blocks.{i}.{layer}.weight" for i in range(2) for layer in ("qkv", "proj", "fc", "out")}
+    decay, rest = optimizer.adamw.param_groups
+    assert names(model, decay) == {"network.head.weight"}          # the output layer: AdamW, decayed
+    assert {"network.token.weight", "network.position", "network.head.bias"} <= names(model, rest)
+    assert muon | names(model, decay) | names(model, rest) == {name for name, _ in model.named_parameters()}
+    assert len(muon) + len(names(model, decay)) + len(names(model, rest)) == len(list(model.parameters()))
+
+
+def test_a_first_muon_step_is_orthogonal_and_an_adamw_step_is_a_sign():
+    """From rest, Muon moves a matrix along U·Vᵀ of its gradient G = U·S·Vᵀ, every singular
+    direction at about the same rate, scaled to AdamW's step size 0.2·lr·sqrt(max(m, n));
+    AdamW's first step is lr·sign(G) on every other parameter."""
+    from anyorder.config import OptimConfig
+    from anyorder.optim import optimizer_for
+    model, lr = muon_model(), 1e-2
+    optimizer = optimizer_for(model, OptimConfig(kind="muon", lr=lr))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    gen = torch.Generator().manual_seed(1)
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=gen)
+    optimizer.step()
+    hidden = names(model, optimizer.muon.param_groups[0])
+    for name, p in model.named_parameters():
+        step = before[name] - p.detach()
+        if name in hidden:
+            U, S, Vh = torch.linalg.svd(p.grad, full_matrices=False)
+            unit = step / (0.2 * lr * max(p.shape) ** 0.5)
+            singular = torch.linalg.svdvals(unit)
+            assert singular.min() > 0.5 and singular.max() < 1.3, name              # Newton–Schulz's band
+            assert torch.nn.functional.cosine_similarity((U @ Vh).flatten(), unit.flatten(), dim=0) > 0.9, name
+        else:
+            assert torch.allclose(step, lr * p.grad.sign(), atol=1e-6), name

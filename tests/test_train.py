@@ -122,7 +122,7 @@ def _files(run: Path) -> dict:
     return {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
 
 
-@pytest.mark.parametrize("bad", ["model.protocol=strided(0)", "net.heads=0", "optim.lr=.inf", "optim.decay=cos",
+@pytest.mark.parametrize("bad", ["model.protocol=strided(0)", "net.heads=0", "optim.lr=.inf", "optim.decay=cos", "optim.kind=sgd",
                                  "train.eval_rows=0", "net.depth=-2", "model.query=full(0.5)"])
 def test_a_bad_option_stops_before_an_existing_run_is_touched(tmp_path, bad):
     run = train(tiny_config(tmp_path / "run", "train.steps=5", "train.ckpt_every=5"), progress=False)

@@ -3,7 +3,8 @@
 A *node network* answers one lattice node per pass: every edge p(x_j | x_s) out of s.
 A *path network* answers one path per pass: every edge p(x_{u_t} | x_o, x_{u<t}) along a
 given set o followed by targets u_1..u_m. `answers` names the contract, so the model picks
-how to walk the lattice from the class, never by probing attributes.
+how to walk the lattice from the class, never by probing attributes; both declare their
+output layers (`Network.output_layers`) for the optimiser.
 """
 
 from __future__ import annotations
@@ -14,7 +15,17 @@ import torch
 from torch import nn
 
 
-class NodeNetwork(nn.Module):
+class Network(nn.Module):
+    """What every backbone declares beside its contract: which layers produce its output."""
+
+    def output_layers(self) -> tuple[nn.Module, ...]:
+        """The layers that map hidden features to the head's parameters (a final projection).
+        Muon (`optim.kind: muon`) updates every other linear layer of the network and leaves
+        these to AdamW, as it does embeddings; none by default."""
+        return ()
+
+
+class NodeNetwork(Network):
     """`network(x_in [B, D], observed [B, D] bool) -> params [B, D, P]`.
 
     x_in holds the observed values and a blank elsewhere; the output at an unobserved j
@@ -35,7 +46,7 @@ class NodeNetwork(nn.Module):
         return self(x_in, observed)[torch.arange(len(var), device=var.device), var]
 
 
-class PathNetwork(nn.Module):
+class PathNetwork(Network):
     """`network(x_in [B, D], path [B, D] int64) -> params [B, D, P]`, plus a key/value cache.
 
     A path (see `lattice.paths`) marks each variable −1 = given (in o), t = the t-th target

@@ -182,6 +182,9 @@ class PathTransformer(PathNetwork):
         m = F.gelu(_rows_linear(block.fc, _layer_norm(block.ln2, h)))
         return h + drop(_rows_linear(block.out, m))
 
+    def output_layers(self) -> tuple[nn.Module, ...]:
+        return (self.head,)
+
     def matmul_flops(self, batch_size: int) -> int:
         """Matmul FLOPs of one forward pass over a full path of D slots (for MFU)."""
         return matmul_flops(self.blocks, self.head, batch_size, self.dim)

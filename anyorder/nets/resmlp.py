@@ -100,6 +100,9 @@ class ResMLP(NodeNetwork):
     def forward(self, x_in: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         return self.forward_with_context(x_in, observed)[0]
 
+    def output_layers(self) -> tuple[nn.Module, ...]:
+        return (self.output,)
+
     def matmul_flops(self, batch_size: int) -> int:
         """Forward-pass FLOPs of the matrix multiplies (2 per multiply-add) for a batch."""
         linears = [m for m in self.modules() if isinstance(m, nn.Linear)]

@@ -183,6 +183,9 @@ class Transformer(NodeNetwork):
             h = block(h, self.bias)
         return h
 
+    def output_layers(self) -> tuple[nn.Module, ...]:
+        return (self.head,)
+
     def matmul_flops(self, batch_size: int) -> int:
         """Matmul FLOPs of one forward pass on `[batch_size, D]` (for MFU)."""
         return matmul_flops(self.blocks, self.head, batch_size, self.dim)
