@@ -56,7 +56,12 @@ class MuonAdamW:
 
     def __init__(self, muon: torch.optim.Optimizer, adamw: torch.optim.Optimizer):
         self.muon, self.adamw = muon, adamw
-        self.param_groups = muon.param_groups + adamw.param_groups
+
+    @property
+    def param_groups(self) -> list[dict]:
+        """Both optimisers' groups, read afresh: loading a state replaces a torch optimiser's
+        group dicts, so a list kept from before would set the learning rate of stale ones."""
+        return self.muon.param_groups + self.adamw.param_groups
 
     def step(self) -> None:
         self.muon.step()

@@ -91,7 +91,7 @@ def test_a_first_muon_step_is_orthogonal_and_an_adamw_step_is_a_sign():
             U, S, Vh = torch.linalg.svd(p.grad, full_matrices=False)
             unit = step / (0.2 * lr * max(p.shape) ** 0.5)
             singular = torch.linalg.svdvals(unit)
-            assert singular.min() > 0.5 and singular.max() < 1.3, name              # Newton–Schulz's band
+            assert singular.min() > 0.45 and singular.max() < 1.55, name            # Newton–Schulz's band, 0.5–1.5
             assert torch.nn.functional.cosine_similarity((U @ Vh).flatten(), unit.flatten(), dim=0) > 0.9, name
         else:
             assert torch.allclose(step, lr * p.grad.sign(), atol=1e-6), name

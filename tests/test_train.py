@@ -66,8 +66,12 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
     assert logged == list(range(5, steps + 1, 5))  # the curve continues, no gaps, no repeats
 
 
-def test_two_process_gloo_ddp_matches_one_process(tmp_path):
-    args = TINY + ["train.steps=12", "train.ckpt_every=12", "optim.ema=0.0", "train.batch_size=8"]
+@pytest.mark.parametrize("kind, atol", [("adamw", 2e-5), ("muon", 1e-3)])
+def test_two_process_gloo_ddp_matches_one_process(tmp_path, kind, atol):
+    """Muon's Newton–Schulz runs in bf16, so the last-bit differences of a sum reduced in
+    another order can round its updates differently (measured: 1.6e-4 after 12 steps of
+    ~4e-3 each); a shard or an all-reduce gone wrong moves weights by whole steps."""
+    args = TINY + ["train.steps=12", "train.ckpt_every=12", "optim.ema=0.0", "train.batch_size=8", f"optim.kind={kind}"]
     single = train(load_config("text-cpu", args + [f"train.out={tmp_path / 'one'}"]), progress=False)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29731",
@@ -76,7 +80,7 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     a, b = load_file(single / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
     for key in a:
-        assert torch.allclose(a[key], b[key], atol=2e-5), key
+        assert torch.allclose(a[key], b[key], atol=atol), key
 
 
 def test_checkpoint_round_trip_and_damage(tmp_path):
