@@ -3,9 +3,10 @@
 (a) peak: the best TFLOP/s of square fp32 and bf16 matmuls, and whether `precision: auto`
     finds native bf16 here (`anyorder.precision.bf16_native`);
 (b) training: tokens (variables) per second of a full step as `anyorder.train` takes it
-    (batch, training nodes or paths, forward + backward under the precision, clipping, AdamW), and
-    model FLOPs utilisation = 3 × the network's forward `matmul_flops(batch)` per step
-    (forward + backward ≈ 3 forwards) / step time / the measured peak of that precision;
+    (batch, training nodes or paths, forward + backward under the precision, clipping, the
+    preset's optimiser), and model FLOPs utilisation = 3 × the network's forward
+    `matmul_flops(batch)` per step (forward + backward ≈ 3 forwards) / step time / the
+    measured peak of that precision;
 (c) queries: exact joint log-likelihood (`log_prob(estimator="exact")`, D passes) and
     unconditional sampling (`sample` with an empty mask, D passes), in rows per second; for
     node networks also the exact likelihood with full passes (every position through the last
