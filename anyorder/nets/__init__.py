@@ -4,7 +4,7 @@ path networks `net(x_in [B, D], path [B, D] int64) -> params [B, D, P]` (see `ba
 from __future__ import annotations
 
 from ..registry import build
-from .base import NodeNetwork, PathNetwork
+from .base import Network, NodeNetwork, PathNetwork
 
 NETS = {
     "transformer": ("anyorder.nets.transformer", "Transformer"),
@@ -19,4 +19,4 @@ def build_net(spec: dict, **given):
     return build(NETS, spec, "net", **given)
 
 
-__all__ = ["NETS", "NodeNetwork", "PathNetwork", "build_net"]
+__all__ = ["NETS", "Network", "NodeNetwork", "PathNetwork", "build_net"]
