@@ -437,9 +437,13 @@ def train(config: Config, resume: bool = False, progress: bool = True, data: Dat
     (`RunDirectory`), the state restored or the config recorded, and the loop runs.
     """
     run = Training(config, data)
-    with RunDirectory(config.train.out, resume, owner=run.rank == 0, agree=run.agree) as run_dir:
-        run.start(run_dir, resume)
-        run.fit(run_dir, progress)
+    try:
+        with RunDirectory(config.train.out, resume, owner=run.rank == 0, agree=run.agree) as run_dir:
+            run.start(run_dir, resume)
+            run.fit(run_dir, progress)
+    finally:
+        if run.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()   # else gloo's threads may abort the process at exit
     return run_dir
 
 
