@@ -3,7 +3,7 @@
 Writes, per rank, the gradient of the first step after DDP's all-reduce (`grad<rank>.pt`)
 and the weights after `train.steps` optimiser steps (`weights<rank>.pt`), so a test can
 compare them with the single-process gradient and with the other ranks.
-Usage: python -m torch.distributed.run --nproc_per_node=2 tests/ddp_worker.py OUT override...
+Usage: python -m torch.distributed.run --standalone --nproc_per_node=2 tests/ddp_worker.py OUT override...
 """
 
 import sys

@@ -81,7 +81,7 @@ def test_two_process_gloo_ddp_all_reduces_the_full_batch_gradient(tmp_path, kind
     args = TINY + ["train.steps=6", "optim.ema=0.0", "train.batch_size=8", f"optim.kind={kind}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     worker = Path(__file__).with_name("ddp_worker.py")
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29731",
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            str(worker), str(tmp_path), *args], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     run = Training(load_config("text-cpu", args + [f"train.out={tmp_path / 'one'}"]))
