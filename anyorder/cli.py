@@ -25,7 +25,7 @@ from .build import load_model
 from .config import load_config, preset_names
 from .data import IO, complete_rows, data_io, load_data
 from .errors import UserError
-from .evaluate import evaluate
+from .evaluate import evaluate, report_lines
 from .impute import REDUCTIONS, check_quantiles
 from .paths import output_file
 from .precision import autocast_for
@@ -119,7 +119,7 @@ def cmd_train(args) -> None:
 # ---------------------------------------------------------------- eval
 
 def eval_parser(sub) -> None:
-    p = sub.add_parser("eval", help="joint and marginal likelihoods on a split")
+    p = sub.add_parser("eval", help="joint, marginal and infilling likelihoods on a split")
     add_checkpoint_options(p)
     add_split_option(p)
     p.add_argument("--estimator", choices=["exact", "one-step"], default="exact")
@@ -152,7 +152,9 @@ def cmd_eval(args) -> None:
                       autocast_for(config.train.precision, device), not args.quiet, **options)
     report.update(checkpoint=str(args.checkpoint), split=args.split, steps=args.steps,
                   policy=options["policy"].tolist() if "policy" in options else None)
-    print(f"{args.split}: {data_io(meta['kind']).summary(report)} ({report['rows']} rows, {args.estimator})")
+    budget_note = f", {args.steps}-pass sampler" if args.steps else ""
+    lines = report_lines(report, data_io(meta["kind"]).unit)
+    print(f"{args.split} split{budget_note}: {lines[0]}", *lines[1:], sep="\n")
     if json_path is not None:
         json_path.write_text(json.dumps(report, indent=2))
 

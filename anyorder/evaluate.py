@@ -1,11 +1,15 @@
-"""Test-set likelihoods as the paper reports them: joint and card-uniform marginal bpd.
+"""Test-set likelihoods: the joint and card-uniform marginals the paper reports, and infilling.
 
-Marginal masks are drawn once from a fixed seed, so every model evaluated with the same
-seed answers the same queries. Every figure comes with its standard error over rows.
+Three queries per row: the joint log p(x); a marginal log p(x_e) with e card-uniform; and
+infilling log p(x_u | x_o) with o a uniform half of the row (u the rest). Masks are drawn
+once from fixed seeds, so every model evaluated with the same seed answers the same queries
+(the 50% infilling of `benchmarks/path_network.py` is seed 0's). Every figure comes with
+its standard error over rows.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -27,31 +31,44 @@ def marginal_masks(rows: int, dim: int, seed: int = 0) -> torch.Tensor:
     return lattice.query_masks(rows, dim, "card-uniform", generator=torch.Generator().manual_seed(seed))
 
 
+QUERIES = ("joint", "marginal", "infill")
+DESCRIPTIONS = {"joint": "joint", "marginal": "marginal, card-uniform", "infill": "infilling, 50% observed"}
+
+
+def infill_given(rows: int, dim: int, seed: int = 0) -> torch.Tensor:
+    """The observed halves of `evaluate`'s infilling queries with this seed: `[rows, dim]` bool,
+    a uniform set of D // 2 per row (drawn with seed + 1, so seed 0 asks what
+    `benchmarks/path_network.py` asks)."""
+    return lattice.uniform_subsets(torch.full((rows,), dim // 2), dim, torch.Generator().manual_seed(seed + 1))
+
+
 def row_log_likelihoods(model: AnyOrderModel, rows: torch.Tensor, /, estimator: str = "exact",
                         num_draws: int = 1, batch_size: int = 64, seed: int = 0, autocast=None,
                         progress: bool = True, **log_prob_options) -> dict[str, torch.Tensor]:
-    """log p(x) and log p(x_e) with e from `marginal_masks(seed)`, per row of `rows [N, D]`:
-    {"joint": [N], "marginal": [N]} in nats, on the CPU (for paired comparisons of models).
-    `log_prob_options` are the model's query options (ACE: model="energy" | "proposal",
-    num_importance)."""
+    """log p(x), log p(x_e) with e from `marginal_masks(seed)` and log p(x_u | x_o) with o from
+    `infill_given(seed)`, per row of `rows [N, D]`: {"joint": [N], "marginal": [N], "infill": [N]}
+    in nats, on the CPU (for paired comparisons of models). `log_prob_options` are the
+    model's query options (ACE: model="energy" | "proposal", num_importance; steps, policy)."""
     if len(rows) == 0:
         raise UserError("no rows to evaluate")
     n, dim = rows.shape
-    device = next(model.parameters()).device
-    masks = marginal_masks(n, dim, seed)
+    device = next(itertools.chain(model.parameters(), model.buffers())).device   # an oracle net has buffers only
+    masks, given = marginal_masks(n, dim, seed), infill_given(n, dim, seed)
     step_gen = torch.Generator(device=device).manual_seed(seed)
-    results = {"joint": [], "marginal": []}
+    queries = {"joint": lambda x, s: model.log_prob(x, None, estimator, num_draws, step_gen),
+               "marginal": lambda x, s: model.log_prob(x, masks[s].to(device), estimator, num_draws, step_gen),
+               "infill": lambda x, s: model.conditional_log_prob(x, ~given[s].to(device), given[s].to(device),
+                                                                 estimator, num_draws, generator=step_gen)}
+    results = {name: [] for name in QUERIES}
     model.eval()
     batches = range(0, n, batch_size)
-    with torch.no_grad(), tqdm(total=2 * len(batches), desc=f"eval ({estimator})", disable=not progress,
-                               dynamic_ncols=True) as bar:
+    with torch.no_grad(), tqdm(total=len(QUERIES) * len(batches), desc=f"eval ({estimator})",
+                               disable=not progress, dynamic_ncols=True) as bar:
         for start in batches:
-            x = rows[start:start + batch_size].to(device)
-            for name, mask in (("joint", None), ("marginal", masks[start:start + batch_size].to(device))):
+            x, rows_here = rows[start:start + batch_size].to(device), slice(start, start + batch_size)
+            for name in QUERIES:
                 with autocast or torch.autocast(device.type, enabled=False), model.query_options(**log_prob_options):
-                    logp = model.log_prob(x, mask, estimator=estimator, num_draws=num_draws,
-                                          generator=step_gen)
-                results[name].append(logp.float().cpu())
+                    results[name].append(queries[name](x, rows_here).float().cpu())
                 bar.update(1)
     per_row = {name: torch.cat(parts) for name, parts in results.items()}
     for name, logp in per_row.items():
@@ -63,10 +80,12 @@ def row_log_likelihoods(model: AnyOrderModel, rows: torch.Tensor, /, estimator: 
 
 def evaluate(model: AnyOrderModel, rows: torch.Tensor, /, estimator: str = "exact", num_draws: int = 1,
              batch_size: int = 64, seed: int = 0, autocast=None, progress: bool = True, **log_prob_options) -> dict:
-    """Joint and marginal log-likelihoods of `rows [N, D]`, averaged over rows, with standard errors.
+    """Joint, marginal and infilling log-likelihoods of `rows [N, D]`, averaged over rows, with
+    standard errors.
 
-    Returns nats per row (`*_loglik`, higher is better; what tables report) and bits per
-    dimension normalised by D (`*_bpd`, the paper's convention, also for marginals).
+    Returns nats per row (`{joint,marginal,infill}_loglik`, higher is better; what tables
+    report) and bits per dimension normalised by D (`*_bpd`, the paper's convention, also for
+    marginals and infilling), each with `*_se`.
     """
     per_row = row_log_likelihoods(model, rows, estimator, num_draws, batch_size, seed, autocast,
                                   progress, **log_prob_options)
@@ -75,8 +94,22 @@ def evaluate(model: AnyOrderModel, rows: torch.Tensor, /, estimator: str = "exac
 
 def summarise(per_row: dict[str, torch.Tensor], dim: int) -> dict:
     """`row_log_likelihoods`' output -> means and standard errors in nats per row and in bpd."""
-    report = {"rows": len(per_row["joint"]), "dim": dim}
+    report = {"rows": len(next(iter(per_row.values()))), "dim": dim}
     for name, logp in per_row.items():
         report[f"{name}_loglik"], report[f"{name}_loglik_se"] = _mean_se(logp)
         report[f"{name}_bpd"], report[f"{name}_bpd_se"] = _mean_se(bits_per_dim(logp, dim))
     return report
+
+
+def report_lines(report: dict, unit: str) -> list[str]:
+    """An `evaluate` report as the lines `anyorder eval` prints: one per query, in `unit`
+    ("bpd": bits per dimension, lower is better; "nats per row": log-likelihood, higher is
+    better), each with its standard error over rows."""
+    key, better = ("bpd", "lower") if unit == "bpd" else ("loglik", "higher")
+    lines = [f"{report['rows']} rows of {report['dim']} variables, {report['estimator']} estimator; "
+             f"{unit} ({better} is better) ± standard error over rows"]
+    for name in QUERIES:
+        if f"{name}_{key}" in report:
+            lines.append(f"  {DESCRIPTIONS[name] + ':':<26}{report[f'{name}_{key}']:9.4f} ± "
+                         f"{report[f'{name}_{key}_se']:.4f} {unit}")
+    return lines

@@ -70,7 +70,7 @@ class DataIO:
     """Command-line input and output of one kind of data, kept beside its loader and found by
     `Dataset.kind` in `anyorder.data.IO`, so the command line never branches on the kind.
 
-    `summary` words an evaluation report; `sample_options` are this kind's options of
+    `unit` is what `anyorder eval` reports in (`anyorder.evaluate.report_lines`); `sample_options` are this kind's options of
     `anyorder sample`, as (flags, argparse keywords) pairs; an option left unset is None (or False). `sample_queries` turns them into
     the query (x `[N, D]`, observed `[N, D]` bool) and `show_samples` prints or writes the
     filled rows. `impute_file` fills the holes of a file (tables only). `variable` names one
@@ -79,12 +79,8 @@ class DataIO:
 
     kind: str = ""
     variable: str = "dimension"
+    unit: str = "bpd"
     sample_options: Sequence[tuple[tuple[str, ...], dict]] = ()
-
-    def summary(self, report: dict) -> str:
-        """One line of an `anyorder.evaluate` report in this kind's units (bits per dimension)."""
-        return (f"joint {report['joint_bpd']:.4f} ± {report['joint_bpd_se']:.4f} bpd, "
-                f"marginal {report['marginal_bpd']:.4f} ± {report['marginal_bpd_se']:.4f} bpd")
 
     def check_sample_args(self, args) -> None:
         """Refuse unusable options (e.g. an output path) before any work is done."""

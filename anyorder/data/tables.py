@@ -586,10 +586,7 @@ class TableIO(DataIO):
     in the file's units; `anyorder impute` fills the holes of a CSV/TSV file."""
 
     kind = "table"
-
-    def summary(self, report):
-        return (f"joint log-likelihood {report['joint_loglik']:.4f} ± {report['joint_loglik_se']:.4f}, "
-                f"marginal {report['marginal_loglik']:.4f} ± {report['marginal_loglik_se']:.4f} nats per row")
+    unit = "nats per row"
 
     def sample_queries(self, args, meta, rows, generator):
         x = torch.zeros(args.num, meta["dim"])
