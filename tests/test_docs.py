@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from anyorder.cli import parser
-from docs_runner import (RESUME_STEPS, ROOT, TINY_NET, TINY_TRAIN, blocks, doc_pages, install_shims, run_bash,
-                         shrink_argv, shrink_python)
+import anyorder.config as config_module
+from anyorder.cli import main
+from docs_runner import (RESUME_STEPS, ROOT, TINY_NET, TINY_TRAIN, anyorder_commands, blocks, doc_pages,
+                         install_shims, run_bash, shrink_argv, shrink_python, tiny_load_config)
 
 RUNS = {"bash", "sh", "shell", "python"}
 
@@ -25,12 +27,14 @@ def _subcommands() -> dict[str, tuple[argparse.ArgumentParser, str]]:
 
 
 @pytest.mark.parametrize("page", doc_pages(), ids=lambda p: str(p.relative_to(ROOT)))
-def test_every_block_of_the_page_runs(page, tmp_path, monkeypatch):
+def test_every_block_of_the_page_runs(page, tmp_path, monkeypatch, capsys):
     bin_dir = install_shims(tmp_path / "shims")
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
     namespace = {"__name__": "__docs__"}
+    torch.set_num_threads(1)                   # as the commands' --threads 1; conftest restores 2 per test
+    monkeypatch.setattr(config_module, "load_config", tiny_load_config)
     for block in blocks(page.read_text()):
         where = f"{page.relative_to(ROOT)}:{block.line}"
         if block.skip is not None:
@@ -42,6 +46,10 @@ def test_every_block_of_the_page_runs(page, tmp_path, monkeypatch):
             torch.manual_seed(0)
             np.random.seed(0)
             exec(compile(shrink_python(block.code), where, "exec"), namespace)
+        elif (commands := anyorder_commands(block.code)) is not None:
+            for argv in commands:
+                status = main(shrink_argv(argv))
+                assert status == 0, f"{where}: `anyorder {' '.join(argv)}` failed:\n{capsys.readouterr().err[-3000:]}"
         else:
             done = run_bash(block.code, work, bin_dir, dict(os.environ))
             assert done.returncode == 0, (f"{where} failed ({done.returncode}):\n{block.code}\n"
@@ -85,6 +93,15 @@ def test_blocks_are_found_with_their_skip_reasons():
     assert found[0].code == "anyorder presets\n" and found[3].code == "plain\n"
     with pytest.raises(ValueError, match="never closed"):
         blocks("```bash\nls\n")
+
+
+def test_plain_anyorder_blocks_run_here_and_the_rest_under_bash():
+    code = 'anyorder train --config text-cpu-path  # comment\nanyorder eval runs/x && anyorder sample runs/x --text "a_ b"\n'
+    assert anyorder_commands(code) == [["train", "--config", "text-cpu-path"], ["eval", "runs/x"],
+                                       ["sample", "runs/x", "--text", "a_ b"]]
+    for shell in ("anyorder presets > names.txt", "ls", "anyorder eval $RUN", "anyorder presets | head -1",
+                  "anyorder presets; ls"):
+        assert anyorder_commands(shell) is None, shell
 
 
 def test_commands_are_shrunk_by_the_table():
