@@ -205,24 +205,28 @@ class PathWalk(Walk):
 
     def row_losses(self, model, x, drawn, present):
         """Σ_t −log p(x_{u_t} | …) / D per row over both paths of a packed row, averaged over
-        two query streams of one pass: the exact path (each target its own step) and the
-        row's drawn step budget. Each is unbiased for the test objective in nats per variable
+        the query streams of one pass: the exact path (each target its own step) and, where
+        `drawn` holds steps, the row's drawn step budget. Each is unbiased for the test objective in nats per variable
         of the queries drawn (the first at K = |u|, the second at the drawn budget)."""
         dim = x.shape[1]
-        if not isinstance(drawn, torch.Tensor) or drawn.dtype != torch.int64 or drawn.shape != (len(x), 2, dim):
-            raise UserError(f"paths must be an int64 tensor [{len(x)}, 2, {dim}] (a path and its steps, "
-                            "see AnyOrderModel.draw_training)")
-        path, budgeted = drawn.to(x.device).unbind(1)
+        if not isinstance(drawn, torch.Tensor) or drawn.dtype != torch.int64 or \
+                drawn.shape not in ((len(x), dim), (len(x), 2, dim)):
+            raise UserError(f"paths must be an int64 tensor [{len(x)}, {dim}] (see lattice.paths), or "
+                            f"[{len(x)}, 2, {dim}]: paths and their steps (see AnyOrderModel.draw_training)")
+        drawn = drawn.to(x.device)
+        path = drawn if drawn.dim() == 2 else drawn[:, 0]
         if path.numel() and (path.min() < lattice.GIVEN or path.max() >= 2 * dim + 1):
             raise UserError(f"path values must lie in -1..{2 * dim} (given, target step, off the path, "
                              "a packed second path's step)")
         if not present.all():
             raise UserError("a path network trains on complete rows; x has missing (NaN) cells")
         exact = torch.where(path > dim, path - dim - 1, path)
-        params = self.edge_params(model, x, path, torch.stack([exact, budgeted], 1))     # [B, 2, D, P]
+        steps = torch.stack([exact, drawn[:, 1]], 1) if drawn.dim() == 3 else exact[:, None]
+        params = self.edge_params(model, x, path, steps)                          # [B, S, D, P]
         on = (path >= 0) & (path != dim)
-        nll = -model.head.log_prob(params.flatten(0, 1), x.repeat_interleave(2, 0)).view(len(x), 2, dim)
-        return (nll * on[:, None]).sum((1, 2)) / (2 * dim)
+        S = steps.shape[1]
+        nll = -model.head.log_prob(params.flatten(0, 1), x.repeat_interleave(S, 0)).view(len(x), S, dim)
+        return (nll * on[:, None]).sum((1, 2)) / (S * dim)
 
     def path_log_prob(self, model, x, given, target, estimator, num_draws, generator):
         path = lattice.paths(given, target, model.protocol, generator)
