@@ -490,11 +490,11 @@ class AnyOrderModel(nn.Module):
                generator=None, *, steps: int | None = None, policy=None,
                progress: bool = False) -> torch.Tensor:
         """Fill the unobserved variables of x `[B, D]`: observed first, then the rest in
-        protocol order, one variable per step (a node network's pass, or one new slot of a
-        path network's key/value cache). An all-False mask samples unconditionally;
-        observed values are returned unchanged. steps=K or policy=[0, b_1, …, b_K]: K
-        passes (network passes, or key/value cache steps of a path network), each drawing a block of the path at once, independently, from
-        one node; progress: a bar counting them."""
+        protocol order, one variable per step (a node network's pass, or one step of a path
+        network's key/value cache). An all-False mask samples unconditionally; observed
+        values are returned unchanged. steps=K or policy=[0, b_1, …, b_K]: K steps, each
+        drawing a block of the path at once, independently, from what the steps before it
+        drew (`conditionals`); progress: a bar counting them."""
         x = self._check_x(x)
         observed = self._check_mask(observed, x, "observed")
         if temperature < 0 or not math.isfinite(temperature):
