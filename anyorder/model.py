@@ -255,12 +255,13 @@ class PathWalk(Walk):
 
     @torch.no_grad()
     def conditionals(self, model, x, given, rank, bounds):
-        """`begin` encodes o; step k predicts its block from the cache (padded to the widest
-        row's block), then appends the block's values, which the caller has written into x."""
+        """`begin` encodes o; step k appends the previous block's values (which the caller has
+        written into x) and predicts its own block (padded to the widest row's) in one pass
+        through the blocks."""
         network, dim = model.network, x.shape[1]
         order = rank.argsort(-1)
         cache = network.begin(torch.where(given, x, model.head.blank(x)), given)
-        last = bounds[:, -1:]
+        drawn = None                 # the previous step's block, appended with the next step's queries
         for k in range(bounds.shape[1] - 1):
             low, high = bounds[:, k, None], bounds[:, k + 1, None]
             width = int((high - low).max())
@@ -269,12 +270,15 @@ class PathWalk(Walk):
             place = low + torch.arange(width, device=x.device)
             valid = place < high
             var = order.gather(1, place.clamp(max=dim - 1))
-            params = network.predict(cache, var)
+            if drawn is None:
+                params = network.predict(cache, var)
+            else:
+                value = x.gather(1, drawn[0])
+                params = network.extend(cache, drawn[0], torch.where(drawn[1], value, model.head.blank(value)),
+                                        drawn[1], then=var)
             rows, slot = valid.nonzero(as_tuple=True)
             yield rows, var[rows, slot], params[rows, slot]
-            if bool((high < last).any()):
-                value = x.gather(1, var)
-                network.extend(cache, var, torch.where(valid, value, model.head.blank(value)), valid)
+            drawn = var, valid
 
     def conditional_mean(self, model, x, observed):
         """One pass with every unobserved variable in one step (K = 1): p(x_j | x_observed) for all j."""

@@ -80,7 +80,9 @@ class PathNetwork(Network):
         cache holds (`seen [B, m]`: from o and the first seen[b, i] of them only)."""
         raise NotImplementedError
 
-    def extend(self, cache, var: torch.Tensor, value: torch.Tensor, valid: torch.Tensor) -> None:
+    def extend(self, cache, var: torch.Tensor, value: torch.Tensor, valid: torch.Tensor,
+               then: torch.Tensor | None = None) -> torch.Tensor | None:
         """Append targets `var [B, m]` with values `value [B, m]` (in path order) to the cache;
-        slots where `valid [B, m]` is False are padding, never seen."""
+        slots where `valid [B, m]` is False are padding, never seen. With `then [B, q]`,
+        return `predict(cache, then)` after the append (a network may fuse the two)."""
         raise NotImplementedError

@@ -202,23 +202,40 @@ class PathTransformer(PathNetwork):
         key_mask[:, :length].masked_fill_(~valid, float("-inf"))
         return PathCache(keys, values, torch.cat([order, order.new_zeros(B, D)], 1), key_mask, length, length)
 
-    def extend(self, cache: PathCache, var: torch.Tensor, value: torch.Tensor, valid: torch.Tensor) -> None:
+    def extend(self, cache: PathCache, var: torch.Tensor, value: torch.Tensor, valid: torch.Tensor,
+               then: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Append content slots (see `PathNetwork.extend`). With `then` `[B, q]`, also the
+        next step's query slots in the same pass through the blocks (`predict(cache, then)`
+        after the append, at half the per-layer calls: a walk step at a small batch is bound
+        by per-operation overhead); returns their parameters `[B, q, P]`."""
         n, m = cache.length, var.shape[1]
+        q = 0 if then is None else then.shape[1]
         if n + m > cache.key_mask.shape[1]:     # padded blocks of rows of unequal paths outgrew it
             _grow(cache, n + m + self.dim)
         cache.key_position[:, n:n + m] = var
         cache.key_mask[:, n:n + m] = torch.where(valid, 0.0, float("-inf"))
-        causal = torch.ones(m, m, dtype=torch.bool, device=var.device).tril()
-        own = (causal & valid[:, None, :]) | torch.eye(m, dtype=torch.bool, device=var.device)
-        allowed = torch.cat([(cache.key_mask[:, None, :n] == 0).expand(-1, m, -1), own], -1)
-        bias = self._bias(var, cache.key_position[:, :n + m], allowed)
-        h = self._content(value, var)
+        device = var.device
+        causal = torch.ones(m, m, dtype=torch.bool, device=device).tril()
+        own = (causal & valid[:, None, :]) | torch.eye(m, dtype=torch.bool, device=device)
+        known = (cache.key_mask[:, None, :n + m] == 0)
+        content = torch.cat([known[..., :n].expand(-1, m, -1), own, own.new_zeros(len(var), m, q)], -1)
+        slots, h = var, self._content(value, var)
+        if then is not None:       # queries see every content slot, their own step's included, and themselves
+            query = torch.cat([known.expand(-1, q, -1), torch.eye(q, dtype=torch.bool, device=device).expand(
+                len(var), -1, -1)], -1)
+            content, slots = torch.cat([content, query], 1), torch.cat([var, then], 1)
+            h = torch.cat([h, self._query(then)], 1)
+        bias = self._bias(slots, torch.cat([cache.key_position[:, :n], slots], 1), content)
         for i, (block, keys, values) in enumerate(zip(self.blocks, cache.keys, cache.values)):
-            q, k, v = block.queries_keys_values(h)
-            keys[:, :, n:n + m], values[:, :, n:n + m] = k, v
-            if i + 1 < len(self.blocks):
-                h = block.update(h, block.attend(q, keys[:, :, :n + m], values[:, :, :n + m], bias))
+            qs, k, v = block.queries_keys_values(h)
+            keys[:, :, n:n + m], values[:, :, n:n + m] = k[:, :, :m], v[:, :, :m]
+            if then is None and i + 1 == len(self.blocks):
+                break                            # the last block's output is no key: skip it
+            a = block.attend(qs, torch.cat([keys[:, :, :n + m], k[:, :, m:]], 2),
+                             torch.cat([values[:, :, :n + m], v[:, :, m:]], 2), bias)
+            h = block.update(h, a)
         cache.length = n + m
+        return None if then is None else self.head(self.ln_f(h[:, m:]))
 
     def predict(self, cache: PathCache, var: torch.Tensor, seen: torch.Tensor | None = None) -> torch.Tensor:
         n, m = cache.length, var.shape[1]
