@@ -7,7 +7,9 @@ distributions are named by strings, with an argument in parentheses where one is
 "strided(16)", "bernoulli(0.3)", "mixture(mac-inpaint)". A path `[B, D]` int64 marks each
 variable GIVEN (−1, in the evidence o), t (the t-th target u_t, t = 0, 1, …) or D (off the path);
 a training path may pack a second sequence of targets after the same o, marked D + 1 + t
-(`training_paths`' marginal pairs): the two sequences never see each other.
+(`training_paths`' marginal pairs): the two sequences never see each other. A path's steps
+`[B, D]` int64 give each target the step that draws it (`path_steps` from step boundaries,
+`training_steps` at random for training), so a path network learns every step budget.
 """
 
 from __future__ import annotations
