@@ -94,24 +94,18 @@ def step_losses(model, rows: torch.Tensor, batch_size: int = 64, generator=None,
     if (sizes != sizes[0]).any() or sizes[0] == rows.shape[1]:
         raise UserError("every row of given must observe the same number of variables, fewer than D")
     n, dim = rows.shape
-    observed, m = int(sizes[0]), dim - int(sizes[0])
+    m = dim - int(sizes[0])
     device = next(model.parameters()).device
     total = torch.zeros(m, m, dtype=torch.float64, device=device)
     batches = range(0, n, batch_size)
-    with tqdm(total=len(batches) * m, desc="step losses (passes)", disable=not progress,
-              dynamic_ncols=True) as bar:
-        for start in batches:
-            x = rows[start:start + batch_size].to(device)
-            if not x.is_floating_point():
-                x = x.long()
-            rank = lattice.ranks(given[start:start + batch_size].to(device), model.protocol, generator)
-            path = rank.argsort(-1)[:, observed:]                 # [b, m]: the variable at each place
-            for t in range(m):
-                with autocast or torch.autocast(device.type, enabled=False):
-                    params = model(x, rank < observed + t)
-                nll = -model.head.log_prob(params, x).double()
-                total[t] += nll.gather(1, path).sum(0)
-                bar.update(1)
+    for start in tqdm(batches, desc="step losses (batches)", disable=not progress, dynamic_ncols=True):
+        x = rows[start:start + batch_size].to(device)
+        if not x.is_floating_point():
+            x = x.long()
+        node = given[start:start + batch_size].to(device)
+        rank = lattice.ranks(node, model.protocol, generator)
+        with autocast or torch.autocast(device.type, enabled=False):
+            total += model.walk.step_losses(model, x, node, rank).sum(0)
     later = torch.ones(m, m, dtype=torch.bool, device=device).triu()
     return torch.where(later, total / n, math.nan).cpu()
 

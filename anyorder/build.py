@@ -31,6 +31,7 @@ def _ace(config: Config, given: dict, head, objective: dict) -> AnyOrderModel:
                                 energy_observed=m.energy_observed, **objective)
 
 
+TABLE_NETS = ("resmlp", "path-transformer")     # networks that embed each column by its own kind
 MODEL_KINDS = {"aoarm": _aoarm, "ace": _ace}     # model.kind -> builder(config, given, head, objective)
 
 
@@ -49,8 +50,9 @@ def build_model(config: Config, meta: dict) -> AnyOrderModel:
         named = [c for c, k in zip(meta.get("columns", []), levels) if k is not None]
         raise ConfigError(f"model.kind {m.kind!r} models continuous columns only; this table has categorical "
                           f"columns {named}: use model.kind aoarm, or data.numeric / data.drop")
-    if mixed and config.net.get("kind") != "resmlp":
-        raise ConfigError(f"a table with categorical columns needs net.kind resmlp, got {config.net.get('kind')!r}")
+    if mixed and config.net.get("kind") not in TABLE_NETS:
+        raise ConfigError(f"a table with categorical columns needs net.kind {' or '.join(TABLE_NETS)}, "
+                          f"got {config.net.get('kind')!r}")
     if mixed:
         head = TableHead(levels, m.components)
     else:

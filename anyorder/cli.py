@@ -73,7 +73,7 @@ def _budget(args, model, meta) -> dict:
         return {}
     if args.steps > meta["dim"]:
         raise UserError(f"--steps must lie in 1..{meta['dim']} (the number of variables), got {args.steps}")
-    with model.query_options(steps=args.steps):   # refuses models without step budgets, before any work
+    with model.query_options(steps=args.steps):   # refuses models without step budgets (ACE), before any work
         pass
     fitted = None
     if args.policy == "fitted":
@@ -257,7 +257,7 @@ def cmd_fit_policy(args) -> None:
     dim = meta["dim"]
     if any(k > dim for k in args.steps):
         raise UserError(f"--steps must lie in 1..{dim} (the number of variables), got {args.steps}")
-    with model.query_options(policy=budget.even_policy(dim, 1)):   # refuses models without step budgets
+    with model.query_options(policy=budget.even_policy(dim, 1)):   # refuses models without step budgets (ACE)
         pass
     rows = complete_rows(load_data(config.data).split(args.split))
     rows = rows[: args.rows] if args.rows else rows

@@ -69,36 +69,19 @@ class Content:
 
 
 # ---------------------------------------------------------------- the path and its coder
-@torch.no_grad()
 def path_conditionals(model: AnyOrderModel, x: torch.Tensor, target: torch.Tensor,
                       policy: list[int] | None = None):
-    """The conditionals of the next variables along the protocol's path from ∅ to `target`.
+    """The conditionals of the next variables along the protocol's path from ∅ to `target`:
+    the model's walk, `AnyOrderModel.conditionals` (node and path networks alike).
 
-    Yields, step by step, (rows `[M]`, var `[M]`, params `[M, P]`): for each variable the
-    step visits, its row, its index and the head's parameters of p(x_var | x_node), the node
-    being the variables visited by earlier steps. Without a policy every step visits one
-    variable: the passes `log_prob(x, target)` makes, the exact likelihood. A policy (step
-    boundaries 0 = b_0 < … < b_K = D along the path) visits path places b_{k-1}..b_k - 1 at
-    step k, all from one node: K passes, and the K-step generative process's likelihood.
-    x `[B, D]` is read afresh at each step, so a decoder writes x[rows, var] before asking
-    for the next step; only visited variables are ever seen by the network.
+    Yields, step by step, (rows `[M]`, var `[M]`, params `[M, P]`). Without a policy every
+    step visits one variable: the exact likelihood. A policy (step boundaries 0 = b_0 < … <
+    b_K = D, rescaled to a shorter row's length) visits a block of variables per step: K
+    network passes (or key/value cache steps), and the K-step process's likelihood. x `[B, D]`
+    is read afresh at each step, so a decoder writes x[rows, var] before asking for the next
+    step; only visited variables are ever seen by the network.
     """
-    if not model.walk.budgets:
-        raise CompressionError(f"compression codes from one lattice node per step, which needs a node "
-                               f"network; this model holds a {type(model.network).__name__}")
-    rank = lattice.ranks(torch.zeros_like(target), model.protocol, then=target)
-    order = rank.argsort(-1)                 # order[b, t]: the variable visited at path place t
-    length = target.sum(-1)
-    bounds = list(range(int(length.max()) + 1 if len(x) else 0)) if policy is None else policy
-    for low, high in zip(bounds[:-1], bounds[1:]):
-        rows = (length > low).nonzero().squeeze(-1)
-        if not len(rows):
-            return
-        params = model(x[rows], rank[rows] < low)
-        place = torch.arange(low, high, device=x.device)
-        member, offset = (place < length[rows, None]).nonzero(as_tuple=True)
-        var = order[rows[member], place[offset]]
-        yield rows[member], var, params[member, var]
+    return model.conditionals(x, target, policy=policy)
 
 
 def uniform_policy(dim: int, steps: int) -> list[int]:

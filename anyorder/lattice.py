@@ -7,7 +7,9 @@ distributions are named by strings, with an argument in parentheses where one is
 "strided(16)", "bernoulli(0.3)", "mixture(mac-inpaint)". A path `[B, D]` int64 marks each
 variable GIVEN (−1, in the evidence o), t (the t-th target u_t, t = 0, 1, …) or D (off the path);
 a training path may pack a second sequence of targets after the same o, marked D + 1 + t
-(`training_paths`' marginal pairs): the two sequences never see each other.
+(`training_paths`' marginal pairs): the two sequences never see each other. A path's steps
+`[B, D]` int64 give each target the step that draws it (`path_steps` from step boundaries,
+`training_steps` at random for training), so a path network learns every step budget.
 """
 
 from __future__ import annotations
@@ -311,3 +313,31 @@ def training_paths(batch: int, dim: int, protocol: str = "natural", query: str =
         return drawn
     complement = paths(torch.zeros_like(marginal), ~marginal, protocol, generator)
     return torch.where((kind == 3)[:, None] & ~marginal, dim + 1 + complement, drawn)
+
+
+def path_steps(path: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
+    """The step of each target of `path` `[B, D]` under step boundaries `bounds` `[B, K+1]`
+    (path places 0 = b_0 ≤ … ≤ b_K = |u| per row, `budget.row_boundaries`): target u_t is
+    in step k when b_k ≤ t < b_{k+1}. `[B, D]` int64, 0 off the targets."""
+    place = torch.where((path >= 0) & (path < path.shape[-1]), path, 0)
+    return torch.searchsorted(bounds[:, 1:].contiguous(), place, right=True)
+
+
+STEP_SHARE_ONE = 0.125      # of `training_steps`' rows: every target in one step (K = 1)
+
+
+def training_steps(path: torch.Tensor, generator=None) -> torch.Tensor:
+    """Random step boundaries for training paths `[B, D]` (`training_paths`) -> steps `[B, D]`
+    (see `path_steps`; a packed second path gets its own). So that one network serves every
+    budget: a share STEP_SHARE_ONE of rows takes all its targets in one step (K = 1: every
+    p(x_j | x_o)); the others cut the path before each place with probability D^−U, U ~ U(0,1)
+    per row, so the mean step size is log-uniform over 1..D (rate 1: the exact path, K = |u|)."""
+    batch, dim = path.shape
+    device = path.device
+    rate = dim ** -torch.rand(batch, 1, generator=generator, device=device)
+    rate = torch.where(torch.rand(batch, 1, generator=generator, device=device) < STEP_SHARE_ONE, 0.0, rate)
+    cut = torch.rand(batch, dim, generator=generator, device=device) < rate
+    cut[:, 0] = False
+    by_place = cut.long().cumsum(-1)                                # the step of each path place
+    place = torch.where(path > dim, path - dim - 1, path).clamp(0, dim - 1)
+    return torch.where((path >= 0) & (path != dim), by_place.gather(1, place), 0)

@@ -29,11 +29,12 @@ def bits_per_dim(log_prob: torch.Tensor, dim: int) -> torch.Tensor:
 
 class Walk:
     """How a network of one kind visits the lattice for a model: training draws and losses,
-    likelihoods along a path, and sampling. Methods take the model, whose `edge_*` methods
-    and checks they use; `x` arrives checked, with blanks where values are absent.
-    `budgets`: whether `policy_walk` (step budgets) is available for this kind."""
-
-    budgets = False
+    likelihoods along a path, the step-by-step conditionals that sampling, K-step likelihoods
+    and compression share, and one-pass conditionals. Methods take the model, whose `edge_*`
+    methods and checks they use; `x` arrives checked, with blanks where values are absent.
+    A walk's steps are given as `rank` (`lattice.ranks`: given first, then the targets in
+    protocol order) and `bounds` `[B, K+1]`: absolute path places, step k visiting places
+    bounds[:, k]..bounds[:, k+1] - 1 (`AnyOrderModel._plan`)."""
 
     def check(self, model: "AnyOrderModel") -> None:
         """Raise UserError for model options this kind of network cannot train with."""
@@ -49,26 +50,41 @@ class Walk:
         """log p(x_target | x_given) `[B]` along the protocol's path from `given` to `given ∪ target`."""
         raise NotImplementedError
 
-    def sample(self, model, x, observed, temperature, generator) -> torch.Tensor:
-        """x with every unobserved variable drawn in protocol order; x is blank off `observed`."""
+    def conditionals(self, model, x, given, rank, bounds):
+        """The generator behind `AnyOrderModel.conditionals`: per step, (rows, var, params)."""
         raise NotImplementedError
+
+    def policy_log_prob(self, model, x, given, target, rank, bounds) -> torch.Tensor:
+        """Σ_k Σ_{t in step k} log p(x_{u_t} | x_given, x_{u<b_k}) per row `[B]`: the exact
+        likelihood of the K-step sampler, here by walking the same conditionals."""
+        total = torch.zeros(len(x), device=x.device)
+        for rows, var, params in self.conditionals(model, x, given, rank, bounds):
+            log_p = model.head.log_prob(params[:, None], x[rows, var][:, None], var[:, None])[:, 0]
+            total = total.index_add(0, rows, log_p)
+        return total
+
+    def sample(self, model, x, observed, rank, bounds, temperature, generator, progress=False) -> torch.Tensor:
+        """x with every unobserved variable drawn step by step along `bounds`, into x (in place)."""
+        steps = self.conditionals(model, x, observed, rank, bounds)
+        for rows, var, params in tqdm(steps, total=bounds.shape[1] - 1, desc="passes", disable=not progress,
+                                      dynamic_ncols=True):
+            x[rows, var] = model.head.sample(params, temperature, generator, var=var).to(x.dtype)
+        return x
 
     def conditional_mean(self, model, x, observed) -> torch.Tensor:
         """The head's point estimate (`Head.point_estimate`: mean, or mode for a discrete
         variable) of every p(x_j | x_observed), j unobserved, `[B, D]` (x elsewhere)."""
         raise NotImplementedError
 
-    def policy_walk(self, model, x, given, target, policy, temperature=None, generator=None,
-                    progress=False) -> torch.Tensor:
-        """The K-step process of a step-budget policy: draws (with a temperature) or its exact
-        log-likelihood `[B]` (without); see `AnyOrderModel.sample`."""
+    def step_losses(self, model, x, given, rank) -> torch.Tensor:
+        """−log p(x_{u_j} | x_given, x_{u<t}) `[B, m, m]` float64 at [b, t, j] for every j >= t
+        (0 below the diagonal), u the m targets after `given` in `rank` order (equal m per row):
+        the measurements of `budget.step_losses`."""
         raise NotImplementedError
 
 
 class NodeWalk(Walk):
-    """Node networks: training nodes from `lattice.training_nodes`, one pass per edge of a path."""
-
-    budgets = True
+    """Node networks: training nodes from `lattice.training_nodes`, one pass per step of a path."""
 
     def check(self, model):
         strategy_name, inner = lattice.parse_name(model.strategy, lattice.STRATEGIES, "training strategy")
@@ -114,15 +130,39 @@ class NodeWalk(Walk):
             draws.append(length * model.edge_log_prob(x, node, var))
         return torch.stack(draws).mean(0)
 
-    def sample(self, model, x, observed, temperature, generator):
-        order = lattice.ranks(observed, model.protocol, generator).argsort(-1)
-        start = observed.sum(-1)
+    @torch.no_grad()
+    def conditionals(self, model, x, given, rank, bounds):
+        """One pass per step at the node given ∪ the earlier steps, for the rows whose step is
+        not empty; a step of one variable per row asks the network for that variable only."""
+        order = rank.argsort(-1)
+        single = bool((bounds.diff(dim=-1) <= 1).all())
+        for k in range(bounds.shape[1] - 1):
+            low, high = bounds[:, k], bounds[:, k + 1]
+            rows = (high > low).nonzero().squeeze(-1)
+            if not len(rows):
+                continue
+            node = rank[rows] < low[rows, None]
+            if single:
+                var = order[rows, low[rows]]
+                yield rows, var, model.edge_params(x[rows], node, var)
+                continue
+            params = model(x[rows], node)
+            place = low[rows, None] + torch.arange(int((high - low).max()), device=x.device)
+            member, offset = (place < high[rows, None]).nonzero(as_tuple=True)
+            var = order[rows[member], place[member, offset]]
+            yield rows[member], var, params[member, var]
+
+    def sample(self, model, x, observed, rank, bounds, temperature, generator, progress=False):
+        """One variable per step draws with `model.edge_sample` (which a model may refine, as
+        ACE's importance resampling does); step budgets draw from `conditionals`."""
+        if not bool((bounds.diff(dim=-1) <= 1).all()):
+            return super().sample(model, x, observed, rank, bounds, temperature, generator, progress)
+        order = rank.argsort(-1)
         node = observed.clone()
-        for place in range(int(start.min()) if len(x) else x.shape[1], x.shape[1]):
-            rows = (start <= place).nonzero().squeeze(-1)
-            var = order[rows, place]
-            value = model.edge_sample(x[rows], node[rows], var, temperature, generator)
-            x[rows, var] = value.to(x.dtype)
+        for k in tqdm(range(bounds.shape[1] - 1), desc="passes", disable=not progress, dynamic_ncols=True):
+            rows = (bounds[:, k + 1] > bounds[:, k]).nonzero().squeeze(-1)
+            var = order[rows, bounds[rows, k]]
+            x[rows, var] = model.edge_sample(x[rows], node[rows], var, temperature, generator).to(x.dtype)
             node[rows, var] = True
         return x
 
@@ -130,67 +170,63 @@ class NodeWalk(Walk):
         """One pass at the node `observed` (the one-pass imputation)."""
         return torch.where(observed, x, model.head.point_estimate(model(x, observed)).to(x.dtype))
 
-    def policy_walk(self, model, x, given, target, policy, temperature=None, generator=None, progress=False):
-        """Step k takes every target at path places b_{k-1}..b_k - 1 (the policy rescaled to the
-        row's path length |target|, `budget.row_boundaries`) from the one node given ∪ the
-        places before b_{k-1}: one pass per step for all rows. With a temperature it draws
-        them, independently, into x (in place) and returns x; without, it returns
-        Σ_k Σ_{t in step k} log p(x_{u_t} | x_given, x_{u<b_{k-1}}) per row `[B]` — the exact
-        likelihood of that sampler, sharing this one walk so the two cannot drift apart.
-        """
-        rank = lattice.ranks(given, model.protocol, generator, then=target)
-        start = given.sum(-1, keepdim=True)
-        bounds = start + budget.row_boundaries(policy, target.sum(-1))       # [B, K+1] path places
-        total = torch.zeros(len(x), device=x.device)
-        for k in tqdm(range(bounds.shape[1] - 1), desc="passes", disable=not progress, dynamic_ncols=True):
-            rows = (bounds[:, k + 1] > bounds[:, k]).nonzero().squeeze(-1)
-            if len(rows) == 0:
-                continue
-            place, low, high = rank[rows], bounds[rows, k, None], bounds[rows, k + 1, None]
-            node, step = place < low, (place >= low) & (place < high)
-            values = x[rows]
-            params = model(values, node)
-            if temperature is None:
-                logp = torch.where(step, model.head.log_prob(params, values), 0.0)
-                total = total.index_add(0, rows, logp.sum(-1))
-            else:
-                values[step] = model.head.sample(params[step], temperature, generator,
-                                                 var=step.nonzero(as_tuple=True)[1]).to(x.dtype)
-                x[rows] = values
-        return total if temperature is None else x
+    def step_losses(self, model, x, given, rank):
+        """m passes, one per node given ∪ u_<t."""
+        observed = int(given[0].sum()) if len(x) else 0
+        path = rank.argsort(-1)[:, observed:]
+        m = path.shape[1]
+        out = torch.zeros(len(x), m, m, dtype=torch.float64, device=x.device)
+        for t in range(m):
+            nll = -model.head.log_prob(model(x, rank < observed + t), x).double()
+            out[:, t, t:] = nll.gather(1, path[:, t:])
+        return out
 
 
 class PathWalk(Walk):
-    """Path networks: training paths from `lattice.training_paths`, one pass per path, and
-    sampling with a key/value cache (the given set encoded once, one slot per new variable)."""
+    """Path networks: training paths from `lattice.training_paths` with random step
+    boundaries (`lattice.training_steps`), one pass per path for every likelihood, and a
+    key/value cache for walks (the given set encoded once, then each step's block predicted
+    from the cache and appended to it)."""
 
     def check(self, model):
         lattice.training_paths(0, model.dim, model.protocol, model.query, model.path_mix)
 
     def draw_training(self, model, batch, generator, device):
-        return lattice.training_paths(batch, model.dim, model.protocol, model.query, model.path_mix,
+        """`[B, 2, D]` int64: each row's path and the steps of its budgeted query stream."""
+        path = lattice.training_paths(batch, model.dim, model.protocol, model.query, model.path_mix,
                                       generator, device)
+        return torch.stack([path, lattice.training_steps(path, generator)], 1)
 
     @staticmethod
-    def edge_params(model, x, path):
-        """One pass along `path`: params of every target's edge, `[B, D, P]` (zero off the targets)."""
-        return model.network(torch.where(path < x.shape[1], x, model.head.blank(x)), path)
+    def edge_params(model, x, path, step=None):
+        """One pass along `path` (with `step`, see `PathNetwork`): params of every target's edge,
+        `[B, D, P]` (zero off the targets)."""
+        return model.network(torch.where(path < x.shape[1], x, model.head.blank(x)), path, step)
 
     def row_losses(self, model, x, drawn, present):
-        """Σ_t −log p(x_{u_t} | x_o, x_{u<t}) / D per row, over both paths of a packed row:
-        unbiased for the test objective in nats per variable of the queries drawn."""
+        """Σ_t −log p(x_{u_t} | …) / D per row over both paths of a packed row, averaged over
+        the query streams of one pass: the exact path (each target its own step) and, where
+        `drawn` holds steps, the row's drawn step budget. Each is unbiased for the test objective in nats per variable
+        of the queries drawn (the first at K = |u|, the second at the drawn budget)."""
         dim = x.shape[1]
-        if not isinstance(drawn, torch.Tensor) or drawn.dtype != torch.int64 or drawn.shape != x.shape:
-            raise UserError(f"paths must be an int64 tensor of x's shape {tuple(x.shape)} (see lattice.paths)")
-        if drawn.numel() and (drawn.min() < lattice.GIVEN or drawn.max() >= 2 * dim + 1):
+        if not isinstance(drawn, torch.Tensor) or drawn.dtype != torch.int64 or \
+                drawn.shape not in ((len(x), dim), (len(x), 2, dim)):
+            raise UserError(f"paths must be an int64 tensor [{len(x)}, {dim}] (see lattice.paths), or "
+                            f"[{len(x)}, 2, {dim}]: paths and their steps (see AnyOrderModel.draw_training)")
+        drawn = drawn.to(x.device)
+        path = drawn if drawn.dim() == 2 else drawn[:, 0]
+        if path.numel() and (path.min() < lattice.GIVEN or path.max() >= 2 * dim + 1):
             raise UserError(f"path values must lie in -1..{2 * dim} (given, target step, off the path, "
                              "a packed second path's step)")
         if not present.all():
             raise UserError("a path network trains on complete rows; x has missing (NaN) cells")
-        path = drawn.to(x.device)
+        exact = torch.where(path > dim, path - dim - 1, path)
+        steps = torch.stack([exact, drawn[:, 1]], 1) if drawn.dim() == 3 else exact[:, None]
+        params = self.edge_params(model, x, path, steps)                          # [B, S, D, P]
         on = (path >= 0) & (path != dim)
-        nll = -model.head.log_prob(self.edge_params(model, x, path), x)
-        return (nll * on).sum(-1) / dim
+        S = steps.shape[1]
+        nll = -model.head.log_prob(params.flatten(0, 1), x.repeat_interleave(S, 0)).view(len(x), S, dim)
+        return (nll * on[:, None]).sum((1, 2)) / (S * dim)
 
     def path_log_prob(self, model, x, given, target, estimator, num_draws, generator):
         path = lattice.paths(given, target, model.protocol, generator)
@@ -205,31 +241,66 @@ class PathWalk(Walk):
             draws.append(length * (log_p * (path == step.unsqueeze(-1))).sum(-1))
         return torch.stack(draws).mean(0)
 
-    def sample(self, model, x, observed, temperature, generator):
-        dim = x.shape[1]
-        order = lattice.paths(observed, ~observed, model.protocol, generator).argsort(dim=-1, stable=True)
-        start, length = observed.sum(-1), (~observed).sum(-1)
-        steps = int(length.max()) if len(x) else 0
-        # Every step's variable per row, `[steps, B]`, fixed by the path (rows that are done repeat their last).
-        place = (start + torch.arange(steps, device=x.device)[:, None]).clamp(max=dim - 1)
-        variables = order.t().gather(0, place)
-        every_row_until = int(length.min()) if len(x) else 0
-        cache = model.network.begin(x, observed)
-        value = None
-        for step, var in enumerate(variables):
-            params = model.network.extend(cache, var, value)
-            if step < every_row_until:            # no row is done yet: no row selection
-                value = model.head.sample(params, temperature, generator, var=var).to(x.dtype)
-                x.scatter_(1, var[:, None], value[:, None])
+    @staticmethod
+    def _path(given, target, rank):
+        start = given.sum(-1, keepdim=True)
+        return torch.where(given, lattice.GIVEN, torch.where(target, rank - start, given.shape[-1]))
+
+    def policy_log_prob(self, model, x, given, target, rank, bounds):
+        """One pass: every target's query sees o and the steps before its own."""
+        path = self._path(given, target, rank)
+        step = lattice.path_steps(path, bounds - given.sum(-1, keepdim=True))
+        x = torch.where(given | target, x, model.head.blank(x))
+        return (model.head.log_prob(self.edge_params(model, x, path, step), x) * target).sum(-1)
+
+    @torch.no_grad()
+    def conditionals(self, model, x, given, rank, bounds):
+        """`begin` encodes o; step k appends the previous block's values (which the caller has
+        written into x) and predicts its own block (padded to the widest row's) in one pass
+        through the blocks."""
+        network, dim = model.network, x.shape[1]
+        order = rank.argsort(-1)
+        cache = network.begin(torch.where(given, x, model.head.blank(x)), given)
+        drawn = None                 # the previous step's block, appended with the next step's queries
+        for k in range(bounds.shape[1] - 1):
+            low, high = bounds[:, k, None], bounds[:, k + 1, None]
+            width = int((high - low).max())
+            if width == 0:
+                continue
+            place = low + torch.arange(width, device=x.device)
+            valid = place < high
+            var = order.gather(1, place.clamp(max=dim - 1))
+            if drawn is None:
+                params = network.predict(cache, var)
             else:
-                rows = (length > step).nonzero().squeeze(-1)
-                x[rows, var[rows]] = model.head.sample(params[rows], temperature, generator, var=var[rows]).to(x.dtype)
-                value = x.gather(1, var[:, None]).squeeze(-1)
-        return x
+                value = x.gather(1, drawn[0])
+                params = network.extend(cache, drawn[0], torch.where(drawn[1], value, model.head.blank(value)),
+                                        drawn[1], then=var)
+            rows, slot = valid.nonzero(as_tuple=True)
+            yield rows, var[rows, slot], params[rows, slot]
+            drawn = var, valid
 
     def conditional_mean(self, model, x, observed):
-        raise UserError("the one-pass conditional mean needs a node network (a path network gives "
-                        "p(x_j | x_o) for one j per path); draw imputations instead")
+        """One pass with every unobserved variable in one step (K = 1): p(x_j | x_observed) for all j."""
+        path = lattice.paths(observed, ~observed, model.protocol)
+        params = self.edge_params(model, torch.where(observed, x, model.head.blank(x)), path, torch.zeros_like(path))
+        return torch.where(observed, x, model.head.point_estimate(params).to(x.dtype))
+
+    def step_losses(self, model, x, given, rank):
+        """The content of every target is encoded once (one causal pass over the cache); then
+        query t asks every later place j from o ∪ u_<t: m²/2 query slots, no content recomputed."""
+        network = model.network
+        observed = int(given[0].sum()) if len(x) else 0
+        path = rank.argsort(-1)[:, observed:]
+        m = path.shape[1]
+        cache = network.begin(torch.where(given, x, model.head.blank(x)), given)
+        network.extend(cache, path, x.gather(1, path), torch.ones_like(path, dtype=torch.bool))
+        out = torch.zeros(len(x), m, m, dtype=torch.float64, device=x.device)
+        for t in range(m):
+            var = path[:, t:]
+            params = network.predict(cache, var, torch.full_like(var, t))
+            out[:, t, t:] = -model.head.log_prob(params, x.gather(1, var), var).double()
+        return out
 
 
 WALKS = {"node": NodeWalk(), "path": PathWalk()}
@@ -366,7 +437,8 @@ class AnyOrderModel(nn.Module):
             raise UserError("the target mask is empty for some rows; a query needs at least one variable")
         self._check_values(x, target | given)
         if policy is not None:
-            return self.walk.policy_walk(self, x, given, target, policy, generator=generator)
+            rank, bounds = self._plan(given, target, policy, generator)
+            return self.walk.policy_log_prob(self, x, given, target, rank, bounds)
         return self.walk.path_log_prob(self, x, given, target, estimator, num_draws, generator)
 
     def log_prob(self, x: torch.Tensor, mask: torch.Tensor | None = None, estimator: str = "exact",
@@ -422,11 +494,11 @@ class AnyOrderModel(nn.Module):
                generator=None, *, steps: int | None = None, policy=None,
                progress: bool = False) -> torch.Tensor:
         """Fill the unobserved variables of x `[B, D]`: observed first, then the rest in
-        protocol order, one variable per step (a node network's pass, or one new slot of a
-        path network's key/value cache). An all-False mask samples unconditionally;
-        observed values are returned unchanged. steps=K or policy=[0, b_1, …, b_K] (node
-        networks): K passes, each drawing a block of the path at once, independently, from
-        one node; progress: a bar counting them."""
+        protocol order, one variable per step (a node network's pass, or one step of a path
+        network's key/value cache). An all-False mask samples unconditionally; observed
+        values are returned unchanged. steps=K or policy=[0, b_1, …, b_K]: K steps, each
+        drawing a block of the path at once, independently, from what the steps before it
+        drew (`conditionals`); progress: a bar counting them."""
         x = self._check_x(x)
         observed = self._check_mask(observed, x, "observed")
         if temperature < 0 or not math.isfinite(temperature):
@@ -434,9 +506,38 @@ class AnyOrderModel(nn.Module):
         self._check_values(x, observed, "observed values")
         policy = self._policy(steps, policy)
         x = torch.where(observed, x, self.head.blank(x))
-        if policy is not None:
-            return self.walk.policy_walk(self, x, observed, ~observed, policy, temperature, generator, progress)
-        return self.walk.sample(self, x, observed, temperature, generator)
+        rank, bounds = self._plan(observed, ~observed, policy, generator)
+        return self.walk.sample(self, x, observed, rank, bounds, temperature, generator, progress)
+
+    def conditionals(self, x: torch.Tensor, target: torch.Tensor, given: torch.Tensor | None = None,
+                     policy=None, generator=None):
+        """The walk from node `given` (default ∅) to `given ∪ target` along the protocol, step by
+        step: a generator of `(rows [M], var [M], params [M, P])`, the variables step k visits
+        (row and index) and the head's parameters of p(x_var | x_given, x of earlier steps).
+        Without a policy every step visits one variable (the exact likelihood's path); a
+        policy (step boundaries, `anyorder.budget`; rescaled to each row's |target|) visits
+        a block per step. The caller writes the values of each step's variables into x (in
+        place) before asking for the next step; the walk reads x only at `given` and at
+        variables of earlier steps. Sampling, K-step likelihoods and compression all walk
+        this, so they cannot drift apart; a node network takes one pass per step, a path
+        network one cache step."""
+        x = self._check_x(x)
+        target = self._check_mask(target, x, "target")
+        given = torch.zeros_like(target) if given is None else self._check_mask(given, x, "given")
+        if (target & given).any():
+            raise UserError("target and given overlap: a variable cannot be both asked and observed")
+        policy = None if policy is None else budget.check_policy(policy)
+        rank, bounds = self._plan(given, target, policy, generator)
+        return self.walk.conditionals(self, x, given, rank, bounds)
+
+    def _plan(self, given: torch.Tensor, target: torch.Tensor, policy: torch.Tensor | None, generator=None):
+        """(rank `[B, D]`, bounds `[B, K+1]`) of a walk (see `Walk`): the protocol's order and
+        each step's absolute path places; without a policy one variable per step."""
+        rank = lattice.ranks(given, self.protocol, generator, then=target)
+        length = target.sum(-1)
+        if policy is None:
+            policy = torch.arange(int(length.max()) + 1 if len(length) else 1)
+        return rank, given.sum(-1, keepdim=True) + budget.row_boundaries(policy, length)
 
     @torch.no_grad()
     def conditional_mean(self, x: torch.Tensor, observed: torch.Tensor, generator=None) -> torch.Tensor:
@@ -454,9 +555,6 @@ class AnyOrderModel(nn.Module):
             policy = self._policy_in_use
             if policy is None:
                 return None
-        if not self.walk.budgets:
-            raise UserError(f"step budgets (steps / policy) are for node networks; {type(self.network).__name__} "
-                            "already scores a path in one pass and samples from a key/value cache")
         if estimator != "exact":
             raise UserError("steps / policy give the exact likelihood of the K-step sampler; "
                             "use estimator='exact'")

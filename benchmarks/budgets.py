@@ -2,7 +2,8 @@
 
 For each trained run directory (e.g. text-cpu and digits-cpu, under `natural` and under
 `strided(S)`) it measures step losses on the first --valid-rows validation rows (D passes
-per row; `anyorder.budget.step_losses`), fits for every budget K ∈ {D, D/2, D/4, D/8, 20, 10}
+per row for a node network, a cached path and m²/2 query slots for a path network;
+`anyorder.budget.step_losses`), fits for every budget K ∈ {D, D/2, D/4, D/8, D/16, 20, 10}
 the DP policy on the exact step costs of the joint path and on ARDM's approximation k·L_t,
 and one on the exact costs of infilling paths (validation rows with D/2 variables observed
 at random; "DP-infill"), and prints:
@@ -21,6 +22,7 @@ It writes the table (markdown) and a plot of bpd vs K, and the raw numbers as JS
     python benchmarks/budgets.py --threads 1 --rows 64 --valid-rows 64 runs/text-cpu     # a quick look
     python benchmarks/budgets.py --threads 1 --budgets 16 8 --out /tmp/b runs/text-cpu   # a subset (K = D always)
     python benchmarks/budgets.py --combine a/budgets.json b/budgets.json    # one table and plot of runs measured apart
+    python benchmarks/budgets.py --threads 1 --name path_budgets runs/text-cpu-path   # a path network's budgets
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def budgets(dim: int) -> list[int]:
-    return sorted({k for k in (dim, dim // 2, dim // 4, dim // 8, 20, 10) if 1 <= k <= dim}, reverse=True)
+    return sorted({k for k in (dim, dim // 2, dim // 4, dim // 8, dim // 16, 20, 10) if 1 <= k <= dim}, reverse=True)
 
 
 def infilling_masks(rows: int, dim: int, seed: int = 0) -> torch.Tensor:
@@ -190,7 +192,8 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for budgets.{md,png,json}")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for NAME.{md,png,json}")
+    parser.add_argument("--name", default="budgets", help="stem of the files written (default: budgets)")
     parser.add_argument("--quiet", action="store_true")
     add_threads_flag(parser)
     args = parser.parse_args()
@@ -214,10 +217,10 @@ def main() -> None:
     text = table(all_results)
     print(text)
     machines = sorted({res.get("machine", machine(device)) for res in all_results})
-    (args.out / "budgets.md").write_text("\n".join(machines) + f"\n\n{text}\n")
-    (args.out / "budgets.json").write_text(json.dumps(all_results, indent=1))
-    plot(all_results, args.out / "budgets.png")
-    print(f"wrote {args.out / 'budgets.md'}, budgets.png, budgets.json")
+    (args.out / f"{args.name}.md").write_text("\n".join(machines) + f"\n\n{text}\n")
+    (args.out / f"{args.name}.json").write_text(json.dumps(all_results, indent=1))
+    plot(all_results, args.out / f"{args.name}.png")
+    print(f"wrote {args.out / args.name}.md, .png, .json")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,16 @@
     python benchmarks/path_network.py --threads 1 --skip-quality --speed-rows 2 --clock cpu   # speed only
     python benchmarks/path_network.py --threads 1                  # 1500 steps: hours on a busy CPU
     python benchmarks/path_network.py --threads 1 --run bidirectional=runs/text-cpu --run path-mac=runs/text-cpu-path
+(c) With --coding RUN (a trained path run): compression of the first --coding-chars test
+    characters, exact (K = D) and in D/4 steps, by the path network (key/value cache) and by
+    a randomly initialised node network of text-cpu's size (speed does not depend on
+    training): bytes out vs the exact code length −log2 p / 8, and KB/s of compress and
+    decompress on this process's CPU clock. Then the one-pass conditional mean (K = 1) of
+    a table (--table-config, half the cells observed) with a path network and with the
+    preset's node network (both random weights): rows/s.
+
+    python benchmarks/path_network.py --threads 1 --variants path-mac --run path-mac=runs/text-cpu-path \
+        --coding runs/text-cpu-path --speed-dims        # the path run alone, its coding and table speed
 """
 
 from __future__ import annotations
@@ -29,12 +39,15 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import tempfile
+import time
 from pathlib import Path
 
 import torch
 
 from anyorder import lattice
-from anyorder.build import load_model
+from anyorder import compress as coding_module
+from anyorder.build import build_model, describe, load_model
 from anyorder.config import load_config
 from anyorder.data import load_data
 from anyorder.data.text import decode
@@ -90,7 +103,7 @@ def quality(args, device) -> None:
     dim = rows.shape[1]
     given = lattice.uniform_subsets(torch.full((len(rows),), dim // 2), dim,
                                     torch.Generator().manual_seed(1)).to(device)
-    names = list(VARIANTS) + [name for name in args.run if name not in VARIANTS]
+    names = list(args.variants) + [name for name in args.run if name not in args.variants]
     results, infills = {}, {}
     for name in names:
         run = trained_run(name, args)
@@ -101,9 +114,9 @@ def quality(args, device) -> None:
         print(f"{name}: {run} ({train_seconds(run)} of training)", flush=True)
     print(f"\ntest rows: {len(rows)} of D = {dim}; bpd ± SE (lower is better); Δ = paired difference to bidirectional")
     print(f"{'model':<16} {'joint':>15} {'marginal':>15} {'infill 50%':>15} {'Δ joint':>16} {'Δ marginal':>16} {'Δ infill':>16}")
-    base = results["bidirectional"]
+    base = results.get("bidirectional")
     for name, got in results.items():
-        deltas = [mean_se(got[q] - base[q]) for q in ("joint", "marginal", "infill")]
+        deltas = [mean_se(got[q] - base[q]) if base else "-" for q in ("joint", "marginal", "infill")]
         print(f"{name:<16} {mean_se(got['joint']):>15} {mean_se(got['marginal']):>15} {mean_se(got['infill']):>15} "
               + " ".join(f"{d:>16}" for d in deltas))
     print("\ninfilling, half the characters observed ('_' = hidden):")
@@ -137,6 +150,58 @@ def speed(args, device) -> None:
         print(f"{dim:>5} {'path / bidir.':<16} {ratio[0]:>12.0f}× {ratio[1]:>13.0f}×")
 
 
+def _cpu_seconds(fn):
+    start = time.process_time()
+    out = fn()
+    return out, time.process_time() - start
+
+
+@torch.no_grad()
+def coding(args, device) -> None:
+    path_model, config, meta = load_model(args.coding, device)
+    torch.manual_seed(0)
+    node_model = build_model(load_config("text-cpu"), meta).to(device).eval()
+    rows = load_data(config.data).split("test").reshape(-1)[: args.coding_chars]
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "test.txt"
+        source.write_text(decode(rows))
+        content = coding_module.read_content(source, meta)
+    dim = meta["dim"]
+    seen = torch.arange(dim) < content.lengths.unsqueeze(-1)
+    print(f"\ncompression of {len(rows)} test characters (one thread, CPU clock), batch 64")
+    print(f"{'network':<14} {'K':>4} {'bytes':>8} {'exact bytes':>12} {'overhead':>9} {'compress KB/s':>14} "
+          f"{'decompress KB/s':>16}")
+    for name, model in (("path", path_model), ("bidirectional", node_model)):
+        for steps in (dim, dim // 4):
+            policy = None if steps == dim else coding_module.uniform_policy(dim, steps)
+            print_ = coding_module.model_fingerprint(model, config, meta)
+            blob, seconds_in = _cpu_seconds(lambda: coding_module.compress(model, print_, content, 64, 1, policy=policy))
+            back, seconds_out = _cpu_seconds(lambda: coding_module.decompress(model, print_, blob, dim))
+            assert torch.equal(back.rows, content.rows.cpu()), "round trip failed"
+            logp = model.log_prob(content.rows.to(device), seen.to(device), policy=policy)
+            exact = -logp.double().sum().item() / math.log(2) / 8
+            kb = len(rows) / 1000
+            print(f"{name:<14} {steps:>4} {len(blob):>8} {exact:>12.0f} {100 * (len(blob) / exact - 1):>8.2f}% "
+                  f"{kb / seconds_in:>14.2f} {kb / seconds_out:>16.2f}", flush=True)
+    table_speed(args, device)
+
+
+@torch.no_grad()
+def table_speed(args, device) -> None:
+    """`conditional_mean` rows/s on a table: a path network (K = 1, one pass) vs the preset's node network."""
+    config = load_config(args.table_config)
+    data = load_data(config.data)
+    x = data.split("test")[: args.table_rows].to(device)
+    observed = torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) < 0.5
+    print(f"\nconditional mean on {len(x)} rows of {args.table_config} (half the cells observed), one thread")
+    for name, overrides in (("node (preset)", []), ("path", ["net.kind=path-transformer", "net.width=128"])):
+        torch.manual_seed(0)
+        setup = load_config(args.table_config, overrides)
+        model = build_model(setup, describe(data)).to(device).eval()
+        _, seconds = _cpu_seconds(lambda: model.conditional_mean(x, observed.to(device)))
+        print(f"  {name:<14} {setup.net}: {len(x) / seconds:.0f} rows/s", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1500, help="training steps of every variant (text-cpu's 1500)")
@@ -145,6 +210,12 @@ def main() -> None:
     parser.add_argument("--run", action="append", default=[], metavar="NAME=DIR",
                         help="use a trained run for NAME (bidirectional, path-mac, left-to-right, or a new name)")
     parser.add_argument("--out", default="runs/path_network", help="where trained runs go")
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS),
+                        help="which variants to score (default: all)")
+    parser.add_argument("--coding", metavar="RUN", help="a trained path run: measure compression (part c)")
+    parser.add_argument("--coding-chars", type=int, default=64 * 64, help="test characters to compress")
+    parser.add_argument("--table-config", default="magic-cpu", help="table preset of the conditional-mean timing")
+    parser.add_argument("--table-rows", type=int, default=2048, help="table rows of the conditional-mean timing")
     parser.add_argument("--speed-dims", type=int, nargs="*", default=[64, 250], help="D for the speed part ('' = skip)")
     parser.add_argument("--speed-rows", type=int, default=4, help="rows per timed query")
     parser.add_argument("--skip-quality", action="store_true", help="only the speed part")
@@ -163,6 +234,8 @@ def main() -> None:
     if not args.skip_quality:
         quality(args, device)
     speed(args, device)
+    if args.coding:
+        coding(args, device)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from anyorder import checkpoint
+from anyorder import budget, checkpoint
 from anyorder.build import build_model
 from anyorder.cli import main
 from anyorder.compress import (PRECISION, CompressionError, compress, compress_file, decompress,
@@ -135,13 +135,17 @@ def test_step_policy_codes_the_k_step_likelihood(tmp_path, text_model):
     ids = torch.tensor([VOCAB.index(c) for c in text.decode()])
     rows = torch.cat([ids, torch.zeros(16 - 7, dtype=torch.long)]).view(7, 16)
     length = torch.tensor([16] * 6 + [7])
+    bounds = budget.row_boundaries(torch.tensor([0, 5, 11, 16]), length)   # the short row: rescaled
+    assert bounds[-1].tolist() == [0, 2, 5, 7]
     ideal = 0.0
     with torch.no_grad():
-        for low, high in [(0, 5), (5, 11), (11, 16)]:
-            node = (torch.arange(16) < low).expand(7, 16)
+        for k in range(3):
+            low, high = bounds[:, k, None], bounds[:, k + 1, None]
+            node = torch.arange(16) < low
             logp = torch.log_softmax(model(rows, node), -1).gather(-1, rows.unsqueeze(-1)).squeeze(-1)
-            for j in range(low, high):
-                ideal -= logp[length > j, j].sum().item() / math.log(2)
+            for j in range(16):
+                step = ((low <= j) & (j < high)).squeeze(-1)
+                ideal -= logp[step, j].sum().item() / math.log(2)
     payload_bits = 8 * (sizes["bytes_out"] - sizes["header_bytes"])
     assert ideal - 1 <= payload_bits <= ideal + 64
     with pytest.raises(CompressionError, match="step policy"):

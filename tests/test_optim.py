@@ -66,7 +66,7 @@ def test_muon_steps_the_hidden_matrices_and_adamw_the_rest():
     assert muon == {f"network.blocks.{i}.{layer}.weight" for i in range(2) for layer in ("qkv", "proj", "fc", "out")}
     decay, rest = optimizer.adamw.param_groups
     assert names(model, decay) == {"network.head.weight"}          # the output layer: AdamW, decayed
-    assert {"network.token.weight", "network.position", "network.head.bias"} <= names(model, rest)
+    assert {"network.value.token.weight", "network.position", "network.head.bias"} <= names(model, rest)
     assert muon | names(model, decay) | names(model, rest) == {name for name, _ in model.named_parameters()}
     assert len(muon) + len(names(model, decay)) + len(names(model, rest)) == len(list(model.parameters()))
 

@@ -89,25 +89,28 @@ def test_exact_likelihood_is_the_sum_of_step_by_step_edges(protocol):
     assert loss.item() == pytest.approx(-steps.mean().item() / dim, abs=1e-5)
 
 
-def test_key_value_cache_equals_the_one_pass_forward():
+@pytest.mark.parametrize("policy", [None, [0, 2, 3, 7], [0, 7], [0, 1, 4, 5, 7]])
+def test_key_value_cache_equals_the_one_pass_forward(policy):
+    """The cache walk (begin, then per step predict and extend, padded blocks for rows of
+    unequal paths) gives the parameters the one-pass forward gives with those steps."""
     dim = 7
-    net = tiny_net(dim)
+    model = tiny_model("strided(3)", dim)
     gen = torch.Generator().manual_seed(6)
     given = torch.rand(9, dim, generator=gen) < 0.4
     given[0] = False                                   # a row without evidence
-    path = lattice.paths(given, ~given, "strided(3)")
+    given[1] = True
+    given[1, 3] = False                                # a row with one target
     x = torch.randint(0, K, (9, dim), generator=gen)
-    order = path.argsort(dim=-1, stable=True)
+    rank, bounds = model._plan(given, ~given, None if policy is None else torch.tensor(policy))
+    path = lattice.paths(given, ~given, "strided(3)")
+    step = lattice.path_steps(path, bounds - given.sum(-1, keepdim=True))
+    seen = torch.zeros(9, dim, dtype=torch.bool)
     with torch.no_grad():
-        full = net(x, path)
-        cache = net.begin(x, given)
-        value = None
-        for t in range(int((~given).sum(-1).max())):
-            var = order.gather(1, (given.sum(-1, keepdim=True) + t).clamp(max=dim - 1)).squeeze(-1)
-            params = net.extend(cache, var, value)
-            live = (~given).sum(-1) > t
-            assert torch.allclose(params[live], full[live, var[live]], atol=1e-5)
-            value = x.gather(1, var[:, None]).squeeze(-1)
+        full = model.network(x, path, step)
+        for rows, var, params in model.conditionals(x.clone(), ~given, given, policy):
+            assert torch.allclose(params, full[rows, var], atol=1e-5)
+            seen[rows, var] = True
+    assert torch.equal(seen, ~given)                   # every target visited once
 
 
 def uncached_sample(model, x, observed, temperature, generator):
@@ -211,22 +214,6 @@ def test_bad_input_is_a_clear_error():
         AnyOrderModel(torch.nn.Linear(2, 2), CategoricalHead(K))
     with pytest.raises(ValueError, match="path mix"):
         AnyOrderModel(tiny_net(), CategoricalHead(K), path_mix=(0, 0, 0))
-
-
-def test_node_only_queries_are_refused_with_a_reason():
-    """Step budgets and the one-pass conditional mean walk node passes; a path model says so
-    (also through query_options, which the CLI asks before any work)."""
-    model = tiny_model()
-    x, observed = torch.randint(3, (2, D)), torch.tensor([[True] + [False] * (D - 1)] * 2)
-    with pytest.raises(ValueError, match="node networks"):
-        model.log_prob(x, steps=2)
-    with pytest.raises(ValueError, match="node networks"):
-        model.sample(x, observed, policy=[0, 1, D - 1])
-    with pytest.raises(ValueError, match="node networks"):
-        with model.query_options(steps=2):
-            pass
-    with pytest.raises(ValueError, match="node network"):
-        model.conditional_mean(x, observed)
 
 
 @pytest.mark.parametrize("protocol", ["natural", "strided(2)", "random"])

@@ -47,31 +47,42 @@ class NodeNetwork(Network):
 
 
 class PathNetwork(Network):
-    """`network(x_in [B, D], path [B, D] int64) -> params [B, D, P]`, plus a key/value cache.
+    """`network(x_in [B, D], path [B, D] int64, step=None) -> params [B, D, P]`, plus a
+    key/value cache.
 
     A path (see `lattice.paths`) marks each variable −1 = given (in o), t = the t-th target
     u_t (t = 0, 1, …), D = off the path; D + 1 + t = the t-th target of a second path
-    after the same o, packed into the row (training only). The output at u_t parameterises
-    p(x_{u_t} | x_o, x_{u<t}); it is zero elsewhere. Given variables see each other
-    bidirectionally, targets see o and earlier targets of their own path, variables off
-    the path are absent.
+    after the same o, packed into the row (training only). `step` `[B, D]` int64 gives each
+    target the step k that draws it (non-decreasing along the path, see
+    `lattice.path_steps`); None = one target per step. The output at u_t parameterises
+    p(x_{u_t} | x_o, x_{u_s} for every s whose step is before u_t's): with one target per
+    step the exact path's p(x_{u_t} | x_o, x_{u<t}), with one step p(x_{u_t} | x_o) for
+    every t at once; it is zero off the targets. A prediction never sees a value of its own
+    step. `step` `[B, S, D]` asks S step patterns of one path at once -> `[B, S, D, P]`.
 
-    Sampling walks a path one target at a time: `begin` encodes o once, then each
-    `extend` appends one target and returns its parameters; the result equals the
-    one-pass `forward` on the path walked so far.
+    A walk uses the cache: `begin` encodes o, `predict` gives the parameters of a block of
+    variables from what the cache holds, `extend` appends the block's values once they are
+    known. Walking a path's steps this way equals `forward` with those steps.
     """
 
     answers: ClassVar[str] = "path"
     dim: int
 
-    def forward(self, x_in: torch.Tensor, path: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_in: torch.Tensor, path: torch.Tensor, step: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
     def begin(self, x_in: torch.Tensor, given: torch.Tensor):
-        """Encode the given set `[B, D]` bool of x_in `[B, D]`; returns a cache for `extend`."""
+        """Encode the given set `[B, D]` bool of x_in `[B, D]`; returns a cache."""
         raise NotImplementedError
 
-    def extend(self, cache, var: torch.Tensor, value: torch.Tensor | None) -> torch.Tensor:
-        """Append target `var [B]` to the path in `cache`; `value [B]` is the value of the
-        previous target (None on the first step). Returns the parameters of x_var `[B, P]`."""
+    def predict(self, cache, var: torch.Tensor, seen: torch.Tensor | None = None) -> torch.Tensor:
+        """Parameters `[B, m, P]` of x_var for variables `var [B, m]` from o and the targets the
+        cache holds (`seen [B, m]`: from o and the first seen[b, i] of them only)."""
+        raise NotImplementedError
+
+    def extend(self, cache, var: torch.Tensor, value: torch.Tensor, valid: torch.Tensor,
+               then: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Append targets `var [B, m]` with values `value [B, m]` (in path order) to the cache;
+        slots where `valid [B, m]` is False are padding, never seen. With `then [B, q]`,
+        return `predict(cache, then)` after the append (a network may fuse the two)."""
         raise NotImplementedError

@@ -1,20 +1,28 @@
-"""Path Transformer: every conditional along a protocol path in one pass (a path network).
+"""Path Transformer: every conditional along a protocol path, in any number of steps, in one pass.
 
-Contract: `network(x_in [B, D] int64, path [B, D] int64) -> params [B, D, out_features]`
-(see `PathNetwork`). Each row is laid out in path order as one sequence of slots:
+Contract: `network(x_in [B, D], path [B, D] int64, step=None) -> params [B, D, out_features]`
+(see `PathNetwork`). Two kinds of slot, as in XLNet's two streams:
 
-    given slots   one per variable j in o: the value x_j, the position j, a "given" marker;
-                  they attend to given slots only (o is a set: its order cannot matter).
-    target slots  slot t predicts u_t: it carries the previous target's value x_{u_{t-1}}
-                  (a start token for t = 0) with that variable's position, plus a second
-                  position embedding of u_t, the variable to predict (σ-GPT's double
-                  position); it attends to every given slot and to target slots <= t.
+    content slots  one per variable on the path whose value is known: each given variable
+                   j ∈ o and each target u_t, carrying the value x_j and its position j.
+                   Given slots attend to given slots (o is a set); the content slot of u_t
+                   attends to o and to the content of u_1..u_t of its own path (causal), so
+                   that it can serve as a key for any later step.
+    query slots    one per target u_t, carrying only the position it predicts (never a value
+                   of its own step). The query of a target in step k attends to o, to the
+                   content of the targets of its path in steps < k, and to itself.
 
+`step` `[B, D]` gives each target its step k (non-decreasing along the path); None = one
+target per step, the exact path likelihood. `step` `[B, S, D]` runs S query streams over one
+content stream (training: the exact path and a step budget per row) -> `[B, S, D, P]`.
 Variables off the path take no slot. A training row may pack a second sequence of targets
-(path values D + 1 + t) after the first; its slots see o and each other, never the first's. With attention_bias="alibi", head h adds
-−slope_h·|q − k| to its scores, where a target slot's query stands at the variable it
-predicts and every key at the variable whose value it carries: an infilling prediction
-looks first at the neighbours of the gap it fills, whatever their order on the path.
+(path values D + 1 + t) after the first; its slots see o and each other, never the first's.
+With attention_bias="alibi", head h adds −slope_h·|q − k| to its scores, a query standing at
+the variable it predicts and every key at the variable whose value it carries.
+
+Tables: `num_classes` None means continuous values (each numeric column embeds value × its
+own vector), `levels` marks the categorical columns of a mixed table (each its own table of
+level embeddings); the head (`TableHead`) gives every column its own distribution.
 """
 
 from __future__ import annotations
@@ -22,169 +30,232 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError
 from .base import PathNetwork
 from .transformer import Block, alibi_slopes, init_weights, matmul_flops
 
 
-def _rows_linear(layer: nn.Linear, h: torch.Tensor) -> torch.Tensor:
-    """layer(h) for a few rows h `[B, in]` as (W·hᵀ + b)ᵀ: BLAS then streams W in its stored
-    layout, about 1.5x faster than h·Wᵀ at B = 2 on a CPU. Contiguous `[B, out]`, as the
-    fused attention kernel wants its inputs."""
-    return torch.addmm(layer.bias[:, None], layer.weight, h.t()).t().contiguous()
+class ValueEmbedding(nn.Module):
+    """A known value as a width vector `[..., W]` from values and their variables `[...]`:
+    a token embedding for categorical data; for continuous tables value × a learned vector per
+    column, and for the categorical columns of a mixed table (`levels[j]` = K_j) a per-column
+    embedding of the level id."""
 
+    def __init__(self, dim: int, num_classes: int | None, width: int, levels: list | None = None):
+        super().__init__()
+        self.categorical = bool(num_classes)
+        if self.categorical:
+            self.token = nn.Embedding(num_classes, width)
+            return
+        sizes = torch.tensor([k or 0 for k in (levels or [None] * dim)])
+        if len(sizes) != dim:
+            raise UserError(f"PathTransformer: levels need one entry per column ({dim}), got {len(sizes)}")
+        self.scale = nn.Parameter(torch.zeros(dim, width))
+        self.level = nn.Embedding(max(1, int(sizes.sum())), width)
+        self.register_buffer("sizes", sizes, persistent=False)
+        self.register_buffer("offsets", sizes.cumsum(0) - sizes, persistent=False)
 
-def _identity(h: torch.Tensor) -> torch.Tensor:
-    return h
-
-
-def _layer_norm(norm: nn.LayerNorm, h: torch.Tensor) -> torch.Tensor:
-    return F.layer_norm(h, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+    def forward(self, value: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        if self.categorical:
+            return self.token(value.long())
+        size = self.sizes[var]
+        numeric = value.float().unsqueeze(-1) * self.scale[var]
+        level = torch.minimum(value.long().clamp(min=0), (size - 1).clamp(min=0))
+        index = torch.where(size > 0, self.offsets[var] + level, 0)
+        return torch.where((size > 0).unsqueeze(-1), self.level(index), numeric)
 
 
 @dataclass
 class PathCache:
-    """Keys and values of the slots so far, per block `[B, heads, capacity, W / heads]`
-    (the first `length` filled: preallocated, so a step writes one slot instead of copying
-    the cache), each key's variable position `[B, capacity]`, an additive key mask
-    `[B, 1, 1, capacity]` (0 where a key exists, −inf elsewhere), and the last target."""
+    """The content slots so far: keys and values per block `[B, heads, capacity, W / heads]`
+    (the first `length` filled; preallocated, so a step writes its slots instead of copying
+    the cache), each key's variable `[B, capacity]`, an additive key mask `[B, capacity]`
+    (0 where a key exists, −inf elsewhere), and `given`: the slots holding o (padded)."""
 
     keys: list
     values: list
     key_position: torch.Tensor
     key_mask: torch.Tensor
     length: int
-    previous: torch.Tensor | None = None
+    given: int
+
+
+def _grow(cache: PathCache, capacity: int) -> None:
+    """Enlarge a cache to `capacity` slots (new slots absent)."""
+    more = capacity - cache.key_mask.shape[1]
+
+    def pad(t):
+        return torch.cat([t, t.new_zeros(*t.shape[:2], more, t.shape[-1])], 2)
+
+    cache.keys, cache.values = [pad(k) for k in cache.keys], [pad(v) for v in cache.values]
+    cache.key_position = torch.cat([cache.key_position, cache.key_position.new_zeros(len(cache.key_mask), more)], 1)
+    cache.key_mask = torch.cat([cache.key_mask, cache.key_mask.new_full((len(cache.key_mask), more), float("-inf"))], 1)
 
 
 class PathTransformer(PathNetwork):
-    """Pre-LayerNorm Transformer over path slots: `(x_in [B, D], path [B, D]) -> [B, D, out_features]`.
+    """Pre-LayerNorm Transformer over content and query slots (module docstring).
 
     Arguments as `Transformer`'s; attention_bias "alibi" (default) or "none" (learned
-    positions only).
+    positions only); levels: the categorical columns of a mixed table (see `ValueEmbedding`).
     """
 
-    def __init__(self, dim: int, num_classes: int, out_features: int, width: int = 256,
+    def __init__(self, dim: int, num_classes: int | None, out_features: int, width: int = 256,
                  depth: int = 4, heads: int = 4, mlp: int | None = None, dropout: float = 0.0,
-                 attention_bias: str = "alibi"):
+                 attention_bias: str = "alibi", levels: list | None = None):
         super().__init__()
         if width % heads:
             raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
         if attention_bias not in ("none", "alibi"):
             raise ValueError(f"attention_bias must be 'none' or 'alibi', got {attention_bias!r}")
         self.dim, self.num_classes, self.heads = dim, num_classes, heads
-        self.token = nn.Embedding(num_classes + 1, width)          # index num_classes = start
-        self.position = nn.Parameter(torch.zeros(dim + 1, width))   # carried value's variable; row D: none
-        self.predicts = nn.Parameter(torch.zeros(dim + 1, width))   # variable to predict; row D: given slot
+        self.value = ValueEmbedding(dim, num_classes, width, levels)
+        self.position = nn.Parameter(torch.zeros(dim, width))   # the variable a content slot holds
+        self.predicts = nn.Parameter(torch.zeros(dim, width))   # the variable a query slot predicts
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(width, heads, mlp or 4 * width, dropout) for _ in range(depth))
         self.ln_f = nn.LayerNorm(width)
         self.head = nn.Linear(width, out_features)
         slopes = alibi_slopes(heads) if attention_bias == "alibi" else torch.zeros(heads)
         self.register_buffer("slopes", slopes, persistent=False)
-        init_weights(self, [self.position, self.predicts], self.blocks, depth)
+        scales = [] if self.value.categorical else [self.value.scale]
+        init_weights(self, [self.position, self.predicts, *scales], self.blocks, depth)
 
-    def _embed(self, value, carried, predicted):
-        """Slot inputs `[B, L, W]` from the carried value, its variable and the predicted variable
-        (`[B, L]` each; value = num_classes and variable D mean none)."""
-        return self.drop(self.token(value) + self.position[carried] + self.predicts[predicted])
+    def _content(self, value, var):
+        return self.drop(self.value(value, var) + self.position[var])
+
+    def _query(self, var):
+        return self.drop(self.predicts[var])
 
     def _bias(self, query_position, key_position, allowed):
-        """Additive attention bias `[B, heads, Lq, Lk]`: ALiBi on variable distance, −inf where not allowed."""
+        """Additive attention bias `[B, 1 or heads, Lq, Lk]`: ALiBi on variable distance, −inf where not allowed."""
         distance = (query_position[:, :, None] - key_position[:, None, :]).abs()
         bias = -self.slopes[None, :, None, None] * distance[:, None].float()
         return bias.masked_fill(~allowed[:, None], float("-inf"))
 
-    def forward(self, x_in: torch.Tensor, path: torch.Tensor) -> torch.Tensor:
-        if x_in.shape != path.shape or x_in.dim() != 2 or x_in.shape[1] != self.dim or path.dtype != torch.int64:
-            raise ValueError(f"PathTransformer expects x_in [B, {self.dim}] and an int64 path of the same "
-                             f"shape, got {tuple(x_in.shape)} and {path.dtype} {tuple(path.shape)}")
+    def forward(self, x_in: torch.Tensor, path: torch.Tensor, step: torch.Tensor | None = None) -> torch.Tensor:
         D = self.dim
-        on_path, first = path != D, (path >= 0) & (path < D)
-        n_given = (path < 0).sum(-1, keepdim=True)
-        n_first = n_given + first.sum(-1, keepdim=True)         # slots of o and the first targets
-        n_on = on_path.sum(-1, keepdim=True)
-        length = int(n_on.max()) if len(path) else 0
-        # Slots: o, the first path's targets, the second path's (values D + 1 + t), then off.
-        order = torch.where(on_path, path, 3 * D).argsort(dim=-1, stable=True)[:, :length]
-        slot = torch.arange(length, device=path.device)
-        is_given, on = slot < n_given, slot < n_on
-        is_target, second = on & ~is_given, slot >= n_first
-        after_first = is_target & (slot != n_given) & (slot != n_first)   # each path's first target: start
-        carried = torch.where(is_given, order, torch.where(after_first, order.roll(1, -1), D))
-        value = torch.where(carried < D, x_in.gather(1, carried.clamp(max=D - 1)), self.num_classes)
-        predicted = torch.where(is_target, order, D)
-        key_position = torch.where(carried < D, carried, order)
-        causal = (slot[:, None] >= slot[None, :]) & (second[:, :, None] == second[:, None, :])
-        allowed = ((is_given[:, None, :] & on[:, :, None])
-                   | (is_target[:, :, None] & is_target[:, None, :] & causal)
-                   | torch.eye(length, dtype=torch.bool, device=path.device))
-        bias = self._bias(order, key_position, allowed)
-        h = self._embed(value, carried, predicted)
+        if x_in.shape != path.shape or x_in.dim() != 2 or x_in.shape[1] != D or path.dtype != torch.int64:
+            raise ValueError(f"PathTransformer expects x_in [B, {D}] and an int64 path of the same "
+                             f"shape, got {tuple(x_in.shape)} and {path.dtype} {tuple(path.shape)}")
+        streams = step is not None and step.dim() == 3
+        if step is None:
+            step = torch.where(path > D, path - D - 1, path)      # one target per step
+        step = step if streams else step.unsqueeze(1)
+        if step.shape[0] != len(path) or step.shape[-1] != D or step.dtype != torch.int64:
+            raise ValueError(f"step must be int64 [B, {D}] or [B, S, {D}], got {step.dtype} {tuple(step.shape)}")
+        B, S = step.shape[:2]
+        device = path.device
+        given, on = path < 0, path != D
+        n_given, n_on = given.sum(-1, keepdim=True), on.sum(-1, keepdim=True)
+        Lc = int(n_on.max()) if B else 0
+        Lq = int((n_on - n_given).max()) if B else 0
+        # Content slots: o (by variable), the first path's targets, the second path's, then off.
+        order = torch.where(on, path, 3 * D).argsort(dim=-1, stable=True)[:, :Lc]
+        c = torch.arange(Lc, device=device)
+        c_given, c_valid = c < n_given, c < n_on
+        c_target, c_second = c_valid & ~c_given, path.gather(1, order) > D
+        c_step = step.gather(2, order[:, None].expand(B, S, Lc))                    # [B, S, Lc]
+        # Query slots: one per target and stream; slot t of a stream predicts content slot n_given + t.
+        q_slot = (n_given + torch.arange(Lq, device=device)).clamp(max=max(Lc - 1, 0))
+        q_valid = torch.arange(Lq, device=device) < n_on - n_given
+        q_var, q_second = order.gather(1, q_slot), c_second.gather(1, q_slot)
+        q_step = c_step.gather(2, q_slot[:, None].expand(B, S, Lq))                 # [B, S, Lq]
+        same = c_second[:, :, None] == c_second[:, None, :]
+        content = c_valid[:, None, :] & (c_given[:, None, :] | (c_target[:, :, None] & c_target[:, None, :]
+                                                                & same & (c[None, :] <= c[:, None])))
+        content = content | torch.eye(Lc, dtype=torch.bool, device=device)
+        earlier = (c_step[:, :, None, :] < q_step[..., None]) & (q_second[:, None, :, None] == c_second[:, None, None, :])
+        query = c_valid[:, None, None, :] & (c_given[:, None, None, :] | (c_target[:, None, None, :] & earlier))
+        allowed = torch.cat([
+            torch.cat([content, content.new_zeros(B, Lc, S * Lq)], -1),
+            torch.cat([query.reshape(B, S * Lq, Lc),
+                       torch.eye(S * Lq, dtype=torch.bool, device=device).expand(B, -1, -1)], -1)], 1)
+        positions = torch.cat([order, q_var.repeat(1, S)], 1)
+        bias = self._bias(positions, positions, allowed)
+        h = torch.cat([self._content(x_in.gather(1, order), order), self._query(q_var).repeat(1, S, 1)], 1)
         for block in self.blocks:
             h = block(h, bias)
-        out = self.head(self.ln_f(h)) * is_target[..., None]
-        params = out.new_zeros(len(path), D, out.shape[-1])
-        return params.scatter(1, order[..., None].expand_as(out), out)
+        out = self.head(self.ln_f(h[:, Lc:])).view(B, S, Lq, -1)
+        where = torch.where(q_valid, q_var, D)[:, None, :, None].expand_as(out)   # padding -> column D
+        params = out.new_zeros(B, S, D + 1, out.shape[-1]).scatter(2, where, out)[:, :, :D]
+        return params if streams else params[:, 0]
 
     def begin(self, x_in: torch.Tensor, given: torch.Tensor) -> PathCache:
-        D = self.dim
+        D, B = self.dim, len(given)
         n_given = given.sum(-1, keepdim=True)
-        length = int(n_given.max()) if len(given) else 0
+        length = int(n_given.max()) if B else 0
         order = (~given).long().argsort(dim=-1, stable=True)[:, :length]   # given variables first
         valid = torch.arange(length, device=given.device) < n_given
-        h = self._embed(x_in.gather(1, order), order, torch.full_like(order, D))
         eye = torch.eye(length, dtype=torch.bool, device=given.device)
         bias = self._bias(order, order, valid[:, None, :] | eye)
+        h = self._content(x_in.gather(1, order), order)
         keys, values = [], []
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             q, k, v = block.queries_keys_values(h)
-            h = block.update(h, block.attend(q, k, v, bias))
             keys.append(torch.cat([k, k.new_zeros(*k.shape[:2], D, k.shape[-1])], 2))   # room for D targets
             values.append(torch.cat([v, v.new_zeros(*v.shape[:2], D, v.shape[-1])], 2))
-        key_mask = torch.zeros(len(order), 1, 1, length + D, dtype=h.dtype, device=h.device)
-        key_mask[:, 0, 0, :length].masked_fill_(~valid, float("-inf"))
-        return PathCache(keys, values, torch.cat([order, order.new_zeros(len(order), D)], 1), key_mask, length)
+            if i + 1 < len(self.blocks):        # the last block's output is no key: skip it
+                h = block.update(h, block.attend(q, k, v, bias))
+        key_mask = torch.zeros(B, length + D, dtype=torch.float32, device=given.device)
+        key_mask[:, :length].masked_fill_(~valid, float("-inf"))
+        return PathCache(keys, values, torch.cat([order, order.new_zeros(B, D)], 1), key_mask, length, length)
 
-    def extend(self, cache: PathCache, var: torch.Tensor, value: torch.Tensor | None) -> torch.Tensor:
-        """One new slot through every block, as `[B, W]` rows (a step at a small batch is
-        bound by per-operation overhead, so this walks the blocks' weights directly, without
-        module calls or reshapes to `[B, 1, W]`); the arithmetic is the forward pass's."""
-        D, n = self.dim, cache.length
-        if cache.previous is None:      # the first target carries the start token, keyed at its own position
-            carried, value = torch.full_like(var, D), torch.full_like(var, self.num_classes)
-        else:
-            carried = cache.previous
-        cache.key_position[:, n] = var if cache.previous is None else carried
-        cache.key_mask[:, :, :, n] = 0.0
-        cache.length, cache.previous = n + 1, var
-        distance = (var[:, None] - cache.key_position[:, :n + 1]).abs()[:, None, None]   # [B, 1, 1, n+1]
-        bias = cache.key_mask[..., :n + 1] - self.slopes[:, None, None] * distance
-        h = self.drop(self.token.weight[value] + self.position[carried] + self.predicts[var])
+    def extend(self, cache: PathCache, var: torch.Tensor, value: torch.Tensor, valid: torch.Tensor,
+               then: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Append content slots (see `PathNetwork.extend`). With `then` `[B, q]`, also the
+        next step's query slots in the same pass through the blocks (`predict(cache, then)`
+        after the append, at half the per-layer calls: a walk step at a small batch is bound
+        by per-operation overhead); returns their parameters `[B, q, P]`."""
+        n, m = cache.length, var.shape[1]
+        q = 0 if then is None else then.shape[1]
+        if n + m > cache.key_mask.shape[1]:     # padded blocks of rows of unequal paths outgrew it
+            _grow(cache, n + m + self.dim)
+        cache.key_position[:, n:n + m] = var
+        cache.key_mask[:, n:n + m] = torch.where(valid, 0.0, float("-inf"))
+        device = var.device
+        causal = torch.ones(m, m, dtype=torch.bool, device=device).tril()
+        own = (causal & valid[:, None, :]) | torch.eye(m, dtype=torch.bool, device=device)
+        known = (cache.key_mask[:, None, :n + m] == 0)
+        content = torch.cat([known[..., :n].expand(-1, m, -1), own, own.new_zeros(len(var), m, q)], -1)
+        slots, h = var, self._content(value, var)
+        if then is not None:       # queries see every content slot, their own step's included, and themselves
+            query = torch.cat([known.expand(-1, q, -1), torch.eye(q, dtype=torch.bool, device=device).expand(
+                len(var), -1, -1)], -1)
+            content, slots = torch.cat([content, query], 1), torch.cat([var, then], 1)
+            h = torch.cat([h, self._query(then)], 1)
+        bias = self._bias(slots, torch.cat([cache.key_position[:, :n], slots], 1), content)
+        for i, (block, keys, values) in enumerate(zip(self.blocks, cache.keys, cache.values)):
+            qs, k, v = block.queries_keys_values(h)
+            keys[:, :, n:n + m], values[:, :, n:n + m] = k[:, :, :m], v[:, :, :m]
+            if then is None and i + 1 == len(self.blocks):
+                break                            # the last block's output is no key: skip it
+            a = block.attend(qs, torch.cat([keys[:, :, :n + m], k[:, :, m:]], 2),
+                             torch.cat([values[:, :, :n + m], v[:, :, m:]], 2), bias)
+            h = block.update(h, a)
+        cache.length = n + m
+        return None if then is None else self.head(self.ln_f(h[:, m:]))
+
+    def predict(self, cache: PathCache, var: torch.Tensor, seen: torch.Tensor | None = None) -> torch.Tensor:
+        n, m = cache.length, var.shape[1]
+        visible = cache.key_mask[:, None, :n] == 0
+        if seen is not None:
+            slot = torch.arange(n, device=var.device)
+            visible = visible & (slot < cache.given + seen[..., None])
+        own = torch.eye(m, dtype=torch.bool, device=var.device).expand(len(var), -1, -1)
+        allowed = torch.cat([visible.expand(-1, m, -1), own], -1)
+        bias = self._bias(var, torch.cat([cache.key_position[:, :n], var], 1), allowed)
+        h = self._query(var)
         for block, keys, values in zip(self.blocks, cache.keys, cache.values):
-            h = self._step(block, h, keys, values, n, bias)
-        return _rows_linear(self.head, _layer_norm(self.ln_f, h))
-
-    @staticmethod
-    def _step(block: Block, h: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, n: int,
-              bias: torch.Tensor) -> torch.Tensor:
-        """`block` on one new slot per row, h `[B, W]`: its key and value go to slot n of the
-        cache `[B, heads, capacity, W / heads]`, its query attends to slots 0..n."""
-        B, W = h.shape
-        drop = block.drop if block.training and block.dropout else _identity
-        qkv = _rows_linear(block.qkv, _layer_norm(block.ln1, h))
-        q, k, v = qkv.view(B, 3, block.heads, 1, W // block.heads).unbind(1)
-        keys[:, :, n:n + 1], values[:, :, n:n + 1] = k, v
-        a = block.attend(q, keys[:, :, :n + 1], values[:, :, :n + 1], bias)
-        h = h + drop(_rows_linear(block.proj, a.reshape(B, W)))
-        m = F.gelu(_rows_linear(block.fc, _layer_norm(block.ln2, h)))
-        return h + drop(_rows_linear(block.out, m))
+            q, k, v = block.queries_keys_values(h)
+            a = block.attend(q, torch.cat([keys[:, :, :n], k], 2), torch.cat([values[:, :, :n], v], 2), bias)
+            h = block.update(h, a)
+        return self.head(self.ln_f(h))
 
     def output_layers(self) -> tuple[nn.Module, ...]:
         return (self.head,)
 
     def matmul_flops(self, batch_size: int) -> int:
-        """Matmul FLOPs of one forward pass over a full path of D slots (for MFU)."""
-        return matmul_flops(self.blocks, self.head, batch_size, self.dim)
+        """Matmul FLOPs of one forward pass over a full path: D content and D query slots (for MFU)."""
+        return matmul_flops(self.blocks, self.head, batch_size, 2 * self.dim)
