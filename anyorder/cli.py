@@ -112,7 +112,10 @@ def cmd_train(args) -> None:
         config = resume_config(args.resume, args.overrides)
     else:
         config = load_config(args.config, args.overrides)
-    run_dir = train(config, resume=bool(args.resume), progress=not args.quiet)
+    data = load_data(config.data)
+    if data.note:
+        print(data.note)            # what the data became (a text's vocabulary and cleaning)
+    run_dir = train(config, resume=bool(args.resume), progress=not args.quiet, data=data)
     print(f"checkpoint: {run_dir}")
 
 

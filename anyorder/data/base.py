@@ -33,7 +33,8 @@ class Dataset:
     `train` is what `train_batch` draws from (a token stream for text, rows otherwise);
     `splits` maps "valid" / "test" to fixed tensors `[N, D]`. Categorical data is int64 in
     0..num_classes-1; continuous data (num_classes None) is float32. `meta` is plain
-    JSON-able data saved in checkpoints so that decoding needs no data files.
+    JSON-able data saved in checkpoints so that decoding needs no data files; `note` a
+    line for the user on what the data became (e.g. how a text was cleaned).
     """
 
     kind: str                                   # "text" | "image" | "table"
@@ -43,6 +44,7 @@ class Dataset:
     splits: dict[str, torch.Tensor]
     meta: dict = field(default_factory=dict)
     batch_fn: Callable[[torch.Tensor, int, torch.Generator], torch.Tensor] | None = None
+    note: str = ""
 
     def train_batch(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """A random training batch `[batch_size, D]` (crops, flips, … are the source's `batch_fn`)."""
