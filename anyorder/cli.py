@@ -176,27 +176,31 @@ def sample_parser(sub) -> None:
     p.set_defaults(run=cmd_sample)
 
 
-def _fill(model, x, observed, args) -> torch.Tensor:
-    """Sample the unobserved part on the model's device with a seeded generator; back on the CPU."""
+def _filler(model, args):
+    """`fill(x, observed)`: the unobserved part sampled on the model's device, back on the CPU;
+    one generator seeded with --seed for every call (a long prompt takes several)."""
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(args.seed)
     budgeted = dict(args.budget, progress=not args.quiet) if args.budget else {}
-    return model.sample(x.to(device), observed.to(device), args.temperature, gen, **budgeted).cpu()
+
+    def fill(x, observed):
+        return model.sample(x.to(device), observed.to(device), args.temperature, gen, **budgeted).cpu()
+
+    return fill
 
 
 def cmd_sample(args) -> None:
     model, config, meta, _ = _open(args)
     io = data_io(meta["kind"])
     for kind in IO:
-        for flags, _ in data_io(kind).sample_options if kind != meta["kind"] else ():
-            name = flags[0].lstrip("-").replace("-", "_")
+        for flags, options in data_io(kind).sample_options if kind != meta["kind"] else ():
+            name = options.get("dest") or flags[0].lstrip("-").replace("-", "_")
             if getattr(args, name) not in (None, False):
                 raise UserError(f"{flags[0]} is for {kind} models; {args.checkpoint} holds a {meta['kind']} model")
     io.check_sample_args(args)
     args.budget = _budget(args, model, meta)
     gen = torch.Generator().manual_seed(args.seed)
-    x, observed = io.sample_queries(args, meta, lambda: load_data(config.data).split(args.split)[: args.num], gen)
-    io.show_samples(args, meta, x, observed, _fill(model, x, observed, args))
+    io.sample(args, meta, lambda: load_data(config.data).split(args.split)[: args.num], gen, _filler(model, args))
 
 
 # ---------------------------------------------------------------- impute

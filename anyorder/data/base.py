@@ -91,6 +91,14 @@ class DataIO:
     def check_sample_args(self, args) -> None:
         """Refuse unusable options (e.g. an output path) before any work is done."""
 
+    def sample(self, args, meta: dict, rows: Callable[[], torch.Tensor], generator: torch.Generator,
+               fill: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        """`anyorder sample`: the query of `sample_queries`, filled by `fill(x, observed)` (the
+        model's sampler on rows of D), shown by `show_samples`. A kind whose queries are not
+        rows of D (a text prompt of any length) answers them here."""
+        x, observed = self.sample_queries(args, meta, rows, generator)
+        self.show_samples(args, meta, x, observed, fill(x, observed))
+
     def sample_queries(self, args, meta: dict, rows: Callable[[], torch.Tensor],
                        generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, observed) for `args.num` samples; `rows()` gives the first `args.num` rows of

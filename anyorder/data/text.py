@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..arguments import probability
+from ..arguments import count, probability
 from ..errors import UserError
+from ..paths import output_file
 from .base import DataError, DataIO, Dataset, cache_dir
 
 VOCAB = " abcdefghijklmnopqrstuvwxyz"
@@ -360,38 +361,71 @@ def load_text(source: str | Path = "shakespeare", path: str | Path | None = None
                    splits=splits, meta=meta, batch_fn=partial(_random_crops, seq_len=seq_len), note=note)
 
 
-HOLE = "_"
-
-
-def prompt_query(prompt: str, dim: int) -> tuple[str, torch.Tensor, torch.Tensor]:
-    """A prompt with "_" for each missing character -> (the prompt cleaned like the training
-    text, x `[D]`, observed `[D]` bool); the end beyond the prompt is missing too."""
-    cleaned = clean_text(prompt, keep=HOLE)
-    if len(cleaned) > dim:
-        raise UserError(f"--text has {len(cleaned)} characters after cleaning; this model handles {dim}")
-    padded = cleaned + HOLE * (dim - len(cleaned))
-    observed = torch.tensor([c != HOLE for c in padded])
-    return cleaned, encode(padded.replace(HOLE, " ")), observed
-
-
 class TextIO(DataIO):
-    """`anyorder sample` for text: infill a prompt, random holes in test chunks, or free text."""
+    """`anyorder sample` for text: infill a prompt (`anyorder.infill`: every byte outside the
+    holes comes back as it was), random holes in test rows, or free text."""
 
     kind = "text"
     variable = "character"
     sample_options = (
-        (("--text",), {"help": "text with _ for missing characters (text models); cleaned like the "
-                               "training text: lowercase, digits spelled out, other characters become spaces"}),
+        (("--text",), {"help": "text models: a prompt with _ for each missing byte (--hole-marker to mark "
+                               "them otherwise); a text8 model cleans it first, a byte model keeps every byte"}),
+        (("--text-file",), {"metavar": "FILE", "help": "text models: read the prompt from FILE (any bytes, "
+                                                       "several lines)"}),
+        (("--hole-marker",), {"metavar": "M", "help": "text models: the marker of a missing byte in the prompt "
+                                                      "(default _)"}),
+        (("--holes",), {"metavar": "SPANS", "help": "text models: missing bytes given as spans START:END "
+                                                    "(END excluded), e.g. 3:5,10:12; the prompt is then taken as it is"}),
+        (("--continue",), {"type": count(0), "metavar": "N", "dest": "continue_",
+                           "help": "text models: also draw N bytes after the prompt (default 0: only the holes)"}),
+        (("--output",), {"metavar": "FILE", "help": "text models: also write each fill, raw bytes, to FILE "
+                                                    "(FILE.1, FILE.2, … before the suffix with --num > 1)"}),
         (("--random-mask",), {"type": probability, "metavar": "P",
-                              "help": "hide each character of test chunks with probability P (text models)"}),
+                              "help": "hide each character of test rows with probability P (text models)"}),
     )
 
+    def check_sample_args(self, args):
+        prompt = args.text is not None or args.text_file is not None
+        if args.text is not None and args.text_file is not None:
+            raise UserError("give the prompt with --text or with --text-file, not both")
+        if (args.hole_marker is not None or args.holes is not None) and not prompt:
+            raise UserError("--hole-marker and --holes mark the holes of a prompt: give --text or --text-file")
+        if args.hole_marker is not None and args.holes is not None:
+            raise UserError("mark the holes with --hole-marker or give them as --holes spans, not both")
+        if args.random_mask is not None and (prompt or args.continue_):
+            raise UserError("--random-mask hides bytes of test rows; it takes no prompt or --continue")
+        if args.output is not None:
+            args.outputs = [output_file(path, "--output", (args.text_file,) if args.text_file else ())
+                            for path in _numbered(Path(args.output), args.num)]
+
+    def sample(self, args, meta, rows, generator, fill):
+        if args.text is None and args.text_file is None and not args.continue_:
+            return super().sample(args, meta, rows, generator, fill)
+        from ..infill import fill_windows, parse_spans, prompt_holes, prompt_tokens
+        vocab = vocabulary_of(meta)
+        raw = args.text.encode("utf-8") if args.text is not None else b""
+        if args.text_file is not None:
+            try:
+                raw = Path(args.text_file).read_bytes()
+            except OSError as err:
+                raise UserError(f"--text-file {args.text_file}: {err.strerror or err}") from None
+        marker = None if args.hole_marker is None else args.hole_marker.encode("utf-8")
+        spans = None if args.holes is None else parse_spans(args.holes)
+        prompt, holes = prompt_holes(raw, vocab, marker, spans)
+        shown = _shown(prompt, holes, marker or HOLE.encode())
+        if not vocab.every_byte and shown.encode("utf-8") != raw:
+            print(f"prompt:   {shown} (cleaned like the training text)")
+        tokens, holes = prompt_tokens(prompt, holes, vocab, args.continue_ or 0)
+        filled = fill_windows(tokens, holes, meta["dim"], args.num, fill)
+        for i, row in enumerate(filled):
+            data = vocab.to_bytes(row)
+            print(f"filled:   {data.decode('utf-8', 'replace')}")
+            if args.output is not None:
+                args.outputs[i].write_bytes(data)
+        if args.output is not None:
+            print(f"wrote {', '.join(map(str, args.outputs))}")
+
     def sample_queries(self, args, meta, rows, generator):
-        if args.text is not None:
-            cleaned, x, observed = prompt_query(args.text, meta["dim"])
-            if cleaned != args.text:
-                print(f"prompt:   {cleaned} (cleaned like the training text)")
-            return x.expand(args.num, -1).clone(), observed.expand(args.num, -1).clone()
         if args.random_mask is not None:
             x = rows()
             return x, torch.rand(x.shape, generator=generator) >= args.random_mask
@@ -399,11 +433,28 @@ class TextIO(DataIO):
         return x, torch.zeros_like(x, dtype=torch.bool)
 
     def show_samples(self, args, meta, x, observed, filled):
+        vocab = vocabulary_of(meta)
         for i in range(len(filled)):
             if observed.any():
-                masked = "".join(c if o else HOLE for c, o in zip(decode(x[i]), observed[i].tolist()))
-                if args.random_mask is not None:
-                    print(f"original: {decode(x[i])}")
-                print(f"masked:   {masked}")
-            print(f"filled:   {decode(filled[i])}" if observed.any() else decode(filled[i]))
+                print(f"original: {vocab.to_bytes(x[i]).decode('utf-8', 'replace')}")
+                print(f"masked:   {_shown(vocab.to_bytes(x[i]), ~observed[i].numpy(), HOLE.encode())}")
+            text = vocab.to_bytes(filled[i]).decode("utf-8", "replace")
+            print(f"filled:   {text}" if observed.any() else text)
             print()
+
+
+HOLE = "_"
+
+
+def _shown(data: bytes, holes, marker: bytes) -> str:
+    """`data` with `marker` at its holes, for printing (invalid UTF-8 as replacement characters)."""
+    out, previous = bytearray(), 0
+    for at in np.flatnonzero(holes):
+        out += data[previous:at] + marker
+        previous = at + 1
+    return bytes(out + data[previous:]).decode("utf-8", "replace")
+
+
+def _numbered(path: Path, num: int) -> list[Path]:
+    """`path` for one fill; path.1.suffix, path.2.suffix, … for several."""
+    return [path] if num == 1 else [path.with_name(f"{path.stem}.{i}{path.suffix}") for i in range(1, num + 1)]
