@@ -17,3 +17,18 @@ def shared_data() -> Path:
 @pytest.fixture(autouse=True)
 def _few_threads():
     torch.set_num_threads(2)
+
+
+def random_model(preset: str, meta: dict, overrides=(), seed: int = 0, scale: float = 0.3):
+    """(model in eval mode, config, meta): a small untrained model of `preset` with
+    `overrides` whose weights are random (not the zero-initialised output layer), so its
+    conditionals are far from uniform and differ between positions."""
+    from anyorder.build import build_model
+    from anyorder.config import load_config
+    config = load_config(preset, list(overrides))
+    torch.manual_seed(seed)
+    model = build_model(config, meta)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * scale)
+    return model.eval(), config, meta

@@ -12,14 +12,13 @@ import torch
 from PIL import Image
 
 from anyorder import checkpoint
-from anyorder.build import build_model
 from anyorder.cli import main
 from anyorder.compress import (PRECISION, CompressionError, compress, compress_file, decompress,
                                decompress_file, fixed_point, model_fingerprint, path_conditionals,
                                read_content, uniform_policy)
-from anyorder.config import load_config
 from anyorder.data import load_data
 from anyorder.data.text import VOCAB
+from conftest import random_model
 
 pytest.importorskip("constriction")
 
@@ -29,15 +28,7 @@ RGB_META = {"kind": "image", "dim": 12, "num_classes": 256, "source": "cifar10",
 
 
 def _model(meta, overrides, seed=0, scale=0.3):
-    """A small untrained model whose weights are random (not the zero-initialised output
-    layer), so its conditionals are far from uniform and differ between positions."""
-    config = load_config("text-cpu" if meta["kind"] == "text" else "digits-cpu", overrides)
-    torch.manual_seed(seed)
-    model = build_model(config, meta)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * scale)
-    return model.eval(), config, meta
+    return random_model("text-cpu" if meta["kind"] == "text" else "digits-cpu", meta, overrides, seed, scale)
 
 
 TINY_TEXT = ["data.seq_len=16", "net.width=32", "net.depth=1", "net.heads=2"]
