@@ -32,3 +32,24 @@ def random_model(preset: str, meta: dict, overrides=(), seed: int = 0, scale: fl
         for p in model.parameters():
             p.add_(torch.randn_like(p) * scale)
     return model.eval(), config, meta
+
+
+BYTE_D = 8
+BYTES_META = {"kind": "text", "dim": BYTE_D, "num_classes": 256, "source": "file", "vocabulary": "bytes",
+              "seq_len": BYTE_D}
+
+
+def byte_model_of(meta: dict = BYTES_META, net: str = "transformer", seed: int = 0, extra=()):
+    """A tiny random text model (node network, or path network with net="path-transformer")."""
+    overrides = [f"data.seq_len={meta['dim']}", "net.width=32", "net.depth=1", "net.heads=2", f"net.kind={net}"]
+    return random_model("text-bytes-cpu", meta, overrides + list(extra), seed)
+
+
+@pytest.fixture(scope="module")
+def byte_model():
+    return byte_model_of()
+
+
+@pytest.fixture(scope="module")
+def path_model():
+    return byte_model_of(net="path-transformer")

@@ -16,26 +16,10 @@ from anyorder.data.base import DataError
 from anyorder.data.text import VOCAB, clean_text, load_text, shakespeare_plays, vocabulary_of
 from anyorder.errors import UserError
 from anyorder.infill import fill_windows, infill, parse_spans, prompt_holes
-from conftest import random_model
+from conftest import BYTE_D, BYTES_META, byte_model_of
 
-D = 8
-BYTES_META = {"kind": "text", "dim": D, "num_classes": 256, "source": "file", "vocabulary": "bytes", "seq_len": D}
+D = BYTE_D
 TEXT8_META = {"kind": "text", "dim": D, "num_classes": 27, "source": "file", "vocab": VOCAB, "seq_len": D}
-TINY = [f"data.seq_len={D}", "net.width=32", "net.depth=1", "net.heads=2"]
-
-
-def _model(meta, net="transformer", seed=0, extra=()):
-    return random_model("text-bytes-cpu", meta, TINY + [f"net.kind={net}", *extra], seed)
-
-
-@pytest.fixture(scope="module")
-def byte_model():
-    return _model(BYTES_META)
-
-
-@pytest.fixture(scope="module")
-def path_model():
-    return _model(BYTES_META, "path-transformer")
 
 
 # ---------------------------------------------------------------- data
@@ -94,7 +78,7 @@ def test_likelihood_sums_to_one_over_a_restricted_vocabulary(net):
     """Logits masked to three byte values: the joint over all 3^3 rows of D = 3 sums to 1 and
     every marginal of the first r positions too (exact enumeration)."""
     meta = dict(BYTES_META, dim=3, seq_len=3)
-    model, _, _ = _model(meta, net, extra=["data.seq_len=3"])
+    model, _, _ = byte_model_of(meta, net)
     allowed = torch.tensor([0, 65, 255])
     layer = model.network.output_layers()[0]
     with torch.no_grad():

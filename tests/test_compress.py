@@ -18,7 +18,7 @@ from anyorder.compress import (PRECISION, CompressionError, compress, compress_f
                                read_content, uniform_policy)
 from anyorder.data import load_data
 from anyorder.data.text import VOCAB
-from conftest import random_model
+from conftest import BYTE_D, BYTES_META, byte_model_of, random_model
 
 pytest.importorskip("constriction")
 
@@ -35,23 +35,8 @@ TINY_TEXT = ["data.seq_len=16", "net.width=32", "net.depth=1", "net.heads=2"]
 TINY_UNET = ["net.channels=8", "net.channel_mult=[1]", "net.attention_resolutions=[]"]
 
 
-D = 8
-BYTES_META = {"kind": "text", "dim": D, "num_classes": 256, "source": "file", "vocabulary": "bytes", "seq_len": D}
+D = BYTE_D
 TEXT8_META = dict(TEXT_META, dim=D, seq_len=D)
-
-
-def _byte_test_model(meta, net="transformer", seed=0):
-    return _model(meta, [f"data.seq_len={D}", "net.width=32", "net.depth=1", "net.heads=2", f"net.kind={net}"], seed)
-
-
-@pytest.fixture(scope="module")
-def byte_model():
-    return _byte_test_model(BYTES_META)
-
-
-@pytest.fixture(scope="module")
-def path_model():
-    return _byte_test_model(BYTES_META, "path-transformer")
 
 
 @pytest.fixture(scope="module")
@@ -348,7 +333,7 @@ def test_path_network_byte_model_round_trip_or_clear_refusal(tmp_path, path_mode
 
 
 def test_vocabulary_checks_come_before_any_work(tmp_path, byte_model, capsys):
-    text8 = _byte_test_model(TEXT8_META)
+    text8 = byte_model_of(TEXT8_META)
     (tmp_path / "a.txt").write_bytes(b"to be or not to be" * 100 + b"\nthat")
     with pytest.raises(CompressionError, match=r"b'\\n' at position 1800 \(line 1\) is outside .*data.vocabulary=bytes"):
         compress_file(*text8, tmp_path / "a.txt", tmp_path / "a.aoz", progress=True)
@@ -361,7 +346,7 @@ def test_vocabulary_checks_come_before_any_work(tmp_path, byte_model, capsys):
     with pytest.raises(CompressionError, match="holds bytes .* this checkpoint codes text8 text"):
         decompress_file(*text8, tmp_path / "c.aoz", tmp_path / "never")
     with pytest.raises(CompressionError, match="different model"):
-        decompress_file(*_byte_test_model(BYTES_META, seed=1), tmp_path / "c.aoz", tmp_path / "never")
+        decompress_file(*byte_model_of(BYTES_META, seed=1), tmp_path / "c.aoz", tmp_path / "never")
     assert not (tmp_path / "never").exists()
 
 
