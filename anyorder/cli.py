@@ -316,7 +316,7 @@ def cmd_compress(args) -> None:
     model, config, meta = load_model(args.checkpoint, device)
     sizes = compress_file(model, config, meta, args.input, args.output, args.batch_size, args.threads,
                           not args.quiet, args.steps)
-    unit = data_io(meta["kind"]).variable
+    unit = data_io(meta["kind"]).variable_name(meta)
     rate = 8 * sizes["bytes_out"] / max(sizes["variables"], 1)
     print(f"wrote {args.output}: {sizes['bytes_in']} bytes -> {sizes['bytes_out']} bytes "
           f"({rate:.4f} bits per {unit}, {sizes['variables']} {unit}s)")

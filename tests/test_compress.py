@@ -321,13 +321,14 @@ def test_multi_chunk_streaming_and_its_code_length(tmp_path, byte_model):
     assert whole["bytes_out"] < sizes["bytes_out"]            # one chunk instead of six
 
 
-def test_path_network_byte_model_round_trip_or_clear_refusal(tmp_path, path_model):
+def test_path_network_byte_model_round_trip_or_clear_refusal(tmp_path, path_model, capsys):
     """Path networks code through the model's walk once it offers one; until then, compress
-    says so before any work and writes nothing."""
+    says so before any work (no progress bar) and writes nothing."""
     try:
-        back, _, _ = _round_trip(tmp_path, path_model, suffix=".bin", data= UTF8)
+        back, _, _ = _round_trip(tmp_path, path_model, suffix=".bin", data=UTF8, progress=True)
     except CompressionError as err:
         assert "node network" in str(err) and not (tmp_path / "in.aoz").exists()
+        assert "compress" not in capsys.readouterr().err
     else:
         assert back == UTF8
 

@@ -83,6 +83,10 @@ class DataIO:
     variable: str = "dimension"
     sample_options: Sequence[tuple[tuple[str, ...], dict]] = ()
 
+    def variable_name(self, meta: dict) -> str:
+        """What one variable of this model is called in reports (`variable`)."""
+        return self.variable
+
     def summary(self, report: dict) -> str:
         """One line of an `anyorder.evaluate` report in this kind's units (bits per dimension)."""
         return (f"joint {report['joint_bpd']:.4f} ± {report['joint_bpd_se']:.4f} bpd, "

@@ -384,6 +384,9 @@ class TextIO(DataIO):
                               "help": "hide each character of test rows with probability P (text models)"}),
     )
 
+    def variable_name(self, meta):
+        return "byte" if vocabulary_of(meta).every_byte else self.variable
+
     def check_sample_args(self, args):
         prompt = args.text is not None or args.text_file is not None
         if args.text is not None and args.text_file is not None:
