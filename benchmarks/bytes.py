@@ -13,7 +13,7 @@ codecs, coding speed and the peak memory of streaming compression.
 3. `--speed`: compress and decompress KB/s on the threads given, on `--speed-bytes` bytes.
 4. `--memory SIZE_MB`: peak RSS of `anyorder compress` (GNU time) on a file of SIZE_MB random
    bytes, stopped after `--memory-seconds` by SIGTERM (the file streams in chunks; a file
-   that took hours to code is measured over its first chunks), beside a 64 KB file coded whole.
+   that took hours to code is measured over its first chunks), beside an 8 KB file coded whole.
 
     python benchmarks/bytes.py --threads 1 --run runs/text-bytes-cpu --baseline runs/text-bytes-ltr
     python benchmarks/bytes.py --threads 1 --run R --coder-run R2 --speed --memory 1024 --out benchmarks/results/bytes.md
@@ -140,18 +140,20 @@ def compression_rows(runs: dict, held_out: bytes, work: Path, batch_size: int) -
 
 
 def speed(bundle, data: bytes, work: Path, batch_size: int) -> str:
+    """Compress and decompress KB/s on wall time and on this process's CPU time (on a CPU
+    shared with other jobs, the second leaves out the time they held the core)."""
     source, packed, back = work / "speed.bin", work / "speed.aoz", work / "speed.back"
     source.write_bytes(data)
-    start = time.perf_counter()
-    sizes = compress_file(*bundle, source, packed, batch_size=batch_size, threads=torch.get_num_threads())
-    encode_s = time.perf_counter() - start
-    start = time.perf_counter()
-    decompress_file(*bundle, packed, back)
-    decode_s = time.perf_counter() - start
+    rates = []
+    for run in (lambda: compress_file(*bundle, source, packed, batch_size=batch_size, threads=torch.get_num_threads()),
+                lambda: decompress_file(*bundle, packed, back)):
+        wall, cpu = time.perf_counter(), time.process_time()
+        run()
+        kb = len(data) / 1024
+        rates.append(f"{kb / (time.perf_counter() - wall):.3f} KB/s wall, {kb / (time.process_time() - cpu):.3f} KB/s CPU")
     assert back.read_bytes() == data, "round trip failed"
-    return (f"compress {len(data) / 1024 / encode_s:.3f} KB/s, decompress {len(data) / 1024 / decode_s:.3f} KB/s "
-            f"({len(data)} bytes, {torch.get_num_threads()} thread(s), batch {batch_size}; "
-            f"{8 * sizes['bytes_out'] / len(data):.3f} bits/byte)")
+    return (f"compress {rates[0]}; decompress {rates[1]} ({len(data)} bytes, {torch.get_num_threads()} thread(s), "
+            f"batch {batch_size}; {8 * packed.stat().st_size / len(data):.3f} bits/byte)")
 
 
 def peak_rss_mb(run: str, source: Path, target: Path, seconds: float, batch_size: int) -> tuple[float, float, int]:
@@ -173,7 +175,7 @@ def memory_rows(run: str, size_mb: int, seconds: float, batch_size: int) -> list
         folder = Path(folder)
         small, big = folder / "small.bin", folder / "big.bin"
         rng = np.random.default_rng(0)
-        small.write_bytes(rng.integers(0, 256, 64 * 1024, dtype=np.uint8).tobytes())
+        small.write_bytes(rng.integers(0, 256, 8 * 1024, dtype=np.uint8).tobytes())
         with big.open("wb") as f:
             block = rng.integers(0, 256, 1 << 24, dtype=np.uint8).tobytes()
             for _ in range(size_mb // 16):
@@ -188,6 +190,23 @@ def memory_rows(run: str, size_mb: int, seconds: float, batch_size: int) -> list
     return lines
 
 
+def likelihood_rows(runs: dict, args) -> list[str]:
+    config, meta = runs["preset"][1], runs["preset"][2]
+    test = load_data(config.data).split("test")
+    test = test[:args.rows] if args.rows else test
+    lines = [f"test bits per byte ({len(test)} rows of {meta['dim']} bytes; marginal and infilling per queried byte):",
+             "", "| run | joint | card-uniform marginal | infill 50% |", "|---|---|---|---|"]
+    scores = {}
+    for name, (model, run_config, _) in runs.items():
+        scores[name] = likelihoods(model, test, args.batch_size)
+        lines.append(f"| {name} ({run_config.train.out}) | " + " | ".join(map(_mean_se, scores[name].values())) + " |")
+        print(lines[-1], flush=True)
+    if len(scores) == 2:
+        lines.append(f"\njoint, preset − left-to-right (paired over rows): "
+                     f"{_mean_se(scores['preset']['joint'] - scores['left-to-right']['joint'])} bits/byte")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", default="runs/text-bytes-cpu", help="the byte preset's run")
@@ -195,7 +214,8 @@ def main() -> None:
     parser.add_argument("--coder-run", help="the run that measures speed and memory (default --run)")
     parser.add_argument("--rows", type=int, default=0, help="test rows for the likelihoods (0: all)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--no-compression", action="store_true")
+    parser.add_argument("--no-likelihood", action="store_true", help="skip section 1")
+    parser.add_argument("--no-compression", action="store_true", help="skip section 2")
     parser.add_argument("--speed", action="store_true")
     parser.add_argument("--speed-bytes", type=int, default=4096)
     parser.add_argument("--memory", type=int, metavar="SIZE_MB", help="peak RSS of compress on a file this big")
@@ -206,19 +226,8 @@ def main() -> None:
     set_threads(args.threads)
     lines = [machine(torch.device("cpu")), f"uptime: {os.popen('uptime').read().strip()}", ""]
     runs = {name: load_model(path) for name, path in (("preset", args.run), ("left-to-right", args.baseline)) if path}
-    config, meta = runs["preset"][1], runs["preset"][2]
-    test = load_data(config.data).split("test")
-    test = test[:args.rows] if args.rows else test
-    lines += [f"test bits per byte ({len(test)} rows of {meta['dim']} bytes; marginal and infilling per queried byte):",
-              "", "| run | joint | card-uniform marginal | infill 50% |", "|---|---|---|---|"]
-    scores = {}
-    for name, (model, run_config, _) in runs.items():
-        scores[name] = likelihoods(model, test, args.batch_size)
-        lines.append(f"| {name} ({run_config.train.out}) | " + " | ".join(map(_mean_se, scores[name].values())) + " |")
-        print(lines[-1], flush=True)
-    if len(scores) == 2:
-        lines.append(f"\njoint, preset − left-to-right (paired over rows): "
-                     f"{_mean_se(scores['preset']['joint'] - scores['left-to-right']['joint'])} bits/byte")
+    if not args.no_likelihood:
+        lines += likelihood_rows(runs, args)
     if not args.no_compression:
         plays = shakespeare_plays()
         held_out = plays[round(0.9 * len(plays)):]
