@@ -43,10 +43,6 @@ class Content:
     layout: dict = field(default_factory=dict)
     blocks: Callable[[int], Iterator[np.ndarray]] = lambda size: iter(())
 
-    def values(self) -> np.ndarray:
-        """Every value at once `[length]` (small contents: tests, benchmarks)."""
-        return np.concatenate([np.zeros(0, np.int64), *self.blocks(max(self.length, 1))])
-
 
 def content_kind(meta: dict) -> str:
     """The kind of content a model codes: "bytes" or "text" (text8) for text models, "image"."""

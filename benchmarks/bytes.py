@@ -156,17 +156,19 @@ def speed(bundle, data: bytes, work: Path, batch_size: int) -> str:
             f"batch {batch_size}; {8 * packed.stat().st_size / len(data):.3f} bits/byte)")
 
 
-def peak_rss_mb(run: str, source: Path, target: Path, seconds: float, batch_size: int) -> tuple[float, float, int]:
-    """(peak RSS in MB, seconds, exit status) of `anyorder compress` under GNU time, stopped
-    by SIGTERM after `seconds`."""
+def peak_rss_mb(run: str, source: Path, target: Path, seconds: float, batch_size: int) -> tuple[float, float, int, int]:
+    """(peak RSS in MB, seconds, exit status, bytes coded) of `anyorder compress` under GNU
+    time, stopped by SIGTERM after `seconds`; bytes coded from its last progress count."""
     command = ["/usr/bin/time", "-v", "timeout", "-s", "TERM", str(seconds), sys.executable, "-m", "anyorder.cli",
                "compress", run, str(source), str(target), "--threads", str(torch.get_num_threads()),
-               "--batch-size", str(batch_size), "--quiet"]
+               "--batch-size", str(batch_size)]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
-    return int(rss.group(1)) / 1024 if rss else float("nan"), elapsed, done.returncode
+    coded = re.findall(r"(\d+)/\d+ \[", done.stderr)
+    return (int(rss.group(1)) / 1024 if rss else float("nan"), elapsed, done.returncode,
+            int(coded[-1]) if coded else 0)
 
 
 def memory_rows(run: str, size_mb: int, seconds: float, batch_size: int) -> list[str]:
@@ -181,11 +183,13 @@ def memory_rows(run: str, size_mb: int, seconds: float, batch_size: int) -> list
             for _ in range(size_mb // 16):
                 f.write(block)
         for source, limit in ((small, 10 * seconds), (big, seconds)):
-            rss, elapsed, status = peak_rss_mb(run, source, folder / "out.aoz", limit, batch_size)
-            left = "finished" if status == 0 else f"stopped by SIGTERM (exit {status}); output left: " \
-                                                  f"{(folder / 'out.aoz').exists()}"
+            target = folder / f"{source.stem}.aoz"
+            rss, elapsed, status, coded = peak_rss_mb(run, source, target, limit, batch_size)
+            left = sorted(p.name for p in folder.glob(f"*{source.stem}.aoz*"))
+            left = f"finished, wrote {left}" if status == 0 else f"stopped by SIGTERM (exit {status}), left {left}"
+            chunks = -(-coded // (batch_size * load_model(run)[2]["dim"]))
             lines.append(f"- compress of {source.stat().st_size / 2**20:.2f} MB: peak RSS {rss:.0f} MB, "
-                         f"{elapsed:.0f} s, {left}")
+                         f"{elapsed:.0f} s, {coded} bytes coded in {chunks} chunks, {left}")
             print(lines[-1], flush=True)
     return lines
 
