@@ -112,7 +112,10 @@ def cmd_train(args) -> None:
         config = resume_config(args.resume, args.overrides)
     else:
         config = load_config(args.config, args.overrides)
-    run_dir = train(config, resume=bool(args.resume), progress=not args.quiet)
+    data = load_data(config.data)
+    if data.note:
+        print(data.note)            # what the data became (a text's vocabulary and cleaning)
+    run_dir = train(config, resume=bool(args.resume), progress=not args.quiet, data=data)
     print(f"checkpoint: {run_dir}")
 
 
@@ -175,27 +178,31 @@ def sample_parser(sub) -> None:
     p.set_defaults(run=cmd_sample)
 
 
-def _fill(model, x, observed, args) -> torch.Tensor:
-    """Sample the unobserved part on the model's device with a seeded generator; back on the CPU."""
+def _filler(model, args):
+    """`fill(x, observed)`: the unobserved part sampled on the model's device, back on the CPU;
+    one generator seeded with --seed for every call (a long prompt takes several)."""
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(args.seed)
     budgeted = dict(args.budget, progress=not args.quiet) if args.budget else {}
-    return model.sample(x.to(device), observed.to(device), args.temperature, gen, **budgeted).cpu()
+
+    def fill(x, observed):
+        return model.sample(x.to(device), observed.to(device), args.temperature, gen, **budgeted).cpu()
+
+    return fill
 
 
 def cmd_sample(args) -> None:
     model, config, meta, _ = _open(args)
     io = data_io(meta["kind"])
     for kind in IO:
-        for flags, _ in data_io(kind).sample_options if kind != meta["kind"] else ():
-            name = flags[0].lstrip("-").replace("-", "_")
+        for flags, options in data_io(kind).sample_options if kind != meta["kind"] else ():
+            name = options.get("dest") or flags[0].lstrip("-").replace("-", "_")
             if getattr(args, name) not in (None, False):
                 raise UserError(f"{flags[0]} is for {kind} models; {args.checkpoint} holds a {meta['kind']} model")
     io.check_sample_args(args)
     args.budget = _budget(args, model, meta)
     gen = torch.Generator().manual_seed(args.seed)
-    x, observed = io.sample_queries(args, meta, lambda: load_data(config.data).split(args.split)[: args.num], gen)
-    io.show_samples(args, meta, x, observed, _fill(model, x, observed, args))
+    io.sample(args, meta, lambda: load_data(config.data).split(args.split)[: args.num], gen, _filler(model, args))
 
 
 # ---------------------------------------------------------------- impute
@@ -291,9 +298,11 @@ def _coding_parser(sub, name: str, help_text: str, run) -> argparse.ArgumentPars
 
 
 def compress_parser(sub) -> None:
-    p = _coding_parser(sub, "compress", "losslessly compress a text file or an image (.png, .npy) "
-                       "with a model's exact conditionals", cmd_compress)
-    p.add_argument("--batch-size", type=count(1), default=64, help="rows coded together (recorded in the file)")
+    p = _coding_parser(sub, "compress", "losslessly compress any file (byte models), a text file (text8 "
+                       "models) or an image (.png, .npy) with a model's exact conditionals, streamed batch by "
+                       "batch", cmd_compress)
+    p.add_argument("--batch-size", type=count(1), default=64, help="rows coded together, one chunk of the "
+                   "stream (recorded in the file; memory grows with it, not with the file)")
     p.add_argument("--steps", type=count(1), metavar="K", help="network passes per row: K near-equal steps, "
                    "each coding its variables from one node (faster, larger; default D: the exact likelihood)")
 
@@ -309,7 +318,7 @@ def cmd_compress(args) -> None:
     model, config, meta = load_model(args.checkpoint, device)
     sizes = compress_file(model, config, meta, args.input, args.output, args.batch_size, args.threads,
                           not args.quiet, args.steps)
-    unit = data_io(meta["kind"]).variable
+    unit = data_io(meta["kind"]).variable_name(meta)
     rate = 8 * sizes["bytes_out"] / max(sizes["variables"], 1)
     print(f"wrote {args.output}: {sizes['bytes_in']} bytes -> {sizes['bytes_out']} bytes "
           f"({rate:.4f} bits per {unit}, {sizes['variables']} {unit}s)")

@@ -2,9 +2,13 @@
 
 An exact likelihood is a code length: walking the path of the query x_e and coding each
 variable with p(x_{e(t)} | x_{e(<t)}) in a range coder costs −log2 p(x_e) bits plus a few
-bytes. A text becomes rows of D characters, its last partial row the marginal query on
-its first r positions; images are whole rows. A step policy (K steps, each coding several
-variables from one node) trades size for K passes per row instead of D.
+bytes. A file becomes rows of D values (`anyorder.content`: every byte for a byte model),
+its last partial row of r values the marginal query on its first r positions (nothing
+padded); images are whole rows. A step policy (K steps, each coding several variables from
+one node) trades size for K passes per row instead of D.
+
+It streams: a batch of rows is read, modelled, coded and written before the next is read,
+each batch its own range-coder chunk, so memory does not grow with the file.
 
 Decoding must see bit for bit the probabilities the encoder saw. So (1) probabilities are
 quantised to integers summing to 2**PRECISION before they reach the coder, and (2) the
@@ -14,58 +18,43 @@ count — convolution outputs change in their last bits with the batch size. The
 records batch size, thread count and device kind; a checksum of the original data,
 checked after decoding, catches anything left (another torch build or CPU kind).
 
-File layout (little-endian; 30-odd bytes besides the code): MAGIC, format version, model
-fingerprint, environment fingerprint, device and content kinds, CRC-32 of the data, then
-varints: threads, batch size, the content's layout (text: length; npy: dtype and shape;
-png: mode); then the range coder's 32-bit words and a CRC-32 of everything before it.
+File layout, format version 2 (little-endian; about 30 bytes, and 5 per batch, besides
+the code): MAGIC, format version, model fingerprint, environment fingerprint, device and
+content kinds; varints: threads, batch size, the step policy, the content's layout (text,
+bytes: length; npy: dtype and shape; png: mode); then per batch of rows a varint count of
+32-bit range-coder words and the words; then a CRC-32 of the data's values and a CRC-32 of
+everything before it. Version 1 (whole-file, before streaming) is refused with a message.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import struct
 import zlib
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from . import budget, lattice
-from .errors import UserError
+from .content import (MODES, CompressionError, Content, ContentWriter, content_kind, content_length,
+                      read_content)
 from .model import AnyOrderModel
-from .pictures import to_images
 
-MAGIC, FORMAT_VERSION = b"AOZ", 1
+MAGIC, FORMAT_VERSION = b"AOZ", 2
 PRECISION = 24                      # quantised probabilities are integers summing to 2**24
-KINDS = ("text", "npy", "png")      # what a compressed file holds
+KINDS = ("text", "npy", "png", "bytes")      # what a compressed file holds ("text": text8 tokens)
 DEVICES = ("cpu", "cuda", "mps")
-MODES = ("L", "RGB")                # PNG modes: grey, colour
-_HEAD = struct.Struct("<3sB8s4sBI")      # magic, version, model, environment, device << 4 | kind, data CRC
-_CRC = struct.Struct("<I")
-
-
-class CompressionError(UserError):
-    """Unusable input, a foreign or damaged compressed file, or a missing coder (one line)."""
-
-
-@dataclass
-class Content:
-    """What a file holds as the model sees it: rows `[N, D]` int64 of values, the number of
-    variables coded in each row `lengths [N]` (D except for a text's last partial row), and
-    what it takes to write the file back (`kind` in KINDS; npy: dtype and shape)."""
-
-    kind: str
-    rows: torch.Tensor
-    lengths: torch.Tensor
-    layout: dict = field(default_factory=dict)
+_HEAD = struct.Struct("<3sB8s4sB")       # magic, version, model, environment, device << 4 | kind
+_TRAILER = struct.Struct("<II")          # CRC-32 of the data's values, CRC-32 of the file before it
+_READ = 1 << 20                          # bytes per read when checking a compressed file's CRC
 
 
 # ---------------------------------------------------------------- the path and its coder
@@ -112,19 +101,25 @@ def _constriction():
     return constriction
 
 
-def _walk(model: AnyOrderModel, content: Content, batch_size: int, policy: list[int] | None, code,
-          progress: bool, desc: str) -> None:
-    """Run `path_conditionals` over the rows of `content` in batches of `batch_size`, calling
-    `code(x_batch, rows, var, frequencies)` at every step; writes into x_batch reach content.rows."""
-    rows_all, dim = content.rows.shape
-    target = torch.arange(dim, device=content.rows.device) < content.lengths.unsqueeze(-1)
-    with tqdm(total=int(content.lengths.sum()), desc=desc, unit="var", disable=not progress,
-              dynamic_ncols=True) as bar:
-        for start in range(0, rows_all, batch_size):
-            x = content.rows[start:start + batch_size]
-            for rows, var, params in path_conditionals(model, x, target[start:start + batch_size], policy):
-                code(x, rows, var, fixed_point(params))
-                bar.update(len(rows))
+def _walk(model: AnyOrderModel, x: torch.Tensor, lengths: torch.Tensor, policy: list[int] | None, code,
+          bar) -> None:
+    """Run `path_conditionals` over one batch of rows x `[N, D]`, coding the first `lengths [N]`
+    variables of each: `code(x, rows, var, frequencies)` at every step (a decoder writes the
+    values it decodes into x there)."""
+    target = torch.arange(x.shape[1], device=x.device) < lengths.unsqueeze(-1)
+    for rows, var, params in path_conditionals(model, x, target, policy):
+        code(x, rows, var, fixed_point(params))
+        bar.update(len(rows))
+
+
+def _rows(values: np.ndarray, dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A block of values -> rows x `[N, D]` (the last one zero-filled: never seen, never coded)
+    and the values each row codes `[N]`."""
+    count = -(-len(values) // dim)
+    x = np.zeros((count, dim), np.int64)
+    x.reshape(-1)[:len(values)] = values
+    lengths = np.minimum(dim, len(values) - dim * np.arange(count))
+    return torch.from_numpy(x).to(device), torch.from_numpy(lengths).to(device)
 
 
 @contextmanager
@@ -165,19 +160,24 @@ def _device(model: AnyOrderModel) -> torch.device:
     return next(model.parameters()).device
 
 
-def _check_model(model: AnyOrderModel, meta: dict) -> None:
-    if not meta.get("num_classes"):
-        raise CompressionError("compress codes categorical data (text, images); this model's "
-                               "variables are continuous")
+def _check_model(model: AnyOrderModel, meta: dict, policy: list[int] | None = None) -> None:
+    """Refuse, before any work, a model that cannot code: continuous, a random protocol, in
+    training mode, or one whose walk `path_conditionals` cannot take (asked on zero rows)."""
+    if not meta.get("num_classes") or meta["num_classes"] > 256:
+        raise CompressionError("compress codes categorical data of at most 256 values (text, bytes, "
+                               "images); this model's variables are not")
     if lattice.parse_name(model.protocol, lattice.PROTOCOLS, "protocol")[0] == "random":
         raise CompressionError("compress needs a deterministic protocol (natural or strided(S)); "
                                "this model walks a fresh random order on every call")
     if model.training:
         raise CompressionError("the model is in training mode; call model.eval() first "
                                "(dropout would make the probabilities irreproducible)")
+    empty = torch.zeros(0, meta["dim"], dtype=torch.long, device=_device(model))
+    next(path_conditionals(model, empty, empty.bool(), policy), None)
 
 
-# ---------------------------------------------------------------- compress / decompress bytes
+
+# ---------------------------------------------------------------- the header
 @dataclass
 class _Header:
     model: bytes
@@ -186,16 +186,15 @@ class _Header:
     threads: int
     batch_size: int
     kind: str
-    data_crc: int
     layout: dict
     policy: list[int] | None = None
 
     def pack(self) -> bytes:
         head = _HEAD.pack(MAGIC, FORMAT_VERSION, self.model, self.environment,
-                          DEVICES.index(self.device) << 4 | KINDS.index(self.kind), self.data_crc)
+                          DEVICES.index(self.device) << 4 | KINDS.index(self.kind))
         policy = self.policy or []
         head += _varints(self.threads, self.batch_size, len(policy), *policy)
-        if self.kind == "text":
+        if self.kind in ("text", "bytes"):
             return head + _varints(self.layout["length"])
         if self.kind == "png":
             return head + _varints(MODES.index(self.layout["mode"]))
@@ -203,38 +202,39 @@ class _Header:
         return head + _varints(len(dtype)) + dtype + _varints(len(shape), *shape)
 
     @classmethod
-    def unpack(cls, blob: bytes, name: str) -> tuple["_Header", bytes]:
-        """(header, range-coder payload) of a whole compressed file; one-line errors for
-        foreign, newer, damaged and truncated files."""
-        if not blob or blob[:len(MAGIC)] != MAGIC[:len(blob)]:
+    def read(cls, f: BinaryIO, name: str) -> "_Header":
+        """The header at the start of `f` (left just after it); one-line errors for foreign,
+        older, newer and damaged files. The file's checksum is `_check_crc`'s job."""
+        fixed = f.read(_HEAD.size)
+        if not fixed or fixed[:len(MAGIC)] != MAGIC[:len(fixed)]:
             raise CompressionError(f"{name} is not a file written by anyorder compress")
-        if len(blob) < _HEAD.size + _CRC.size:
-            raise CompressionError(f"{name} is truncated ({len(blob)} bytes, shorter than a header)")
-        _, version, model, environment, device_kind, data_crc = _HEAD.unpack_from(blob)
+        if len(fixed) < _HEAD.size:
+            raise CompressionError(f"{name} is truncated ({len(fixed)} bytes, shorter than a header)")
+        _, version, model, environment, device_kind = _HEAD.unpack(fixed)
+        if version == 1:
+            raise CompressionError(f"{name} uses compressed format version 1 (whole files in memory, before "
+                                   f"streaming); this anyorder reads version {FORMAT_VERSION}: decompress it "
+                                   "with the anyorder that wrote it")
         if version != FORMAT_VERSION:
             raise CompressionError(f"{name} uses compressed format version {version}; this anyorder "
                                    f"reads version {FORMAT_VERSION}")
-        if zlib.crc32(blob[:-_CRC.size]) != _CRC.unpack(blob[-_CRC.size:])[0]:
-            raise CompressionError(f"{name} is corrupted or truncated (its checksum does not match)")
-        body = io.BytesIO(blob[_HEAD.size:-_CRC.size])
         try:
-            header = cls(model, environment, DEVICES[device_kind >> 4], _read_varint(body), _read_varint(body),
-                         KINDS[device_kind & 15], data_crc, {})
-            header.policy = [_read_varint(body) for _ in range(_read_varint(body))] or None
-            if header.kind == "text":
-                header.layout["length"] = _read_varint(body)
+            header = cls(model, environment, DEVICES[device_kind >> 4], _read_varint(f), _read_varint(f),
+                         KINDS[device_kind & 15], {})
+            header.policy = [_read_varint(f) for _ in range(_read_varint(f))] or None
+            if header.kind in ("text", "bytes"):
+                header.layout["length"] = _read_varint(f)
             elif header.kind == "png":
-                header.layout["mode"] = MODES[_read_varint(body)]
+                header.layout["mode"] = MODES[_read_varint(f)]
             else:
-                dtype = body.read(_read_varint(body)).decode("ascii")
-                shape = tuple(_read_varint(body) for _ in range(_read_varint(body)))
+                dtype = f.read(_read_varint(f)).decode("ascii")
+                shape = tuple(_read_varint(f) for _ in range(_read_varint(f)))
                 header.layout.update(dtype=np.dtype(dtype).str, shape=shape)
-        except (IndexError, EOFError, TypeError, ValueError):
+        except (IndexError, EOFError, TypeError, ValueError, UnicodeDecodeError):
             raise CompressionError(f"{name} has a damaged header") from None
-        payload = body.read()
-        if len(payload) % 4 or header.threads < 1 or header.batch_size < 1:
+        if header.threads < 1 or header.batch_size < 1:
             raise CompressionError(f"{name} has a damaged header")
-        return header, payload
+        return header
 
 
 def _varints(*numbers: int) -> bytes:
@@ -248,10 +248,10 @@ def _varints(*numbers: int) -> bytes:
     return bytes(out)
 
 
-def _read_varint(body: io.BytesIO) -> int:
+def _read_varint(f: BinaryIO) -> int:
     value = shift = 0
     while shift < 64:
-        byte = body.read(1)
+        byte = f.read(1)
         if not byte:
             raise EOFError
         value |= (byte[0] & 0x7F) << shift
@@ -261,26 +261,33 @@ def _read_varint(body: io.BytesIO) -> int:
     raise ValueError("varint too long")
 
 
+def _check_crc(f: BinaryIO, name: str) -> None:
+    """Refuse a damaged or truncated compressed file before any work: its last 4 bytes must be
+    the CRC-32 of the rest (read in _READ blocks; `f` is left at its start)."""
+    size = f.seek(0, os.SEEK_END)
+    f.seek(0)
+    if size < _HEAD.size + _TRAILER.size:
+        _Header.read(f, name)           # a foreign file is named as such
+        raise CompressionError(f"{name} is truncated ({size} bytes, shorter than a header)")
+    crc, left = 0, size - 4
+    while left:
+        block = f.read(min(_READ, left))
+        crc, left = zlib.crc32(block, crc), left - len(block)
+    if crc != int.from_bytes(f.read(4), "little"):
+        f.seek(0)
+        _Header.read(f, name)           # a foreign or older file is named as such
+        raise CompressionError(f"{name} is corrupted or truncated (its checksum does not match)")
+    f.seek(0)
+
+
 def recorded_device(path: str | Path) -> str:
     """The kind of device ("cpu", "cuda", "mps") a compressed file was written on, which is
     where it must be decompressed."""
     path = Path(path)
     if not path.is_file():
         raise CompressionError(f"no such compressed file: {path}")
-    return _Header.unpack(path.read_bytes(), str(path))[0].device
-
-
-def _row_lengths(kind: str, layout: dict, dim: int) -> torch.Tensor:
-    """Variables coded per row `[N]`: a text's last row holds what is left of it."""
-    if kind == "text":
-        full, rest = divmod(layout["length"], dim)
-        return torch.tensor([dim] * full + ([rest] if rest else []), dtype=torch.long)
-    count = int(np.prod(layout["shape"])) // dim if kind == "npy" else 1
-    return torch.full((count,), dim, dtype=torch.long)
-
-
-def _data_crc(rows: torch.Tensor) -> int:
-    return zlib.crc32(rows.cpu().numpy().astype("<i8").tobytes())
+    with path.open("rb") as f:
+        return _Header.read(f, str(path)).device
 
 
 def _valid_policy(policy: list[int] | None, dim: int) -> bool:
@@ -288,42 +295,60 @@ def _valid_policy(policy: list[int] | None, dim: int) -> bool:
                               and all(a < b for a, b in zip(policy, policy[1:])))
 
 
-def compress(model: AnyOrderModel, fingerprint: bytes, content: Content, batch_size: int = 64,
-             threads: int | None = None, progress: bool = False, policy: list[int] | None = None) -> bytes:
-    """The compressed file for `content`: header, range-coder words, checksum. `threads`
-    (default: torch's current count), `batch_size` and the step `policy` (see
-    `path_conditionals`; default one variable per step, the exact likelihood) are recorded;
-    decoding repeats them."""
+# ---------------------------------------------------------------- compress / decompress streams
+def compress(model: AnyOrderModel, fingerprint: bytes, content: Content, out: BinaryIO, batch_size: int = 64,
+             threads: int | None = None, progress: bool = False, policy: list[int] | None = None) -> int:
+    """Write the compressed file for `content` to `out`: header, one range-coder chunk per
+    batch of `batch_size` rows (read, modelled, coded and written one after another), then
+    the data's CRC and the file's. `threads` (default: torch's current count), `batch_size`
+    and the step `policy` (see `path_conditionals`; default one variable per step, the exact
+    likelihood) are recorded; decoding repeats them. Returns the bytes of range-coder words."""
     constriction = _constriction()
-    if not _valid_policy(policy, content.rows.shape[1]):
-        raise CompressionError(f"a step policy runs 0 = b_0 < b_1 < … < b_K = {content.rows.shape[1]}, "
-                               f"got {policy}")
+    dim = model.dim
+    if not _valid_policy(policy, dim):
+        raise CompressionError(f"a step policy runs 0 = b_0 < b_1 < … < b_K = {dim}, got {policy}")
     if batch_size < 1 or batch_size >= 1 << 32:
         raise CompressionError(f"batch_size must be a positive integer, got {batch_size}")
     threads = threads or torch.get_num_threads()
     if not 1 <= threads < 1 << 16:
         raise CompressionError(f"threads must lie in 1..65535, got {threads}")
     device = _device(model)
-    content = Content(content.kind, content.rows.to(device), content.lengths.to(device), content.layout)
-    encoder, family = constriction.stream.queue.RangeEncoder(), constriction.stream.model.Categorical(perfect=False)
-
-    def encode(x, rows, var, freqs):
-        encoder.encode(x[rows, var].cpu().numpy().astype(np.int32), family, freqs)
-
-    with _threads(threads):
-        _walk(model, content, batch_size, policy, encode, progress, "compress")
     header = _Header(fingerprint, _environment(device), device.type, threads, batch_size, content.kind,
-                     _data_crc(content.rows), content.layout, policy)
-    blob = header.pack() + encoder.get_compressed().astype("<u4").tobytes()
-    return blob + _CRC.pack(zlib.crc32(blob))
+                     content.layout, policy).pack()
+    family = constriction.stream.model.Categorical(perfect=False)
+    file_crc, data_crc, words = zlib.crc32(header), 0, 0
+    out.write(header)
+    with _threads(threads), tqdm(total=content.length, desc="compress", unit="var", disable=not progress,
+                                 dynamic_ncols=True) as bar:
+        for values in content.blocks(batch_size * dim):
+            encoder = constriction.stream.queue.RangeEncoder()
+
+            def encode(x, rows, var, freqs):
+                encoder.encode(x[rows, var].cpu().numpy().astype(np.int32), family, freqs)
+
+            _walk(model, *_rows(values, dim, device), policy, encode, bar)
+            coded = encoder.get_compressed().astype("<u4").tobytes()
+            chunk = _varints(len(coded) // 4) + coded
+            out.write(chunk)
+            file_crc, data_crc = zlib.crc32(chunk, file_crc), zlib.crc32(values.astype(np.uint8), data_crc)
+            words += len(coded)
+    trailer = data_crc.to_bytes(4, "little")
+    out.write(trailer + zlib.crc32(trailer, file_crc).to_bytes(4, "little"))
+    return words
 
 
-def decompress(model: AnyOrderModel, fingerprint: bytes, blob: bytes, dim: int, name: str = "the input",
-               progress: bool = False) -> Content:
-    """The content of a compressed file for a model of `dim` variables, decoded with the
-    batches, thread count and step policy its header names."""
+def decompress(model: AnyOrderModel, fingerprint: bytes, source: BinaryIO, meta: dict, writer_out: BinaryIO,
+               name: str = "the input", progress: bool = False) -> int:
+    """Decode the compressed file `source` (checked whole first) for a model of data `meta`,
+    writing the original file to `writer_out` batch by batch with the batches, thread count
+    and step policy its header names. Returns the number of values decoded."""
     constriction = _constriction()
-    header, payload = _Header.unpack(blob, name)
+    _check_crc(source, name)
+    header = _Header.read(source, name)
+    dim, wanted = meta["dim"], content_kind(meta)
+    if header.kind != wanted and not (wanted == "image" and header.kind in ("npy", "png")):
+        raise CompressionError(f"{name} holds {_KIND_WORDS[header.kind]}; this checkpoint codes "
+                               f"{_KIND_WORDS[wanted]}: decompress it with the model that compressed it")
     if header.model != fingerprint:
         raise CompressionError(f"{name} was compressed with a different model (fingerprint "
                                f"{header.model.hex()}; this one is {fingerprint.hex()}): decompress it "
@@ -334,24 +359,39 @@ def decompress(model: AnyOrderModel, fingerprint: bytes, blob: bytes, dim: int, 
     if header.device != device.type:
         raise CompressionError(f"{name} was compressed on {header.device} and must be decompressed on "
                                f"{header.device} too (--device {header.device}); this model is on {device.type}")
-    lengths = _row_lengths(header.kind, header.layout, dim).to(device)
-    content = Content(header.kind, torch.zeros(len(lengths), dim, dtype=torch.long, device=device),
-                      lengths, header.layout)
-    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32))
+    length = content_length(header.kind, header.layout, dim)
+    writer = ContentWriter(header.kind, header.layout, meta, writer_out)
     family = constriction.stream.model.Categorical(perfect=False)
+    data_crc, block = 0, header.batch_size * dim
+    with _threads(header.threads), tqdm(total=length, desc="decompress", unit="var", disable=not progress,
+                                        dynamic_ncols=True) as bar:
+        for start in range(0, length, block):
+            try:
+                words = np.frombuffer(source.read(4 * _read_varint(source)), "<u4").astype(np.uint32)
+            except (EOFError, ValueError):
+                raise CompressionError(f"{name} has a damaged chunk table") from None
+            decoder = constriction.stream.queue.RangeDecoder(words)
 
-    def decode(x, rows, var, freqs):
-        try:
-            values = decoder.decode(family, freqs)
-        except Exception:   # constriction rejects impossible code words (with an AssertionError)
-            raise _mismatch(header, device, name, "its code cannot be decoded") from None
-        x[rows, var] = torch.from_numpy(values.astype(np.int64)).to(device)
+            def decode(x, rows, var, freqs):
+                try:
+                    values = decoder.decode(family, freqs)
+                except Exception:   # constriction rejects impossible code words (with an AssertionError)
+                    raise _mismatch(header, device, name, "its code cannot be decoded") from None
+                x[rows, var] = torch.from_numpy(values.astype(np.int64)).to(device)
 
-    with _threads(header.threads):
-        _walk(model, content, header.batch_size, header.policy, decode, progress, "decompress")
-    if _data_crc(content.rows) != header.data_crc:
+            x, lengths = _rows(np.zeros(min(block, length - start), np.int64), dim, device)
+            _walk(model, x, lengths, header.policy, decode, bar)
+            values = x.cpu().numpy().reshape(-1)[:min(block, length - start)]
+            writer.write(values)
+            data_crc = zlib.crc32(values.astype(np.uint8), data_crc)
+    if data_crc != int.from_bytes(source.read(4), "little"):
         raise _mismatch(header, device, name, "the decoded data fails its checksum")
-    return Content(content.kind, content.rows.cpu(), content.lengths.cpu(), content.layout)
+    writer.finish()
+    return length
+
+
+_KIND_WORDS = {"text": "text8 text (a text8 model's tokens)", "bytes": "bytes (a byte model's)",
+               "npy": "an image array", "png": "a picture", "image": "images"}
 
 
 def _mismatch(header: _Header, device: torch.device, name: str, what: str) -> CompressionError:
@@ -364,112 +404,18 @@ def _mismatch(header: _Header, device: torch.device, name: str, what: str) -> Co
 
 
 # ---------------------------------------------------------------- files
-def _image_shape(meta: dict) -> tuple[int, int, int]:
-    return tuple(int(s) for s in meta["shape"])
-
-
-def _pixel_levels(meta: dict) -> np.ndarray:
-    """The 8-bit value of each level `[K]`, as `pictures.to_images` draws them."""
-    levels = meta["num_classes"]
-    return to_images(torch.arange(levels).view(1, -1), (1, 1, levels), levels).reshape(-1)
-
-
-def _read_text(raw: bytes, meta: dict, name: str) -> Content:
-    vocab, dim = meta["vocab"], meta["dim"]
-    ids = np.full(256, -1, np.int64)
-    ids[np.frombuffer(vocab.encode("ascii"), np.uint8)] = np.arange(len(vocab))
-    values = ids[np.frombuffer(raw, np.uint8)]
-    bad = np.flatnonzero(values < 0)
-    if len(bad):
-        at = int(bad[0])
-        line = raw.count(b"\n", 0, at) + 1
-        raise CompressionError(f"{name}: byte {raw[at:at + 1]!r} at position {at} (line {line}) is outside "
-                               f"this model's vocabulary {vocab!r}; compress codes only text made of it")
-    rows = np.zeros((-(-len(values) // dim), dim), np.int64)
-    rows.reshape(-1)[:len(values)] = values
-    layout = {"length": len(values)}
-    return Content("text", torch.from_numpy(rows), _row_lengths("text", layout, dim), layout)
-
-
-def _read_npy(path: Path, meta: dict, name: str) -> Content:
-    shape, dim, levels = _image_shape(meta), meta["dim"], meta["num_classes"]
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
-        raise CompressionError(f"cannot read {name} as a .npy array: {err}") from None
-    fits = [shape, (dim,)] + ([shape[1:]] if shape[0] == 1 else [])
-    if array.dtype.kind not in "iu":
-        raise CompressionError(f"{name}: the array must hold integer levels, got dtype {array.dtype}")
-    if not any(array.shape[len(array.shape) - len(f):] == f and len(array.shape) >= len(f) for f in fits):
-        raise CompressionError(f"{name}: an array of shape {array.shape} does not end with the model's "
-                               f"image shape {shape} or its {dim} variables")
-    if array.size and (array.min() < 0 or array.max() >= levels):
-        raise CompressionError(f"{name}: values must lie in 0..{levels - 1}, got {array.min()}..{array.max()}")
-    layout = {"dtype": array.dtype.str, "shape": tuple(array.shape)}
-    return Content("npy", torch.from_numpy(array.astype(np.int64).reshape(-1, dim)),
-                   _row_lengths("npy", layout, dim), layout)
-
-
-def _read_png(path: Path, meta: dict, name: str) -> Content:
-    C, H, W = _image_shape(meta)
-    mode = {1: MODES[0], 3: MODES[1]}.get(C)
-    try:
-        picture = Image.open(path)
-        picture.load()
-    except (OSError, ValueError) as err:
-        raise CompressionError(f"cannot read {name} as a picture: {err}") from None
-    if mode is None or picture.mode != mode or picture.size != (W, H):
-        raise CompressionError(f"{name} is a {picture.width}x{picture.height} {picture.mode} picture; this "
-                               f"model codes {W}x{H} pictures with {C} channel(s) (mode {mode or 'none'})")
-    pixels = np.asarray(picture).reshape(H, W, C).transpose(2, 0, 1).reshape(1, -1)
-    level_of = np.full(256, -1, np.int64)
-    level_of[_pixel_levels(meta)] = np.arange(meta["num_classes"])
-    levels = level_of[pixels]
-    bad = np.flatnonzero(levels < 0)
-    if len(bad):
-        c, y, x = np.unravel_index(bad[0], (C, H, W))
-        raise CompressionError(f"{name}: pixel value {pixels.flat[bad[0]]} at row {y}, column {x} is not one "
-                               f"of the model's {meta['num_classes']} levels {_pixel_levels(meta).tolist()}")
-    return Content("png", torch.from_numpy(levels), _row_lengths("png", {}, C * H * W), {"mode": mode})
-
-
-def read_content(path: str | Path, meta: dict) -> Content:
-    """A text file (text models) or a .png / .npy image file (image models) as rows of levels."""
-    path, name = Path(path), str(path)
-    if not path.is_file():
-        raise CompressionError(f"no such input file: {path}")
-    if meta["kind"] == "text":
-        return _read_text(path.read_bytes(), meta, name)
-    if meta["kind"] != "image":
-        raise CompressionError(f"compress handles text and image models; this one models {meta['kind']} data")
-    suffix = path.suffix.lower()
-    if suffix not in (".npy", ".png"):
-        raise CompressionError(f"{name}: image models compress .png pictures or .npy arrays of levels, "
-                               f"got a {suffix or 'suffix-less'} file")
-    return (_read_npy if suffix == ".npy" else _read_png)(path, meta, name)
-
-
-def _content_bytes(content: Content, meta: dict) -> bytes:
-    """The file that `read_content` turned into `content`, bytes for bytes (pixels for PNG)."""
-    values = content.rows.numpy()
-    if content.kind == "text":
-        vocab = np.frombuffer(meta["vocab"].encode("ascii"), np.uint8)
-        return vocab[values.reshape(-1)[:content.layout["length"]]].tobytes()
-    out = io.BytesIO()
-    if content.kind == "npy":
-        np.save(out, values.astype(content.layout["dtype"]).reshape(content.layout["shape"]))
-    else:
-        C, H, W = _image_shape(meta)
-        pixels = _pixel_levels(meta)[values].reshape(C, H, W).transpose(1, 2, 0)
-        Image.fromarray(pixels[..., 0] if C == 1 else pixels, content.layout["mode"]).save(out, "PNG")
-    return out.getvalue()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write through a temporary file and rename, so a failed run leaves no partial output."""
+@contextmanager
+def _atomic_output(path: Path):
+    """A binary file object for `path`, opened (so checked writable) before any work, written
+    through a temporary file and renamed at the end: a failed run leaves no partial output."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        tmp.write_bytes(data)
+        f = tmp.open("wb")
+    except OSError as err:
+        raise CompressionError(f"cannot write {path}: {err.strerror or err}") from None
+    try:
+        with f:
+            yield f
         os.replace(tmp, path)
     except OSError as err:
         raise CompressionError(f"cannot write {path}: {err.strerror or err}") from None
@@ -485,32 +431,35 @@ def _check_paths(source: Path, target: Path) -> None:
 def compress_file(model: AnyOrderModel, config, meta: dict, source: str | Path, target: str | Path,
                   batch_size: int = 64, threads: int | None = None, progress: bool = False,
                   steps: int | None = None) -> dict:
-    """Compress the file `source` into `target`, with `steps` near-equal steps per path
-    (default: one variable per step, the exact likelihood); returns sizes: variables, bytes
-    in and out, and the bytes out that are not range-coder words (header and checksum)."""
+    """Compress the file `source` into `target`, streamed batch by batch, with `steps`
+    near-equal steps per path (default: one variable per step, the exact likelihood).
+    Everything that can be refused (the model, the input, its vocabulary, the output) is
+    refused before any work. Returns sizes: variables, bytes in and out, and the bytes out
+    that are not range-coder words (header, chunk lengths, checksums)."""
     source, target = Path(source), Path(target)
-    _check_model(model, meta)
+    policy = None if steps is None or steps >= meta["dim"] else uniform_policy(meta["dim"], steps)
+    _check_model(model, meta, policy)
     _check_paths(source, target)
     content = read_content(source, meta)
-    policy = None if steps is None or steps >= meta["dim"] else uniform_policy(meta["dim"], steps)
-    blob = compress(model, model_fingerprint(model, config, meta), content, batch_size, threads, progress,
-                    policy)
-    _write_atomic(target, blob)
-    code_bytes = len(_Header.unpack(blob, str(target))[1])
-    return {"variables": int(content.lengths.sum()), "bytes_in": source.stat().st_size, "bytes_out": len(blob),
-            "header_bytes": len(blob) - code_bytes}
+    fingerprint = model_fingerprint(model, config, meta)
+    with _atomic_output(target) as out:
+        words = compress(model, fingerprint, content, out, batch_size, threads, progress, policy)
+        size = out.tell()
+    return {"variables": content.length, "bytes_in": source.stat().st_size, "bytes_out": size,
+            "header_bytes": size - words}
 
 
 def decompress_file(model: AnyOrderModel, config, meta: dict, source: str | Path, target: str | Path,
                     progress: bool = False) -> dict:
-    """Decompress `source` into `target`; returns sizes: variables, bytes in and out."""
+    """Decompress `source` into `target`, streamed batch by batch; returns sizes: variables,
+    bytes in and out."""
     source, target = Path(source), Path(target)
     _check_model(model, meta)
     _check_paths(source, target)
     if not source.is_file():
         raise CompressionError(f"no such compressed file: {source}")
-    blob = source.read_bytes()
-    content = decompress(model, model_fingerprint(model, config, meta), blob, meta["dim"], str(source), progress)
-    data = _content_bytes(content, meta)
-    _write_atomic(target, data)
-    return {"variables": int(content.lengths.sum()), "bytes_in": len(blob), "bytes_out": len(data)}
+    fingerprint = model_fingerprint(model, config, meta)
+    with source.open("rb") as f, _atomic_output(target) as out:
+        variables = decompress(model, fingerprint, f, meta, out, str(source), progress)
+        size = out.tell()
+    return {"variables": variables, "bytes_in": source.stat().st_size, "bytes_out": size}

@@ -34,7 +34,7 @@ def test_train_eval_sample_text(text_run, tmp_path, capsys):
     assert len(lines) == 2
     for line in lines:
         filled = line.split(":", 1)[1].strip("\n")[3:]
-        assert len(filled) == 16 and filled[:2] == "th" and filled[3:6] == " qu" and filled[7:9] == "ck"
+        assert len(filled) == 9 and filled[:2] == "th" and filled[3:6] == " qu" and filled[7:9] == "ck"
     assert main(["sample", str(text_run), "--random-mask", "0.5", "--num", "1"]) == 0
     out = capsys.readouterr().out
     assert "original:" in out and "masked:" in out and "filled:" in out
@@ -77,9 +77,12 @@ def test_user_mistakes_are_one_line_errors(argv, message, capsys, tmp_path):
     assert err.startswith("anyorder: error:") and message in err.lower() and "\n" not in err
 
 
-def test_text_too_long_and_corrupt_checkpoint(text_run, tmp_path, capsys):
-    assert main(["sample", str(text_run), "--text", "x" * 17]) == 2
-    assert "16" in capsys.readouterr().err
+def test_long_prompt_window_by_window_and_corrupt_checkpoint(text_run, tmp_path, capsys):
+    capsys.readouterr()
+    prompt = "to be or not to be that is the qu_stion whether tis nobler in the m_nd to suffer"
+    assert main(["sample", str(text_run), "--text", prompt, "--num", "1", "--quiet"]) == 0
+    filled = capsys.readouterr().out.splitlines()[-1][10:]
+    assert len(filled) == len(prompt) and all(a == b for a, b in zip(filled, prompt) if b != "_")
     broken = tmp_path / "model.safetensors"
     broken.write_bytes(b"\x00" * 64)
     assert main(["eval", str(broken)]) == 2

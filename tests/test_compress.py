@@ -1,8 +1,10 @@
 """Lossless compression: bit-exact round trips, code lengths against the model's exact
 likelihood, and one-line errors for foreign, damaged and unusable files."""
 
+import io
 import math
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,14 +12,13 @@ import torch
 from PIL import Image
 
 from anyorder import budget, checkpoint
-from anyorder.build import build_model
 from anyorder.cli import main
 from anyorder.compress import (PRECISION, CompressionError, compress, compress_file, decompress,
                                decompress_file, fixed_point, model_fingerprint, path_conditionals,
                                read_content, uniform_policy)
-from anyorder.config import load_config
 from anyorder.data import load_data
 from anyorder.data.text import VOCAB
+from conftest import BYTE_D, BYTES_META, byte_model_of, random_model
 
 pytest.importorskip("constriction")
 
@@ -27,19 +28,15 @@ RGB_META = {"kind": "image", "dim": 12, "num_classes": 256, "source": "cifar10",
 
 
 def _model(meta, overrides, seed=0, scale=0.3):
-    """A small untrained model whose weights are random (not the zero-initialised output
-    layer), so its conditionals are far from uniform and differ between positions."""
-    config = load_config("text-cpu" if meta["kind"] == "text" else "digits-cpu", overrides)
-    torch.manual_seed(seed)
-    model = build_model(config, meta)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * scale)
-    return model.eval(), config, meta
+    return random_model("text-cpu" if meta["kind"] == "text" else "digits-cpu", meta, overrides, seed, scale)
 
 
 TINY_TEXT = ["data.seq_len=16", "net.width=32", "net.depth=1", "net.heads=2"]
 TINY_UNET = ["net.channels=8", "net.channel_mult=[1]", "net.attention_resolutions=[]"]
+
+
+D = BYTE_D
+TEXT8_META = dict(TEXT_META, dim=D, seq_len=D)
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +50,7 @@ def grey_model():
 
 
 def _round_trip(tmp_path, bundle, data: bytes, suffix=".txt", threads=1, **options):
+    """(decoded bytes, sizes, compressed path) of `data` through compress_file and decompress_file."""
     source, packed, back = tmp_path / f"in{suffix}", tmp_path / "packed.aoz", tmp_path / f"out{suffix}"
     source.write_bytes(data)
     sizes = compress_file(*bundle, source, packed, threads=threads, **options)
@@ -93,8 +91,8 @@ def test_code_length_is_the_exact_likelihood(tmp_path, text_model):
     seen = torch.arange(16) < torch.tensor([16] * 20 + [9]).unsqueeze(-1)
     with torch.no_grad():
         ideal = -model.log_prob(rows, seen).sum().item() / math.log(2)
-    header = 3 + 1 + 8 + 4 + 1 + 4 + 1 + 1 + 2 + 4      # fixed fields, threads, batch, length, CRC
-    payload_bits = 8 * (packed.stat().st_size - header)
+    assert sizes["header_bytes"] == 3 + 1 + 8 + 4 + 1 + 1 + 1 + 1 + 2 + 1 + 8   # fixed, varints, chunk, CRCs
+    payload_bits = 8 * (sizes["bytes_out"] - sizes["header_bytes"])
     assert ideal - 1 <= payload_bits <= ideal + 64
 
 
@@ -149,7 +147,7 @@ def test_step_policy_codes_the_k_step_likelihood(tmp_path, text_model):
     payload_bits = 8 * (sizes["bytes_out"] - sizes["header_bytes"])
     assert ideal - 1 <= payload_bits <= ideal + 64
     with pytest.raises(CompressionError, match="step policy"):
-        compress(model, b"\0" * 8, read_content(tmp_path / "in.txt", TEXT_META), policy=[0, 8, 12])
+        compress(model, b"\0" * 8, read_content(tmp_path / "in.txt", TEXT_META), io.BytesIO(), policy=[0, 8, 12])
 
 
 def test_fixed_point_frequencies():
@@ -205,10 +203,13 @@ def test_decoding_repeats_the_recorded_batches_and_threads(tmp_path, grey_model)
     np.save(tmp_path / "x.npy", np.random.default_rng(0).integers(0, 17, (11, 4, 4)).astype(np.uint8))
     content = read_content(tmp_path / "x.npy", meta)
     fingerprint = model_fingerprint(model, config, meta)
-    blob = compress(model, fingerprint, content, batch_size=3, threads=1)
+    blob = io.BytesIO()
+    compress(model, fingerprint, content, blob, batch_size=3, threads=1)
     torch.set_num_threads(2)
-    decoded = decompress(model, fingerprint, blob, 16)
-    assert torch.equal(decoded.rows, content.rows) and torch.get_num_threads() == 2
+    decoded = io.BytesIO()
+    blob.seek(0)
+    assert decompress(model, fingerprint, blob, meta, decoded) == 11 * 16
+    assert decoded.getvalue() == (tmp_path / "x.npy").read_bytes() and torch.get_num_threads() == 2
 
 
 def test_a_different_model_is_refused(tmp_path, text_model):
@@ -291,3 +292,104 @@ def test_cli_round_trip_and_errors(tmp_path, text_model, capsys):
     assert main(["decompress", str(tmp_path / "run"), str(tmp_path / "a.aoz"), str(tmp_path / "c.txt")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("anyorder: error:") and "truncated" in err and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------- byte models: any file
+UTF8 = "Ünïcödé: ∑ ≈ 東京 😀 — «quotes»\n".encode()
+
+
+@pytest.mark.parametrize("data", [bytes(range(256)), bytes(range(255, -1, -1)) * 3 + b"\x00", UTF8, b"",
+                                  b"x", b"abcdefgh" * 5 + b"abc"], ids=["all-256", "reversed", "utf8", "empty",
+                                                                        "one", "not-a-multiple-of-D"])
+def test_any_file_round_trips_byte_identical(tmp_path, byte_model, data):
+    back, sizes, _ = _round_trip(tmp_path, byte_model, suffix=".bin", data= data)
+    assert back == data and sizes["variables"] == len(data) and sizes["bytes_in"] == len(data)
+
+
+def test_multi_chunk_streaming_and_its_code_length(tmp_path, byte_model):
+    """Batches of one row are chunks of D bytes each: still byte-identical, and the payload
+    is the exact likelihood (full rows: the joint; the partial last row: the marginal on its
+    first r positions) plus at most 2 flushed words per chunk."""
+    model = byte_model[0]
+    data = bytes(np.random.default_rng(0).integers(0, 256, 5 * D + 3, dtype=np.uint8))
+    back, sizes, packed = _round_trip(tmp_path, byte_model, suffix=".bin", data= data, batch_size=1)
+    assert back == data
+    rows = torch.zeros(6, D, dtype=torch.long)
+    rows.view(-1)[:len(data)] = torch.tensor(list(data))
+    seen = torch.arange(D) < torch.tensor([D] * 5 + [3]).unsqueeze(-1)
+    with torch.no_grad():
+        ideal = -model.log_prob(rows, seen).sum().item() / math.log(2)
+    payload = 8 * (sizes["bytes_out"] - sizes["header_bytes"])
+    assert ideal - 1 <= payload <= ideal + 6 * 64
+    whole = _round_trip(tmp_path, byte_model, suffix=".bin", data= data, batch_size=64)[1]
+    assert whole["bytes_out"] < sizes["bytes_out"]            # one chunk instead of six
+
+
+def test_path_network_byte_model_round_trip_or_clear_refusal(tmp_path, path_model, capsys):
+    """Path networks code through the model's walk once it offers one; until then, compress
+    says so before any work (no progress bar) and writes nothing."""
+    try:
+        back, _, _ = _round_trip(tmp_path, path_model, suffix=".bin", data=UTF8, progress=True)
+    except CompressionError as err:
+        assert "node network" in str(err) and not (tmp_path / "in.aoz").exists()
+        assert "compress" not in capsys.readouterr().err
+    else:
+        assert back == UTF8
+
+
+def test_vocabulary_checks_come_before_any_work(tmp_path, byte_model, capsys):
+    text8 = byte_model_of(TEXT8_META)
+    (tmp_path / "a.txt").write_bytes(b"to be or not to be" * 100 + b"\nthat")
+    with pytest.raises(CompressionError, match=r"b'\\n' at position 1800 \(line 1\) is outside .*data.vocabulary=bytes"):
+        compress_file(*text8, tmp_path / "a.txt", tmp_path / "a.aoz", progress=True)
+    assert "compress" not in capsys.readouterr().err and not (tmp_path / "a.aoz").exists()
+    (tmp_path / "b.txt").write_bytes(b"to be or not to be")
+    compress_file(*text8, tmp_path / "b.txt", tmp_path / "b.aoz")
+    with pytest.raises(CompressionError, match="holds text8 text .* this checkpoint codes bytes"):
+        decompress_file(*byte_model, tmp_path / "b.aoz", tmp_path / "never")
+    compress_file(*byte_model, tmp_path / "b.txt", tmp_path / "c.aoz")
+    with pytest.raises(CompressionError, match="holds bytes .* this checkpoint codes text8 text"):
+        decompress_file(*text8, tmp_path / "c.aoz", tmp_path / "never")
+    with pytest.raises(CompressionError, match="different model"):
+        decompress_file(*byte_model_of(BYTES_META, seed=1), tmp_path / "c.aoz", tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+
+def test_format_version_1_is_refused_with_a_message(tmp_path, byte_model):
+    packed = tmp_path / "old.aoz"
+    _, _, made = _round_trip(tmp_path, byte_model, suffix=".bin", data= b"hello")
+    blob = bytearray(made.read_bytes())
+    blob[3] = 1
+    packed.write_bytes(bytes(blob))
+    with pytest.raises(CompressionError, match="format version 1 .* decompress it with the anyorder that wrote it"):
+        decompress_file(*byte_model, packed, tmp_path / "never")
+
+
+def test_compress_reads_a_file_block_by_block(tmp_path, byte_model, monkeypatch):
+    """No read of the input is larger than a batch of rows: memory does not grow with the file."""
+    import anyorder.content as content
+    reads = []
+    real_open = Path.open
+
+    class Counting:
+        def __init__(self, f):
+            self.f = f
+
+        def read(self, size=-1):
+            reads.append(size)
+            return self.f.read(size)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    def counting_open(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        return Counting(f) if mode == "rb" and path.name == "in.bin" else f
+
+    monkeypatch.setattr(Path, "open", counting_open)
+    data = bytes(np.random.default_rng(1).integers(0, 256, 40 * D + 5, dtype=np.uint8))
+    back, _, _ = _round_trip(tmp_path, byte_model, suffix=".bin", data= data, batch_size=4)
+    assert back == data and reads and 0 <= max(reads) <= 4 * D and content.READ_BLOCK > 4 * D

@@ -9,6 +9,7 @@ import torch
 from anyorder.data import text
 from anyorder.data.base import DataError
 from anyorder.data.text import VOCAB, clean_text, decode, encode, load_text
+from anyorder.infill import prompt_holes
 
 EMBEDDED_PLAYS = ["hamlet", "julius_caesar", "lear", "macbeth", "midsummer_nights_dream",
                   "othello", "romeo_and_juliet", "tempest", "twelfth_night"]
@@ -168,8 +169,5 @@ def test_binary_files_are_refused_and_prompts_cleaned(tmp_path):
     noise.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 20_000, dtype=np.uint8)))
     with pytest.raises(DataError, match="noise.bin looks like a binary file"):
         load_text("file", noise, seq_len=8)
-    cleaned, x, observed = text.prompt_query("To BE, or 2_!", 20)
-    assert cleaned == "to be or two _"
-    assert decode(x[:len(cleaned)]) == "to be or two  " and observed.tolist() == [c != "_" for c in cleaned.ljust(20, "_")]
-    with pytest.raises(ValueError, match="after cleaning"):
-        text.prompt_query("a, b, c, d", 5)
+    cleaned, holes = prompt_holes(b"To BE, or 2_!", text.vocabulary_of({"vocab": VOCAB}))
+    assert cleaned == b"to be or two  " and holes.tolist() == [False] * 13 + [True]

@@ -33,7 +33,8 @@ class Dataset:
     `train` is what `train_batch` draws from (a token stream for text, rows otherwise);
     `splits` maps "valid" / "test" to fixed tensors `[N, D]`. Categorical data is int64 in
     0..num_classes-1; continuous data (num_classes None) is float32. `meta` is plain
-    JSON-able data saved in checkpoints so that decoding needs no data files.
+    JSON-able data saved in checkpoints so that decoding needs no data files; `note` a
+    line for the user on what the data became (e.g. how a text was cleaned).
     """
 
     kind: str                                   # "text" | "image" | "table"
@@ -43,6 +44,7 @@ class Dataset:
     splits: dict[str, torch.Tensor]
     meta: dict = field(default_factory=dict)
     batch_fn: Callable[[torch.Tensor, int, torch.Generator], torch.Tensor] | None = None
+    note: str = ""
 
     def train_batch(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """A random training batch `[batch_size, D]` (crops, flips, … are the source's `batch_fn`)."""
@@ -82,8 +84,20 @@ class DataIO:
     unit: str = "bpd"
     sample_options: Sequence[tuple[tuple[str, ...], dict]] = ()
 
+    def variable_name(self, meta: dict) -> str:
+        """What one variable of this model is called in reports (`variable`)."""
+        return self.variable
+
     def check_sample_args(self, args) -> None:
         """Refuse unusable options (e.g. an output path) before any work is done."""
+
+    def sample(self, args, meta: dict, rows: Callable[[], torch.Tensor], generator: torch.Generator,
+               fill: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        """`anyorder sample`: the query of `sample_queries`, filled by `fill(x, observed)` (the
+        model's sampler on rows of D), shown by `show_samples`. A kind whose queries are not
+        rows of D (a text prompt of any length) answers them here."""
+        x, observed = self.sample_queries(args, meta, rows, generator)
+        self.show_samples(args, meta, x, observed, fill(x, observed))
 
     def sample_queries(self, args, meta: dict, rows: Callable[[], torch.Tensor],
                        generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

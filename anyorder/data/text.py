@@ -1,13 +1,19 @@
-"""Character text in the text8 convention: 27 symbols, space = 0, a..z = 1..26.
+"""Text as a stream of tokens in one of two vocabularies (`data.vocabulary`).
 
-Sources: the Shakespeare corpus shipped inside the package, Mahoney's text8, or any
-plain-text file / folder of *.txt files (cleaned the way text8 was made). A source is
-one character stream, split by position into train / valid / test; training batches are
-random crops of the train stream, valid and test are fixed non-overlapping chunks.
+text8 (the default, the paper's protocol): 27 symbols, space = 0, a..z = 1..26; sources are
+cleaned the way text8 was made (lowercase, digits spelled out, all else a space).
+bytes: the 256 byte values, nothing cleaned: every character of any file (UTF-8, line
+breaks, binary) is kept, so a model can give back exactly the text it was shown.
+
+Sources: the Shakespeare plays shipped inside the package (cleaned for text8, their raw
+text for bytes), Mahoney's text8, or any file / folder of files. A source is one token
+stream, split by position into train / valid / test; training batches are random crops of
+the train stream, valid and test are fixed non-overlapping chunks.
 """
 
 from __future__ import annotations
 
+import lzma
 import shutil
 import urllib.request
 import zipfile
@@ -18,12 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..arguments import probability
+from ..arguments import count, probability
 from ..errors import UserError
+from ..paths import output_file
 from .base import DataError, DataIO, Dataset, cache_dir
 
 VOCAB = " abcdefghijklmnopqrstuvwxyz"
 SOURCES = ("shakespeare", "text8", "file")
+VOCABULARIES = ("text8", "bytes")
 TEXT8_URL = "http://mattmahoney.net/dc/text8.zip"
 TEXT8_SPLIT = (0.9, 0.05, 0.05)     # 90M / 5M / 5M of text8's 100M characters
 
@@ -102,6 +110,81 @@ def decode(ids: torch.Tensor) -> str | list:
     return "".join(VOCAB[i] for i in ids.tolist())
 
 
+class Vocabulary:
+    """How a text model's tokens stand for bytes: `size` token values, `clean` (what a
+    training source goes through first), `ids` (bytes -> tokens `[N]` uint8, a DataError
+    naming the first byte it cannot represent) and `to_bytes` (tokens -> bytes).
+    `vocabulary_of(meta)` gives a checkpoint's."""
+
+    name: str
+    size: int
+    described: str
+    every_byte: bool = False            # True: any file is a stream of tokens as it is
+
+    def clean(self, raw: bytes, keep: bytes = b"") -> bytes:
+        raise NotImplementedError
+
+    def outside(self, raw: bytes) -> int | None:
+        """Position of the first byte of `raw` that is no token, or None."""
+        raise NotImplementedError
+
+    def ids(self, raw: bytes, name: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def to_bytes(self, ids) -> bytes:
+        raise NotImplementedError
+
+
+class Text8(Vocabulary):
+    """text8's 27 symbols; sources cleaned with `clean_text`'s rules."""
+
+    name, size = "text8", len(VOCAB)
+    described = ("text8's cleaning: lowercase a-z and space only, digits spelled out, every other "
+                 "character a space (data.vocabulary=bytes keeps every byte)")
+    _chars = np.frombuffer(VOCAB.encode("ascii"), np.uint8)
+
+    def clean(self, raw, keep=b""):
+        return _clean_bytes(raw, keep)
+
+    def outside(self, raw):
+        bad = np.flatnonzero(_IDS[np.frombuffer(raw, np.uint8)] == 255)
+        return int(bad[0]) if len(bad) else None
+
+    def ids(self, raw, name):
+        return _ids(raw, name)
+
+    def to_bytes(self, ids):
+        return self._chars[np.asarray(ids, np.int64)].tobytes()
+
+
+class Bytes(Vocabulary):
+    """The 256 byte values as they are: token = byte."""
+
+    name, size, every_byte = "bytes", 256, True
+    described = "raw bytes: 256 values, nothing cleaned (every character and line break kept)"
+
+    def clean(self, raw, keep=b""):
+        return raw
+
+    def outside(self, raw):
+        return None
+
+    def ids(self, raw, name):
+        return np.frombuffer(raw, np.uint8)
+
+    def to_bytes(self, ids):
+        return np.asarray(ids, np.int64).astype(np.uint8).tobytes()
+
+
+def vocabulary_of(meta_or_name: dict | str) -> Vocabulary:
+    """The vocabulary of a text checkpoint's data description (`meta["vocabulary"]`; text8
+    when absent, as in every checkpoint older than the byte vocabulary) or of its name."""
+    name = meta_or_name.get("vocabulary", "text8") if isinstance(meta_or_name, dict) else meta_or_name
+    if name not in VOCABULARIES:
+        raise DataError(f"data.vocabulary must be one of {', '.join(VOCABULARIES)}, got {name!r}")
+    return Bytes() if name == "bytes" else Text8()
+
+
 def _fetch_text8() -> Path:
     """text8.zip (or the extracted text8) from the cache dir, downloading it if absent."""
     folder = cache_dir()
@@ -139,22 +222,42 @@ def _read_text8(path: Path) -> bytes:
         raise DataError(f"{path} is not a readable zip file ({err})") from None
 
 
-def _read_plain(path: Path) -> bytes:
-    """Cleaned bytes of a text file, or of a folder's *.txt files in sorted order."""
+def _folder_files(path: Path, pattern: str) -> list[Path]:
+    """The files under `path` matching `pattern`, recursively, in sorted order of their path
+    inside it; hidden files and folders (a name starting with ".", such as .git) are skipped."""
+    files = [f for f in path.rglob(pattern)
+             if f.is_file() and not any(part.startswith(".") for part in f.relative_to(path).parts)]
+    return sorted(files, key=lambda f: f.relative_to(path).parts)
+
+
+def _read_plain(path: Path, vocab: Vocabulary) -> bytes:
+    """A file, or a folder's files (every file for bytes, *.txt for text8; recursively)
+    joined by newlines, through the vocabulary's cleaning."""
+    pattern = "*" if vocab.name == "bytes" else "*.txt"
     if path.is_dir():
-        files = sorted(path.glob("*.txt"))
+        files = _folder_files(path, pattern)
         if not files:
-            raise DataError(f"no *.txt files in folder {path}")
+            raise DataError(f"no {'files' if pattern == '*' else '*.txt files'} in folder {path} "
+                            "(hidden files and folders are skipped)")
     elif path.is_file():
         files = [path]
     else:
         raise DataError(f"no such text file or folder: {path} "
                         f"(source must be one of {', '.join(SOURCES)} or a path)")
-    try:
-        raw = b"\n".join(_check_text(f.read_bytes(), f) for f in files)
-    except OSError as err:
-        raise DataError(f"cannot read {path}: {err}") from None
-    return _clean_bytes(raw)
+    parts = []
+    for f in files:
+        try:
+            raw = f.read_bytes()
+        except OSError as err:
+            raise DataError(f"cannot read {f}: {err.strerror or err}") from None
+        parts.append(raw if vocab.name == "bytes" else _check_text(raw, f))
+    return vocab.clean(b"\n".join(parts))
+
+
+def shakespeare_plays() -> bytes:
+    """The raw text of the nine plays shipped with the package (see SHAKESPEARE-NOTICE.txt),
+    joined by newlines: the text8-cleaned corpus is exactly `clean_text` of these bytes."""
+    return lzma.decompress((resources.files(__package__) / "corpus" / "shakespeare-plays.txt.xz").read_bytes())
 
 
 def _check_text(raw: bytes, path: Path) -> bytes:
@@ -202,12 +305,16 @@ def _random_crops(stream: torch.Tensor, batch_size: int, generator: torch.Genera
 
 def load_text(source: str | Path = "shakespeare", path: str | Path | None = None, seq_len: int = 250,
               train_crop: int | None = None,
-              split_fractions: tuple[float, float, float] = TEXT8_SPLIT) -> Dataset:
-    """A character-level text Dataset (kind "text", D = seq_len, 27 classes).
+              split_fractions: tuple[float, float, float] = TEXT8_SPLIT,
+              vocabulary: str = "text8") -> Dataset:
+    """A text Dataset (kind "text", D = seq_len, 27 classes for text8, 256 for bytes).
 
-    source: "shakespeare" (the corpus inside the package), "text8" (text8.zip or the
-    extracted text8 at `path`; without `path`, from the cache dir or downloaded), "file"
-    (a text file or a folder of *.txt files at `path`, cleaned), or a path itself.
+    source: "shakespeare" (the plays inside the package: text8-cleaned, or their raw text
+    for bytes), "text8" (text8.zip or the extracted text8 at `path`; without `path`, from
+    the cache dir or downloaded), "file" (a file, or a folder searched recursively: its
+    *.txt files for text8, every file for bytes; hidden ones skipped), or a path itself.
+    vocabulary: "text8" cleans the text to 27 symbols (the paper's protocol); "bytes"
+    keeps every byte. `Dataset.note` says which, in words, for the user.
     The stream is split by position with `split_fractions` (train, valid, test); the
     default is text8's standard split, exactly 90M / 5M / 5M characters on text8 itself.
     A zero valid or test fraction leaves that split out. train_crop keeps only the first
@@ -220,10 +327,12 @@ def load_text(source: str | Path = "shakespeare", path: str | Path | None = None
     if train_crop is not None and (not isinstance(train_crop, int) or train_crop < 1):
         raise DataError(f"train_crop must be a positive integer or None, got {train_crop!r}")
     fractions = _fractions(split_fractions)
+    vocab = vocabulary_of(vocabulary)
     if source == "shakespeare":
-        text = (resources.files(__package__) / "corpus" / "shakespeare.txt").read_bytes()
+        text = (shakespeare_plays() if vocab.name == "bytes" else
+                (resources.files(__package__) / "corpus" / "shakespeare.txt").read_bytes())
     elif source == "text8":
-        text = _read_text8(Path(path) if path is not None else _fetch_text8())
+        text = _read_text8(Path(path) if path is not None else _fetch_text8())     # already clean
     else:
         if source != "file":
             if path is not None:
@@ -232,10 +341,10 @@ def load_text(source: str | Path = "shakespeare", path: str | Path | None = None
             source, path = "file", source
         if path is None:
             raise DataError("source='file' needs path= (a text file or a folder of *.txt files)")
-        text = _read_plain(Path(path))
+        text = _read_plain(Path(path), vocab)
     name = f"{source} text" if path is None else str(path)
-    stream = torch.from_numpy(_ids(text, name))
-    if not stream.any():
+    stream = torch.from_numpy(vocab.ids(text, name).copy())
+    if vocab.name == "text8" and not stream.any():
         raise DataError(f"{name}: no letters or digits left after cleaning (text8 keeps only a-z "
                         "and spelled-out digits)")
 
@@ -245,43 +354,81 @@ def load_text(source: str | Path = "shakespeare", path: str | Path | None = None
     _check_length(train, seq_len, name, "train")
     parts = {"valid": (stream[train_end:valid_end], fractions[1]), "test": (stream[valid_end:], fractions[2])}
     splits = {split: _chunks(part, seq_len, name, split) for split, (part, f) in parts.items() if f > 0}
-    return Dataset(kind="text", dim=seq_len, num_classes=len(VOCAB), train=train.clone(),
-                   splits=splits, meta={"source": source, "vocab": VOCAB, "seq_len": seq_len},
-                   batch_fn=partial(_random_crops, seq_len=seq_len))
-
-
-HOLE = "_"
-
-
-def prompt_query(prompt: str, dim: int) -> tuple[str, torch.Tensor, torch.Tensor]:
-    """A prompt with "_" for each missing character -> (the prompt cleaned like the training
-    text, x `[D]`, observed `[D]` bool); the end beyond the prompt is missing too."""
-    cleaned = clean_text(prompt, keep=HOLE)
-    if len(cleaned) > dim:
-        raise UserError(f"--text has {len(cleaned)} characters after cleaning; this model handles {dim}")
-    padded = cleaned + HOLE * (dim - len(cleaned))
-    observed = torch.tensor([c != HOLE for c in padded])
-    return cleaned, encode(padded.replace(HOLE, " ")), observed
+    meta = ({"source": source, "vocabulary": "bytes", "seq_len": seq_len} if vocab.name == "bytes" else
+            {"source": source, "vocab": VOCAB, "seq_len": seq_len})     # text8: as before bytes existed
+    note = f"data: {name}, {n} {'bytes' if vocab.name == 'bytes' else 'characters'} as {vocab.described}"
+    return Dataset(kind="text", dim=seq_len, num_classes=vocab.size, train=train.clone(),
+                   splits=splits, meta=meta, batch_fn=partial(_random_crops, seq_len=seq_len), note=note)
 
 
 class TextIO(DataIO):
-    """`anyorder sample` for text: infill a prompt, random holes in test chunks, or free text."""
+    """`anyorder sample` for text: infill a prompt (`anyorder.infill`: every byte outside the
+    holes comes back as it was), random holes in test rows, or free text."""
 
     kind = "text"
     variable = "character"
     sample_options = (
-        (("--text",), {"help": "text with _ for missing characters (text models); cleaned like the "
-                               "training text: lowercase, digits spelled out, other characters become spaces"}),
+        (("--text",), {"help": "text models: a prompt with _ for each missing byte (--hole-marker to mark "
+                               "them otherwise); a text8 model cleans it first, a byte model keeps every byte"}),
+        (("--text-file",), {"metavar": "FILE", "help": "text models: read the prompt from FILE (any bytes, "
+                                                       "several lines)"}),
+        (("--hole-marker",), {"metavar": "M", "help": "text models: the marker of a missing byte in the prompt "
+                                                      "(default _)"}),
+        (("--holes",), {"metavar": "SPANS", "help": "text models: missing bytes given as spans START:END "
+                                                    "(END excluded), e.g. 3:5,10:12; the prompt is then taken as it is"}),
+        (("--continue",), {"type": count(0), "metavar": "N", "dest": "continue_",
+                           "help": "text models: also draw N bytes after the prompt (default 0: only the holes)"}),
+        (("--output",), {"metavar": "FILE", "help": "text models: also write each fill, raw bytes, to FILE "
+                                                    "(FILE.1, FILE.2, … before the suffix with --num > 1)"}),
         (("--random-mask",), {"type": probability, "metavar": "P",
-                              "help": "hide each character of test chunks with probability P (text models)"}),
+                              "help": "hide each character of test rows with probability P (text models)"}),
     )
 
+    def variable_name(self, meta):
+        return "byte" if vocabulary_of(meta).every_byte else self.variable
+
+    def check_sample_args(self, args):
+        prompt = args.text is not None or args.text_file is not None
+        if args.text is not None and args.text_file is not None:
+            raise UserError("give the prompt with --text or with --text-file, not both")
+        if (args.hole_marker is not None or args.holes is not None) and not prompt:
+            raise UserError("--hole-marker and --holes mark the holes of a prompt: give --text or --text-file")
+        if args.hole_marker is not None and args.holes is not None:
+            raise UserError("mark the holes with --hole-marker or give them as --holes spans, not both")
+        if args.random_mask is not None and (prompt or args.continue_):
+            raise UserError("--random-mask hides bytes of test rows; it takes no prompt or --continue")
+        if args.output is not None:
+            args.outputs = [output_file(path, "--output", (args.text_file,) if args.text_file else ())
+                            for path in _numbered(Path(args.output), args.num)]
+
+    def sample(self, args, meta, rows, generator, fill):
+        if args.text is None and args.text_file is None and not args.continue_:
+            return super().sample(args, meta, rows, generator, fill)
+        from ..infill import fill_windows, parse_spans, prompt_holes, prompt_tokens
+        vocab = vocabulary_of(meta)
+        raw = args.text.encode("utf-8") if args.text is not None else b""
+        if args.text_file is not None:
+            try:
+                raw = Path(args.text_file).read_bytes()
+            except OSError as err:
+                raise UserError(f"--text-file {args.text_file}: {err.strerror or err}") from None
+        marker = None if args.hole_marker is None else args.hole_marker.encode("utf-8")
+        spans = None if args.holes is None else parse_spans(args.holes)
+        prompt, holes = prompt_holes(raw, vocab, marker, spans)
+        shown = _shown(prompt, holes, marker or HOLE.encode())
+        if not vocab.every_byte and shown.encode("utf-8") != raw:
+            print(f"prompt:   {shown} (cleaned like the training text)")
+        tokens, holes = prompt_tokens(prompt, holes, vocab, args.continue_ or 0)
+        filled = fill_windows(tokens, holes, meta["dim"], args.num, fill)
+        for i, row in enumerate(filled):
+            data = vocab.to_bytes(row)
+            print(f"filled:   {data.decode('utf-8', 'replace')}")
+            if args.output is not None:
+                args.outputs[i].write_bytes(data)
+        if args.output is not None:
+            print(f"wrote {', '.join(map(str, args.outputs))}")
+
     def sample_queries(self, args, meta, rows, generator):
-        if args.text is not None:
-            cleaned, x, observed = prompt_query(args.text, meta["dim"])
-            if cleaned != args.text:
-                print(f"prompt:   {cleaned} (cleaned like the training text)")
-            return x.expand(args.num, -1).clone(), observed.expand(args.num, -1).clone()
         if args.random_mask is not None:
             x = rows()
             return x, torch.rand(x.shape, generator=generator) >= args.random_mask
@@ -289,11 +436,28 @@ class TextIO(DataIO):
         return x, torch.zeros_like(x, dtype=torch.bool)
 
     def show_samples(self, args, meta, x, observed, filled):
+        vocab = vocabulary_of(meta)
         for i in range(len(filled)):
             if observed.any():
-                masked = "".join(c if o else HOLE for c, o in zip(decode(x[i]), observed[i].tolist()))
-                if args.random_mask is not None:
-                    print(f"original: {decode(x[i])}")
-                print(f"masked:   {masked}")
-            print(f"filled:   {decode(filled[i])}" if observed.any() else decode(filled[i]))
+                print(f"original: {vocab.to_bytes(x[i]).decode('utf-8', 'replace')}")
+                print(f"masked:   {_shown(vocab.to_bytes(x[i]), ~observed[i].numpy(), HOLE.encode())}")
+            text = vocab.to_bytes(filled[i]).decode("utf-8", "replace")
+            print(f"filled:   {text}" if observed.any() else text)
             print()
+
+
+HOLE = "_"
+
+
+def _shown(data: bytes, holes, marker: bytes) -> str:
+    """`data` with `marker` at its holes, for printing (invalid UTF-8 as replacement characters)."""
+    out, previous = bytearray(), 0
+    for at in np.flatnonzero(holes):
+        out += data[previous:at] + marker
+        previous = at + 1
+    return bytes(out + data[previous:]).decode("utf-8", "replace")
+
+
+def _numbered(path: Path, num: int) -> list[Path]:
+    """`path` for one fill; path.1.suffix, path.2.suffix, … for several."""
+    return [path] if num == 1 else [path.with_name(f"{path.stem}.{i}{path.suffix}") for i in range(1, num + 1)]
