@@ -6,9 +6,11 @@ import torch
 
 from anyorder.ace import ACEModel
 from anyorder.data.base import DataError
+from anyorder.errors import UserError
 from anyorder.data.tables import load_table, read_table, write_table
 from anyorder.heads import MixtureOfGaussiansHead
-from anyorder.impute import impute, impute_file, nrmse
+from anyorder.data.table_io import impute_file
+from anyorder.impute import impute, nrmse
 from anyorder.model import AnyOrderModel
 from anyorder.nets.resmlp import ResMLP
 
@@ -93,13 +95,37 @@ def test_a_trained_model_beats_the_column_mean_on_magic(shared_data):
     assert nrmse(test, impute(model, holes, num_samples=8, generator=gen), hidden) < 0.9
 
 
-def test_entirely_missing_rows_are_a_data_error():
+def test_entirely_missing_rows_are_filled_from_the_unconditional_model():
+    model = make()
     table, _ = table_with_holes(n=5)
     table[3] = float("nan")
-    with pytest.raises(DataError, match="row 3"):
-        impute(make(), table)
+    # conditional mean of a row with nothing observed: the head's mean at the empty node
+    empty = torch.zeros(1, 4, dtype=torch.bool)
+    expect = model.head.mean(model(torch.zeros(1, 4), empty))[0]
+    assert torch.allclose(impute(model, table, reduce="conditional-mean")[3], expect)
+    # sampled: the same draws as the model's unconditional sampler from the same generator
+    draws = impute(model, table[3:4], num_samples=3, reduce="sample", generator=torch.Generator().manual_seed(2))
+    direct = model.sample(torch.zeros(3, 4), torch.zeros(3, 4, dtype=torch.bool), generator=torch.Generator().manual_seed(2))
+    assert torch.equal(draws[:, 0], direct) and torch.isfinite(draws).all()
     with pytest.raises(ValueError, match="reduce"):
-        impute(make(), table_with_holes(n=5)[0], reduce="median")
+        impute(model, table_with_holes(n=5)[0], reduce="median")
+
+
+def test_a_floor_bounds_every_draw_and_the_fills_from_below():
+    model = make()
+    table, holes = table_with_holes(n=40)
+    table = table / 1e3          # model units
+    floor = torch.tensor([0.0, -math.inf, 0.5, -math.inf])
+    gen = torch.Generator().manual_seed(0)
+    draws = impute(model, table, num_samples=20, reduce="sample", generator=gen, floor=floor)
+    free = impute(model, table, num_samples=20, reduce="sample", generator=torch.Generator().manual_seed(0))
+    # each draw is the unbounded draw raised to the floor (the same generator draws the same walk)
+    assert torch.equal(draws, torch.where(holes, torch.maximum(free, floor), table))
+    assert (free[:, holes[:, 0]][..., 0] < 0).any()      # the floor binds somewhere
+    cmean = impute(model, table, reduce="conditional-mean", floor=floor)
+    assert (cmean[holes[:, 2], 2] >= 0.5).all()
+    with pytest.raises(UserError, match="floor"):
+        impute(model, table, floor=torch.zeros(3))
 
 
 def test_nrmse_matches_a_hand_computation():
