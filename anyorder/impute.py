@@ -152,7 +152,7 @@ def impute_intervals(model, table: torch.Tensor, /, quantiles=(0.05, 0.95), num_
     missing = torch.isnan(table)
     counts = model.head.level_counts(table.shape[1])
     discrete = torch.tensor([k is not None for k in counts], device=table.device)
-    q = torch.where(missing & ~discrete, _quantiles(draws, levels), math.nan)
+    q = torch.where(missing & ~discrete, draw_quantiles(draws, levels), math.nan)
     columns = [j for j, k in enumerate(counts) if k is not None]
     shares = torch.zeros(*table.shape, max(k or 1 for k in counts), dtype=table.dtype, device=table.device)
     if columns:
@@ -162,7 +162,7 @@ def impute_intervals(model, table: torch.Tensor, /, quantiles=(0.05, 0.95), num_
     return Intervals(levels, fill, draws, q, shares)
 
 
-def _quantiles(draws: torch.Tensor, levels: tuple[float, ...]) -> torch.Tensor:
+def draw_quantiles(draws: torch.Tensor, levels: tuple[float, ...]) -> torch.Tensor:
     """Quantiles over the first dimension `[M, ...]` -> `[Q, ...]`, interpolating linearly
     between order statistics at the 0-based place q·(M+1)−1 (numpy's method "weibull"; the
     default place q·(M−1) would be wrong here). A fresh value falls below the k-th smallest
