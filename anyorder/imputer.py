@@ -40,12 +40,14 @@ from . import checkpoint
 from .build import build_model
 from .config import Config, load_config
 from .data.tables import floors, table_dataset, unstandardise, standardise
+from .column_transforms import QuantileNormal
 from .errors import UserError
 from .frames import Column, decode, encode, infer_columns, is_frame
 from .impute import REDUCTIONS, check_quantiles, draw_quantiles, impute
 from .timed_training import train_in_memory
 
 PRESET = "table-impute-cpu"
+TRANSFORMS = ("none", "quantile")
 
 
 class AnyOrderImputer(TransformerMixin, BaseEstimator):
@@ -75,6 +77,11 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         frequent level) of `num_samples` joint draws; sample: one joint draw.
     num_samples : int, default 20
         Draws per row for reduce="mean".
+    numeric_transform : {"none", "quantile"}, default "none"
+        quantile: model each numeric column on normal scores of its empirical distribution
+        (`anyorder.column_transforms`), mapped back into its observed range; pair it with
+        reduce="mean" (the mean of the mapped draws), since a conditional mean of the
+        scores maps back to a conditional median.
     categorical : list, default ()
         Columns (names of a DataFrame, indices of an array) to model as categorical whatever
         their dtype; category, bool, object and string columns always are.
@@ -92,7 +99,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
 
     def __init__(self, max_time=90.0, max_steps=20000, width=256, depth=4, components=10, batch_size=256,
                  learning_rate=1e-3, validation_fraction=0.1, n_iter_no_change=5, reduce="conditional-mean",
-                 num_samples=20, categorical=(), random_state=None, device="cpu", threads=1, verbose=False):
+                 num_samples=20, numeric_transform="none", categorical=(), random_state=None, device="cpu", threads=1, verbose=False):
         self.max_time = max_time
         self.max_steps = max_steps
         self.width = width
@@ -104,6 +111,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.reduce = reduce
         self.num_samples = num_samples
+        self.numeric_transform = numeric_transform
         self.categorical = categorical
         self.random_state = random_state
         self.device = device
@@ -131,13 +139,15 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                              "AnyOrderImputer needs at least 2 rows to fit; got 0 samples")
         self.columns_ = infer_columns(X, tuple(self.categorical))
         values = encode(X, self.columns_)
+        self.transforms_ = {j: QuantileNormal.fit(values[:, j]) for j, c in enumerate(self.columns_)
+                            if not c.categorical and self.numeric_transform == "quantile"}
         self.seed_ = int(check_random_state(self.random_state).randint(2 ** 31 - 1))
         valid = self.validation_fraction if len(values) >= 20 else 0.0
         names = [str(c.name) for c in self.columns_]
         levels = [[str(v) for v in c.levels] if c.categorical else None for c in self.columns_]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            data = table_dataset("X", names, values, levels, [None] * len(names), valid, 0.0, self.seed_)
+            data = table_dataset("X", names, self._scores(values), levels, [None] * len(names), valid, 0.0, self.seed_)
         self.skipped_rows_ = int(np.isnan(values).all(1).sum())
         for warning in caught:
             warnings.warn(str(warning.message).replace("X: ", "AnyOrderImputer.fit: ", 1), UserWarning, stacklevel=2)
@@ -151,6 +161,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         return self
 
     def _check_params(self):
+        if self.numeric_transform not in TRANSFORMS:
+            raise UserError(f"numeric_transform must be one of {', '.join(TRANSFORMS)}, got {self.numeric_transform!r}")
         if self.reduce not in REDUCTIONS:
             raise UserError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {self.reduce!r}")
         for name in ("max_steps", "width", "depth", "components", "batch_size", "num_samples", "n_iter_no_change"):
@@ -222,12 +234,21 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         _check_n_features(self, X, reset=False)
         return X, encode(X, self.columns_)
 
+    def _scores(self, values: np.ndarray) -> np.ndarray:
+        """X's units -> the units the model is trained in (`transform`)."""
+        out = values.copy()
+        for j, transform in self.transforms_.items():
+            out[:, j] = transform.forward(values[:, j])
+        return out
+
     def _query(self, values: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(standardise(values, self.meta_)).float()
+        return torch.from_numpy(standardise(self._scores(values), self.meta_)).float()
 
     def _file_units(self, x: torch.Tensor) -> np.ndarray:
         """Model units -> X's units (float64), raised to 0 in nonnegative columns."""
         out = unstandardise(x.double(), self.meta_).numpy()
+        for j, transform in self.transforms_.items():
+            out[..., j] = transform.inverse(out[..., j])
         marked = np.asarray(self.meta_["nonnegative"], dtype=bool)
         out[..., marked] = np.maximum(out[..., marked], 0.0)
         return out
@@ -268,6 +289,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         imputer = {"params": {k: v for k, v in self.get_params().items() if k != "random_state"},
                    "random_state": self.random_state if isinstance(self.random_state, int) else None,
                    "seed": self.seed_, "columns": [c.to_json() for c in self.columns_],
+                   "transforms": {str(j): t.to_json() for j, t in self.transforms_.items()},
                    "feature_names": None if not hasattr(self, "feature_names_in_") else
                    [str(n) for n in self.feature_names_in_], "steps": self.n_steps_}
         imputer["params"]["categorical"] = list(imputer["params"]["categorical"])
@@ -287,6 +309,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         model.load_state_dict(weights)
         self.model_, self.config_, self.meta_ = model.to(self.device if self.device != "auto" else "cpu").eval(), config, meta
         self.columns_ = [Column.from_json(c) for c in info["columns"]]
+        self.transforms_ = {int(j): QuantileNormal.from_json(t) for j, t in info["transforms"].items()}
         self.seed_, self.n_steps_, self.fit_seconds_ = info["seed"], info["steps"], math.nan
         self.n_features_in_ = len(self.columns_)
         self.skipped_rows_ = 0

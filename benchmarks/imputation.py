@@ -256,7 +256,8 @@ def imputer_fills(params: dict, train_rows: np.ndarray, holes: np.ndarray, categ
     """AnyOrderImputer fit on [train rows; masked rows] (HyperImpute's protocol) and asked
     for the masked rows: ({method: fill}, {method: seconds}, (low, high) 90% bounds from
     `draws` draws, steps trained). With ensemble > 1, as many imputers with other seeds
-    (each with its share of the time budget) average their conditional means."""
+    (each with its share of the time budget, or of the steps when max_time=None) average
+    their conditional means."""
     from anyorder import AnyOrderImputer
     stacked = np.vstack([train_rows, holes])
     options = dict(params, categorical=list(np.flatnonzero(categorical)), random_state=seed)
@@ -272,7 +273,9 @@ def imputer_fills(params: dict, train_rows: np.ndarray, holes: np.ndarray, categ
     low, high = imputer.quantiles(holes, (0.05, 0.95), num_samples=draws)
     if ensemble > 1:
         started = time.perf_counter()
-        budget = {"max_time": options["max_time"] / ensemble} if options.get("max_time") else {}
+        full = {**AnyOrderImputer().get_params(), **options}
+        budget = ({"max_steps": max(1, full["max_steps"] // ensemble)} if full["max_time"] is None else
+                  {"max_time": full["max_time"] / ensemble})
         members = [AnyOrderImputer(**{**options, **budget, "random_state": seed * 100 + k}).fit(stacked)
                    for k in range(ensemble)]
         member_fills = np.stack([m.transform(holes).astype(np.float64) for m in members])
