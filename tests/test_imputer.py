@@ -81,16 +81,21 @@ def test_dataframe_dtypes_round_trip_and_observed_cells_are_kept():
     assert (out["count"] >= 0).all()
 
 
-def test_pipeline_column_transformer_and_set_output():
-    pd = pytest.importorskip("pandas")
-    from sklearn.compose import ColumnTransformer
+def test_pipeline():
     from sklearn.linear_model import LinearRegression
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder
     X, _ = numeric_table(n=100)
     y = np.nan_to_num(X[:, 0])
     pipe = make_pipeline(AnyOrderImputer(**TINY), LinearRegression()).fit(X, y)
     assert pipe.predict(X).shape == (100,)
+
+
+def test_column_transformer_and_set_output():
+    pd = pytest.importorskip("pandas")
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+    X, _ = numeric_table(n=100)
     frame = pd.DataFrame(X, columns=["a", "b", "c"]).assign(k=np.where(np.arange(100) % 3, "u", "v"))
     frame.loc[::7, "k"] = None
     columns = ColumnTransformer([("numbers", AnyOrderImputer(**TINY), ["a", "b", "c"]),
