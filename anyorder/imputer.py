@@ -9,7 +9,9 @@ categorical ones: a softmax over their levels) the MAC way on the imputation que
 stopping), in memory. `transform` fills the missing cells of each row given its observed
 cells; observed cells come back exactly as given (the input's own values, dtypes and
 container: a DataFrame, or an array). `transform_draws` gives m joint draws (multiple
-imputation), `quantiles` per-cell intervals. Rows with no observed cell are skipped in
+imputation), `quantiles` per-cell intervals. Point fills come from the last weights of
+training, draws and intervals from the weights with the best held-out likelihood
+(`draws_model_`): on MAGIC the former fill better, the latter are calibrated. Rows with no observed cell are skipped in
 `fit` (a warning says how many) and filled from the model's joint in `transform`. A
 numeric column never negative in `fit` is never filled below 0. `save` / `load` use the
 project's checkpoint format (the CLI's `anyorder impute --checkpoint` reads it too);
@@ -27,11 +29,14 @@ reduce="conditional-mean", one pass per row, does not).
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.sparse import issparse
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
@@ -47,6 +52,7 @@ from .impute import REDUCTIONS, check_quantiles, draw_quantiles, impute
 from .timed_training import train_in_memory
 
 PRESET = "table-impute-cpu"
+DRAWS = "draws"        # the folder of a saved imputer that holds the draws' weights
 TRANSFORMS = ("none", "quantile")
 
 
@@ -68,9 +74,11 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
     batch_size : int, default 256
     learning_rate : float, default 1e-3
     validation_fraction : float, default 0.1
-        Rows held out to score the stopping rule (none when the table has fewer than 20 rows).
-    n_iter_no_change : int, default 5
-        Stop after this many held-out scores without improvement (the best weights are kept).
+        Rows held out to score the held-out likelihood (none when the table has fewer than 20
+        rows, or at 0: then draws come from the last weights too).
+    n_iter_no_change : int or None, default None
+        Stop after this many held-out scores (40 per run) without improvement; None: train
+        to the end (the best-scoring weights are kept for draws either way).
     reduce : {"conditional-mean", "mean", "sample"}, default "conditional-mean"
         conditional-mean: each hole the mean (mode for a categorical column) of its
         conditional given the row's observed cells, one pass; mean: the average (most
@@ -98,7 +106,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, max_time=90.0, max_steps=20000, width=256, depth=4, components=10, batch_size=256,
-                 learning_rate=1e-3, validation_fraction=0.1, n_iter_no_change=5, reduce="conditional-mean",
+                 learning_rate=1e-3, validation_fraction=0.1, n_iter_no_change=None, reduce="conditional-mean",
                  num_samples=20, numeric_transform="none", categorical=(), random_state=None, device="cpu", threads=1, verbose=False):
         self.max_time = max_time
         self.max_steps = max_steps
@@ -155,10 +163,19 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         with self._threads(), torch.random.fork_rng(devices=[]):
             trained = train_in_memory(config, data, self.max_time, self.n_iter_no_change, progress=self.verbose)
         self.model_ = trained.model
+        self.draws_model_ = self._with_weights(trained.best_state)
         self.config_ = config
         self.meta_ = {"kind": "table", "dim": data.dim, "num_classes": None, **data.meta}
         self.n_steps_, self.fit_seconds_ = trained.steps, trained.seconds
         return self
+
+    def _with_weights(self, state: dict | None):
+        """A copy of model_ with other weights (None: model_ itself)."""
+        if state is None:
+            return self.model_
+        other = copy.deepcopy(self.model_)
+        other.load_state_dict(state)
+        return other.eval()
 
     def _check_params(self):
         if self.numeric_transform not in TRANSFORMS:
@@ -167,6 +184,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             raise UserError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {self.reduce!r}")
         for name in ("max_steps", "width", "depth", "components", "batch_size", "num_samples", "n_iter_no_change"):
             value = getattr(self, name)
+            if name == "n_iter_no_change" and value is None:
+                continue
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise UserError(f"{name} must be an integer >= 1, got {value!r}")
         if self.max_time is not None and not (isinstance(self.max_time, (int, float)) and self.max_time > 0):
@@ -200,9 +219,9 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         """X with its missing cells filled (`reduce`); observed cells exactly as given."""
         X, values = self._prepare(X)
         if self.reduce == "sample":
-            fill = self._draws(values, 1)[0]
+            fill = self._draws(values, 1, self.model_)[0]
         elif self.reduce == "mean":
-            fill = self._reduce_draws(self._draws(values, self.num_samples))
+            fill = self._reduce_draws(self._draws(values, self.num_samples, self.model_))
         else:
             fill = self._one_pass(values)
         return decode(X, fill, self.columns_)
@@ -213,7 +232,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         if not isinstance(m, (int, np.integer)) or m < 1:
             raise UserError(f"m must be an integer >= 1, got {m!r}")
         X, values = self._prepare(X)
-        return [decode(X, draw, self.columns_) for draw in self._draws(values, int(m))]
+        return [decode(X, draw, self.columns_) for draw in self._draws(values, int(m), self.draws_model_)]
 
     def quantiles(self, X, levels=(0.05, 0.95), num_samples: int = 100) -> list:
         """Per-hole quantiles of `num_samples` joint draws, one copy of X per level: numeric
@@ -221,7 +240,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         most frequent level of the draws; observed cells as given."""
         levels = check_quantiles(levels, num_samples)
         X, values = self._prepare(X)
-        draws = self._draws(values, num_samples)
+        draws = self._draws(values, num_samples, self.draws_model_)
         numeric = np.array([not c.categorical for c in self.columns_])
         mode = self._reduce_draws(draws)
         bounds = draw_quantiles(torch.from_numpy(draws), levels).numpy()
@@ -262,11 +281,11 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             filled = impute(self.model_, self._query(values), reduce="conditional-mean", floor=self._floor())
         return self._file_units(filled)
 
-    def _draws(self, values: np.ndarray, m: int) -> np.ndarray:
-        """m joint draws `[m, N, D]` in X's units, from a generator seeded by `seed_`."""
-        generator = torch.Generator(device=next(self.model_.parameters()).device).manual_seed(self.seed_)
+    def _draws(self, values: np.ndarray, m: int, model) -> np.ndarray:
+        """m joint draws `[m, N, D]` of `model` in X's units, from a generator seeded by `seed_`."""
+        generator = torch.Generator(device=next(model.parameters()).device).manual_seed(self.seed_)
         with self._threads():
-            draws = impute(self.model_, self._query(values), num_samples=m, reduce="sample",
+            draws = impute(model, self._query(values), num_samples=m, reduce="sample",
                            generator=generator, floor=self._floor())
         return self._file_units(draws)
 
@@ -283,8 +302,9 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
 
     def save(self, path) -> None:
         """Write a checkpoint directory (the project's format: weights, config, table meta,
-        plus this imputer's parameters and column schema); `load` reads it, and so does
-        `anyorder impute --checkpoint`."""
+        plus this imputer's parameters and column schema; the draws' weights, where they
+        differ, in its folder "draws"); `load` reads it, and `anyorder impute --checkpoint`
+        fills files with its point-fill weights."""
         check_is_fitted(self, "model_")
         imputer = {"params": {k: v for k, v in self.get_params().items() if k != "random_state"},
                    "random_state": self.random_state if isinstance(self.random_state, int) else None,
@@ -295,6 +315,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         imputer["params"]["categorical"] = list(imputer["params"]["categorical"])
         checkpoint.save(path, self.model_.state_dict(), self.config_, {**self.meta_, "imputer": imputer},
                         self.n_steps_)
+        if self.draws_model_ is not self.model_:
+            checkpoint.save(Path(path) / DRAWS, self.draws_model_.state_dict(), self.config_, self.meta_, self.n_steps_)
 
     @classmethod
     def load(cls, path) -> "AnyOrderImputer":
@@ -308,6 +330,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         model = build_model(config, meta)
         model.load_state_dict(weights)
         self.model_, self.config_, self.meta_ = model.to(self.device if self.device != "auto" else "cpu").eval(), config, meta
+        draws = Path(path) / DRAWS
+        self.draws_model_ = self._with_weights(checkpoint.read(draws)[0] if draws.is_dir() else None)
         self.columns_ = [Column.from_json(c) for c in info["columns"]]
         self.transforms_ = {int(j): QuantileNormal.from_json(t) for j, t in info["transforms"].items()}
         self.seed_, self.n_steps_, self.fit_seconds_ = info["seed"], info["steps"], math.nan
@@ -321,7 +345,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
 def _check_input(X):
     """X as a DataFrame or a 2-D numpy array; refuses sparse, complex and infinite input
     with a one-line error."""
-    if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
+    if issparse(X):
         raise TypeError("AnyOrderImputer needs dense data: a sparse matrix was given (call .toarray())")
     if not is_frame(X):
         X = np.array(X, copy=True) if not isinstance(X, np.ndarray) else X.copy()

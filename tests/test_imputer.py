@@ -118,6 +118,8 @@ def test_save_load_and_pickle_give_identical_transforms(tmp_path):
     assert np.array_equal(pickle.loads(pickle.dumps(imputer)).transform(X), first)
     draws = loaded.transform_draws(X, m=3)
     assert len(draws) == 3 and not np.array_equal(draws[0], draws[1])
+    assert imputer.draws_model_ is not imputer.model_          # draws: the best held-out weights
+    assert all(np.array_equal(a, b) for a, b in zip(draws, imputer.transform_draws(X, m=3)))
 
 
 def test_rows_with_nothing_observed_are_skipped_in_fit_and_filled_in_transform():
