@@ -143,8 +143,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         _check_feature_names(self, X, reset=True)
         _check_n_features(self, X, reset=True)
         if len(X) < 2:
-            raise ValueError(f"AnyOrderImputer needs at least 2 rows to fit; got 1 sample" if len(X) == 1 else
-                             "AnyOrderImputer needs at least 2 rows to fit; got 0 samples")
+            raise ValueError(f"AnyOrderImputer needs at least 2 rows to fit; got {len(X)} sample"
+                             + "s" * (len(X) != 1))
         self.columns_ = infer_columns(X, tuple(self.categorical))
         values = encode(X, self.columns_)
         self.transforms_ = {j: QuantileNormal.fit(values[:, j]) for j, c in enumerate(self.columns_)
