@@ -62,7 +62,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    max_time : float or None, default 90
+    max_time : float or None, default 75
         Training budget in seconds: the number of steps is fixed from the speed of the first
         steps so that training (whose learning rate decays to zero at its last step) fits it.
     max_steps : int, default 20000
@@ -79,10 +79,12 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
     n_iter_no_change : int or None, default None
         Stop after this many held-out scores (40 per run) without improvement; None: train
         to the end (the best-scoring weights are kept for draws either way).
-    reduce : {"conditional-mean", "mean", "sample"}, default "conditional-mean"
-        conditional-mean: each hole the mean (mode for a categorical column) of its
-        conditional given the row's observed cells, one pass; mean: the average (most
-        frequent level) of `num_samples` joint draws; sample: one joint draw.
+    reduce : {"mean", "conditional-mean", "sample"}, default "mean"
+        mean: the average (most frequent level) of `num_samples` joint draws, which filled
+        better than the one-pass conditional mean in 4 of 5 measured models (up to 0.11
+        NRMSE under MNAR, docs/imputation.md); conditional-mean: each hole the mean (mode
+        for a categorical column) of its conditional given the row's observed cells, one
+        pass, deterministic; sample: one joint draw.
     num_samples : int, default 20
         Draws per row for reduce="mean".
     numeric_transform : {"none", "quantile"}, default "none"
@@ -105,8 +107,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         A progress bar while training.
     """
 
-    def __init__(self, max_time=90.0, max_steps=20000, width=256, depth=4, components=10, batch_size=256,
-                 learning_rate=1e-3, validation_fraction=0.1, n_iter_no_change=None, reduce="conditional-mean",
+    def __init__(self, max_time=75.0, max_steps=20000, width=256, depth=4, components=10, batch_size=256,
+                 learning_rate=1e-3, validation_fraction=0.1, n_iter_no_change=None, reduce="mean",
                  num_samples=20, numeric_transform="none", categorical=(), random_state=None, device="cpu", threads=1, verbose=False):
         self.max_time = max_time
         self.max_steps = max_steps
