@@ -24,6 +24,7 @@ from .arguments import count, number, probability, seed
 from .build import load_model
 from .config import load_config, preset_names
 from .data import IO, complete_rows, data_io, load_data
+from .data.table_io import check_decimals
 from .errors import UserError
 from .evaluate import evaluate, report_lines
 from .impute import REDUCTIONS, check_quantiles
@@ -219,6 +220,9 @@ def impute_parser(sub) -> None:
     p.add_argument("--quantiles", type=_quantile_list, metavar="Q1,Q2",
                    help="also write per-cell intervals of the --num-samples draws (e.g. 0.05,0.95) "
                         "and categorical probabilities to OUTPUT's .intervals file")
+    p.add_argument("--decimals", type=_decimals, default="column", metavar="column|full|N",
+                   help="digits after the point in numeric fills: as many as the column's cells show "
+                        "(column, the default), every digit (full), or N")
     add_step_options(p)
     add_common_options(p)
     p.set_defaults(run=cmd_impute)
@@ -229,6 +233,13 @@ def _quantile_list(text: str) -> tuple[float, ...]:
         return check_quantiles(text.split(","), None)
     except UserError as err:
         raise argparse.ArgumentTypeError(f"expected numbers in (0, 1) separated by commas, got {text!r} ({err})") from None
+
+
+def _decimals(text: str):
+    try:
+        return check_decimals(text)
+    except UserError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def cmd_impute(args) -> None:

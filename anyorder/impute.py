@@ -1,28 +1,25 @@
 """Tabular imputation with any table AO-ARM (numeric, categorical or mixed columns),
-multiple imputation with per-cell intervals, and ACE's NRMSE score.
+multiple imputation with per-cell intervals, and ACE's NRMSE score, on tensors in model
+units (files: `anyorder.data.table_io`; DataFrames: `anyorder.AnyOrderImputer`).
 
 The missing cells of a row are the unobserved variables of one inpainting query: the
 model fills them given the observed cells of that row, in protocol order. Observed cells
-are copied through bit for bit.
+are copied through bit for bit. A row with no observed cell is an unconditional query:
+its cells are drawn from the model's joint (or, for "conditional-mean", set to the means
+of its marginals), as scikit-learn's imputers fill such rows too.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from .data.base import DataError
-from .data.tables import (decode_cells, encode_cells, format_cell, read_rows, standardise, unstandardise,
-                          write_cells)
 from .errors import UserError
 from .heads import count_levels
-from .paths import output_file
 
 REDUCTIONS = ("mean", "sample", "conditional-mean")
 
@@ -40,7 +37,8 @@ def _check_table(table: torch.Tensor, name: str = "table") -> torch.Tensor:
 @torch.no_grad()
 def impute(model, table: torch.Tensor, /, num_samples: int = 1, reduce: str = "mean",
            temperature: float = 1.0, generator: torch.Generator | None = None,
-           batch_size: int = 4096, progress: bool = False, **query) -> torch.Tensor:
+           batch_size: int = 4096, progress: bool = False, floor: torch.Tensor | None = None,
+           **query) -> torch.Tensor:
     """Fill the NaN cells of `table` `[N, D]` (model units; level ids in categorical
     columns), leaving observed cells untouched.
 
@@ -55,18 +53,18 @@ def impute(model, table: torch.Tensor, /, num_samples: int = 1, reduce: str = "m
                         `model.conditional_mean` (the mean; the mode of a categorical
                         column; ACE: the importance-weighted energy mean).
     `query` are the model's query options (ACE: model="energy" | "proposal", num_importance=…);
-    progress: a bar over batches of rows. Rows with no observed cell raise DataError.
+    progress: a bar over batches of rows. floor `[D]` (model units, -inf where unbounded):
+    each draw, and the one-pass fill, is raised to it, so a column that cannot go below a
+    bound (e.g. a count, `tables.floors`) is never filled below it: the mean of clipped
+    draws is the mean of the clipped conditional, never below the floor either.
     """
     table = _check_table(table)
     if reduce not in REDUCTIONS:
         raise UserError(f"unknown reduce {reduce!r}; expected one of {', '.join(REDUCTIONS)}")
     if num_samples < 1 or batch_size < 1:
         raise UserError(f"num_samples and batch_size must be >= 1, got {num_samples}, {batch_size}")
+    floor = _check_floor(floor, table)
     missing = torch.isnan(table)
-    empty = missing.all(-1)
-    if empty.any():
-        raise DataError(f"row {int(empty.nonzero()[0])} of the table is entirely missing; "
-                        f"there is nothing to condition on ({int(empty.sum())} such rows)")
     device = next(model.parameters()).device
     x = torch.where(missing, 0.0, table).to(device)
     observed = ~missing.to(device)
@@ -82,11 +80,24 @@ def impute(model, table: torch.Tensor, /, num_samples: int = 1, reduce: str = "m
                 out = model.sample(xb, ob, temperature=temperature, generator=generator)
         fills.append(out.view(draws, -1, x.shape[1]))
     filled = torch.cat(fills, dim=1).to(table.device, table.dtype)
+    if floor is not None:
+        filled = torch.maximum(filled, floor)
     if reduce == "mean":
         filled = model.head.reduce_draws(filled)
     elif reduce == "conditional-mean":
         filled = filled[0]
     return torch.where(missing, filled, table)
+
+
+def _check_floor(floor: torch.Tensor | None, table: torch.Tensor) -> torch.Tensor | None:
+    """floor as a `[D]` tensor of the table's dtype and device (None: no bound)."""
+    if floor is None:
+        return None
+    floor = torch.as_tensor(floor, dtype=table.dtype, device=table.device)
+    if floor.shape != table.shape[-1:] or torch.isnan(floor).any():
+        raise UserError(f"floor must be {table.shape[-1]} numbers (-inf where unbounded), one per column, "
+                        f"got shape {tuple(floor.shape)}")
+    return floor
 
 
 @dataclass
@@ -127,19 +138,21 @@ def check_quantiles(quantiles, num_samples: int | None) -> tuple[float, ...]:
 @torch.no_grad()
 def impute_intervals(model, table: torch.Tensor, /, quantiles=(0.05, 0.95), num_samples: int = 100,
                      temperature: float = 1.0, generator: torch.Generator | None = None,
-                     batch_size: int = 4096, progress: bool = False, **query) -> Intervals:
+                     batch_size: int = 4096, progress: bool = False, floor: torch.Tensor | None = None,
+                     **query) -> Intervals:
     """Multiple imputation of the NaN cells of `table` `[N, D]` (model units): `num_samples`
     joint draws per row (`impute(reduce="sample")`, the same draws for every cell of a row),
     and per hole the draws' `quantiles` (numeric columns) or the share of draws at each level
     (categorical columns); see `Intervals`. Quantiles are in model units: `unstandardise`
-    maps them to the file's (a monotone map, so they stay quantiles)."""
+    maps them to the file's (a monotone map, so they stay quantiles). floor: see `impute`;
+    the quantiles of clipped draws are the clipped quantiles."""
     levels = check_quantiles(quantiles, num_samples)
     draws = impute(model, table, num_samples=num_samples, reduce="sample", temperature=temperature,
-                   generator=generator, batch_size=batch_size, progress=progress, **query)
+                   generator=generator, batch_size=batch_size, progress=progress, floor=floor, **query)
     missing = torch.isnan(table)
     counts = model.head.level_counts(table.shape[1])
     discrete = torch.tensor([k is not None for k in counts], device=table.device)
-    q = torch.where(missing & ~discrete, _quantiles(draws, levels), math.nan)
+    q = torch.where(missing & ~discrete, draw_quantiles(draws, levels), math.nan)
     columns = [j for j, k in enumerate(counts) if k is not None]
     shares = torch.zeros(*table.shape, max(k or 1 for k in counts), dtype=table.dtype, device=table.device)
     if columns:
@@ -149,7 +162,7 @@ def impute_intervals(model, table: torch.Tensor, /, quantiles=(0.05, 0.95), num_
     return Intervals(levels, fill, draws, q, shares)
 
 
-def _quantiles(draws: torch.Tensor, levels: tuple[float, ...]) -> torch.Tensor:
+def draw_quantiles(draws: torch.Tensor, levels: tuple[float, ...]) -> torch.Tensor:
     """Quantiles over the first dimension `[M, ...]` -> `[Q, ...]`, interpolating linearly
     between order statistics at the 0-based place q·(M+1)−1 (numpy's method "weibull"; the
     default place q·(M−1) would be wrong here). A fresh value falls below the k-th smallest
@@ -162,102 +175,6 @@ def _quantiles(draws: torch.Tensor, levels: tuple[float, ...]) -> torch.Tensor:
     high = (low + 1).clamp(max=len(draws) - 1)
     shape = (-1,) + (1,) * (draws.dim() - 1)
     return ordered[low] + frac.view(shape).to(draws.device) * (ordered[high] - ordered[low])
-
-
-def intervals_path(output) -> Path:
-    """Where `impute_file` writes per-cell intervals: beside `output`, ".intervals" before
-    its extension (filled.csv -> filled.intervals.csv, filled.tsv.gz -> filled.intervals.tsv.gz)."""
-    output = Path(output).expanduser()
-    name = output.name
-    gz = ".gz" if name.endswith(".gz") else ""
-    plain = name[:-3] if gz else name
-    stem, dot, extension = plain.rpartition(".")
-    if not dot or not stem:
-        stem, extension = plain, "csv"
-    return output.with_name(f"{stem}.intervals.{extension}{gz}")
-
-
-def _interval_rows(intervals: Intervals, meta: dict, missing: np.ndarray, columns: list[str]) -> list[list[str]]:
-    """One row per hole: row, column, fill, a column per quantile, probability (of the fill),
-    probabilities (JSON, level -> share, most likely first); see `impute_file`."""
-    levels = meta.get("levels") or [None] * missing.shape[1]
-    fill = unstandardise(intervals.fill.double(), meta).numpy()
-    texts = decode_cells(fill, meta)
-    quantiles = unstandardise(intervals.quantiles.double(), meta).numpy()
-    shares = intervals.probabilities.double().numpy()
-    out = []
-    for i, j in zip(*np.nonzero(missing)):
-        if levels[j] is None:
-            row = [format_cell(float(v)) for v in quantiles[:, i, j]] + ["", ""]
-        else:
-            share = [round(float(p), 6) for p in shares[i, j, :len(levels[j])]]
-            ranked = sorted((k for k, p in enumerate(share) if p > 0), key=lambda k: (-share[k], k))
-            row = [""] * len(intervals.quantile_levels) + [format_cell(share[int(fill[i, j])]),
-                                                  json.dumps({levels[j][k]: share[k] for k in ranked})]
-        out.append([str(i), columns[j], texts[i][j], *row])
-    return out
-
-
-def impute_file(model, meta: dict, input, output, num_samples: int = 10, reduce: str = "mean",
-                seed: int = 0, quantiles=None, progress: bool = False, **query) -> np.ndarray:
-    """Fill the missing cells of a CSV/TSV file with a model trained on a table described by
-    `meta` (columns, mean, std, levels, integer) and write the result; observed cells are
-    written back as the very text they had, categorical fills as their level's text,
-    integer columns' fills rounded; `output` must differ from `input` and be writable
-    (checked before any work). reduce="sample" with num_samples > 1 writes the draws one
-    after another under an extra first column "draw".
-
-    quantiles (e.g. (0.05, 0.95)): also write `intervals_path(output)`, one row per hole
-    from `impute_intervals` with `num_samples` draws: row (0 = the first data row), column,
-    fill (as in the output), q<level> per quantile (numeric holes, file units),
-    probability (the fill's share of the draws) and probabilities (JSON, level -> share)
-    for categorical holes. With reduce="mean" the output's fills come from those same draws.
-
-    Returns the values written (float64; level ids for categorical columns).
-    """
-    output = output_file(output, "output", inputs=(input,))
-    side = output_file(intervals_path(output), "intervals output", inputs=(input,)) if quantiles is not None else None
-    if side is not None:
-        quantiles = check_quantiles(quantiles, num_samples)
-    columns, cells, lines = read_rows(input)
-    expected = meta.get("columns") or columns
-    if len(columns) != len(expected):
-        raise DataError(f"{input}: {len(columns)} columns, but the model was trained on "
-                        f"{len(expected)} ({', '.join(expected)})")
-    generated = all(c == f"col{j + 1}" for j, c in enumerate(columns))
-    if not generated and columns != expected:
-        raise DataError(f"{input}: columns {columns} differ from the model's {expected} "
-                        "(same names in the same order, or no header row)")
-    raw = encode_cells(list(expected), cells, lines, meta.get("levels") or [None] * len(expected), input)
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    x = torch.from_numpy(standardise(raw, meta)).float()
-    options = dict(generator=generator, progress=progress, **query)
-    intervals = impute_intervals(model, x, quantiles, num_samples, **options) if side is not None else None
-    if intervals is not None and reduce == "mean":
-        filled = intervals.fill
-    elif intervals is not None and reduce == "sample":
-        filled = intervals.draws
-    else:
-        filled = impute(model, x, num_samples=num_samples, reduce=reduce, **options)
-    values = np.where(np.isnan(raw), unstandardise(filled.double(), meta).numpy(), raw)
-    integer = np.asarray(meta.get("integer") or [False] * raw.shape[1], dtype=bool)
-    values[..., integer] = np.round(values[..., integer])
-    draws = values if values.ndim == 3 else values[None]
-    missing = np.isnan(raw)
-    rows = [[fill if hole else text for fill, hole, text in zip(filled_row, holes, texts)]
-            for draw in draws for filled_row, holes, texts in zip(decode_cells(draw, meta), missing, cells)]
-    if len(draws) > 1:
-        rows = [[str(i // len(raw))] + row for i, row in enumerate(rows)]
-        header = ["draw"] + list(expected)
-        values = np.hstack([np.repeat(np.arange(len(draws)), len(raw))[:, None], draws.reshape(-1, raw.shape[1])])
-    else:
-        header, values = list(expected), draws[0]
-    write_cells(output, header, rows)
-    if side is not None:
-        names = ["row", "column", "fill", *(f"q{format_cell(q)}" for q in quantiles), "probability", "probabilities"]
-        write_cells(side, names, _interval_rows(intervals, meta, missing, list(expected)))
-    return values
 
 
 def nrmse(truth: torch.Tensor, filled: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:

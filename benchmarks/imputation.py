@@ -74,7 +74,10 @@ NUMERIC_TABLES = {"magic": "magic.tsv.gz", "houses": "537_houses.tsv.gz", "house
 FAIR_CATEGORICAL = ["rate_marriage", "religious", "occupation", "occupation_husb"]
 FAIR_NUMERIC = ["age", "yrs_married", "children", "educ", "affairs"]
 BASELINES = ("mean", "knn", "iterative", "missforest", "hyperimpute", "gain", "miwae")
-LABELS = {"cmean": "anyorder, conditional mean", "dmean": "anyorder, mean of draws",
+MASKS = ("mcar", "mar", "mnar")
+LABELS = {"imputer": "AnyOrderImputer, conditional mean", "imputer_draws": "AnyOrderImputer, mean of draws",
+          "imputer_ensemble": "AnyOrderImputer, ensemble of conditional means",
+          "cmean": "anyorder, conditional mean", "dmean": "anyorder, mean of draws",
           "dmedian": "anyorder, median of draws", "mean": "column mean / mode", "knn": "KNN (k=5)",
           "iterative": "IterativeImputer", "missforest": "MissForest", "hyperimpute": "HyperImpute",
           "gain": "GAIN", "miwae": "MIWAE"}
@@ -115,10 +118,56 @@ def subsample(rows: torch.Tensor, cap: int, seed: int) -> torch.Tensor:
 def mcar(shape, rate: float, seed: int) -> np.ndarray:
     """Hide each cell with probability `rate`; a row left with no observed cell gets one back."""
     rng = np.random.default_rng(seed)
-    hidden = rng.random(shape) < rate
+    return _keep_one(rng.random(shape) < rate, rng)
+
+
+def _keep_one(hidden: np.ndarray, rng) -> np.ndarray:
     full = np.flatnonzero(hidden.all(1))
-    hidden[full, rng.integers(shape[1], size=len(full))] = False
+    hidden[full, rng.integers(hidden.shape[1], size=len(full))] = False
     return hidden
+
+
+def _logistic_rate(scores: np.ndarray, rate: float) -> np.ndarray:
+    """Per-column intercepts b (bisection) such that sigmoid(scores + b) averages `rate`
+    down each column of scores `[N, K]` -> probabilities `[N, K]`."""
+    low, high = np.full(scores.shape[1], -50.0), np.full(scores.shape[1], 50.0)
+    for _ in range(60):
+        b = (low + high) / 2
+        too_many = (1 / (1 + np.exp(-(scores + b)))).mean(0) > rate
+        high, low = np.where(too_many, b, high), np.where(too_many, low, b)
+    return 1 / (1 + np.exp(-(scores + (low + high) / 2)))
+
+
+def mar(x: np.ndarray, rate: float, seed: int, observed_share: float = 0.3) -> np.ndarray:
+    """Missing at random (the MIWAE / HyperImpute simulator's logistic MAR): a random 30% of
+    the columns are always observed; each other cell is hidden with a logistic probability
+    of the row's always-observed cells (random weights), its intercept set so that `rate`
+    of all cells are hidden."""
+    rng = np.random.default_rng(seed)
+    n, d = x.shape
+    kept = rng.choice(d, size=max(1, int(round(observed_share * d))), replace=False)
+    rest = np.setdiff1d(np.arange(d), kept)
+    z = (x - x.mean(0)) / x.std(0)
+    weights = rng.normal(size=(len(kept), len(rest)))
+    scores = z[:, kept] @ weights / np.sqrt(len(kept))
+    hidden = np.zeros((n, d), dtype=bool)
+    hidden[:, rest] = rng.random((n, len(rest))) < _logistic_rate(scores, min(0.95, rate * d / len(rest)))
+    return _keep_one(hidden, rng)
+
+
+def mnar(x: np.ndarray, rate: float, seed: int) -> np.ndarray:
+    """Missing not at random, self-masking (MIWAE's and not-MIWAE's logistic self-masking):
+    each cell is hidden with probability sigmoid(2 z + b_j) of its own standardised value
+    z, so large values go missing more often; b_j set so that `rate` of each column is hidden."""
+    rng = np.random.default_rng(seed)
+    z = (x - x.mean(0)) / x.std(0)
+    return _keep_one(rng.random(x.shape) < _logistic_rate(2 * z, rate), rng)
+
+
+def make_mask(kind: str, truth: np.ndarray, rate: float, seed: int) -> np.ndarray:
+    if kind == "mcar":
+        return mcar(truth.shape, rate, seed)
+    return (mar if kind == "mar" else mnar)(truth, rate, seed)
 
 
 # ---------------------------------------------------------------- scores
@@ -200,6 +249,51 @@ def coverage(truth: torch.Tensor, sample: torch.Tensor, hidden: torch.Tensor, nu
     return ((truth >= lo) & (truth <= hi))[cells].double().mean().item()
 
 
+# ---------------------------------------------------------------- AnyOrderImputer
+
+def imputer_fills(params: dict, train_rows: np.ndarray, holes: np.ndarray, categorical: np.ndarray,
+                  ensemble: int, seed: int, draws: int) -> tuple[dict, dict, np.ndarray, int]:
+    """AnyOrderImputer fit on [train rows; masked rows] (HyperImpute's protocol) and asked
+    for the masked rows: ({method: fill}, {method: seconds}, (low, high) 90% bounds from
+    `draws` draws, steps trained). With ensemble > 1, as many imputers with other seeds
+    (each with its share of the time budget, or of the steps when max_time=None) average
+    their conditional means."""
+    from anyorder import AnyOrderImputer
+    stacked = np.vstack([train_rows, holes])
+    options = dict(params, categorical=list(np.flatnonzero(categorical)), random_state=seed)
+    fills, seconds = {}, {}
+    started = time.perf_counter()
+    imputer = AnyOrderImputer(**{**options, "reduce": "conditional-mean"}).fit(stacked)
+    fitted = time.perf_counter() - started
+    fills["imputer"] = imputer.transform(holes).astype(np.float64)
+    seconds["imputer"] = time.perf_counter() - started
+    started = time.perf_counter()
+    fills["imputer_draws"] = imputer.set_params(reduce="mean", num_samples=20).transform(holes).astype(np.float64)
+    seconds["imputer_draws"] = fitted + time.perf_counter() - started
+    low, high = imputer.quantiles(holes, (0.05, 0.95), num_samples=draws)
+    if ensemble > 1:
+        started = time.perf_counter()
+        full = {**AnyOrderImputer().get_params(), **options}
+        budget = ({"max_steps": max(1, full["max_steps"] // ensemble)} if full["max_time"] is None else
+                  {"max_time": full["max_time"] / ensemble})
+        members = [AnyOrderImputer(**{**options, **budget, "random_state": seed * 100 + k}).fit(stacked)
+                   for k in range(ensemble)]
+        member_fills = np.stack([m.transform(holes).astype(np.float64) for m in members])
+        mean = member_fills.mean(0)
+        for j in np.flatnonzero(categorical):       # categorical cells: the members' vote
+            values = member_fills[:, :, j]
+            mean[:, j] = [np.bincount(col.astype(int)).argmax() for col in values.T]
+        fills["imputer_ensemble"] = mean
+        seconds["imputer_ensemble"] = time.perf_counter() - started
+    return fills, seconds, np.stack([np.asarray(low, np.float64), np.asarray(high, np.float64)]), imputer.n_steps_
+
+
+def parse_params(items: list[str]) -> dict:
+    """KEY=VALUE items -> AnyOrderImputer keyword arguments (values parsed as YAML)."""
+    import yaml
+    return {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in items)}
+
+
 # ---------------------------------------------------------------- baselines
 
 def baseline(name: str, train_rows: np.ndarray, holes: np.ndarray, categorical: np.ndarray,
@@ -243,10 +337,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tables", nargs="+", default=[*NUMERIC_TABLES, "fair"],
                         choices=[*NUMERIC_TABLES, "fair"], help="fair: the mixed-type table")
-    parser.add_argument("--rates", nargs="+", type=float, default=[0.2, 0.5], help="MCAR shares of hidden cells")
+    parser.add_argument("--rates", nargs="+", type=float, default=[0.2, 0.5], help="shares of hidden cells")
+    parser.add_argument("--mask", choices=MASKS, default="mcar",
+                        help="missingness: completely at random, at random (logistic on observed columns), "
+                             "not at random (logistic self-masking)")
+    parser.add_argument("--imputer", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="AnyOrderImputer parameters for --methods imputer, e.g. max_time=60 width=512")
+    parser.add_argument("--ensemble", type=int, default=1, help="imputer: also an ensemble of this many fits")
     parser.add_argument("--seeds", type=int, default=3, help="mask seeds 0..S-1")
-    parser.add_argument("--methods", nargs="+", default=["anyorder", *BASELINES],
-                        choices=["anyorder", *BASELINES])
+    parser.add_argument("--methods", nargs="+", default=["imputer", "anyorder", *BASELINES],
+                        choices=["imputer", "anyorder", *BASELINES])
     parser.add_argument("--train-rows", type=int, default=1500,
                         help="train rows every method sees (seeded subsample; 0 = all)")
     parser.add_argument("--test-rows", type=int, default=250, help="test rows to mask and impute (0 = all)")
@@ -306,7 +406,7 @@ def main() -> None:
         truth = test_rows.double().numpy()
         for rate in args.rates:
             for seed in range(args.seeds):
-                hidden = mcar(truth.shape, rate, seed)
+                hidden = make_mask(args.mask, truth, rate, seed)
                 holes = np.where(hidden, np.nan, truth)
                 fills, seconds = {}, {}
                 if model is not None:
@@ -319,7 +419,18 @@ def main() -> None:
                                          torch.from_numpy(~categorical), unbiased)
                         results.setdefault((table, rate, "coverage"), {}).setdefault(
                             "unbiased" if unbiased else "linear", []).append(cover)
-                for name in (m for m in args.methods if m != "anyorder"):
+                if "imputer" in args.methods:
+                    got, took, bounds, steps = imputer_fills(parse_params(args.imputer), train_rows.double().numpy(),
+                                                             holes, categorical, args.ensemble, seed, args.draws)
+                    fills.update(got)
+                    seconds.update(took)
+                    cells = hidden & ~categorical[None]
+                    inside = (truth >= bounds[0]) & (truth <= bounds[1])
+                    results.setdefault((table, rate, "coverage"), {}).setdefault("imputer", []).append(
+                        float(inside[cells].mean()))
+                    results.setdefault((table, rate, "imputer"), {}).setdefault("steps", []).append(steps)
+                    print(f"    AnyOrderImputer: {steps} steps, {took['imputer']:.1f} s", flush=True)
+                for name in (m for m in args.methods if m not in ("anyorder", "imputer")):
                     started = time.perf_counter()
                     fills[name] = snap_levels(baseline(name, train_rows.double().numpy(), holes, categorical, seed),
                                               categorical, levels)
@@ -351,6 +462,7 @@ def save(args, header, notes, results, trained, checks, overrides) -> str:
     record = {"header": header, "notes": notes, "results": [[*k, v] for k, v in results.items()],
               "trained": trained, "checks": checks,
               "settings": {"rates": args.rates, "seeds": args.seeds, "draws": args.draws, "temperature": args.temperature,
+                           "mask": args.mask, "imputer": " ".join(args.imputer),
                            "preset": " ".join([args.preset, *overrides])}}
     args.out.with_suffix(".json").write_text(json.dumps(record))
     report = render([record])
@@ -371,7 +483,8 @@ def render(records: list[dict]) -> str:
     tables = sorted({t for t, _, _ in results}, key=[*NUMERIC_TABLES, "fair"].index)
     methods = [m for m in LABELS if any((t, r, m) in results for t in tables for r in rates)]
     lines = ["# Table imputation: anyorder vs standard imputers", "", header, "",
-             f"MCAR on the test rows, {settings['seeds']} mask seed(s), mean ± standard error over seeds; "
+             f"{settings.get('mask', 'mcar').upper()} on the test rows, {settings['seeds']} mask seed(s), mean ± "
+             f"standard error over seeds; AnyOrderImputer `{settings.get('imputer') or 'defaults'}`; "
              f"anyorder `{settings['preset']}`, {settings['draws']} draws per row at temperature "
              f"{settings.get('temperature', 1.0):g}. Times are wall seconds per "
              "imputation (fit included for the baselines) on a shared, busy machine.", ""]
@@ -402,7 +515,7 @@ def render(records: list[dict]) -> str:
         lines += ["", "Coverage of anyorder's 90% intervals (5% and 95% quantiles of the draws) on hidden "
                   "numeric cells, target 0.88–0.92; quantiles at numpy's default places q·(M−1) and at "
                   "the coverage-unbiased places q·(M+1)−1 (see `order_quantiles`):", ""]
-        for kind in ("linear", "unbiased"):
+        for kind in ("linear", "unbiased", "imputer"):
             cover = [mean_se(results.get((t, rate, "coverage"), {}).get(kind, [])) for t in tables]
             lines.append(f"- {kind}: " + ", ".join(f"{t} {c}" for t, c in zip(tables, cover)))
     if checks:

@@ -6,9 +6,11 @@ import torch
 
 from anyorder.ace import ACEModel
 from anyorder.data.base import DataError
-from anyorder.data.tables import load_table, read_table, write_table
+from anyorder.errors import UserError
+from anyorder.data.tables import load_table, read_rows, read_table, write_table
 from anyorder.heads import MixtureOfGaussiansHead
-from anyorder.impute import impute, impute_file, nrmse
+from anyorder.data.table_io import impute_file, intervals_path
+from anyorder.impute import impute, nrmse
 from anyorder.model import AnyOrderModel
 from anyorder.nets.resmlp import ResMLP
 
@@ -93,13 +95,37 @@ def test_a_trained_model_beats_the_column_mean_on_magic(shared_data):
     assert nrmse(test, impute(model, holes, num_samples=8, generator=gen), hidden) < 0.9
 
 
-def test_entirely_missing_rows_are_a_data_error():
+def test_entirely_missing_rows_are_filled_from_the_unconditional_model():
+    model = make()
     table, _ = table_with_holes(n=5)
     table[3] = float("nan")
-    with pytest.raises(DataError, match="row 3"):
-        impute(make(), table)
+    # conditional mean of a row with nothing observed: the head's mean at the empty node
+    empty = torch.zeros(1, 4, dtype=torch.bool)
+    expect = model.head.mean(model(torch.zeros(1, 4), empty))[0]
+    assert torch.allclose(impute(model, table, reduce="conditional-mean")[3], expect)
+    # sampled: the same draws as the model's unconditional sampler from the same generator
+    draws = impute(model, table[3:4], num_samples=3, reduce="sample", generator=torch.Generator().manual_seed(2))
+    direct = model.sample(torch.zeros(3, 4), torch.zeros(3, 4, dtype=torch.bool), generator=torch.Generator().manual_seed(2))
+    assert torch.equal(draws[:, 0], direct) and torch.isfinite(draws).all()
     with pytest.raises(ValueError, match="reduce"):
-        impute(make(), table_with_holes(n=5)[0], reduce="median")
+        impute(model, table_with_holes(n=5)[0], reduce="median")
+
+
+def test_a_floor_bounds_every_draw_and_the_fills_from_below():
+    model = make()
+    table, holes = table_with_holes(n=40)
+    table = table / 1e3          # model units
+    floor = torch.tensor([0.0, -math.inf, 0.5, -math.inf])
+    gen = torch.Generator().manual_seed(0)
+    draws = impute(model, table, num_samples=20, reduce="sample", generator=gen, floor=floor)
+    free = impute(model, table, num_samples=20, reduce="sample", generator=torch.Generator().manual_seed(0))
+    # each draw is the unbounded draw raised to the floor (the same generator draws the same walk)
+    assert torch.equal(draws, torch.where(holes, torch.maximum(free, floor), table))
+    assert (free[:, holes[:, 0]][..., 0] < 0).any()      # the floor binds somewhere
+    cmean = impute(model, table, reduce="conditional-mean", floor=floor)
+    assert (cmean[holes[:, 2], 2] >= 0.5).all()
+    with pytest.raises(UserError, match="floor"):
+        impute(model, table, floor=torch.zeros(3))
 
 
 def test_nrmse_matches_a_hand_computation():
@@ -148,3 +174,28 @@ def test_impute_file_checks_the_columns(tmp_path):
     (tmp_path / "in.csv").write_text("1,2,3\n")
     with pytest.raises(DataError, match="3 columns"):
         impute_file(make(dim=2), meta, tmp_path / "in.csv", tmp_path / "out.csv")
+
+
+def test_written_fills_keep_the_columns_precision_and_nonnegative_columns_stay_nonnegative(tmp_path):
+    rows = [("317.6", "0.125"), ("", "0.010"), ("-2.5", ""), ("", ""), ("12.0", "")] * 6
+    (tmp_path / "in.csv").write_text("a,b\n" + "".join(f"{a},{b}\n" for a, b in rows))
+    # b is never negative in training, and its mean sits near 0: unbounded draws cross it often
+    meta = {"columns": ["a", "b"], "mean": [100.0, 0.05], "std": [50.0, 1.0], "decimals": [1, 3],
+            "nonnegative": [False, True]}
+    out = tmp_path / "out.csv"
+    written = impute_file(make(dim=2), meta, tmp_path / "in.csv", out, num_samples=20, seed=0, quantiles=(0.05, 0.95))
+    cells = read_rows(out)[1]
+    holes = [(i, j) for i, row in enumerate(rows) for j, cell in enumerate(row) if not cell]
+    for i, j in holes:
+        assert len(cells[i][j].partition(".")[2]) == (1, 3)[j], cells[i][j]
+        assert float(cells[i][j]) == written[i, j]                    # the values returned are those written
+    assert all(cells[i] == list(rows[i]) for i in range(len(rows)) if all(rows[i]))   # observed text kept
+    assert all(float(cells[i][1]) >= 0 for i, j in holes if j == 1) and cells[3][0] and cells[3][1]
+    side = read_rows(intervals_path(out))[1]
+    assert all(float(r[3]) >= 0 and len(r[3].partition(".")[2]) == 3 for r in side if r[1] == "b")
+    unbounded = impute_file(make(dim=2), {**meta, "nonnegative": [False, False]}, tmp_path / "in.csv",
+                            tmp_path / "free.csv", num_samples=20, seed=0, decimals="full")
+    assert (unbounded[:, 1] < 0).any()                               # the bound binds in this test
+    assert any(len(c[0].partition(".")[2]) > 3 for c in read_rows(tmp_path / "free.csv")[1])
+    impute_file(make(dim=2), meta, tmp_path / "in.csv", tmp_path / "two.csv", decimals=2)
+    assert all(len(read_rows(tmp_path / "two.csv")[1][i][j].partition(".")[2]) == 2 for i, j in holes)

@@ -16,7 +16,8 @@ from anyorder.data.base import DataError
 from anyorder.data.tables import load_table, read_rows
 from anyorder.errors import UserError
 from anyorder.heads import CategoricalHead, MixtureOfGaussiansHead, TableHead
-from anyorder.impute import check_quantiles, impute, impute_file, impute_intervals, intervals_path
+from anyorder.data.table_io import impute_file, intervals_path
+from anyorder.impute import check_quantiles, impute, impute_intervals
 from anyorder.model import AnyOrderModel
 from anyorder.nets import NodeNetwork
 from anyorder.nets.resmlp import ResMLP

@@ -133,11 +133,21 @@ def test_infinite_value(tmp_path):
     one_line_error(e, "'b'", "infinite", "line 3")
 
 
-def test_entirely_missing_row(tmp_path):
-    path = write(tmp_path / "t.csv", "a,b\n1,2\n,\n5,6\n")
-    with pytest.raises(DataError) as e:
-        read_table(path)
-    one_line_error(e, "line 3", "entirely missing")
+def test_entirely_missing_rows_are_read_and_skipped_in_training_with_a_count(tmp_path):
+    path = write(tmp_path / "t.csv", "a,b\n1,2\n,\n5,6\n7,\n,\n")
+    assert np.isnan(read_table(path)[1][[1, 4]]).all()
+    with pytest.warns(UserWarning, match="skipped 2 of 5 rows with every cell missing"):
+        data = load_table(path, valid_fraction=0, test_fraction=0)
+    assert len(data.train) == 3 and not torch.isnan(data.train).all(1).any()
+    with pytest.raises(DataError, match="entirely missing"):
+        load_table(write(tmp_path / "e.csv", "a,b\n,\nNA,?\n"), valid_fraction=0, test_fraction=0)
+
+
+def test_decimals_and_nonnegative_columns_are_recorded(tmp_path):
+    path = write(tmp_path / "t.csv", "a,b,c\n317.6,-1,1.5e-3\n2,4.25,0\n3.10,,2E+2\n4,5,1\n")
+    meta = load_table(path, valid_fraction=0, test_fraction=0).meta
+    assert meta["decimals"] == [2, 2, 4]             # "3.10" shows 2; "4.25" 2; "1.5e-3" 4
+    assert meta["nonnegative"] == [True, False, True]
 
 
 @pytest.mark.parametrize("text", ["", "\n\n", "a,b\n"])

@@ -17,7 +17,7 @@ LOADERS = {
 IO = {
     "text": ("anyorder.data.text", "TextIO"),
     "image": ("anyorder.data.images", "ImageIO"),
-    "table": ("anyorder.data.tables", "TableIO"),
+    "table": ("anyorder.data.table_io", "TableIO"),
 }
 
 

@@ -7,8 +7,12 @@ model outputs back to the file's units (`unstandardise`); categorical columns ho
 level id 0..K_j-1 (mean 0, std 1, so standardising leaves ids alone) and
 `meta["levels"][j]` the level texts in id order (None for numeric columns).
 `meta["integer"][j]` marks numeric columns whose cells are all integers: fills are written
-back rounded. Missing cells (empty, NaN, NA, ?) stay NaN in either kind: the model can
-train on tables with holes, and `anyorder.impute` fills them.
+back rounded; `meta["decimals"][j]` is the most decimals a numeric column's cells show
+(fills are written with as many, `format_fixed`); `meta["nonnegative"][j]` marks numeric
+columns never negative in the train split (fills and intervals stay >= 0, `floors`).
+Missing cells (empty, NaN, NA, ?) stay NaN in either kind: the model can train on tables
+with holes, and `anyorder.impute` fills them. Rows with no observed cell carry no data:
+training skips them (with a warning saying how many); imputation fills them.
 
 Files: split by a seeded row shuffle; mean/std from the train split only.
 UCI sets ("power", "gas", "hepmass", "miniboone", "bsds300"): MAF's exact preprocessing and
@@ -26,6 +30,7 @@ import os
 import shutil
 import tarfile
 import urllib.request
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +117,8 @@ def read_rows(path) -> tuple[list[str], list[list[str]], list[int]]:
 
     The delimiter is sniffed; a first row that is not all numeric is the header (otherwise
     columns are named col1..colD; a table with text columns therefore needs a header row).
-    Raises DataError naming the file and line for ragged, empty or entirely missing rows.
+    Raises DataError naming the file and line for ragged rows, or an empty table; a row whose
+    every cell is missing is kept (imputation fills it; training skips it).
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -146,9 +152,6 @@ def read_rows(path) -> tuple[list[str], list[list[str]], list[int]]:
     for row, line in zip(rows, lines):
         if len(row) != width:
             raise DataError(f"{path}: line {line} has {len(row)} cells, expected {width}")
-        if all(_is_missing(token) for token in row):
-            raise DataError(f"{path}: line {line} is entirely missing; "
-                            "drop such rows (a row with no observed cell carries no data)")
     return names, rows, lines
 
 
@@ -248,19 +251,25 @@ def encode_cells(names: list[str], rows: list[list[str]], lines: list[int], leve
     return np.stack(columns, axis=1)
 
 
-def decode_cells(values: np.ndarray, meta: dict, number=None) -> list[list[str]]:
+def decode_cells(values: np.ndarray, meta: dict, number=None, decimals=None) -> list[list[str]]:
     """Values `[N, D]` in file units (level ids for categorical columns) -> cell texts: level
-    texts, integers for integer columns, numbers as `number(value)` writes them (default the
-    shortest exact text); NaN is an empty cell."""
+    texts, integers for integer columns, numbers with `decimals[j]` digits after the point
+    (`format_fixed`) where that is given (not None), else as `number(value)` writes them
+    (default the shortest exact text); NaN is an empty cell."""
     number = number or format_cell
     levels = meta.get("levels") or [None] * values.shape[1]
     integer = meta.get("integer") or [False] * values.shape[1]
+    decimals = decimals or [None] * values.shape[1]
     columns = []
     for j, column in enumerate(np.asarray(values, dtype=np.float64).T.tolist()):
         if levels[j] is not None:
             columns.append(["" if v != v else levels[j][int(v)] for v in column])
+        elif integer[j]:
+            columns.append(["" if v != v else number(float(round(v))) for v in column])
+        elif decimals[j] is not None:
+            columns.append([format_fixed(v, decimals[j]) for v in column])
         else:
-            columns.append(["" if v != v else number(float(round(v)) if integer[j] else v) for v in column])
+            columns.append(["" if v != v else number(v) for v in column])
     return [list(row) for row in zip(*columns)]
 
 
@@ -268,6 +277,33 @@ def read_table(path) -> tuple[list[str], np.ndarray]:
     """(column names, `[N, D]` float64) of a numeric table file; see `read_cells`."""
     names, _, table = read_cells(path)
     return names, table
+
+
+def token_decimals(token: str) -> int:
+    """How many decimals a numeric cell's text shows: "317.6" 1, "12" 0, "1.5e-3" 4,
+    "2.5E+2" 0 (the digits after the point, less the exponent, never below 0)."""
+    mantissa, _, exponent = token.strip().lower().partition("e")
+    digits = len(mantissa.partition(".")[2])
+    try:
+        shift = int(exponent) if exponent else 0
+    except ValueError:
+        shift = 0
+    return max(0, digits - shift)
+
+
+def column_decimals(tokens: list[str]) -> int:
+    """The most decimals any observed cell of a numeric column shows (`token_decimals`);
+    0 when every cell is missing."""
+    return max((token_decimals(t) for t in tokens if not _is_missing(t)), default=0)
+
+
+def format_fixed(value: float, decimals: int) -> str:
+    """`value` with `decimals` digits after the point ("-0.0" is written "0.0"); NaN is an
+    empty cell."""
+    if value != value:
+        return ""
+    text = f"{value:.{decimals}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def format_cell(value: float) -> str:
@@ -325,6 +361,17 @@ def unstandardise(x, meta: dict):
     return x * std + mean
 
 
+def floors(meta: dict) -> torch.Tensor | None:
+    """The least value of each column in model units `[D]` float64: that of 0 in file units
+    for columns `meta["nonnegative"]` marks, -inf for the others; None when none is marked
+    (older checkpoints record nothing)."""
+    marked = meta.get("nonnegative") or []
+    if not any(marked):
+        return None
+    mean, std = (torch.tensor(meta[key], dtype=torch.float64) for key in ("mean", "std"))
+    return torch.where(torch.tensor(marked), -mean / std, -torch.inf)
+
+
 def _column_stats(train: np.ndarray, names: list[str], source: str) -> tuple[np.ndarray, np.ndarray]:
     observed = ~np.isnan(train)
     for j, name in enumerate(names):
@@ -339,18 +386,21 @@ def _column_stats(train: np.ndarray, names: list[str], source: str) -> tuple[np.
     return mean, std
 
 
-def _dataset(source: str, names: list[str], train, valid, test, mean, std, levels=None, integer=None) -> Dataset:
+def _dataset(source: str, names: list[str], train, valid, test, mean, std, levels=None, integer=None,
+             decimals=None, nonnegative=None) -> Dataset:
     as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
     splits = {name: as_tensor(part) for name, part in (("valid", valid), ("test", test)) if len(part)}
     meta = {"source": source, "columns": list(names),
             "mean": [float(v) for v in mean], "std": [float(v) for v in std],
-            "levels": levels or [None] * len(names), "integer": integer or [False] * len(names)}
+            "levels": levels or [None] * len(names), "integer": integer or [False] * len(names),
+            "decimals": decimals or [None] * len(names), "nonnegative": nonnegative or [False] * len(names)}
     return Dataset(kind="table", dim=len(names), num_classes=None, train=as_tensor(train),
                    splits=splits, meta=meta)
 
 
 def _file_columns(path, drop, categorical, numeric):
-    """(names, values `[N, D]` float64, levels, integer) of a table file's kept columns."""
+    """(names, values `[N, D]` float64, levels, decimals) of a table file's kept columns
+    (decimals None for categorical columns)."""
     names, rows, lines = read_rows(path)
     unknown = [name for name in drop if name not in names]
     if unknown:
@@ -375,19 +425,42 @@ def _file_columns(path, drop, categorical, numeric):
                             "in data.numeric")
         levels.append(found)
     table = encode_cells(names, rows, lines, levels, path)
-    observed = ~np.isnan(table)
-    integer = [levels[j] is None and bool(np.all(table[observed[:, j], j] % 1 == 0)) for j in range(len(names))]
-    return names, table, levels, integer
+    decimals = [None if levels[j] is not None else column_decimals([row[j] for row in rows])
+                for j in range(len(names))]
+    return names, table, levels, decimals
 
 
-def _file_table(path, valid_fraction: float, test_fraction: float, seed: int, drop,
-                categorical, numeric) -> Dataset:
+def check_fractions(valid_fraction: float, test_fraction: float) -> None:
     for name, value in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
         if not 0 <= value < 1:
             raise UserError(f"{name} must lie in [0, 1), got {value}")
     if valid_fraction + test_fraction >= 1:
         raise UserError(f"valid_fraction + test_fraction must be < 1, got {valid_fraction + test_fraction}")
-    names, table, levels, integer = _file_columns(path, drop, categorical, numeric)
+
+
+def _file_table(path, valid_fraction: float, test_fraction: float, seed: int, drop,
+                categorical, numeric) -> Dataset:
+    check_fractions(valid_fraction, test_fraction)
+    names, table, levels, decimals = _file_columns(path, drop, categorical, numeric)
+    return table_dataset(str(path), names, table, levels, decimals, valid_fraction, test_fraction, seed)
+
+
+def table_dataset(source: str, names: list[str], table: np.ndarray, levels: list, decimals: list,
+                  valid_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0) -> Dataset:
+    """A table's values `[N, D]` float64 in file units (level ids in categorical columns,
+    `levels[j]` their texts or None for a numeric column; NaN where missing) as a Dataset:
+    rows with no observed cell skipped (a warning says how many), the rest split by a
+    seeded shuffle, numeric columns standardised with train statistics; see `load_table`."""
+    path = source
+    empty = np.isnan(table).all(1)
+    if empty.all():
+        raise DataError(f"{path}: every row is entirely missing; there is nothing to train on")
+    if empty.any():
+        warnings.warn(f"{path}: skipped {int(empty.sum())} of {len(table)} rows with every cell "
+                      "missing (they carry no data to train on)", stacklevel=2)
+        table = table[~empty]
+    observed = ~np.isnan(table)
+    integer = [levels[j] is None and bool(np.all(table[observed[:, j], j] % 1 == 0)) for j in range(len(names))]
     n = len(table)
     n_test, n_valid = round(n * test_fraction), round(n * valid_fraction)
     for split, fraction, rows in (("valid", valid_fraction, n_valid), ("test", test_fraction, n_test)):
@@ -407,9 +480,11 @@ def _file_table(path, valid_fraction: float, test_fraction: float, seed: int, dr
     for j in set(range(len(names))) - set(numeric_columns):
         if np.isnan(train[:, j]).all():
             raise DataError(f"{path}: column {names[j]!r} is entirely missing in the train split")
+    nonnegative = [levels[j] is None and bool(np.nanmin(train[:, j]) >= 0) for j in range(len(names))]
     meta = {"mean": mean, "std": std}
-    return _dataset(str(path), names, *(standardise(part, meta) for part in (train, valid, test)),
-                    mean, std, levels, integer)
+    return _dataset(source, names, *(standardise(part, meta) for part in (train, valid, test)),
+                    mean, std, levels, integer, decimals, nonnegative)
+
 
 
 # ---------------------------------------------------------------- MAF's UCI sets
@@ -579,27 +654,3 @@ def load_table(source, path=None, valid_fraction: float = 0.1, test_fraction: fl
         if isinstance(given, str):
             raise UserError(f"{what} must be a list of column names, got the string {given!r}")
     return _file_table(source, valid_fraction, test_fraction, seed, drop, categorical, numeric)
-
-
-class TableIO(DataIO):
-    """Tables report nats per row (higher is better); `anyorder sample` prints new rows as TSV
-    in the file's units; `anyorder impute` fills the holes of a CSV/TSV file."""
-
-    kind = "table"
-    unit = "nats per row"
-
-    def sample_queries(self, args, meta, rows, generator):
-        x = torch.zeros(args.num, meta["dim"])
-        return x, torch.zeros_like(x, dtype=torch.bool)
-
-    def show_samples(self, args, meta, x, observed, filled):
-        print("\t".join(meta.get("columns", [])))
-        values = unstandardise(filled.double(), meta).numpy()
-        for row in decode_cells(values, meta, number=lambda v: f"{v:.6g}"):
-            print("\t".join(row))
-
-    def impute_file(self, model, meta, args):
-        from anyorder.impute import impute_file, intervals_path
-        impute_file(model, meta, args.input, args.output, args.num_samples, args.reduce, args.seed,
-                    quantiles=args.quantiles, progress=not args.quiet, **args.budget)
-        print(f"wrote {args.output}" + (f" and {intervals_path(args.output)}" if args.quantiles else ""))

@@ -1,0 +1,209 @@
+"""anyorder.AnyOrderImputer: the scikit-learn contract, DataFrames in and out, exact observed
+cells, pipelines, saving, rows with nothing observed, bounds, and interval coverage against
+a known distribution. Tiny tables and a few training steps keep each test to seconds."""
+
+import math
+import pickle
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("sklearn")
+from sklearn.utils.estimator_checks import check_estimator  # noqa: E402
+
+from anyorder import AnyOrderImputer  # noqa: E402
+
+TINY = dict(max_steps=30, width=16, depth=1, components=2, random_state=0)
+
+
+def numeric_table(n=150, seed=0, rate=0.25):
+    """A correlated numeric table with a column that is never negative, and its holes."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=n)
+    x = np.stack([a * 3 + 317.6, a + rng.normal(size=n) * 0.3, np.abs(rng.normal(size=n)) * 2 + 0.01], 1)
+    x = np.round(x, 3) + 1 / 3          # values with many significant bits
+    holes = rng.random(x.shape) < rate
+    return np.where(holes, np.nan, x), holes
+
+
+def test_importing_anyorder_imports_neither_pandas_nor_sklearn():
+    code = "import sys, anyorder; print('pandas' in sys.modules, 'sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_scikit_learn_check_estimator_passes():
+    results = check_estimator(AnyOrderImputer(max_steps=3, width=8, depth=1, components=1, random_state=0,
+                                              reduce="mean", num_samples=2), on_fail=None)
+    failed = [(r["check_name"], str(r["exception"])[:200]) for r in results if r["status"] == "failed"]
+    assert not failed
+    assert len(results) > 30
+
+
+@pytest.mark.parametrize("reduce", ["conditional-mean", "mean", "sample"])
+def test_arrays_come_back_as_arrays_with_observed_cells_bit_identical(reduce):
+    X, holes = numeric_table()
+    for dtype in (np.float64, np.float32):
+        given = X.astype(dtype)
+        out = AnyOrderImputer(**TINY, reduce=reduce, num_samples=3).fit(given).transform(given)
+        assert isinstance(out, np.ndarray) and out.dtype == dtype and out.shape == X.shape
+        assert np.array_equal(out[~holes].view(np.uint8), given[~holes].view(np.uint8))
+        assert np.isfinite(out).all()
+
+
+def test_dataframe_dtypes_round_trip_and_observed_cells_are_kept():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(1)
+    n = 120
+    frame = pd.DataFrame({
+        "price": rng.normal(size=n).round(1) * 10 + 317.6,
+        "small": rng.normal(size=n).astype(np.float32),
+        "count": pd.array(rng.integers(0, 50, size=n), dtype="Int64"),
+        "colour": pd.Categorical(rng.choice(["red", "green", "blue"], size=n)),
+        "city": rng.choice(["Oslo", "Lima"], size=n).astype(object),
+        "flag": pd.array(rng.random(n) < 0.5, dtype="boolean"),
+    }, index=pd.RangeIndex(100, 100 + n))
+    holes = rng.random(frame.shape) < 0.2
+    given = frame.copy()
+    for j, column in enumerate(given.columns):
+        given.loc[holes[:, j], column] = None
+    out = AnyOrderImputer(**TINY).fit_transform(given)
+    assert list(out.dtypes) == list(frame.dtypes) and out.index.equals(frame.index)
+    assert not out.isna().any().any()
+    for j, column in enumerate(frame.columns):
+        kept = out[column][~holes[:, j]]
+        assert kept.equals(given[column][~holes[:, j]]), column        # exactly as given, no float32 rounding
+    assert set(out["colour"]) <= {"red", "green", "blue"} and set(out["city"]) <= {"Oslo", "Lima"}
+    assert (out["count"] >= 0).all()
+
+
+def test_pipeline():
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import make_pipeline
+    X, _ = numeric_table(n=100)
+    y = np.nan_to_num(X[:, 0])
+    pipe = make_pipeline(AnyOrderImputer(**TINY), LinearRegression()).fit(X, y)
+    assert pipe.predict(X).shape == (100,)
+
+
+def test_column_transformer_and_set_output():
+    pd = pytest.importorskip("pandas")
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+    X, _ = numeric_table(n=100)
+    frame = pd.DataFrame(X, columns=["a", "b", "c"]).assign(k=np.where(np.arange(100) % 3, "u", "v"))
+    frame.loc[::7, "k"] = None
+    columns = ColumnTransformer([("numbers", AnyOrderImputer(**TINY), ["a", "b", "c"]),
+                                 ("levels", make_pipeline(AnyOrderImputer(**TINY), OneHotEncoder()), ["k"])])
+    assert columns.fit_transform(frame).shape == (100, 5)
+    imputer = AnyOrderImputer(**TINY).set_output(transform="pandas")
+    out = imputer.fit_transform(X)
+    assert list(out.columns) == ["x0", "x1", "x2"] and list(imputer.get_feature_names_out()) == ["x0", "x1", "x2"]
+
+
+def test_save_load_and_pickle_give_identical_transforms(tmp_path):
+    X, _ = numeric_table(n=80)
+    imputer = AnyOrderImputer(**TINY, reduce="mean", num_samples=4).fit(X)
+    first = imputer.transform(X)
+    assert np.array_equal(first, imputer.transform(X))          # same random_state: the same draws
+    imputer.save(tmp_path / "imputer")
+    loaded = AnyOrderImputer.load(tmp_path / "imputer")
+    assert loaded.get_params() == imputer.get_params()
+    assert np.array_equal(loaded.transform(X), first)
+    assert np.array_equal(pickle.loads(pickle.dumps(imputer)).transform(X), first)
+    draws = loaded.transform_draws(X, m=3)
+    assert len(draws) == 3 and not np.array_equal(draws[0], draws[1])
+    assert imputer.draws_model_ is not imputer.model_          # draws: the best held-out weights
+    assert all(np.array_equal(a, b) for a, b in zip(draws, imputer.transform_draws(X, m=3)))
+
+
+def test_rows_with_nothing_observed_are_skipped_in_fit_and_filled_in_transform():
+    X, _ = numeric_table(n=60)
+    X[[4, 9]] = np.nan
+    with pytest.warns(UserWarning, match="skipped 2 of 60 rows with every cell missing"):
+        imputer = AnyOrderImputer(**TINY, reduce="conditional-mean").fit(X)
+    assert imputer.skipped_rows_ == 2
+    out = imputer.transform(X)
+    assert np.isfinite(out[[4, 9]]).all()
+    # nothing observed: the one-pass fill is the model's unconditional mean, the same for both rows
+    assert np.array_equal(out[4], out[9])
+
+
+def test_a_column_never_negative_in_fit_is_never_filled_below_zero():
+    rng = np.random.default_rng(3)
+    x = np.stack([rng.normal(size=200), np.abs(rng.normal(size=200)) * 0.05], 1)   # near 0: draws would cross it
+    holes = rng.random(x.shape) < 0.4
+    X = np.where(holes, np.nan, x)
+    imputer = AnyOrderImputer(**{**TINY, "max_steps": 5}, reduce="mean", num_samples=20).fit(X)
+    assert imputer.meta_["nonnegative"] == [False, True]
+    low, high = imputer.quantiles(X, (0.05, 0.95), num_samples=20)
+    assert (imputer.transform(X)[:, 1] >= 0).all() and (low[:, 1] >= 0).all() and (high[:, 1] >= 0).all()
+    assert (low[holes[:, 0], 0] < 0).any()       # the unbounded column is not clipped
+
+
+def test_intervals_cover_fresh_values_at_the_nominal_rate():
+    # A network with zero output weights and biases gives every conditional the mixture of
+    # identical N(0, 1) components (raw log-scale 0 is scale 1), i.e. N(mean_j, std_j) in
+    # the table's units. With M = 39 draws the 5% and 95% quantiles sit at the 2nd and
+    # 38th order statistics (places q(M+1)-1 = 1 and 37), which bracket a fresh value with
+    # probability exactly (38 - 2) / 40 = 0.9. Over n = 3000 holes the rate's SE is
+    # sqrt(0.09 / 3000) = 0.0055; the tolerance 0.025 is 4.5 SE.
+    X, _ = numeric_table(n=3000, seed=5, rate=0.0)
+    X[:, 2] -= 1.0                     # no bound: the known distribution is unclipped
+    imputer = AnyOrderImputer(**{**TINY, "max_steps": 2}).fit(X)
+    with torch.no_grad():
+        for p in imputer.model_.network.output.parameters():
+            p.zero_()
+    query = X.copy()
+    query[:, 1] = np.nan
+    low, high = imputer.quantiles(query, (0.05, 0.95), num_samples=39)
+    mean, std = imputer.meta_["mean"][1], imputer.meta_["std"][1]
+    fresh = np.random.default_rng(11).normal(mean, std, size=len(X))
+    inside = np.mean((fresh > low[:, 1]) & (fresh < high[:, 1]))
+    assert abs(inside - 0.9) < 0.025
+    assert np.array_equal(low[:, 0], X[:, 0])
+
+
+def test_parameters_are_checked_with_one_line_errors():
+    X, _ = numeric_table(n=40)
+    for bad, message in ((dict(reduce="median"), "reduce"), (dict(width=0), "width"), (dict(max_time=-1), "max_time")):
+        with pytest.raises(ValueError, match=message):
+            AnyOrderImputer(**{**TINY, **bad}).fit(X)
+    with pytest.raises(ValueError, match="infinity"):
+        AnyOrderImputer(**TINY).fit(np.where(np.isnan(X), math.inf, X))
+    imputer = AnyOrderImputer(**TINY).fit(np.array([["a", 1.0], ["b", 2.0], ["a", np.nan]] * 10, dtype=object))
+    with pytest.raises(ValueError, match="'c'.*not one of the 2 levels"):
+        imputer.transform(np.array([["c", 1.0]], dtype=object))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert imputer.transform(np.array([[None, 1.0]], dtype=object))[0, 0] in ("a", "b")
+
+
+def test_the_quantile_transform_maps_back_into_the_observed_range_and_saves(tmp_path):
+    rng = np.random.default_rng(4)
+    x = np.stack([rng.lognormal(size=300) * 100, rng.normal(size=300)], 1)
+    holes = rng.random(x.shape) < 0.3
+    X = np.where(holes, np.nan, x)
+    imputer = AnyOrderImputer(**TINY, numeric_transform="quantile", reduce="mean", num_samples=5).fit(X)
+    out = imputer.transform(X)
+    observed = X[~holes[:, 0], 0]
+    assert observed.min() <= out[:, 0].min() and out[:, 0].max() <= observed.max()
+    imputer.save(tmp_path / "q")
+    assert np.array_equal(AnyOrderImputer.load(tmp_path / "q").transform(X), out)
+
+
+def test_quantile_normal_inverts_its_forward_map_and_puts_values_on_normal_scores():
+    from anyorder.column_transforms import QuantileNormal
+    values = np.random.default_rng(5).exponential(size=5000)
+    transform = QuantileNormal.fit(values)
+    scores = transform.forward(values)
+    # normal scores of the empirical distribution: mean 0 and variance 1 up to the
+    # sampling error of 5000 values and the ±3.7 clip (SE of the mean 0.014; tolerance 0.05)
+    assert abs(scores.mean()) < 0.05 and abs(scores.std() - 1) < 0.05
+    inner = (values > transform.knots[0]) & (values < transform.knots[-1])
+    assert np.allclose(transform.inverse(scores)[inner], values[inner], rtol=1e-9, atol=1e-12)
