@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from . import budget
-from .arguments import count, number, probability, seed
+from .arguments import count, number, seed
 from .build import load_model
 from .config import load_config, preset_names
 from .data import IO, complete_rows, data_io, load_data

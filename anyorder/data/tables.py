@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anyorder.data.base import DataError, DataIO, Dataset, cache_dir
+from anyorder.data.base import DataError, Dataset, cache_dir
 from anyorder.errors import UserError
 
 MISSING = {"", "nan", "na", "n/a", "null", "none", "?"}
