@@ -535,8 +535,8 @@ class AnyOrderModel(nn.Module):
         each step's absolute path places; without a policy one variable per step."""
         rank = lattice.ranks(given, self.protocol, generator, then=target)
         length = target.sum(-1)
-        if policy is None:
-            policy = torch.arange(int(length.max()) + 1 if len(length) else 1)
+        if policy is None:   # one variable per step; at least one (empty) step when nothing is asked
+            policy = torch.arange(max(int(length.max()) if len(length) else 0, 1) + 1)
         return rank, given.sum(-1, keepdim=True) + budget.row_boundaries(policy, length)
 
     @torch.no_grad()

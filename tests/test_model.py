@@ -227,3 +227,15 @@ def test_conditional_mean_is_the_heads_mean_in_one_pass():
     with pytest.raises(ValueError, match="no query options"):
         with model.query_options(num_importance=4):
             pass
+
+
+@pytest.mark.parametrize("kind", ["node", "path"])
+def test_sampling_a_fully_observed_batch_returns_it(kind):
+    """Nothing to draw is a walk of no steps (a policy of zero targets must not be divided by)."""
+    from anyorder.nets.path_transformer import PathTransformer
+    from anyorder.nets.transformer import Transformer
+    net = (Transformer if kind == "node" else PathTransformer)(5, 3, out_features=3, width=16, depth=1, heads=2)
+    model = AnyOrderModel(net, CategoricalHead(3))
+    x = torch.randint(3, (4, 5), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(model.sample(x.clone(), torch.ones(4, 5, dtype=torch.bool)), x)
