@@ -161,6 +161,8 @@ class NodeWalk(Walk):
         node = observed.clone()
         for k in tqdm(range(bounds.shape[1] - 1), desc="passes", disable=not progress, dynamic_ncols=True):
             rows = (bounds[:, k + 1] > bounds[:, k]).nonzero().squeeze(-1)
+            if not len(rows):
+                continue
             var = order[rows, bounds[rows, k]]
             x[rows, var] = model.edge_sample(x[rows], node[rows], var, temperature, generator).to(x.dtype)
             node[rows, var] = True

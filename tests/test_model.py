@@ -229,12 +229,16 @@ def test_conditional_mean_is_the_heads_mean_in_one_pass():
             pass
 
 
-@pytest.mark.parametrize("kind", ["node", "path"])
+@pytest.mark.parametrize("kind", ["node", "path", "resmlp"])
 def test_sampling_a_fully_observed_batch_returns_it(kind):
-    """Nothing to draw is a walk of no steps (a policy of zero targets must not be divided by)."""
+    """Nothing to draw is a walk of no steps (a policy of zero targets must not be divided by,
+    and an empty step runs no network on zero rows)."""
     from anyorder.nets.path_transformer import PathTransformer
+    from anyorder.nets.resmlp import ResMLP
     from anyorder.nets.transformer import Transformer
-    net = (Transformer if kind == "node" else PathTransformer)(5, 3, out_features=3, width=16, depth=1, heads=2)
+    net = {"node": lambda: Transformer(5, 3, out_features=3, width=16, depth=1, heads=2),
+           "path": lambda: PathTransformer(5, 3, out_features=3, width=16, depth=1, heads=2),
+           "resmlp": lambda: ResMLP(5, 3, out_features=3, width=16, depth=1)}[kind]()
     model = AnyOrderModel(net, CategoricalHead(3))
     x = torch.randint(3, (4, 5), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
