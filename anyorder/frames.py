@@ -194,8 +194,11 @@ def _decode_frame(X, filled, holes, columns):
             continue
         values = X.iloc[:, j].array.copy()
         fills = _fills(filled[rows, j], column)
+        dtype = X.dtypes.iloc[j]
         if column.integer:
             fills = fills.astype(np.int64)
+        elif isinstance(dtype, np.dtype) and dtype.kind == "f":
+            fills = fills.astype(dtype)        # a float32 column takes float32 fills (pandas 3 refuses a lossy set)
         values[rows] = fills
         out.isetitem(j, pd.Series(values, index=X.index, name=X.columns[j]))
     return out
