@@ -337,12 +337,31 @@ def cmd_presets(args) -> None:
 COMMANDS = [train_parser, eval_parser, sample_parser, impute_parser, fit_policy_parser, compress_parser, decompress_parser, presets_parser]
 
 
-def parser() -> argparse.ArgumentParser:
+def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top parser and each command's parser by name."""
     top = argparse.ArgumentParser(prog="anyorder", description="Any-order autoregressive models, the MAC way.")
     sub = top.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
         add(sub)
-    return top
+    return top, sub.choices
+
+
+def parser() -> argparse.ArgumentParser:
+    return _parsers()[0]
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's arguments, options and positionals in any order
+    (`train train.steps=300 --threads 1 data.source=x`): argparse's intermixed parsing does
+    not take subparsers, so the top parser picks the command and that command's parser
+    reads the rest intermixed."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    top, commands = _parsers()
+    if not argv or argv[0] not in commands:
+        return top.parse_args(argv)           # help, or an error naming the commands
+    args = commands[argv[0]].parse_intermixed_args(argv[1:])
+    args.command = argv[0]
+    return args
 
 
 def _terminate(signum, frame):
@@ -350,7 +369,7 @@ def _terminate(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parse(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     previous = signal.signal(signal.SIGTERM, _terminate)
