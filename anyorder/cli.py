@@ -15,16 +15,17 @@ import json
 import math
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 import torch
 
-from . import budget
+from . import budget, memory
 from .arguments import count, number, probability, seed
 from .build import load_model
 from .config import load_config, preset_names
 from .data import IO, complete_rows, data_io, load_data
-from .errors import UserError
+from .errors import Notice, UserError
 from .evaluate import evaluate
 from .impute import REDUCTIONS, check_quantiles
 from .paths import output_file
@@ -173,12 +174,18 @@ def sample_parser(sub) -> None:
     p.set_defaults(run=cmd_sample)
 
 
+SAMPLE_CHUNK_BYTES = 2 ** 28     # the head's parameters for the rows sampled together
+
+
 def _fill(model, x, observed, args) -> torch.Tensor:
-    """Sample the unobserved part on the model's device with a seeded generator; back on the CPU."""
+    """Sample the unobserved part on the model's device with a seeded generator, in chunks
+    of rows whose head parameters take at most SAMPLE_CHUNK_BYTES; back on the CPU."""
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(args.seed)
     budgeted = dict(args.budget, progress=not args.quiet) if args.budget else {}
-    return model.sample(x.to(device), observed.to(device), args.temperature, gen, **budgeted).cpu()
+    rows = max(1, SAMPLE_CHUNK_BYTES // (4 * x.shape[1] * model.head.params_per_variable))
+    return torch.cat([model.sample(x[i:i + rows].to(device), observed[i:i + rows].to(device), args.temperature,
+                                   gen, **budgeted).cpu() for i in range(0, len(x), rows)])
 
 
 def cmd_sample(args) -> None:
@@ -190,6 +197,8 @@ def cmd_sample(args) -> None:
             if getattr(args, name) not in (None, False):
                 raise UserError(f"{flags[0]} is for {kind} models; {args.checkpoint} holds a {meta['kind']} model")
     io.check_sample_args(args)
+    # The queries and the samples are held whole (values, mask, samples: 17 bytes a variable).
+    memory.check_fits(args.num * meta["dim"] * 17, f"--num {args.num}")
     args.budget = _budget(args, model, meta)
     gen = torch.Generator().manual_seed(args.seed)
     x, observed = io.sample_queries(args, meta, lambda: load_data(config.data).split(args.split)[: args.num], gen)
@@ -368,10 +377,22 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
+def _one_line_notices(show):
+    """A `warnings.showwarning` printing Notices on one line and passing the rest to `show`."""
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, Notice):
+            print(f"anyorder: note: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+    return show_warning
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    show = warnings.showwarning
+    warnings.showwarning = _one_line_notices(show)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         args.run(args)
@@ -394,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         return 143
     finally:
         signal.signal(signal.SIGTERM, previous)
+        warnings.showwarning = show
     return 0
 
 

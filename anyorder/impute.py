@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import memory
 from .data.base import DataError
 from .data.tables import (decode_cells, encode_cells, format_cell, read_rows, standardise, unstandardise,
                           write_cells)
@@ -68,9 +69,11 @@ def impute(model, table: torch.Tensor, /, num_samples: int = 1, reduce: str = "m
         raise DataError(f"row {int(empty.nonzero()[0])} of the table is entirely missing; "
                         f"there is nothing to condition on ({int(empty.sum())} such rows)")
     device = next(model.parameters()).device
+    draws = 1 if reduce == "conditional-mean" else num_samples
+    # Every draw of every cell is kept until reduced, twice (the batches, then their concatenation).
+    memory.check_fits(2 * 4 * draws * table.numel(), f"num_samples {num_samples} for {len(table)} rows")
     x = torch.where(missing, 0.0, table).to(device)
     observed = ~missing.to(device)
-    draws = 1 if reduce == "conditional-mean" else num_samples
     rows, fills = max(1, batch_size // draws), []
     for start in tqdm(range(0, len(x), rows), desc="impute (batches)", disable=not progress, dynamic_ncols=True):
         xb = x[start:start + rows].repeat(draws, 1)

@@ -19,6 +19,7 @@ import re
 import torch
 
 from .errors import UserError
+from .sampling import cumulative, draw
 
 QUERIES = ("card-uniform", "full", "bernoulli", "inpaint")
 PROTOCOLS = ("natural", "strided", "random")
@@ -188,6 +189,15 @@ def node_cardinalities(dim: int, strategy: str = "mac", query: str = "card-unifo
     return table / table.sum(), sizes
 
 
+@functools.lru_cache(maxsize=16)
+def node_cdf(dim: int, strategy: str = "mac", query: str = "card-uniform", reweight: bool = True) -> torch.Tensor:
+    """`node_cardinalities`' table flattened to running sums (float64 `[(D+1)·D]`), which
+    `training_nodes` draws cells (m, k) from by inverse CDF (`sampling.draw`): exact at any
+    D, where torch.multinomial refuses the more than 2^24 cells of D > 4095. Cached: every
+    training step draws from the same table. Read-only."""
+    return cumulative(node_cardinalities(dim, strategy, query, reweight)[0])
+
+
 def mixture_parts(arg: str | None) -> tuple[str, float | None]:
     """The argument of "mixture(X)" or "mixture(X, share)" -> (X, share or None); X defaults
     to "mac" and share, the fraction of uniform-order (aoarm) nodes, must lie in [0, 1]."""
@@ -242,9 +252,7 @@ def training_nodes(batch: int, dim: int, strategy: str = "mac", protocol: str = 
         second = training_nodes(batch, dim, inner, protocol, reweight, query, generator, device)
         return torch.where(coin, first, second)
     parse_name(protocol, PROTOCOLS, "protocol")
-    probs, _ = node_cardinalities(dim, name, query, reweight)
-    cell = torch.multinomial(probs.flatten().float().to(device), batch, replacement=True,
-                             generator=generator) if batch else torch.zeros(0, dtype=torch.long, device=device)
+    cell = draw(node_cdf(dim, name, query, reweight), batch, generator, device)
     base_size, steps = cell // dim, cell % dim
     if name == "aoarm":
         return uniform_subsets(steps, dim, generator)

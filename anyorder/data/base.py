@@ -3,6 +3,7 @@ evaluator read) and `DataIO` (what the command line asks and prints for one kind
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,12 @@ class DataIO:
     kind: str = ""
     variable: str = "dimension"
     sample_options: Sequence[tuple[tuple[str, ...], dict]] = ()
+    valid_metric: str = "valid_bpd"     # the metrics.csv column of training's validation figure
+
+    def valid_value(self, loglik: float, dim: int) -> float:
+        """The validation figure training logs, from the mean log-likelihood of validation
+        rows (nats per row), in the units `summary` reports: bits per dimension."""
+        return -loglik / (dim * math.log(2))
 
     def summary(self, report: dict) -> str:
         """One line of an `anyorder.evaluate` report in this kind's units (bits per dimension)."""

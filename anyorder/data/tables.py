@@ -587,6 +587,11 @@ class TableIO(DataIO):
 
     kind = "table"
 
+    valid_metric = "valid_loglik_nats_per_row"
+
+    def valid_value(self, loglik, dim):
+        return loglik                   # as `summary` reports tables: nats per row, higher is better
+
     def summary(self, report):
         return (f"joint log-likelihood {report['joint_loglik']:.4f} ± {report['joint_loglik_se']:.4f}, "
                 f"marginal {report['marginal_loglik']:.4f} ± {report['marginal_loglik_se']:.4f} nats per row")
