@@ -22,6 +22,7 @@ from .data.base import DataError
 from .data.tables import (decode_cells, encode_cells, format_cell, read_rows, standardise, unstandardise,
                           write_cells)
 from .errors import UserError
+from .files import remove_stale
 from .heads import count_levels
 from .paths import output_file
 
@@ -220,6 +221,7 @@ def impute_file(model, meta: dict, input, output, num_samples: int = 10, reduce:
     """
     output = output_file(output, "output", inputs=(input,))
     side = output_file(intervals_path(output), "intervals output", inputs=(input,)) if quantiles is not None else None
+    remove_stale(output.parent)         # .partial files of imputations that were killed
     if side is not None:
         quantiles = check_quantiles(quantiles, num_samples)
     columns, cells, lines = read_rows(input)
