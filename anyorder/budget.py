@@ -25,6 +25,7 @@ from tqdm import tqdm
 from . import lattice
 from .errors import Notice, UserError
 from .files import write_atomic
+from .paths import output_file
 
 POLICIES, STEP_LOSSES = "policies.json", "step_losses.pt"
 COSTS = ("exact", "ardm")
@@ -181,6 +182,8 @@ def fit_policies(model, rows: torch.Tensor, budgets, run_dir: str | Path, cost: 
     `remeasure`.
     Returns ({K: (policy, expected nats)}, losses `[D, D]`, path of policies.json).
     """
+    for name in (STEP_LOSSES, POLICIES):      # refused now, not after D passes over every row
+        output_file(Path(run_dir) / name, "the run directory's " + name)
     info = {"protocol": model.protocol, "cost": cost, "split": split, "rows": len(rows),
             "length": rows.shape[1], "weights": fingerprint(model)}
     measured = Path(run_dir) / STEP_LOSSES

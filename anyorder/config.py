@@ -102,6 +102,9 @@ class Config:
         return cls(**sections)
 
 
+KIND_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "text", tuple: "a list"}
+
+
 def _coerce(value, f: dataclasses.Field, section: str):
     """Check a value against a field's default type (YAML gives ints where floats are meant)."""
     default = f.default if f.default is not dataclasses.MISSING else None
@@ -117,7 +120,7 @@ def _coerce(value, f: dataclasses.Field, section: str):
         return tuple(value)
     elif isinstance(value, want) and not isinstance(value, bool):
         return value
-    raise ConfigError(f"{section}.{f.name} must be a {want.__name__}, got {value!r}")
+    raise ConfigError(f"{section}.{f.name} must be {KIND_WORDS.get(want, want.__name__)}, got {value!r}")
 
 
 def _is_float(text: str) -> bool:

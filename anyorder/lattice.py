@@ -302,10 +302,10 @@ def training_paths(batch: int, dim: int, protocol: str = "natural", query: str =
     _check_size(batch, dim)
     weights = torch.as_tensor(mix, dtype=torch.float64) if len(mix) in (3, 4) else None
     if weights is None or not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
-        raise ValueError(f"path mix must be 3 or 4 weights >= 0 (joint, marginal, conditional[, marginal "
+        raise UserError(f"path mix must be 3 or 4 weights >= 0 (joint, marginal, conditional[, marginal "
                          f"pair]) with a positive sum, got {mix!r}")
     if parse_name(query, QUERIES, "query distribution")[0] == "inpaint":
-        raise ValueError("the marginal paths' query cannot be 'inpaint'; conditional paths are the mix's third weight")
+        raise UserError("the marginal paths' query cannot be 'inpaint'; conditional paths are the mix's third weight")
     parse_name(protocol, PROTOCOLS, "protocol")
     kind = torch.multinomial(weights.float().to(device), batch, replacement=True, generator=generator) \
         if batch else torch.zeros(0, dtype=torch.long, device=device)

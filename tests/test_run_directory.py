@@ -220,3 +220,12 @@ def test_stale_partial_files_are_removed_but_live_ones_kept(tmp_path):
     files.write_atomic(tmp_path / "new.csv", lambda f: f.write(b"done"))
     assert not stale.exists() and mine.exists() and foreign.exists()
     assert (tmp_path / "new.csv").read_bytes() == b"done"
+
+
+def test_fit_policy_refuses_an_unwritable_run_directory_before_measuring(tmp_path, monkeypatch, capsys):
+    run = train(tiny_config(tmp_path / "run", "train.steps=2"), progress=False)
+    monkeypatch.setattr(budget, "step_losses", lambda *a, **k: pytest.fail("step losses were measured"))
+    monkeypatch.setattr("anyorder.paths.os.access", lambda path, mode: False)    # as a read-only mount answers
+    assert main(["fit-policy", str(run), "--steps", "4", "--rows", "4", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "step_losses.pt" in err and "not writable" in err
