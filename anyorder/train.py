@@ -191,10 +191,12 @@ class MetricsLog:
 class RunDirectory:
     """Exclusive use of a run directory while training (a context manager yielding its Path).
 
-    Refuses a path that is a file, and a directory that already holds a run unless resuming
-    it; takes an exclusive lock (flock on the directory itself), so a second training into
-    the same directory stops at once instead of interleaving with the first; removes
-    temporary checkpoint files a killed run left behind. Only the owning process (rank 0)
+    Refuses a path that is a file, a directory that already holds a checkpoint unless
+    resuming it, and one holding files that are not a run's; a run that never wrote a
+    checkpoint is started again. Takes an exclusive lock (flock on the directory itself),
+    so a second training into the same directory stops at once instead of interleaving
+    with the first; removes the temporary files of writes a killed run left behind
+    (`files.remove_stale`). Only the owning process (rank 0)
     touches the directory; `agree` (see `Training.agree`) lets every process learn whether
     the claim failed.
     """
