@@ -120,7 +120,7 @@ def _coerce(value, f: dataclasses.Field, section: str):
         return tuple(value)
     elif isinstance(value, want) and not isinstance(value, bool):
         return value
-    raise ConfigError(f"{section}.{f.name} must be {KIND_WORDS.get(want, want.__name__)}, got {value!r}")
+    raise ConfigError(f"{section}.{f.name} must be {KIND_WORDS.get(want, 'a value')} ({want.__name__}), got {value!r}")
 
 
 def _is_float(text: str) -> bool:
