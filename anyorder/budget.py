@@ -16,14 +16,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
+import warnings
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from . import lattice
-from .errors import UserError
+from .errors import Notice, UserError
+from .files import write_atomic
+from .paths import output_file
 
 POLICIES, STEP_LOSSES = "policies.json", "step_losses.pt"
 COSTS = ("exact", "ardm")
@@ -174,18 +176,47 @@ def fit_policies(model, rows: torch.Tensor, budgets, run_dir: str | Path, cost: 
     `remeasure`.
     Returns ({K: (policy, expected nats)}, losses `[D, D]`, path of policies.json).
     """
+    for name in (STEP_LOSSES, POLICIES):      # refused now, not after D passes over every row
+        output_file(Path(run_dir) / name, "the run directory's " + name)
     info = {"protocol": model.protocol, "cost": cost, "split": split, "rows": len(rows),
             "length": rows.shape[1], "weights": fingerprint(model)}
     measured = Path(run_dir) / STEP_LOSSES
     same = ("protocol", "split", "rows", "length", "weights")
-    stored = torch.load(measured) if measured.exists() and not remeasure else {}
+    stored = read_step_losses(measured, rows.shape[1]) if measured.exists() and not remeasure else {}
     if all(stored.get(k) == info[k] for k in same):
         losses = stored["losses"]
     else:
         losses = step_losses(model, rows, batch_size, generator, autocast, progress)
-        torch.save({"losses": losses, **{k: info[k] for k in same}}, measured)
+        _write(measured, lambda f: torch.save({"losses": losses, **{k: info[k] for k in same}}, f))
     fitted = optimal_policies(step_costs(losses, cost), budgets)
     return fitted, losses, save_policies(run_dir, fitted, info)
+
+
+def read_step_losses(path: Path, length: int) -> dict:
+    """The stored step-loss cache, or {} (with a Notice) when the file is not one: damaged,
+    foreign, of another shape, or holding anything but plain tensors and values (torch's
+    `weights_only` loader refuses code). The caller measures again and overwrites it."""
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        losses = stored["losses"]
+        valid = (isinstance(losses, torch.Tensor) and losses.dtype == torch.float64
+                 and losses.shape == (length, length) and not losses.triu().isinf().any()
+                 and not losses.triu().isnan().any())
+    except Exception:  # torch raises many types for damaged or hostile pickles and zips
+        valid = False
+    if not valid:
+        warnings.warn(Notice(f"{path} is not a valid step-loss cache; measuring the step losses again"),
+                      stacklevel=3)
+        return {}
+    return stored
+
+
+def _write(path: Path, write) -> None:
+    """`files.write_atomic`, its OSError (a full disk, a read-only folder) as a one-line UserError."""
+    try:
+        write_atomic(path, write)
+    except OSError as err:
+        raise UserError(f"cannot write {path}: {err.strerror or err}; nothing was changed there") from None
 
 
 def fingerprint(model) -> str:
@@ -205,9 +236,8 @@ def save_policies(run_dir: str | Path, fitted: dict[int, tuple[torch.Tensor, flo
     entries = read_policies(run_dir)
     for steps, (policy, cost) in fitted.items():
         entries[str(steps)] = {**info, "boundaries": policy.tolist(), "expected_nats": cost}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"format": FORMAT, "policies": entries}, indent=1))
-    os.replace(tmp, path)
+    text = json.dumps({"format": FORMAT, "policies": entries}, indent=1).encode()
+    _write(path, lambda f: f.write(text))
     return path
 
 

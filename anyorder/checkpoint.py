@@ -4,22 +4,23 @@ A run directory holds `model.safetensors` (the weights to use — the EMA where 
 one — with the config and data description as metadata: enough to rebuild the model
 without any data files) and `train_state.pt` (raw weights, optimiser, EMA, the data
 generator and the global random states, step: enough to resume to the same state). Both
-are written to a temporary file and renamed into place, so a run killed mid-write never
-leaves a torn checkpoint. Non-finite weights are refused when read.
+are written through `files.write_atomic`, so a run killed mid-write never leaves a torn
+checkpoint and a full disk is reported as the OSError it is. Non-finite weights are refused when read.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
+from safetensors.torch import save as safetensors_bytes
 
 from .config import Config, ConfigError
 from .errors import UserError
+from .files import write_atomic
 
 FORMAT = "anyorder-checkpoint-1"
 # Config keys added after checkpoints were first written, with the value that runs saved
@@ -33,19 +34,6 @@ class CheckpointError(UserError):
     """A missing, corrupt or foreign checkpoint (the CLI prints it on one line)."""
 
 
-def _temporary(path: Path, tag: str) -> Path:
-    return path.with_name(f".{path.name}.tmp{tag}")
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = _temporary(path, str(os.getpid()))
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save(run_dir: str | Path, weights: dict, config: Config, meta: dict, step: int,
          state: dict | None = None) -> None:
     """Write the weights that users load, then the resumable state (if given). The state is
@@ -56,17 +44,9 @@ def save(run_dir: str | Path, weights: dict, config: Config, meta: dict, step: i
     tensors = {k: v.detach().float().contiguous().cpu() if v.is_floating_point() else v.contiguous().cpu()
                for k, v in weights.items()}
     info = {"format": FORMAT, "config": json.dumps(config.to_dict()), "meta": json.dumps(meta), "step": str(step)}
-    _atomic(run_dir / WEIGHTS, lambda p: save_file(tensors, str(p), metadata=info))
+    write_atomic(run_dir / WEIGHTS, lambda f: f.write(safetensors_bytes(tensors, metadata=info)))
     if state is not None:
-        _atomic(run_dir / STATE, lambda p: torch.save({**state, "step": step, "config": config.to_dict()}, p))
-
-
-def remove_temporary_files(run_dir: str | Path) -> None:
-    """Delete the temporary files of writes that a killed process never finished. Call it only
-    while holding the run directory (no other process can be writing there)."""
-    for name in (WEIGHTS, STATE):
-        for tmp in Path(run_dir).glob(_temporary(Path(name), "*").name):
-            tmp.unlink(missing_ok=True)
+        write_atomic(run_dir / STATE, lambda f: torch.save({**state, "step": step, "config": config.to_dict()}, f))
 
 
 def _check_finite(tensors: dict, where: Path) -> None:

@@ -15,17 +15,18 @@ import json
 import math
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 import torch
 
-from . import budget
+from . import budget, memory
 from .arguments import count, number, seed
 from .build import load_model
 from .config import load_config, preset_names
 from .data import IO, complete_rows, data_io, load_data
 from .data.table_io import check_decimals
-from .errors import UserError
+from .errors import Notice, UserError
 from .evaluate import evaluate, report_lines
 from .impute import REDUCTIONS, check_quantiles
 from .paths import output_file
@@ -179,15 +180,21 @@ def sample_parser(sub) -> None:
     p.set_defaults(run=cmd_sample)
 
 
+SAMPLE_CHUNK_BYTES = 2 ** 28     # the head's parameters for the rows sampled together
+
+
 def _filler(model, args):
-    """`fill(x, observed)`: the unobserved part sampled on the model's device, back on the CPU;
-    one generator seeded with --seed for every call (a long prompt takes several)."""
+    """`fill(x, observed)`: the unobserved part sampled on the model's device, back on the CPU,
+    in chunks of rows whose head parameters take at most SAMPLE_CHUNK_BYTES; one generator
+    seeded with --seed for every call (a long prompt takes several)."""
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(args.seed)
     budgeted = dict(args.budget, progress=not args.quiet) if args.budget else {}
 
     def fill(x, observed):
-        return model.sample(x.to(device), observed.to(device), args.temperature, gen, **budgeted).cpu()
+        rows = max(1, SAMPLE_CHUNK_BYTES // (4 * x.shape[1] * model.head.params_per_variable))
+        return torch.cat([model.sample(x[i:i + rows].to(device), observed[i:i + rows].to(device), args.temperature,
+                                       gen, **budgeted).cpu() for i in range(0, max(len(x), 1), rows)])
 
     return fill
 
@@ -201,6 +208,8 @@ def cmd_sample(args) -> None:
             if getattr(args, name) not in (None, False):
                 raise UserError(f"{flags[0]} is for {kind} models; {args.checkpoint} holds a {meta['kind']} model")
     io.check_sample_args(args)
+    # The queries and the samples are held whole (values, mask, samples: 17 bytes a variable).
+    memory.check_fits(args.num * meta["dim"] * 17, f"--num {args.num}")
     args.budget = _budget(args, model, meta)
     gen = torch.Generator().manual_seed(args.seed)
     io.sample(args, meta, lambda: load_data(config.data).split(args.split)[: args.num], gen, _filler(model, args))
@@ -359,22 +368,53 @@ def cmd_presets(args) -> None:
 COMMANDS = [train_parser, eval_parser, sample_parser, impute_parser, fit_policy_parser, compress_parser, decompress_parser, presets_parser]
 
 
-def parser() -> argparse.ArgumentParser:
+def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top parser and each command's parser by name."""
     top = argparse.ArgumentParser(prog="anyorder", description="Any-order autoregressive models, the MAC way.")
     sub = top.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
         add(sub)
-    return top
+    return top, sub.choices
+
+
+def parser() -> argparse.ArgumentParser:
+    return _parsers()[0]
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's arguments, options and positionals in any order
+    (`train train.steps=300 --threads 1 data.source=x`): argparse's intermixed parsing does
+    not take subparsers, so the top parser picks the command and that command's parser
+    reads the rest intermixed."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    top, commands = _parsers()
+    if not argv or argv[0] not in commands:
+        return top.parse_args(argv)           # help, or an error naming the commands
+    args = commands[argv[0]].parse_intermixed_args(argv[1:])
+    args.command = argv[0]
+    return args
 
 
 def _terminate(signum, frame):
     raise Terminated()
 
 
+def _one_line_notices(show):
+    """A `warnings.showwarning` printing Notices on one line and passing the rest to `show`."""
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, Notice):
+            print(f"anyorder: note: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+    return show_warning
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parse(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    show = warnings.showwarning
+    warnings.showwarning = _one_line_notices(show)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         args.run(args)
@@ -397,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         return 143
     finally:
         signal.signal(signal.SIGTERM, previous)
+        warnings.showwarning = show
     return 0
 
 

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
+from . import plainyaml
 from .errors import UserError
 
 
@@ -103,6 +102,9 @@ class Config:
         return cls(**sections)
 
 
+KIND_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "text", tuple: "a list"}
+
+
 def _coerce(value, f: dataclasses.Field, section: str):
     """Check a value against a field's default type (YAML gives ints where floats are meant)."""
     default = f.default if f.default is not dataclasses.MISSING else None
@@ -118,7 +120,7 @@ def _coerce(value, f: dataclasses.Field, section: str):
         return tuple(value)
     elif isinstance(value, want) and not isinstance(value, bool):
         return value
-    raise ConfigError(f"{section}.{f.name} must be a {want.__name__}, got {value!r}")
+    raise ConfigError(f"{section}.{f.name} must be {KIND_WORDS.get(want, 'a value')} ({want.__name__}), got {value!r}")
 
 
 def _is_float(text: str) -> bool:
@@ -134,28 +136,43 @@ def preset_names() -> list[str]:
 
 
 def _read_yaml(text: str, where: str) -> dict:
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{where} is not valid YAML: {str(err).splitlines()[0]}") from None
+    raw = plainyaml.load(text, where, ConfigError) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must hold a mapping of config sections")
     return raw
+
+
+def _config_text(path: Path) -> str:
+    """The text of a config file, refused before reading when it is not a file or too long."""
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "is not a regular file" if path.exists() else "does not exist"
+        raise ConfigError(f"config file {path} {what}")
+    try:
+        if path.stat().st_size > plainyaml.MAX_BYTES:
+            raise ConfigError(f"config file {path} is {path.stat().st_size} bytes; a config is at most "
+                              f"{plainyaml.MAX_BYTES}")
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {err.start})") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
 
 
 def load_config(name_or_path: str, overrides: list[str] = ()) -> Config:
     """A preset name (see `preset_names`) or a YAML file, then `section.key=value` overrides."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"config file {path} {'is a folder' if path.is_dir() else 'does not exist'}")
-        raw = _read_yaml(path.read_text(), str(path))
+        raw = _read_yaml(_config_text(path), str(path))
     elif name_or_path in preset_names():
         text = resources.files("anyorder.presets").joinpath(f"{name_or_path}.yaml").read_text()
         raw = _read_yaml(text, f"preset {name_or_path}")
     else:
         raise ConfigError(f"no preset or file named {name_or_path!r}; presets: {', '.join(preset_names())}")
     return Config.from_dict(apply_overrides(raw, overrides))
+
+
+def _clip(text: str, width: int = 60) -> str:
+    return repr(text if len(text) <= width else text[:width] + "…")
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -168,5 +185,5 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         section = raw.setdefault(parts[0], {})
         if not isinstance(section, dict):
             raise ConfigError(f"cannot override {key}: section {parts[0]!r} is not a mapping")
-        section[parts[1]] = yaml.safe_load(value) if value.strip() else ""
+        section[parts[1]] = plainyaml.load(value, f"override {_clip(item)}", ConfigError) if value.strip() else ""
     return raw

@@ -30,6 +30,7 @@ from .errors import UserError
 from .heads import MixtureOfGaussiansHead
 from .model import AnyOrderModel
 from .nets.resmlp import ResMLP
+from .sampling import draw
 from .train import lr_factor, train_step
 
 
@@ -46,9 +47,7 @@ def policy_nodes(batch: int, state_dim: int, action_dim: int, protocol: str = "n
     if state_dim < 0 or action_dim < 1 or batch < 0:
         raise UserError(f"need batch >= 0, state_dim >= 0 and action_dim >= 1, got "
                          f"{batch}, {state_dim}, {action_dim}")
-    probs, _ = lattice.node_cardinalities(action_dim, "mac-inpaint", "card-uniform", reweight)
-    cell = torch.multinomial(probs.flatten().float().to(device), batch, replacement=True,
-                             generator=generator) if batch else torch.zeros(0, dtype=torch.long, device=device)
+    cell = draw(lattice.node_cdf(action_dim, "mac-inpaint", "card-uniform", reweight), batch, generator, device)
     given, steps = cell // action_dim, cell % action_dim
     state = torch.ones(batch, state_dim, dtype=torch.bool, device=device)
     base = torch.cat([state, lattice.uniform_subsets(given, action_dim, generator)], dim=-1)

@@ -10,3 +10,8 @@ line; any other exception is a bug and keeps its traceback. It subclasses ValueE
 
 class UserError(ValueError):
     """A problem with the user's input, arguments, files or checkpoints (not a bug)."""
+
+
+class Notice(UserWarning):
+    """Something a user should know that does not stop the work (a damaged cache measured
+    again, a run without a checkpoint started again); the command line prints it on one line."""

@@ -30,7 +30,10 @@ def _sample_logits(logits: torch.Tensor, temperature: float, generator) -> torch
     temperature 0 gives the mode."""
     if temperature == 0:
         return logits.argmax(-1)
-    # Shifted so the largest logit is 0: dividing by a tiny temperature cannot overflow.
+    # Shifted so the largest logit is 0: dividing by a tiny temperature cannot overflow. A
+    # temperature below float32's smallest normal would round to 0 and give 0/0 at the
+    # largest logit: there the law is already the mode's, so the smallest normal stands in.
+    temperature = max(temperature, torch.finfo(logits.dtype).tiny)
     probs = F.softmax((logits - logits.amax(-1, keepdim=True)) / temperature, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from . import memory
 from .data.base import DataError
 from .errors import UserError
 from .heads import count_levels
@@ -66,9 +67,11 @@ def impute(model, table: torch.Tensor, /, num_samples: int = 1, reduce: str = "m
     floor = _check_floor(floor, table)
     missing = torch.isnan(table)
     device = next(model.parameters()).device
+    draws = 1 if reduce == "conditional-mean" else num_samples
+    # Every draw of every cell is kept until reduced, twice (the batches, then their concatenation).
+    memory.check_fits(2 * 4 * draws * table.numel(), f"num_samples {num_samples} for {len(table)} rows")
     x = torch.where(missing, 0.0, table).to(device)
     observed = ~missing.to(device)
-    draws = 1 if reduce == "conditional-mean" else num_samples
     rows, fills = max(1, batch_size // draws), []
     for start in tqdm(range(0, len(x), rows), desc="impute (batches)", disable=not progress, dynamic_ncols=True):
         xb = x[start:start + rows].repeat(draws, 1)

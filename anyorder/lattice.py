@@ -21,6 +21,7 @@ import re
 import torch
 
 from .errors import UserError
+from .sampling import cumulative, draw
 
 QUERIES = ("card-uniform", "full", "bernoulli", "inpaint")
 PROTOCOLS = ("natural", "strided", "random")
@@ -190,6 +191,15 @@ def node_cardinalities(dim: int, strategy: str = "mac", query: str = "card-unifo
     return table / table.sum(), sizes
 
 
+@functools.lru_cache(maxsize=16)
+def node_cdf(dim: int, strategy: str = "mac", query: str = "card-uniform", reweight: bool = True) -> torch.Tensor:
+    """`node_cardinalities`' table flattened to running sums (float64 `[(D+1)·D]`), which
+    `training_nodes` draws cells (m, k) from by inverse CDF (`sampling.draw`): exact at any
+    D, where torch.multinomial refuses the more than 2^24 cells of D > 4095. Cached: every
+    training step draws from the same table. Read-only."""
+    return cumulative(node_cardinalities(dim, strategy, query, reweight)[0])
+
+
 def mixture_parts(arg: str | None) -> tuple[str, float | None]:
     """The argument of "mixture(X)" or "mixture(X, share)" -> (X, share or None); X defaults
     to "mac" and share, the fraction of uniform-order (aoarm) nodes, must lie in [0, 1]."""
@@ -244,9 +254,7 @@ def training_nodes(batch: int, dim: int, strategy: str = "mac", protocol: str = 
         second = training_nodes(batch, dim, inner, protocol, reweight, query, generator, device)
         return torch.where(coin, first, second)
     parse_name(protocol, PROTOCOLS, "protocol")
-    probs, _ = node_cardinalities(dim, name, query, reweight)
-    cell = torch.multinomial(probs.flatten().float().to(device), batch, replacement=True,
-                             generator=generator) if batch else torch.zeros(0, dtype=torch.long, device=device)
+    cell = draw(node_cdf(dim, name, query, reweight), batch, generator, device)
     base_size, steps = cell // dim, cell % dim
     if name == "aoarm":
         return uniform_subsets(steps, dim, generator)
@@ -296,10 +304,10 @@ def training_paths(batch: int, dim: int, protocol: str = "natural", query: str =
     _check_size(batch, dim)
     weights = torch.as_tensor(mix, dtype=torch.float64) if len(mix) in (3, 4) else None
     if weights is None or not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
-        raise ValueError(f"path mix must be 3 or 4 weights >= 0 (joint, marginal, conditional[, marginal "
+        raise UserError(f"path mix must be 3 or 4 weights >= 0 (joint, marginal, conditional[, marginal "
                          f"pair]) with a positive sum, got {mix!r}")
     if parse_name(query, QUERIES, "query distribution")[0] == "inpaint":
-        raise ValueError("the marginal paths' query cannot be 'inpaint'; conditional paths are the mix's third weight")
+        raise UserError("the marginal paths' query cannot be 'inpaint'; conditional paths are the mix's third weight")
     parse_name(protocol, PROTOCOLS, "protocol")
     kind = torch.multinomial(weights.float().to(device), batch, replacement=True, generator=generator) \
         if batch else torch.zeros(0, dtype=torch.long, device=device)

@@ -12,7 +12,9 @@ import csv
 import fcntl
 import math
 import os
+import shutil
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -21,17 +23,20 @@ import yaml
 from torch import nn
 from tqdm import tqdm
 
-from . import checkpoint
+from . import checkpoint, files, memory
 from .build import build_model, describe
-from .config import Config, ConfigError, apply_overrides
-from .data import Dataset, complete_rows, load_data
-from .errors import UserError
-from .model import AnyOrderModel, bits_per_dim
+from .config import Config, ConfigError, apply_overrides, load_config
+from .data import Dataset, complete_rows, data_io, load_data
+from .errors import Notice, UserError
+from .model import AnyOrderModel
 from .optim import KINDS as OPTIMIZERS, optimizer_for
 from .precision import autocast_for
+from .signals import StopRequests
 
-RUN_FILES = ("config.yaml", "metrics.csv", checkpoint.WEIGHTS, checkpoint.STATE, "tensorboard")
-METRICS = ["step", "train_loss", "lr", "grad_norm", "tokens_per_s", "valid_bpd", "elapsed_s"]
+CONFIG = "config.yaml"
+CHECKPOINT_FILES = (checkpoint.WEIGHTS, checkpoint.STATE)
+LOG_FILES = ("metrics.csv", "tensorboard")
+OLD_VALID = "valid_bpd"   # metrics.csv's validation column for every kind of data before tables had their own
 
 
 def resolve_device(name: str) -> torch.device:
@@ -67,14 +72,15 @@ class Objective(nn.Module):
         return self.model.loss(x, drawn, generator=generator)
 
 
-def validation_bpd(model: AnyOrderModel, rows: torch.Tensor, device, autocast, seed: int) -> float:
-    """A cheap, fixed-seed one-step estimate of joint bits per dimension on validation rows."""
+def validation_loglik(model: AnyOrderModel, rows: torch.Tensor, device, autocast, seed: int) -> float:
+    """A cheap, fixed-seed one-step estimate of the mean joint log-likelihood of validation
+    rows, nats per row (`DataIO.valid_value` turns it into the figure a kind reports)."""
     gen = torch.Generator(device=device).manual_seed(seed)
     model.eval()
     with torch.no_grad(), autocast, model.query_options(**model.validation_options()):
         logp = model.log_prob(rows.to(device), estimator="one-step", num_draws=4, generator=gen)
     model.train()
-    return bits_per_dim(logp, rows.shape[1]).mean().item()
+    return logp.double().mean().item()
 
 
 def training_batch(data: Dataset, model: AnyOrderModel, batch_size: int, generator: torch.Generator):
@@ -141,18 +147,28 @@ class TrainingDiverged(UserError):
 
 
 class MetricsLog:
-    """metrics.csv (kept across resumes, cut back to the resumed step) and TensorBoard if installed."""
+    """metrics.csv (kept across resumes, cut back to the resumed step) and TensorBoard if installed.
 
-    def __init__(self, run_dir: Path, start: int, enabled: bool):
+    `valid` names the validation column (`DataIO.valid_metric`); a resumed run whose file
+    still has the old `valid_bpd` column of a kind that now logs another figure gets its
+    values converted by `from_old` (bits per dimension -> the new figure)."""
+
+    def __init__(self, run_dir: Path, start: int, enabled: bool, valid: str = OLD_VALID,
+                 from_old=lambda bpd: bpd):
         self.path, self.enabled, self.board = run_dir / "metrics.csv", enabled, None
+        self.columns = ["step", "train_loss", "lr", "grad_norm", "tokens_per_s", valid, "elapsed_s"]
         if not enabled:
             return
         kept = []
         if start and self.path.exists():
             with self.path.open() as f:
                 kept = [row for row in csv.DictReader(f) if int(row["step"]) <= start]
+        for row in kept:
+            if valid != OLD_VALID and OLD_VALID in row:
+                old = row.pop(OLD_VALID)
+                row[valid] = from_old(float(old)) if old else ""
         with self.path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, METRICS)
+            writer = csv.DictWriter(f, self.columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(kept)
         try:
@@ -165,7 +181,7 @@ class MetricsLog:
         if not self.enabled:
             return
         with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, METRICS).writerow(row)
+            csv.DictWriter(f, self.columns).writerow(row)
         if self.board is not None:
             for key, value in row.items():
                 if key != "step" and value != "":
@@ -175,10 +191,12 @@ class MetricsLog:
 class RunDirectory:
     """Exclusive use of a run directory while training (a context manager yielding its Path).
 
-    Refuses a path that is a file, and a directory that already holds a run unless resuming
-    it; takes an exclusive lock (flock on the directory itself), so a second training into
-    the same directory stops at once instead of interleaving with the first; removes
-    temporary checkpoint files a killed run left behind. Only the owning process (rank 0)
+    Refuses a path that is a file, a directory that already holds a checkpoint unless
+    resuming it, and one holding files that are not a run's; a run that never wrote a
+    checkpoint is started again. Takes an exclusive lock (flock on the directory itself),
+    so a second training into the same directory stops at once instead of interleaving
+    with the first; removes the temporary files of writes a killed run left behind
+    (`files.remove_stale`). Only the owning process (rank 0)
     touches the directory; `agree` (see `Training.agree`) lets every process learn whether
     the claim failed.
     """
@@ -207,21 +225,44 @@ class RunDirectory:
             self.__exit__()
             raise UserError(f"another training is using {self.path} right now; wait for it or choose "
                             "another train.out") from None
-        held = sorted(name for name in RUN_FILES if (self.path / name).exists())
-        if held and not self.resume:
+        try:
+            self._check_contents()
+        except UserError:
             self.__exit__()
+            raise
+        files.remove_stale(self.path)
+        return self.path
+
+    def _check_contents(self) -> None:
+        """Refuse a directory holding a checkpoint (unless resuming) or files that are not a
+        run's; a run that never wrote a checkpoint (stopped or failed before its first) is
+        started again: its config, metrics and TensorBoard events are replaced."""
+        held = sorted(name for name in CHECKPOINT_FILES if (self.path / name).exists())
+        if held and not self.resume:
             raise UserError(f"{self.path} already holds a run ({', '.join(held)}); continue it with "
                             f"--resume {self.path} or choose another train.out")
+        logs = sorted(name for name in (CONFIG, *LOG_FILES) if (self.path / name).exists())
+        if logs and not held and not self.resume:
+            if not is_run_config(self.path / CONFIG):
+                raise UserError(f"{self.path} already holds {', '.join(logs)} but no anyorder run; "
+                                "choose another train.out")
+            shutil.rmtree(self.path / "tensorboard", ignore_errors=True)
         if not os.access(self.path, os.W_OK):
-            self.__exit__()
             raise UserError(f"the run directory {self.path} is not writable")
-        checkpoint.remove_temporary_files(self.path)
-        return self.path
 
     def __exit__(self, *exc) -> None:
         if self.fd is not None:
             os.close(self.fd)      # releases the lock
             self.fd = None
+
+
+def is_run_config(path: Path) -> bool:
+    """Whether `path` is the config.yaml of an anyorder run (what `Training.start` writes)."""
+    try:
+        load_config(str(path))
+    except UserError:
+        return False
+    return True
 
 
 def _processes(device_name: str) -> tuple[int, int, torch.device]:
@@ -249,7 +290,9 @@ class Training:
         torch.manual_seed(t.seed)
         self.data = data or load_data(config.data)
         self.meta = describe(self.data)
+        self.io = data_io(self.data.kind)
         self.model = build_model(config, self.meta).to(self.device)
+        self._check_batch_fits()
         self.optimizer = optimizer_for(self.model, o)
         self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()} if o.ema else None
         self.gen = torch.Generator().manual_seed(t.seed)           # batches and training nodes
@@ -259,6 +302,17 @@ class Training:
         self.valid = valid if len(valid) else None       # validation likelihoods need complete rows
         self.step, self.saved = 0, 0
         self.objective: nn.Module = Objective(self.model)
+
+    def _check_batch_fits(self) -> None:
+        """Refuse a batch that cannot fit before anything is allocated for it: one process
+        holds at least its rows (8 bytes a value) and the head's float32 parameters for
+        every variable of them."""
+        t, dim = self.config.train, self.data.dim
+        rows = t.batch_size // self.world
+        what = f"train.batch_size {t.batch_size}" + (f" ({rows} per process)" if self.world > 1 else "")
+        memory.check_fits(rows * dim * (4 * self.model.head.params_per_variable + 8), what, self.device)
+        if self.device.type != "cpu":
+            memory.check_fits(t.batch_size * dim * 8, what, "cpu")      # batches are drawn on the CPU
 
     def agree(self, action):
         """`action()` on every process; under DDP all learn whether any raised a UserError,
@@ -306,7 +360,7 @@ class Training:
         self.step = self.saved = state["step"]
 
     def _last_checkpoint(self) -> str:
-        return f"the checkpoint of step {self.saved}" if self.saved else "no checkpoint was written yet"
+        return f"the checkpoint of step {self.saved} is kept" if self.saved else "no checkpoint was written yet"
 
     def save(self, run_dir: Path) -> None:
         """Checkpoint the current step (rank 0 writes; finite weights only)."""
@@ -324,19 +378,43 @@ class Training:
                 except OSError as err:
                     raise checkpoint.CheckpointError(
                         f"cannot write the step-{self.step} checkpoint in {run_dir}: {err.strerror}; "
-                        f"{self._last_checkpoint()} is kept: make room, then continue with --resume {run_dir}") from None
+                        f"{self._last_checkpoint()}: make room, then continue with --resume {run_dir}") from None
         self.agree(write)
         self.saved = self.step
 
     def start(self, run_dir: Path, resume: bool) -> None:
-        """Restore the state of a resumed run, or record the config of a new one."""
-        if resume:
+        """Restore the state of a resumed run that has one, or record the config of a new run
+        (or of one that never wrote a checkpoint: it starts again from step 0). The config is
+        written before any step, so an unwritable directory or a full disk stops the run
+        before it has done any work, and so is a disk without room for a checkpoint."""
+        if resume and (run_dir / checkpoint.STATE).exists():
             self.agree(lambda: self.restore(checkpoint.read_state(run_dir), run_dir))
-        elif self.rank == 0:
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        self.agree(lambda: self._prepare(run_dir))
         if self.world > 1:
             device_ids = [self.device] if self.device.type == "cuda" else None
             self.objective = nn.parallel.DistributedDataParallel(self.objective, device_ids=device_ids)
+
+    def _prepare(self, run_dir: Path) -> None:
+        if self.rank != 0:
+            return
+        text = yaml.safe_dump(self.config.to_dict(), sort_keys=False).encode()
+        try:
+            if not self.saved:
+                files.write_atomic(run_dir / CONFIG, lambda f: f.write(text))
+            free = shutil.disk_usage(run_dir).free
+        except OSError as err:
+            raise UserError(f"cannot write in the run directory {run_dir}: {err.strerror}") from None
+        needed = self.checkpoint_bytes()
+        if free < needed:
+            raise UserError(f"the run directory {run_dir} has {free / 2**20:.1f} MiB free; a checkpoint of "
+                            f"this model needs about {needed / 2**20:.1f} MiB: make room or choose another "
+                            "train.out")
+
+    def checkpoint_bytes(self) -> int:
+        """About the bytes a checkpoint takes: float32 weights, then the state's weights,
+        two optimiser moments per weight and the EMA (both written at once)."""
+        weights = sum(v.numel() * 4 for v in self.model.state_dict().values())
+        return weights * (1 + 1 + 2 + (1 if self.ema is not None else 0))
 
     # ---------------------------------------------------------------- loop
     def _local(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -380,42 +458,72 @@ class Training:
         if self.world > 1:
             dist.all_reduce(mean_loss)
             mean_loss /= self.world
+        valid = self.io.valid_metric
         row = {"step": self.step, "train_loss": mean_loss.item(), "lr": lr, "grad_norm": window[-1][1].item(),
-               "tokens_per_s": len(window) * t.batch_size * self.data.dim / seconds, "valid_bpd": "",
+               "tokens_per_s": len(window) * t.batch_size * self.data.dim / seconds, valid: "",
                "elapsed_s": elapsed}
         if self.valid is not None and (self.step % t.eval_every == 0 or self.step == t.steps):
-            row["valid_bpd"] = validation_bpd(self.model, self.valid, self.device, self.autocast, t.seed)
+            loglik = validation_loglik(self.model, self.valid, self.device, self.autocast, t.seed)
+            row[valid] = self.io.valid_value(loglik, self.data.dim)
         return row
 
     def fit(self, run_dir: Path, progress: bool = True) -> None:
-        """Train to `train.steps`, logging every `log_every` and checkpointing every `ckpt_every`."""
+        """Train to `train.steps`, logging every `log_every` and checkpointing every
+        `ckpt_every`; a SIGINT or SIGTERM checkpoints the step it arrived in, then stops
+        (`StopRequests`), so a stopped run resumes where it stopped."""
         t = self.config.train
-        log = MetricsLog(run_dir, self.step, enabled=self.rank == 0)
+        valid, dim = self.io.valid_metric, self.data.dim
+        log = MetricsLog(run_dir, self.step, self.rank == 0, valid,
+                         lambda bpd: self.io.valid_value(-bpd * dim * math.log(2), dim))
         bar = tqdm(total=t.steps, initial=self.step, disable=not progress or self.rank != 0, desc="train",
                    dynamic_ncols=True)
         started = window_start = time.perf_counter()
         window = []
         self.model.train()
-        while self.step < t.steps:
-            loss, grad_norm, lr = self.one_step()
-            window.append((loss, grad_norm))
-            bar.update(1)
-            last = self.step == t.steps
-            if self.step % t.log_every == 0 or last:
-                self._check_finite(window)
-                now = time.perf_counter()
-                row = self._log(window, lr, now - window_start, now - started)
-                log.write(row)
-                bar.set_postfix(loss=f"{row['train_loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}",
-                                **({"valid_bpd": f"{row['valid_bpd']:.3f}"} if row["valid_bpd"] != "" else {}))
-                window = []
-            if self.step % t.ckpt_every == 0 or last:
-                if window:
+        with StopRequests() as stop:
+            while self.step < t.steps:
+                try:
+                    loss, grad_norm, lr = self.one_step()
+                except RuntimeError as err:
+                    if not memory.is_out_of_memory(err):
+                        raise
+                    raise UserError(f"train.batch_size {t.batch_size} does not fit in memory at step "
+                                    f"{self.step + 1} ({str(err).splitlines()[0][:160]}); lower it; "
+                                    f"{self._last_checkpoint()}") from None
+                window.append((loss, grad_norm))
+                bar.update(1)
+                last = self.step == t.steps
+                if self.step % t.log_every == 0 or last:
                     self._check_finite(window)
-                self.save(run_dir)
-            if not window:  # evaluation and checkpoint time is not training throughput
-                window_start = time.perf_counter()
+                    now = time.perf_counter()
+                    row = self._log(window, lr, now - window_start, now - started)
+                    log.write(row)
+                    bar.set_postfix(loss=f"{row['train_loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}",
+                                    **({valid: f"{row[valid]:.4f}"} if row[valid] != "" else {}))
+                    window = []
+                stopping = self._all_agree(stop.requested)
+                if self.step % t.ckpt_every == 0 or last or stopping:
+                    if window:
+                        self._check_finite(window)
+                    self.save(run_dir)
+                if stopping:
+                    bar.close()
+                    if self.rank == 0:
+                        warnings.warn(Notice(f"stopped at step {self.step} of {t.steps}, checkpoint written; "
+                                             f"continue with --resume {run_dir}"), stacklevel=2)
+                    stop.deliver()
+                    return
+                if not window:  # evaluation and checkpoint time is not training throughput
+                    window_start = time.perf_counter()
         bar.close()
+
+    def _all_agree(self, flag: bool) -> bool:
+        """`flag` of any process, on every process (a stop request reaches them at different steps)."""
+        if self.world == 1:
+            return flag
+        value = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
 
 
 def _changed_keys(old: dict, new: dict) -> list[str]:
@@ -448,7 +556,17 @@ def train(config: Config, resume: bool = False, progress: bool = True, data: Dat
 
 
 def resume_config(run_dir: str | Path, overrides: list[str] = ()) -> Config:
-    """The config a run was started with, with `section.key=value` overrides (e.g. more steps)."""
+    """The config a run was started with, with `section.key=value` overrides (e.g. more steps).
+
+    A run that stopped or failed before its first checkpoint (its directory holds its
+    config.yaml but no training state) is started again from step 0 with that config."""
+    run_dir = Path(run_dir)
+    if not (run_dir / checkpoint.STATE).exists() and is_run_config(run_dir / CONFIG):
+        warnings.warn(Notice(f"{run_dir} holds no checkpoint yet (the run stopped before its first); "
+                             "it starts again from step 0 with its config.yaml"), stacklevel=2)
+        config = load_config(str(run_dir / CONFIG), overrides)
+        config.train.out = str(run_dir)
+        return config
     state = checkpoint.read_state(run_dir)
     config = Config.from_dict(apply_overrides(checkpoint.with_added_keys(state["config"]), overrides))
     config.train.out = str(run_dir)

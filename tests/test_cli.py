@@ -64,7 +64,7 @@ def test_image_inpainting_writes_a_grid(tmp_path, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["train", "--config", "no-such-preset"], "no preset or file"),
     (["train", "train.stepz=3"], "unknown key"),
-    (["train", "optim.lr=fast"], "must be a float"),
+    (["train", "optim.lr=fast"], "must be a number"),
     (["train", "nonsense"], "section.key=value"),
     (["train", "net.widht=3", "data.seq_len=8", "train.steps=1"], "unknown key"),
     (["train", "data.source=/no/such/file.txt"], "no such"),

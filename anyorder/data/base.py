@@ -3,6 +3,7 @@ evaluator read) and `DataIO` (what the command line asks and prints for one kind
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,12 @@ class DataIO:
     variable: str = "dimension"
     unit: str = "bpd"
     sample_options: Sequence[tuple[tuple[str, ...], dict]] = ()
+    valid_metric: str = "valid_bpd"     # the metrics.csv column of training's validation figure
+
+    def valid_value(self, loglik: float, dim: int) -> float:
+        """The validation figure training logs, from the mean log-likelihood of validation
+        rows (nats per row), in the units `summary` reports: bits per dimension."""
+        return -loglik / (dim * math.log(2))
 
     def variable_name(self, meta: dict) -> str:
         """What one variable of this model is called in reports (`variable`)."""

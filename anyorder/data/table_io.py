@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..files import remove_stale
 from ..impute import Intervals, check_quantiles, impute, impute_intervals
 from ..paths import output_file
 from .base import DataError, DataIO
@@ -119,6 +120,7 @@ def impute_file(model, meta: dict, input, output, num_samples: int = 10, reduce:
     decimals = check_decimals(decimals)
     output = output_file(output, "output", inputs=(input,))
     side = output_file(intervals_path(output), "intervals output", inputs=(input,)) if quantiles is not None else None
+    remove_stale(output.parent)         # .partial files of imputations that were killed
     if side is not None:
         quantiles = check_quantiles(quantiles, num_samples)
     columns, cells, lines = read_rows(input)
@@ -174,6 +176,10 @@ class TableIO(DataIO):
 
     kind = "table"
     unit = "nats per row"
+    valid_metric = "valid_loglik_nats_per_row"
+
+    def valid_value(self, loglik, dim):
+        return loglik                   # as `anyorder eval` reports tables: nats per row, higher is better
 
     def sample_queries(self, args, meta, rows, generator):
         x = torch.zeros(args.num, meta["dim"])

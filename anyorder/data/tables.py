@@ -26,7 +26,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import os
 import shutil
 import tarfile
 import urllib.request
@@ -38,6 +37,7 @@ import torch
 
 from anyorder.data.base import DataError, Dataset, cache_dir
 from anyorder.errors import UserError
+from anyorder.files import write_atomic
 
 MISSING = {"", "nan", "na", "n/a", "null", "none", "?"}
 FEW_LEVELS = 10        # an integer-valued column with at most this many distinct values is categorical
@@ -316,20 +316,22 @@ def format_cell(value: float) -> str:
 
 def write_cells(path, columns: list[str], rows: list[list[str]]) -> None:
     """Write text cells under a header row: tab-separated for .tsv/.tab, else comma-separated;
-    gzipped for .gz. Written to a temporary file and renamed, so a failure leaves no partial file."""
+    gzipped for .gz. Written through `files.write_atomic`, so a failure leaves no partial file."""
     path = Path(path).expanduser()
     plain = path.name[:-3] if path.name.endswith(".gz") else path.name
     delimiter = "\t" if plain.endswith((".tsv", ".tab")) else ","
-    partial = path.with_name(f".{path.name}.partial")
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(partial, "wt", newline="") as f:
-            writer = csv.writer(f, delimiter=delimiter, lineterminator="\n")
-            writer.writerow(list(columns))
-            writer.writerows(rows)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+
+    def write(stream) -> None:
+        binary = gzip.GzipFile(fileobj=stream, mode="wb") if path.name.endswith(".gz") else stream
+        text = io.TextIOWrapper(binary, encoding="utf-8", newline="")
+        writer = csv.writer(text, delimiter=delimiter, lineterminator="\n")
+        writer.writerow(list(columns))
+        writer.writerows(rows)
+        text.flush()
+        text.detach()
+        if binary is not stream:
+            binary.close()              # writes gzip's trailer; the stream stays open
+    write_atomic(path, write)
 
 
 def write_table(path, columns: list[str], table) -> None:
