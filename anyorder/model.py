@@ -261,6 +261,8 @@ class PathWalk(Walk):
         written into x) and predicts its own block (padded to the widest row's) in one pass
         through the blocks."""
         network, dim = model.network, x.shape[1]
+        if not len(x):
+            return                   # no rows: no steps (a caller may probe the walk on zero rows)
         order = rank.argsort(-1)
         cache = network.begin(torch.where(given, x, model.head.blank(x)), given)
         drawn = None                 # the previous step's block, appended with the next step's queries
