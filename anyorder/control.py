@@ -379,15 +379,18 @@ class _PolicyObjective(nn.Module):
 
 
 def fit(policy: TablePolicy, data: Dataset, steps: int = 2000, batch_size: int = 256, lr: float = 1e-3,
-        warmup: int = 100, clip: float = 10.0, seed: int = 0, progress: bool = True) -> list[float]:
-    """Train any `TablePolicy` on a table Dataset's train rows: AdamW, linear warm-up then a
-    cosine to zero, gradient clipping. Returns the loss of every step."""
-    if steps < 1 or batch_size < 1 or not lr > 0:
-        raise UserError(f"need steps >= 1, batch_size >= 1 and lr > 0, got {steps}, {batch_size}, {lr}")
+        warmup: int = 100, clip: float = 10.0, seed: int = 0, progress: bool = True,
+        weight_decay: float = 0.0) -> list[float]:
+    """Train any `TablePolicy` on a table Dataset's train rows: AdamW (decoupled
+    `weight_decay`), linear warm-up then a cosine to zero, gradient clipping. Returns the
+    loss of every step."""
+    if steps < 1 or batch_size < 1 or not lr > 0 or weight_decay < 0:
+        raise UserError(f"need steps >= 1, batch_size >= 1, lr > 0 and weight_decay >= 0, got "
+                         f"{steps}, {batch_size}, {lr}, {weight_decay}")
     if data.dim != policy.dim:
         raise UserError(f"the table has {data.dim} columns, the policy expects {policy.dim} (state then action)")
     device = policy.mean.device
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     node_gen = gen if device.type == "cpu" else None  # a CPU generator cannot draw on a GPU
     losses = []
