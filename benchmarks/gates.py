@@ -34,7 +34,6 @@ trajectories (results/gates_paths.png).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -43,10 +42,9 @@ import torch
 
 from anyorder.control import SharedAutonomy
 from anyorder.data.tables import load_table, write_table
-from common import add_threads_flag, machine, set_threads
-from policy_bench import bar_plot, mean_se, results_table, tune, tuning_table
+from common import machine, set_threads
+from policy_bench import add_flags, grid, grid_flags, grid_note, mean_se, results_table, save, tune, tuning_table
 
-HERE = Path(__file__).resolve().parent
 GATES = np.array([[1.2, 1.0, 1.0], [0.6, -1.0, -1.0]])
 STEPS, RADIUS, SEGMENTS, NOISE, SPEED = 3, 0.25, 10, 0.05, 0.4
 STATE_COLUMNS = ["dx", "dy", "dz", "phase"]
@@ -168,18 +166,8 @@ def plot_paths(best: dict, path: Path, seed: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--demos", type=int, default=200, help="demonstration episodes")
-    parser.add_argument("--episodes", type=int, default=500, help="evaluation episodes per policy")
-    parser.add_argument("--tune-episodes", type=int, default=100, help="episodes scoring each tuning configuration")
-    parser.add_argument("--steps", type=int, default=1500, help="training steps of every configuration")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--depth", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--runs", type=Path, default=HERE.parent / "runs" / "gates")
-    parser.add_argument("--out", type=Path, default=HERE / "results")
+    add_flags(parser, "gates", demos=200, episodes=500, tune_episodes=100, steps=1500, width=128)
     parser.add_argument("--quick", action="store_true", help="100 demos, 300 steps, 100 episodes")
-    add_threads_flag(parser)
     args = parser.parse_args()
     if args.quick:
         args.demos, args.steps, args.episodes, args.tune_episodes = 100, 300, 100, 50
@@ -197,9 +185,10 @@ def main() -> None:
           "{:.2f} ± {:.2f}".format(*mean_se(demo_passed)))
 
     tune_seeds = range(TUNE_SEEDS, TUNE_SEEDS + args.tune_episodes)
+    lrs, methods = grid(args)
     best, trials = tune(data, len(STATE_COLUMNS), dict(width=args.width, depth=args.depth),
                         lambda policy: rollout(learned(policy, args.seed), tune_seeds)[0].mean(),
-                        args.steps, args.batch_size, args.seed)
+                        args.steps, args.batch_size, args.seed, lrs=lrs, methods=methods)
 
     results = {}
     for name, act in policies(best, args.seed).items():
@@ -208,7 +197,7 @@ def main() -> None:
     mac = {dim: results[f"operator {dim} + MAC assistant ({', '.join(c for c, m in zip(ACTION_COLUMNS, mask) if not m)})"]
            for dim, mask in ARRANGEMENTS.items()}
     command = (f"python benchmarks/gates.py --threads {args.threads} --demos {args.demos} --episodes "
-               f"{args.episodes} --tune-episodes {args.tune_episodes} --steps {args.steps}")
+               f"{args.episodes} --tune-episodes {args.tune_episodes} --steps {args.steps} {grid_flags(args)}")
     lines = [f"# Gates: a coupled, multimodal demonstrator (3 action dimensions)", "",
              machine(torch.device("cpu")), "",
              f"Command: `{command}` (width {args.width}, depth {args.depth}, batch {args.batch_size}, "
@@ -222,15 +211,8 @@ def main() -> None:
             if name.startswith(f"operator {dim} + ") and values is not mac[dim]:
                 gap, se = mean_se(mac[dim] - values)
                 lines.append(f"| {name} | {gap:+.2f} ± {se:.2f} | {gap / se if se else float('inf'):.1f} |")
-    lines += ["", "Tuning (each method: 2 learning rates × 2 values of its knob; the best by mean "
-              f"gates passed alone on {args.tune_episodes} tuning episodes):", ""] + tuning_table(trials)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gates.md").write_text(text)
-    (args.out / "gates.json").write_text(json.dumps(
-        {"command": command, "results": {k: v.tolist() for k, v in results.items()}, "tuning": trials}, indent=1))
-    bar_plot(results, args.out / "gates.png", "Gates: full and shared autonomy", "gates passed per episode")
+    lines += ["", grid_note(args, "gates passed"), ""] + tuning_table(trials)
+    save(args.out, "gates", lines, command, results, trials, "Gates: full and shared autonomy", "gates passed per episode")
     plot_paths(best, args.out / "gates_paths.png", args.seed)
     print(f"wrote {args.out / 'gates.md'}, gates.json, gates.png, gates_paths.png")
 

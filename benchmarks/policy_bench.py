@@ -10,14 +10,17 @@ episodes (seeds apart from the evaluation seeds) and the best kept.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from anyorder.control import ConditionalPolicy, DiscretePolicy, MixtureDensityPolicy, RegressionPolicy, fit
+from common import add_threads_flag
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,45 @@ METHODS = (
 LRS = (1e-3, 3e-3)
 
 
+def add_flags(parser, name: str, demos: int, episodes: int, tune_episodes: int, steps: int, width: int) -> None:
+    """The flags every policy benchmark takes, with its own defaults; runs go under runs/`name`."""
+    here = Path(__file__).resolve().parent
+    parser.add_argument("--demos", type=int, default=demos, help="demonstration episodes")
+    parser.add_argument("--episodes", type=int, default=episodes, help="evaluation episodes per policy")
+    parser.add_argument("--tune-episodes", type=int, default=tune_episodes,
+                        help="episodes scoring each tuning configuration")
+    parser.add_argument("--steps", type=int, default=steps, help="training steps of every configuration")
+    parser.add_argument("--lrs", type=float, nargs="+", default=list(LRS), help="the tuning grid's learning rates")
+    parser.add_argument("--single", action="store_true",
+                        help="one configuration per method (the first lr, the first value of its knob), untuned")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--width", type=int, default=width)
+    parser.add_argument("--depth", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs", type=Path, default=here.parent / "runs" / name)
+    parser.add_argument("--out", type=Path, default=here / "results", help="where the tables and plots go")
+    add_threads_flag(parser)
+
+
+def grid(args) -> tuple[tuple, tuple]:
+    """(learning rates, methods) of the tuning grid the flags ask for."""
+    if args.single:
+        return tuple(args.lrs[:1]), tuple(replace(m, values=m.values[:1]) for m in METHODS)
+    return tuple(args.lrs), METHODS
+
+
+def grid_note(args, what: str) -> str:
+    if args.single:
+        return f"Untuned: one configuration per method (lr {args.lrs[0]:g} and the first value of its knob)."
+    return (f"Tuning (each method: {len(args.lrs)} learning rate(s) × 2 values of its knob; the best by "
+            f"mean {what} alone on {args.tune_episodes} tuning episodes):")
+
+
+def grid_flags(args) -> str:
+    """The grid's flags as a command line would give them."""
+    return f"--lrs {' '.join(f'{lr:g}' for lr in args.lrs)}" + (" --single" if args.single else "")
+
+
 def mean_se(values: np.ndarray) -> tuple[float, float]:
     values = np.asarray(values, dtype=np.float64)
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
@@ -54,18 +96,19 @@ def tune(data, state_dim: int, sizes: dict, score, steps: int, batch_size: int, 
     [(method, lr, knob value, score, seconds)])."""
     best, trials = {}, []
     for method in methods:
-        for lr, value in itertools.product(lrs, method.values):
+        grid = list(itertools.product(lrs, method.values))
+        for lr, value in grid:
             tick = time.perf_counter()
             torch.manual_seed(seed)
             policy = method.build(data, state_dim, sizes, value)
             decay = value if method.knob == "weight_decay" else 0.0
             fit(policy, data, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=False,
                 weight_decay=decay)
-            result = score(policy)
+            result = score(policy) if len(grid) > 1 else float("nan")   # nothing to choose between
             trials.append((method.name, lr, f"{method.knob}={value}", result, time.perf_counter() - tick))
             log(f"  {method.name:22s} lr {lr:g} {method.knob}={value}: tuning reward {result:.3f} "
                 f"({trials[-1][-1]:.0f} s)")
-            if method.name not in best or result > best[method.name][0]:
+            if method.name not in best or result > best[method.name][0]:   # False for NaN: the first stays
                 best[method.name] = (result, policy)
     return {name: policy for name, (_, policy) in best.items()}, trials
 
@@ -85,6 +128,18 @@ def tuning_table(trials: list) -> list[str]:
     lines = ["| method | lr | knob | tuning reward | seconds |", "|---|---|---|---|---|"]
     lines += [f"| {m} | {lr:g} | {knob} | {r:.3f} | {s:.0f} |" for m, lr, knob, r, s in trials]
     return lines
+
+
+def save(out, name: str, lines: list, command: str, results: dict, trials: list, title: str, xlabel: str) -> None:
+    """Print the table and write it (`name`.md), the per-episode rewards (`name`.json) and a
+    bar plot (`name`.png) under `out`."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.md").write_text(text)
+    (out / f"{name}.json").write_text(json.dumps(
+        {"command": command, "results": {k: v.tolist() for k, v in results.items()}, "tuning": trials}, indent=1))
+    bar_plot(results, out / f"{name}.png", title, xlabel)
 
 
 def bar_plot(results: dict, path, title: str, xlabel: str) -> None:
