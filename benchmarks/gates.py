@@ -27,7 +27,7 @@ Every policy flies the same seeded episodes (the operator's intentions are drawn
 episode's seed), so gaps are paired. Writes results/gates.md, .json, .png and a figure of
 trajectories (results/gates_paths.png).
 
-    python benchmarks/gates.py --threads 1              # 200 demos, 1500 steps, 500 episodes
+    python benchmarks/gates.py --threads 1              # 200 demos, 1500 steps, 500 episodes; 11 min at load 10
     python benchmarks/gates.py --quick --threads 1      # a smoke run, about a minute
 """
 

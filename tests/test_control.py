@@ -165,6 +165,10 @@ def test_bad_inputs_name_the_argument(trained):
         policy.log_prob(states(2), torch.zeros(2, 2), target=torch.ones(2, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="state_dim"):
         ConditionalPolicy(0, 2)
+    with pytest.raises(ValueError, match="weight_decay"):
+        fit(policy, None, weight_decay=-1.0)              # refused before the data is read
+    with pytest.raises(ValueError, match="bins"):
+        DiscretePolicy(2, 2, bins=1)
 
 
 class Fixed:
