@@ -216,10 +216,11 @@ class StatePolicy(TablePolicy):
         observed[:, :self.state_dim] = True
         return self.network(torch.where(observed, torch.nan_to_num(rows), 0.0), observed)[:, self.state_dim:]
 
-    def complete(self, x: torch.Tensor, observed: torch.Tensor, drawn: torch.Tensor) -> torch.Tensor:
-        """Standardised actions `drawn` `[B, A]` -> table units, keeping the observed action values of `x`."""
-        action = torch.where(observed[:, self.state_dim:], x[:, self.state_dim:], drawn)
-        return self.outputs(torch.cat([x[:, :self.state_dim], action], dim=-1))
+    def complete(self, x: torch.Tensor, drawn: torch.Tensor, action, observed: torch.Tensor) -> torch.Tensor:
+        """Standardised actions `drawn` `[B, A]` -> table units, with the caller's `action` values
+        copied exactly where `observed` marks them (no round trip through the standardisation)."""
+        filled = self.outputs(torch.cat([x[:, :self.state_dim], drawn], dim=-1))
+        return filled if action is None else torch.where(observed[:, self.state_dim:], action.to(filled), filled)
 
 
 class RegressionPolicy(StatePolicy):
@@ -241,7 +242,7 @@ class RegressionPolicy(StatePolicy):
     def act(self, state, action=None, given=None, generator=None) -> torch.Tensor:
         """E[a | s] for the dimensions not `given` (deterministic: `generator` is unused)."""
         x, observed = self.inputs(state, action, given)
-        return self.complete(x, observed, self.params(x)[..., 0])
+        return self.complete(x, self.params(x)[..., 0], action, observed)
 
 
 class MixtureDensityPolicy(StatePolicy):
@@ -286,7 +287,7 @@ class MixtureDensityPolicy(StatePolicy):
         k = k.unsqueeze(1).expand(-1, self.action_dim, 1)
         mu, log_s = means.gather(-1, k)[..., 0], log_scales.gather(-1, k)[..., 0]
         noise = torch.randn(mu.shape, generator=generator, device=mu.device)
-        return self.complete(x, observed, mu + log_s.exp() * noise)
+        return self.complete(x, mu + log_s.exp() * noise, action, observed)
 
     def log_prob(self, state, action, given=None) -> torch.Tensor:
         """log p(a_rest | s, a_given) per row `[B]`, a density in the table's units (exact: a
@@ -333,7 +334,7 @@ class DiscretePolicy(StatePolicy):
         bins = torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(len(x), self.action_dim)
         inside = torch.rand(bins.shape, generator=generator, device=bins.device)
         drawn = (bins + inside) * (2 * self.bound / self.bins) - self.bound
-        return self.complete(x, observed, drawn)
+        return self.complete(x, drawn, action, observed)
 
     def log_prob(self, state, action) -> torch.Tensor:
         """log p(a | s) per row `[B]` in the table's units: bin masses over bin widths, for
