@@ -8,8 +8,10 @@ action sub-lattice and one network answers
   - p(a_u | s, a_o): shared autonomy, where an operator sets the dimensions o and the
     assistant fills the rest u given the state and the operator's values (the MAC paper's
     robotics experiment).
-`RegressionPolicy` is the behaviour-cloning baseline on the same backbone: it predicts
-E[a | s], which lands between the modes of a multi-modal demonstrator.
+The behaviour-cloning baselines share the backbone and read the state alone:
+`RegressionPolicy` (MSE) predicts E[a | s], which lands between the modes of a multi-modal
+demonstrator; `MixtureDensityPolicy` is a mixture over the joint action; `DiscretePolicy`
+predicts per-dimension bins, independent given the state.
 
 Policies take and return values in the table's own units (`act`, `log_prob`); `loss` reads
 standardised rows as the table pipeline gives them. No environment code lives here.
@@ -17,11 +19,13 @@ standardised rows as the table pipeline gives them. No environment code lives he
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from typing import Protocol
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from tqdm import tqdm
 
 from . import lattice
@@ -196,49 +200,170 @@ class ConditionalPolicy(TablePolicy):
         return self.model.conditional_log_prob(x, target, observed) - (target * self.std.log()).sum(-1)
 
 
-class RegressionPolicy(TablePolicy):
-    """Behaviour cloning: an MSE regressor a ≈ f(s) on the same residual MLP, one value per
-    action dimension. Unimodal by construction: it predicts E[a | s]. `given` dimensions are
-    copied through; the rest are predicted from the state alone."""
+class StatePolicy(TablePolicy):
+    """The behaviour-cloning family: one residual MLP (the same backbone as `ConditionalPolicy`)
+    reads the state alone and gives `out_features` params per action dimension. Subclasses
+    turn those params into a point, a joint mixture or per-dimension bins."""
 
-    def __init__(self, state_dim: int, action_dim: int, mean=None, std=None, width: int = 256, depth: int = 4):
+    def __init__(self, state_dim: int, action_dim: int, mean, std, out_features: int, width: int, depth: int):
         super().__init__(state_dim, action_dim, mean, std)
-        self.network = ResMLP(self.dim, None, 1, width, depth)
+        self.network = ResMLP(self.dim, None, out_features, width, depth)
 
-    def predict(self, rows: torch.Tensor) -> torch.Tensor:
-        """Standardised rows `[B, D]` (only the state is read) -> standardised actions `[B, A]`."""
+    def params(self, rows: torch.Tensor) -> torch.Tensor:
+        """Standardised rows `[B, D]` (only the state is read) -> params `[B, A, out_features]`."""
         observed = torch.zeros_like(rows, dtype=torch.bool)
         observed[:, :self.state_dim] = True
-        return self.network(torch.where(observed, rows, 0.0), observed)[:, self.state_dim:, 0]
+        return self.network(torch.where(observed, torch.nan_to_num(rows), 0.0), observed)[:, self.state_dim:]
+
+    def complete(self, x: torch.Tensor, drawn: torch.Tensor, action, observed: torch.Tensor) -> torch.Tensor:
+        """Standardised actions `drawn` `[B, A]` -> table units, with the caller's `action` values
+        copied exactly where `observed` marks them (no round trip through the standardisation)."""
+        filled = self.outputs(torch.cat([x[:, :self.state_dim], drawn], dim=-1))
+        return filled if action is None else torch.where(observed[:, self.state_dim:], action.to(filled), filled)
+
+
+class RegressionPolicy(StatePolicy):
+    """Behaviour cloning: an MSE regressor a ≈ f(s), one value per action dimension.
+    Unimodal by construction: it predicts E[a | s]. `given` dimensions are copied through;
+    the rest are predicted from the state alone."""
+
+    def __init__(self, state_dim: int, action_dim: int, mean=None, std=None, width: int = 256, depth: int = 4):
+        super().__init__(state_dim, action_dim, mean, std, 1, width, depth)
 
     def loss(self, rows: torch.Tensor, generator=None) -> torch.Tensor:
         """Mean squared error over the present action cells of standardised rows `[B, D]`."""
         target = rows[:, self.state_dim:]
         present = ~torch.isnan(target)
-        error = torch.where(present, self.predict(torch.nan_to_num(rows)) - target, 0.0)
+        error = torch.where(present, self.params(rows)[..., 0] - target, 0.0)
         return error.square().sum() / present.sum().clamp(min=1)
 
     @torch.no_grad()
     def act(self, state, action=None, given=None, generator=None) -> torch.Tensor:
         """E[a | s] for the dimensions not `given` (deterministic: `generator` is unused)."""
         x, observed = self.inputs(state, action, given)
-        predicted = self.outputs(torch.cat([x[:, :self.state_dim], self.predict(x)], dim=-1))
-        return predicted if action is None else torch.where(observed[:, self.state_dim:], action.to(predicted), predicted)
+        return self.complete(x, self.params(x)[..., 0], action, observed)
+
+
+class MixtureDensityPolicy(StatePolicy):
+    """Mixture-density behaviour cloning (Bishop's MDN): p(a | s) = Σ_k π_k(s) Π_j N(a_j; μ_kj, σ_kj),
+    one mixture over the JOINT action, so a component moves every dimension together.
+    Component scales are soft-clamped as in `MixtureOfGaussiansHead`. Given some dimensions,
+    `act` draws the rest from the mixture's exact conditional (the weights reweighted by the
+    given values' densities); `SharedAutonomy(conditioned=False)` ignores them instead."""
+
+    def __init__(self, state_dim: int, action_dim: int, mean=None, std=None, width: int = 256,
+                 depth: int = 4, components: int = 10, min_log_scale: float = -7.0):
+        head = MixtureOfGaussiansHead(components, min_log_scale=min_log_scale)
+        super().__init__(state_dim, action_dim, mean, std, head.params_per_variable, width, depth)
+        self.head = head
+
+    def mixture(self, rows: torch.Tensor):
+        """Standardised rows `[B, D]` -> joint log-weights `[B, K]`, means and log-scales `[B, A, K]`.
+        The joint logit of component k is the sum of its per-dimension logits."""
+        log_w, means, log_scales = self.head.mixture(self.params(rows))
+        return torch.log_softmax(log_w.sum(1), -1), means, log_scales
+
+    def component_log_probs(self, rows: torch.Tensor, dims: torch.Tensor):
+        """(log-weights `[B, K]`, log Π_{j in dims} N(a_j; μ_kj, σ_kj) `[B, K]`) for standardised rows
+        `[B, D]` and a `[B, A]` bool mask of the action dimensions to score."""
+        log_w, means, log_scales = self.mixture(rows)
+        z = (torch.nan_to_num(rows[:, self.state_dim:]).unsqueeze(-1) - means) * torch.exp(-log_scales)
+        comp = -0.5 * z.square() - log_scales - 0.5 * math.log(2 * math.pi)
+        return log_w, (comp * dims.unsqueeze(-1)).sum(1)
+
+    def loss(self, rows: torch.Tensor, generator=None) -> torch.Tensor:
+        """Mean NLL of the joint action, nats per action dimension; rows standardised `[B, D]`."""
+        log_w, comp = self.component_log_probs(rows, torch.ones_like(rows[:, self.state_dim:], dtype=torch.bool))
+        return -torch.logsumexp(log_w + comp, -1).mean() / self.action_dim
+
+    @torch.no_grad()
+    def act(self, state, action=None, given=None, generator=None) -> torch.Tensor:
+        """Draw the dimensions not `given` from p(a_rest | s, a_given): `[B, A]`, table units."""
+        x, observed = self.inputs(state, action, given)
+        log_w, comp = self.component_log_probs(x, observed[:, self.state_dim:])
+        _, means, log_scales = self.mixture(x)
+        k = torch.multinomial(torch.softmax(log_w + comp, -1), 1, generator=generator)
+        k = k.unsqueeze(1).expand(-1, self.action_dim, 1)
+        mu, log_s = means.gather(-1, k)[..., 0], log_scales.gather(-1, k)[..., 0]
+        noise = torch.randn(mu.shape, generator=generator, device=mu.device)
+        return self.complete(x, mu + log_s.exp() * noise, action, observed)
+
+    def log_prob(self, state, action, given=None) -> torch.Tensor:
+        """log p(a_rest | s, a_given) per row `[B]`, a density in the table's units (exact: a
+        ratio of two mixture likelihoods). given None: log p(a | s)."""
+        x, observed = self.inputs(state, action, given)
+        given = observed[:, self.state_dim:]
+        if not torch.isfinite(x).all():
+            raise UserError("action must be finite in every dimension")
+        log_w, joint = self.component_log_probs(x, torch.ones_like(given))
+        _, known = self.component_log_probs(x, given)
+        jacobian = (~given * self.std[self.state_dim:].log()).sum(-1)
+        return torch.logsumexp(log_w + joint, -1) - torch.logsumexp(log_w + known, -1) - jacobian
+
+
+class DiscretePolicy(StatePolicy):
+    """Discretised behaviour cloning: each action dimension's standardised range [-bound, bound]
+    is cut into `bins` equal bins and a softmax over them is predicted from the state, the
+    dimensions independent given the state (per-dimension tokens, as RT-1 does). A draw picks
+    a bin, then a point uniformly inside it, so `log_prob` is a density; values beyond the
+    range fall into the end bins. `given` dimensions are copied through, never read."""
+
+    def __init__(self, state_dim: int, action_dim: int, mean=None, std=None, width: int = 256,
+                 depth: int = 4, bins: int = 21, bound: float = 3.0):
+        if bins < 2 or not bound > 0:
+            raise UserError(f"need bins >= 2 and bound > 0, got {bins}, {bound}")
+        super().__init__(state_dim, action_dim, mean, std, bins, width, depth)
+        self.bins, self.bound = bins, bound
+
+    def bin_of(self, values: torch.Tensor) -> torch.Tensor:
+        """Standardised values -> their bin ids (int64), the ends extended to ±infinity."""
+        scaled = (values + self.bound) / (2 * self.bound) * self.bins
+        return scaled.floor().clamp(0, self.bins - 1).long()
+
+    def loss(self, rows: torch.Tensor, generator=None) -> torch.Tensor:
+        """Mean cross-entropy of the action bins, nats per dimension; rows standardised `[B, D]`."""
+        logits = self.params(rows)
+        return F.cross_entropy(logits.flatten(0, 1), self.bin_of(rows[:, self.state_dim:]).flatten())
+
+    @torch.no_grad()
+    def act(self, state, action=None, given=None, generator=None) -> torch.Tensor:
+        """Draw a bin per dimension not `given`, then a uniform point in it: `[B, A]`, table units."""
+        x, observed = self.inputs(state, action, given)
+        probs = torch.softmax(self.params(x), -1)
+        bins = torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(len(x), self.action_dim)
+        inside = torch.rand(bins.shape, generator=generator, device=bins.device)
+        drawn = (bins + inside) * (2 * self.bound / self.bins) - self.bound
+        return self.complete(x, drawn, action, observed)
+
+    def log_prob(self, state, action) -> torch.Tensor:
+        """log p(a | s) per row `[B]` in the table's units: bin masses over bin widths, for
+        actions inside the range (the end bins' mass is not spread beyond it)."""
+        x, _ = self.inputs(state, action, torch.ones(len(state), self.action_dim, dtype=torch.bool))
+        log_p = torch.log_softmax(self.params(x), -1).gather(-1, self.bin_of(x[:, self.state_dim:]).unsqueeze(-1))
+        width = math.log(2 * self.bound / self.bins)
+        return (log_p[..., 0] - width - self.std[self.state_dim:].log()).sum(-1)
 
 
 class SharedAutonomy:
     """An operator sets `operator_dims` `[A]` bool of the action; the assistant fills the rest
     given the state and the operator's values (MAC as assistant: p(a_rest | s, a_operator))."""
 
-    def __init__(self, operator: Policy, assistant: Policy, operator_dims: torch.Tensor):
+    def __init__(self, operator: Policy, assistant: Policy, operator_dims: torch.Tensor, conditioned: bool = True):
         if not isinstance(operator_dims, torch.Tensor) or operator_dims.dtype != torch.bool or operator_dims.dim() != 1:
             raise UserError("operator_dims must be a 1-D torch.bool tensor over the action dimensions")
         self.operator, self.assistant, self.operator_dims = operator, assistant, operator_dims
+        self.conditioned = conditioned
 
     def act(self, state, action=None, given=None, generator=None) -> torch.Tensor:
+        """The operator's dims from the operator; the rest from the assistant, which sees the
+        operator's values when `conditioned`, else draws from p(a | s) alone (the ablation of
+        what conditioning buys: its own draw of the operator's dims is thrown away)."""
         proposal = self.operator.act(state, action, given, generator=generator)
         mask = self.operator_dims.to(proposal.device).expand_as(proposal)
-        return self.assistant.act(state, proposal, mask if given is None else mask | given, generator=generator)
+        mask = mask if given is None else mask | given
+        if self.conditioned:
+            return self.assistant.act(state, proposal, mask, generator=generator)
+        return torch.where(mask, proposal, self.assistant.act(state, generator=generator))
 
 
 class _PolicyObjective(nn.Module):
@@ -254,15 +379,18 @@ class _PolicyObjective(nn.Module):
 
 
 def fit(policy: TablePolicy, data: Dataset, steps: int = 2000, batch_size: int = 256, lr: float = 1e-3,
-        warmup: int = 100, clip: float = 10.0, seed: int = 0, progress: bool = True) -> list[float]:
-    """Train any `TablePolicy` on a table Dataset's train rows: AdamW, linear warm-up then a
-    cosine to zero, gradient clipping. Returns the loss of every step."""
-    if steps < 1 or batch_size < 1 or not lr > 0:
-        raise UserError(f"need steps >= 1, batch_size >= 1 and lr > 0, got {steps}, {batch_size}, {lr}")
+        warmup: int = 100, clip: float = 10.0, seed: int = 0, progress: bool = True,
+        weight_decay: float = 0.0) -> list[float]:
+    """Train any `TablePolicy` on a table Dataset's train rows: AdamW (decoupled
+    `weight_decay`), linear warm-up then a cosine to zero, gradient clipping. Returns the
+    loss of every step."""
+    if steps < 1 or batch_size < 1 or not lr > 0 or weight_decay < 0:
+        raise UserError(f"need steps >= 1, batch_size >= 1, lr > 0 and weight_decay >= 0, got "
+                         f"{steps}, {batch_size}, {lr}, {weight_decay}")
     if data.dim != policy.dim:
         raise UserError(f"the table has {data.dim} columns, the policy expects {policy.dim} (state then action)")
     device = policy.mean.device
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     node_gen = gen if device.type == "cpu" else None  # a CPU generator cannot draw on a GPU
     losses = []

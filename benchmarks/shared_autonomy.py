@@ -36,6 +36,7 @@ import torch
 from anyorder.control import ConditionalPolicy, RegressionPolicy, SharedAutonomy, fit
 from anyorder.data.tables import load_table, write_table
 from common import add_threads_flag, machine, set_threads
+from policy_bench import bar_plot, frame_strip, mean_se
 
 HERE = Path(__file__).resolve().parent
 ENV = "LunarLanderContinuous-v3"
@@ -112,36 +113,6 @@ def check_heuristic(gym) -> None:
     if not np.allclose(ours, theirs, atol=1e-9):
         raise SystemExit("the vectorised heuristic differs from gymnasium's: "
                          f"max gap {np.abs(ours - theirs).max():.3g}")
-
-
-def mean_se(values: np.ndarray) -> tuple[float, float]:
-    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
-
-
-def frame_strip(frames: list, path: Path, count: int = 6) -> None:
-    from PIL import Image
-    picks = [frames[round(i * (len(frames) - 1) / (count - 1))] for i in range(count)]
-    tiles = [Image.fromarray(f).resize((f.shape[1] // 2, f.shape[0] // 2)) for f in picks]
-    gap = 4
-    strip = Image.new("RGB", (count * (tiles[0].width + gap) - gap, tiles[0].height), "white")
-    for i, tile in enumerate(tiles):
-        strip.paste(tile, (i * (tile.width + gap), 0))
-    strip.save(path)
-
-
-def plot(rows: list, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    names = [r[0] for r in rows]
-    ax.barh(range(len(rows)), [r[1] for r in rows], xerr=[2 * r[2] for r in rows], color="#4c72b0", capsize=3)
-    ax.set_yticks(range(len(rows)), names)
-    ax.invert_yaxis()
-    ax.set_xlabel("mean episode return (error bars: ±2 SE)")
-    ax.set_title(f"{ENV}: full and shared autonomy")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
 
 
 def main() -> None:
@@ -226,16 +197,14 @@ def main() -> None:
              f"{time.perf_counter() - started:.0f} s in all.", "",
              f"| policy | mean return ± SE ({args.episodes} episodes) | gap to BC alone ± SE (paired) |",
              "|---|---|---|"]
-    rows = []
     for name, returns in results.items():
         mean, se = mean_se(returns)
         gap, gap_se = mean_se(returns - base)
-        rows.append((name, mean, se))
         lines.append(f"| {name} | {mean:.1f} ± {se:.1f} | " + ("—" if name == "BC alone" else f"{gap:+.1f} ± {gap_se:.1f}") + " |")
     print("\n".join(lines[6:]))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "shared_autonomy.md").write_text("\n".join(lines) + "\n")
-    plot(rows, args.out / "shared_autonomy.png")
+    bar_plot(results, args.out / "shared_autonomy.png", f"{ENV}: full and shared autonomy", "mean episode return")
     assisted = torch_policy(SharedAutonomy(bc, mac, main_only), args.seed)
     _, _, _, frames = rollout(gym, assisted, [0], render=True)
     frame_strip(frames, args.out / "shared_autonomy_frames.png")

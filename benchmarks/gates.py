@@ -1,0 +1,221 @@
+"""A coupled, multimodal demonstrator: what conditioning on the operator buys a shared-autonomy assistant.
+
+The task (numpy, fully seeded, no extra packages): a point flies through a chain of gates in
+3-D. Each segment starts at the last gate; two next gates appear, far-upper-left G+ =
+(1.2, 1, 1) and near-lower-right G- = (0.6, -1, -1) from there, and the flight must end the
+segment's 3 steps within 0.25 of one of them (else the episode ends); 10 segments, reward =
+gates passed (0..10). Each step moves by the action, clipped to ±0.4 per dimension, so a
+first step that does not head for one gate (a mean between them, or vy toward one gate and
+vz toward the other) cannot be made good. The state is the offset from the segment's start
+and the phase t/3, so every segment starts in the same state: whatever the history, the
+next move is a fair coin between two routes, each moving all three action dimensions
+(vx, vy, vz) together.
+
+The demonstrator (and the operator, a surrogate human with an intention) picks a gate per
+segment at random and steers a feedback law toward it, a = (G - offset) / (steps left) +
+N(0, 0.05²) per dimension. Given the state, the action is bimodal and coupled, so
+p(a_rest | s, a_operator) — one mode — differs from p(a_rest | s) — both.
+
+Policies (same backbone, rows, steps and tuning budget; see policy_bench.py):
+  full autonomy: MAC (`ConditionalPolicy`), BC (MSE), BC (mixture density over the joint
+    action), BC (discretised, per dimension), and the demonstrator as reference;
+  shared autonomy, two arrangements: the operator holds vy (the assistant fills vx, vz) or vx
+    (the assistant fills vy, vz); assistants: MAC conditioned on the operator, MAC ignoring it
+    (p(a_rest | s): the ablation), the mixture density conditioned (its exact mixture
+    conditional) and ignoring it, BC (MSE) and BC (discretised), which cannot condition.
+Every policy flies the same seeded episodes (the operator's intentions are drawn from the
+episode's seed), so gaps are paired. Writes results/gates.md, .json, .png and a figure of
+trajectories (results/gates_paths.png).
+
+    python benchmarks/gates.py --threads 1              # 200 demos, 1500 steps, 500 episodes; 11 min at load 10
+    python benchmarks/gates.py --quick --threads 1      # a smoke run, about a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from anyorder.control import SharedAutonomy
+from anyorder.data.tables import load_table, write_table
+from common import machine, set_threads
+from policy_bench import add_flags, grid, grid_flags, grid_note, mean_se, results_table, save, tune, tuning_table
+
+GATES = np.array([[1.2, 1.0, 1.0], [0.6, -1.0, -1.0]])
+STEPS, RADIUS, SEGMENTS, NOISE, SPEED = 3, 0.25, 10, 0.05, 0.4
+STATE_COLUMNS = ["dx", "dy", "dz", "phase"]
+ACTION_COLUMNS = ["vx", "vy", "vz"]
+DEMO_SEEDS, TUNE_SEEDS = 100_000, 10_000
+ARRANGEMENTS = {"vy": torch.tensor([False, True, False]), "vx": torch.tensor([True, False, False])}
+
+
+class Pilot:
+    """The demonstrator's feedback law toward the gate of `intent` `[B]` (set by the rollout
+    before each call), as a `Policy`: it keeps `given` dims and sets the rest."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+        self.intent = None
+
+    def act(self, state, action=None, given=None, generator=None) -> torch.Tensor:
+        s = state.numpy().astype(np.float64)
+        left = STEPS - np.rint(s[:, 3] * STEPS)
+        drawn = (GATES[self.intent] - s[:, :3]) / left[:, None] + NOISE * self.rng.standard_normal((len(s), 3))
+        drawn = torch.from_numpy(drawn).float()
+        return drawn if given is None else torch.where(given, action, drawn)
+
+
+def rollout(act, seeds, paths: bool = False):
+    """Fly one episode per seed in lockstep; `act(state [n, 4], intent [n]) -> action [n, 3]`.
+    Returns (gates passed `[N]`, (states, actions) of every step, positions `[T, N, 3]` if paths)."""
+    intents = np.stack([np.random.default_rng(seed).integers(0, 2, SEGMENTS) for seed in seeds])
+    n = len(intents)
+    offset, start = np.zeros((n, 3)), np.zeros((n, 3))
+    step, segment, done = np.zeros(n, int), np.zeros(n, int), np.zeros(n, bool)
+    states, actions, where = [], [], [np.zeros((n, 3))]
+    while not done.all():
+        live = np.flatnonzero(~done)
+        state = np.column_stack([offset[live], step[live] / STEPS])
+        action = np.clip(act(state, intents[live, segment[live]]), -SPEED, SPEED)
+        states.append(state)
+        actions.append(action)
+        offset[live] += action
+        step[live] += 1
+        end = live[step[live] == STEPS]
+        passed = np.linalg.norm(offset[end, None] - GATES, axis=-1).min(-1) < RADIUS
+        segment[end[passed]] += 1
+        start[end[passed]] += offset[end[passed]]
+        offset[end[passed]], step[end[passed]] = 0.0, 0
+        done[end[~passed]] = True
+        done |= segment == SEGMENTS
+        where.append(start + offset)
+    return segment.astype(np.float64), (np.concatenate(states), np.concatenate(actions)), \
+        np.stack(where) if paths else None
+
+
+def learned(policy, seed: int):
+    """A torch `Policy` as `act(state, intent)`, drawing from a seeded generator."""
+    generator = torch.Generator().manual_seed(seed)
+    return lambda s, intent: policy.act(torch.from_numpy(s).float(), generator=generator).numpy()
+
+
+def team(assistant, dims: torch.Tensor, seed: int, conditioned: bool = True):
+    """The pilot (its intention from the episode) on `dims`, `assistant` on the rest."""
+    pilot = Pilot(seed)
+    generator = torch.Generator().manual_seed(seed)
+    shared = SharedAutonomy(pilot, assistant, dims, conditioned=conditioned)
+
+    def act(s, intent):
+        pilot.intent = intent
+        return shared.act(torch.from_numpy(s).float(), generator=generator).numpy()
+    return act
+
+
+def demonstrator(seed: int):
+    pilot = Pilot(seed)
+
+    def act(s, intent):
+        pilot.intent = intent
+        return pilot.act(torch.from_numpy(s).float()).numpy()
+    return act
+
+
+def policies(best: dict, seed: int) -> dict:
+    """Every row of the table: name -> act."""
+    rows = {"demonstrator": demonstrator(seed + 1)}
+    rows.update({f"{name} alone": learned(policy, seed) for name, policy in best.items()})
+    for dim, mask in ARRANGEMENTS.items():
+        rest = ", ".join(c for c, m in zip(ACTION_COLUMNS, mask) if not m)
+        lead = f"operator {dim} + "
+        rows[lead + f"MAC assistant ({rest})"] = team(best["MAC"], mask, seed)
+        rows[lead + "MAC assistant ignoring the operator"] = team(best["MAC"], mask, seed, conditioned=False)
+        rows[lead + "mixture-density assistant (its exact conditional)"] = team(best["BC (mixture density)"], mask, seed)
+        rows[lead + "mixture-density assistant ignoring the operator"] = team(
+            best["BC (mixture density)"], mask, seed, conditioned=False)
+        rows[lead + "BC (MSE) assistant"] = team(best["BC (MSE)"], mask, seed)
+        rows[lead + "BC (discretised) assistant"] = team(best["BC (discretised)"], mask, seed)
+    return rows
+
+
+def plot_paths(best: dict, path: Path, seed: int) -> None:
+    """One episode (seed 0) seen from behind (y, z) and from above (x, y) under three policies."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    flights = {"demonstrator": demonstrator(seed + 1),
+               "operator vy + MAC assistant": team(best["MAC"], ARRANGEMENTS["vy"], seed),
+               "operator vy + MAC ignoring the operator": team(best["MAC"], ARRANGEMENTS["vy"], seed, False)}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for name, act in flights.items():
+        passed, _, where = rollout(act, [0], paths=True)
+        where = where[:, 0]
+        label = f"{name}: {passed[0]:.0f} gates"
+        axes[0].plot(where[:, 1], where[:, 2], marker=".", label=label)
+        axes[1].plot(where[:, 0], where[:, 1], marker=".", label=label)
+    axes[0].set(xlabel="y", ylabel="z", title="from behind: the routes move y and z together")
+    axes[1].set(xlabel="x", ylabel="y", title="from above")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flags(parser, "gates", demos=200, episodes=500, tune_episodes=100, steps=1500, width=128)
+    parser.add_argument("--quick", action="store_true", help="100 demos, 300 steps, 100 episodes")
+    args = parser.parse_args()
+    if args.quick:
+        args.demos, args.steps, args.episodes, args.tune_episodes = 100, 300, 100, 50
+    set_threads(args.threads)
+    print(machine(torch.device("cpu")))
+    started = time.perf_counter()
+
+    demo_passed, (states, actions), _ = rollout(demonstrator(args.seed), range(DEMO_SEEDS, DEMO_SEEDS + args.demos))
+    args.runs.mkdir(parents=True, exist_ok=True)
+    table = args.runs / "demonstrations.csv"
+    write_table(table, STATE_COLUMNS + ACTION_COLUMNS, np.hstack([states, actions]))
+    data = load_table(table, valid_fraction=0.05, test_fraction=0.0, seed=args.seed,
+                      numeric=STATE_COLUMNS + ACTION_COLUMNS)
+    print(f"demonstrations: {args.demos} episodes, {len(states)} rows, gates passed "
+          "{:.2f} ± {:.2f}".format(*mean_se(demo_passed)))
+
+    tune_seeds = range(TUNE_SEEDS, TUNE_SEEDS + args.tune_episodes)
+    lrs, methods = grid(args)
+    best, trials = tune(data, len(STATE_COLUMNS), dict(width=args.width, depth=args.depth),
+                        lambda policy: rollout(learned(policy, args.seed), tune_seeds)[0].mean(),
+                        args.steps, args.batch_size, args.seed, lrs=lrs, methods=methods)
+
+    results = {}
+    for name, act in policies(best, args.seed).items():
+        results[name] = rollout(act, range(args.episodes))[0]
+        print(f"{name:70s} {results[name].mean():6.2f} ± {mean_se(results[name])[1]:.2f}")
+    mac = {dim: results[f"operator {dim} + MAC assistant ({', '.join(c for c, m in zip(ACTION_COLUMNS, mask) if not m)})"]
+           for dim, mask in ARRANGEMENTS.items()}
+    command = (f"python benchmarks/gates.py --threads {args.threads} --demos {args.demos} --episodes "
+               f"{args.episodes} --tune-episodes {args.tune_episodes} --steps {args.steps} {grid_flags(args)}")
+    lines = [f"# Gates: a coupled, multimodal demonstrator (3 action dimensions)", "",
+             machine(torch.device("cpu")), "",
+             f"Command: `{command}` (width {args.width}, depth {args.depth}, batch {args.batch_size}, "
+             f"seed {args.seed}); {len(states)} demonstration rows; {time.perf_counter() - started:.0f} s in all.", "",
+             "Reward: gates passed per episode (0..10).", ""]
+    lines += results_table(results, "BC (MSE) alone", "gates passed")
+    for dim, mask in ARRANGEMENTS.items():
+        lines += ["", f"Operator on {dim}: the MAC assistant's paired gap to each other assistant", "",
+                  "| other assistant | gap ± SE | gap / SE |", "|---|---|---|"]
+        for name, values in results.items():
+            if name.startswith(f"operator {dim} + ") and values is not mac[dim]:
+                gap, se = mean_se(mac[dim] - values)
+                lines.append(f"| {name} | {gap:+.2f} ± {se:.2f} | {gap / se if se else float('inf'):.1f} |")
+    lines += ["", grid_note(args, "gates passed"), ""] + tuning_table(trials)
+    save(args.out, "gates", lines, command, results, trials, "Gates: full and shared autonomy", "gates passed per episode")
+    plot_paths(best, args.out / "gates_paths.png", args.seed)
+    print(f"wrote {args.out / 'gates.md'}, gates.json, gates.png, gates_paths.png")
+
+
+if __name__ == "__main__":
+    main()
