@@ -198,7 +198,7 @@ def main() -> None:
            for dim, mask in ARRANGEMENTS.items()}
     command = (f"python benchmarks/gates.py --threads {args.threads} --demos {args.demos} --episodes "
                f"{args.episodes} --tune-episodes {args.tune_episodes} --steps {args.steps} {grid_flags(args)}")
-    lines = [f"# Gates: a coupled, multimodal demonstrator (3 action dimensions)", "",
+    lines = ["# Gates: a coupled, multimodal demonstrator (3 action dimensions)", "",
              machine(torch.device("cpu")), "",
              f"Command: `{command}` (width {args.width}, depth {args.depth}, batch {args.batch_size}, "
              f"seed {args.seed}); {len(states)} demonstration rows; {time.perf_counter() - started:.0f} s in all.", "",

@@ -85,7 +85,6 @@ def states(n):
 def tv_to_density(samples: torch.Tensor, log_density, low=-3.0, high=3.0, bins=60, fine=10):
     """TV distance between a sample histogram and a density integrated over the same bins,
     and the density's total mass on [low, high]."""
-    edges = torch.linspace(low, high, bins + 1)
     width = (high - low) / (bins * fine)
     grid = low + width * (torch.arange(bins * fine) + 0.5)
     mass = (log_density(grid).exp() * width).view(bins, fine).sum(-1)

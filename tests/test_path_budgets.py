@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from anyorder import budget, lattice
+from anyorder import budget
 from anyorder.cli import main
 from anyorder.heads import CategoricalHead, TableHead
 from anyorder.model import AnyOrderModel

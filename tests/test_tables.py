@@ -15,7 +15,7 @@ from anyorder.data import load_data
 from anyorder.data.base import DataError
 from anyorder.data.tables import load_table, read_rows
 from anyorder.errors import UserError
-from anyorder.heads import CategoricalHead, MixtureOfGaussiansHead, TableHead
+from anyorder.heads import MixtureOfGaussiansHead, TableHead
 from anyorder.data.table_io import impute_file, intervals_path
 from anyorder.impute import check_quantiles, impute, impute_intervals
 from anyorder.model import AnyOrderModel
