@@ -549,6 +549,8 @@ def train(config: Config, resume: bool = False, progress: bool = True, data: Dat
         with RunDirectory(config.train.out, resume, owner=run.rank == 0, agree=run.agree) as run_dir:
             run.start(run_dir, resume)
             run.fit(run_dir, progress)
+        if run.world > 1:
+            dist.barrier()                 # no process leaves while another still talks to it
     finally:
         if run.world > 1 and dist.is_initialized():
             dist.destroy_process_group()   # else gloo's threads may abort the process at exit

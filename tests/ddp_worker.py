@@ -30,6 +30,7 @@ def main(out: str, *overrides: str) -> None:
     while run.step < run.config.train.steps:
         run.one_step()
     torch.save({k: v.detach().clone() for k, v in run.model.state_dict().items()}, out / f"weights{run.rank}.pt")
+    dist.barrier()                  # no process leaves while another still talks to it
     dist.destroy_process_group()
 
 
