@@ -68,6 +68,15 @@ class Disk:
 
 
 @pytest.fixture
+def interruptible():
+    """Ctrl-C's usual handler for the test: a process started in the background by a shell
+    (nohup, `cmd &`) inherits SIGINT ignored, and a stop request leaves ignored signals alone."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture
 def disk(monkeypatch):
     return Disk(monkeypatch)
 
@@ -156,7 +165,7 @@ def test_fit_policy_on_a_full_disk_then_again(tmp_path, disk, capsys):
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_before_the_first_checkpoint_checkpoints_and_resume_matches(tmp_path, monkeypatch, capsys,
-                                                                            signum, code):
+                                                                            interruptible, signum, code):
     args = ["train.steps=8", "train.ckpt_every=100"]
     full = train(tiny_config(tmp_path / "full", *args), progress=False)
     real_step = Training.one_step
@@ -176,7 +185,7 @@ def test_a_signal_before_the_first_checkpoint_checkpoints_and_resume_matches(tmp
     assert _same_weights(full, run)
 
 
-def test_a_second_signal_stops_at_once_without_a_checkpoint(tmp_path, monkeypatch):
+def test_a_second_signal_stops_at_once_without_a_checkpoint(tmp_path, monkeypatch, interruptible):
     real_step = Training.one_step
 
     def twice(self):
