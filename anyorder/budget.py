@@ -75,7 +75,7 @@ def row_boundaries(policy: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------- step costs
 @torch.no_grad()
 def step_losses(model, rows: torch.Tensor, batch_size: int = 64, generator=None, autocast=None,
-                progress: bool = False, given: torch.Tensor | None = None) -> torch.Tensor:
+                progress: bool = False, given: torch.Tensor | None = None, steps: int | None = None) -> torch.Tensor:
     """L[t, j] = mean over `rows [N, D]` of -log p(x_{u_j} | x_o, x_{u_<t}), nats, `[m, m]` float64.
 
     u is the model's path (protocol order) from node o = `given` `[N, D]` bool (default: the
@@ -83,7 +83,8 @@ def step_losses(model, rows: torch.Tensor, batch_size: int = 64, generator=None,
     row needs the same m. t is the number of path places already drawn and j >= t a later
     place (L is upper-triangular; NaN below the diagonal). One pass at node o ∪ u_<t gives
     the loss of every later variable, so m passes per row measure the exact expected cost of
-    every parallel step (`step_costs`).
+    every parallel step (`step_costs`). steps: measure along the order a K-step walk takes
+    (`walk_order`; natural-strided walks step budgets in another order than its exact path).
     """
     if not isinstance(rows, torch.Tensor) or rows.dim() != 2 or len(rows) == 0:
         raise UserError("rows must be a non-empty tensor [N, D] of validation rows")
@@ -105,11 +106,23 @@ def step_losses(model, rows: torch.Tensor, batch_size: int = 64, generator=None,
         if not x.is_floating_point():
             x = x.long()
         node = given[start:start + batch_size].to(device)
-        rank = lattice.ranks(node, model.protocol, generator)
+        order = walk_order(model.protocol, m, steps)
+        bounds = row_boundaries(torch.arange(order + 1 if order else m + 1), (~node).sum(-1))
+        rank = lattice.walk_ranks(node, ~node, model.protocol, bounds, generator)
         with autocast or torch.autocast(device.type, enabled=False):
             total += model.walk.step_losses(model, x, node, rank).sum(0)
     later = torch.ones(m, m, dtype=torch.bool, device=device).triu()
     return torch.where(later, total / n, math.nan).cpu()
+
+
+def walk_order(protocol: str, length: int, steps: int | None) -> int | None:
+    """Which order a K-step walk over `length` targets takes under `protocol`, as a key: None
+    for the protocol's own (the exact path's), K where it walks strided(K) instead
+    (natural-strided with a step of several targets: `lattice.walk_ranks`). Policies for
+    budgets of one key share one measurement of step losses."""
+    if steps is None or steps >= length or lattice.trains_exact_stream(protocol):
+        return None
+    return int(steps)
 
 
 def step_costs(losses: torch.Tensor, kind: str = "exact") -> torch.Tensor:
@@ -171,24 +184,33 @@ def fit_policies(model, rows: torch.Tensor, budgets, run_dir: str | Path, cost: 
                  autocast=None, progress: bool = False):
     """Fit the cheapest policy for each budget on `rows` and store them in `run_dir`.
 
-    Step losses are measured once (D passes per row) and kept in `run_dir/step_losses.pt`;
-    a later fit of the same weights on the same split and row count reuses them unless
-    `remeasure`.
-    Returns ({K: (policy, expected nats)}, losses `[D, D]`, path of policies.json).
+    Step losses are measured once per walk order (`walk_order`: one for most protocols; D
+    passes per row), those of the protocol's own order kept in `run_dir/step_losses.pt`; a
+    later fit of the same weights on the same split and row count reuses them unless `remeasure`.
+    Returns ({K: (policy, expected nats)}, the losses `[D, D]` along the protocol's own order
+    (measured too where no budget walks it), path of policies.json).
     """
     for name in (STEP_LOSSES, POLICIES):      # refused now, not after D passes over every row
         output_file(Path(run_dir) / name, "the run directory's " + name)
     info = {"protocol": model.protocol, "cost": cost, "split": split, "rows": len(rows),
             "length": rows.shape[1], "weights": fingerprint(model)}
     measured = Path(run_dir) / STEP_LOSSES
-    same = ("protocol", "split", "rows", "length", "weights")
-    stored = read_step_losses(measured, rows.shape[1]) if measured.exists() and not remeasure else {}
-    if all(stored.get(k) == info[k] for k in same):
-        losses = stored["losses"]
-    else:
-        losses = step_losses(model, rows, batch_size, generator, autocast, progress)
-        _write(measured, lambda f: torch.save({"losses": losses, **{k: info[k] for k in same}}, f))
-    fitted = optimal_policies(step_costs(losses, cost), budgets)
+    same = ("protocol", "split", "rows", "length", "weights", "order")
+    groups = {}
+    for steps in budgets:                     # budgets walking one order share one measurement
+        groups.setdefault(walk_order(model.protocol, rows.shape[1], int(steps)), []).append(steps)
+    own = groups.pop(None, [])                # the protocol's own order last: the losses returned and kept
+    fitted = {}
+    for order, group in [*groups.items(), (None, own)]:
+        key = {**info, "order": order}
+        stored = read_step_losses(measured, rows.shape[1]) if measured.exists() and not remeasure else {}
+        if all(stored.get(k) == key[k] for k in same):
+            losses = stored["losses"]
+        else:
+            losses = step_losses(model, rows, batch_size, generator, autocast, progress, steps=order)
+            _write(measured, lambda f: torch.save({"losses": losses, **{k: key[k] for k in same}}, f))
+        if group:
+            fitted.update(optimal_policies(step_costs(losses, cost), group))
     return fitted, losses, save_policies(run_dir, fitted, info)
 
 

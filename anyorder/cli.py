@@ -295,7 +295,10 @@ def cmd_fit_policy(args) -> None:
     exact, scale = budget.step_costs(losses, "exact"), dim * math.log(2)
     print(f"{len(rows)} {args.split} rows, protocol {model.protocol}, cost {args.cost}; expected bpd on "
           f"those rows (one pass per variable: {exact.diagonal(1).sum() / scale:.4f}):")
-    for steps, (policy, _) in sorted(fitted.items()):
+    for steps, (policy, nats) in sorted(fitted.items()):
+        if budget.walk_order(model.protocol, dim, steps) is not None:   # walks strided(K): costs of that order
+            print(f"  K={steps:5d}: fitted {nats / scale:.4f} (walking strided({steps}))")
+            continue
         even = budget.even_policy(dim, steps)
         print(f"  K={steps:5d}: fitted {budget.policy_cost(exact, policy) / scale:.4f}, "
               f"evenly spaced {budget.policy_cost(exact, even) / scale:.4f}")

@@ -24,7 +24,7 @@ from .errors import UserError
 from .sampling import cumulative, draw
 
 QUERIES = ("card-uniform", "full", "bernoulli", "inpaint")
-PROTOCOLS = ("natural", "strided", "random")
+PROTOCOLS = ("natural", "strided", "random", "natural-strided")
 STRATEGIES = ("aoarm", "mac", "mac-inpaint", "mixture")
 TARGETS = ("all", "protocol")
 GIVEN = -1
@@ -64,11 +64,18 @@ def _check_probability(arg: str | None, spec: str) -> None:
         raise UserError(f"bernoulli probability must lie in [0, 1], got {spec!r}")
 
 
+def _check_share(arg: str | None, spec: str) -> None:
+    if not 0 < _number(arg, NATURAL_SHARE, "natural-strided") <= 1:
+        raise UserError(f"natural-strided(p) needs a share p of natural rows in (0, 1], got {spec!r}")
+
+
 def _check_mixture(arg: str | None, spec: str) -> None:
     mixture_parts(arg)
 
 
-_ARGUMENTS = {"strided": _check_stride, "bernoulli": _check_probability, "mixture": _check_mixture}
+_ARGUMENTS = {"strided": _check_stride, "bernoulli": _check_probability, "mixture": _check_mixture,
+              "natural-strided": _check_share}
+NATURAL_SHARE = 0.5         # natural-strided's default share of exact natural training rows
 
 
 def _check_size(batch: int, dim: int) -> None:
@@ -109,16 +116,23 @@ def query_masks(batch: int, dim: int, kind: str = "card-uniform", generator=None
 
 
 def protocol_keys(dim: int, protocol: str, batch: int = 1, generator=None, device=None) -> torch.Tensor:
-    """Each variable's place in the protocol's order, a permutation of 0..D-1, `[B or 1, D]`."""
+    """Each variable's place in the protocol's order, a permutation of 0..D-1, `[B or 1, D]`.
+    natural-strided's order is natural: the order of its exact paths (`walk_ranks` gives
+    its step budgets theirs)."""
     name, arg = parse_name(protocol, PROTOCOLS, "protocol")
     if name == "random":
         return random_ranks(batch, dim, generator, device)
     index = torch.arange(dim, device=device)
-    if name == "natural":
+    if name in ("natural", "natural-strided"):
         return index.unsqueeze(0)
-    stride = int(arg)
-    # Sort by (i mod S, i div S); the composite key is unique, so no ties to break.
-    return (index % stride * dim + index // stride).argsort().argsort().unsqueeze(0)
+    return strided_keys(dim, torch.tensor([int(arg)], device=device))
+
+
+def strided_keys(dim: int, stride: torch.Tensor) -> torch.Tensor:
+    """strided(S)'s order with a stride per row `[B]` -> `[B, D]`: sort by (i mod S, i div S);
+    the composite key is unique, so no ties to break. S >= D is the natural order."""
+    index = torch.arange(dim, device=stride.device)
+    return (index % stride[:, None] * dim + index // stride[:, None]).argsort(-1).argsort(-1)
 
 
 def ranks(mask: torch.Tensor, protocol: str = "natural", generator=None,
@@ -135,6 +149,30 @@ def ranks(mask: torch.Tensor, protocol: str = "natural", generator=None,
     keys = protocol_keys(dim, protocol, batch, generator, mask.device)
     group = (~mask).long() if then is None else torch.where(mask, 0, torch.where(then, 1, 2))
     return (group * dim + keys).argsort(-1).argsort(-1)
+
+
+def walk_ranks(given: torch.Tensor, target: torch.Tensor, protocol: str, bounds: torch.Tensor,
+               generator=None) -> torch.Tensor:
+    """The order `[B, D]` (as `ranks(given, protocol, then=target)`) in which a walk with step
+    boundaries `bounds` `[B, K+1]` (path places, `budget.row_boundaries`) visits the targets.
+
+    The protocol's own order, except under natural-strided: a row whose steps each draw at
+    most one target walks the natural order (the exact path, K = |u|), a row with a step
+    of several targets walks strided(K), K its number of non-empty steps, so the targets one step draws lie K apart (a step
+    budget of K even steps over the whole row draws the residues i mod K one by one: those
+    drawn together are far apart and nearly independent given what came before). Samplers,
+    likelihoods, coders, fitted policies and training all take their order from here."""
+    rank = ranks(given, protocol, generator, then=target)
+    if parse_name(protocol, PROTOCOLS, "protocol")[0] != "natural-strided":
+        return rank
+    spread = (bounds.diff(dim=-1) > 1).any(-1)
+    if not spread.any():
+        return rank
+    dim = given.shape[-1]
+    stride = (bounds.diff(dim=-1) > 0).sum(-1).clamp(min=1)       # the row's K (its non-empty steps)
+    group = torch.where(given, 0, torch.where(target, 1, 2))
+    strided = (group * dim + strided_keys(dim, stride)).argsort(-1).argsort(-1)
+    return torch.where(spread[:, None], strided, rank)
 
 
 def _cardinality_table(dim: int, strategy: str, query: str) -> torch.Tensor:
@@ -301,6 +339,14 @@ def training_paths(batch: int, dim: int, protocol: str = "natural", query: str =
     per row is an unbiased estimate of the test objective in nats per variable (a pair
     row: of two marginal queries, ē's size being D − |e|), with no node reweighting.
     """
+    given, target, kind, marginal = _training_queries(batch, dim, protocol, query, mix, generator, device)
+    drawn = paths(given, target, protocol, generator)
+    return drawn if len(mix) == 3 else _pack_pairs(drawn, kind, marginal, protocol, generator)
+
+
+def _training_queries(batch, dim, protocol, query, mix, generator, device):
+    """`training_paths`' draw before ordering: (given, target `[B, D]` bool, kind `[B]` 0..3,
+    the marginal set e `[B, D]` whose complement a pair row packs)."""
     _check_size(batch, dim)
     weights = torch.as_tensor(mix, dtype=torch.float64) if len(mix) in (3, 4) else None
     if weights is None or not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
@@ -316,11 +362,58 @@ def training_paths(batch: int, dim: int, protocol: str = "natural", query: str =
     evidence = query_masks(batch, dim, "inpaint", generator, device)
     given = evidence & (kind == 2)[:, None]
     target = torch.where((kind == 1)[:, None] | (kind == 3)[:, None], marginal, everything) & ~given
-    drawn = paths(given, target, protocol, generator)
-    if len(mix) == 3:
-        return drawn
+    return given, target, kind, marginal
+
+
+def _pack_pairs(drawn, kind, marginal, protocol, generator):
+    """Pair rows (kind 3) take ē's path after e's, its targets marked D + 1 + t."""
+    dim = drawn.shape[-1]
     complement = paths(torch.zeros_like(marginal), ~marginal, protocol, generator)
     return torch.where((kind == 3)[:, None] & ~marginal, dim + 1 + complement, drawn)
+
+
+def trains_exact_stream(protocol: str) -> bool:
+    """Whether `training_walks` under `protocol` wants the exact path as a second query stream."""
+    return parse_name(protocol, PROTOCOLS, "protocol")[0] != "natural-strided"
+
+
+def training_walks(batch: int, dim: int, protocol: str = "natural", query: str = "card-uniform",
+                   mix=(1.0, 1.0, 1.0), generator=None, device=None) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """What a path network trains on: (paths `[B, D]`, steps `[B, D]`, exact) (see `paths`,
+    `path_steps`). exact: the loss adds each row's exact path (one target per step) as a
+    second query stream beside the drawn steps.
+
+    A single protocol: `training_paths` and random step boundaries (`training_steps`), both
+    streams trained on every row (exact True). natural-strided(p): each row is one walk the
+    model takes at test time (exact False): with probability p the exact natural path; else
+    a step budget, K = 1 with probability STEP_SHARE_ONE (every p(x_j | x_o)), otherwise K
+    log-uniform over 2..D/2, K even steps over the row's targets, in the order `walk_ranks`
+    gives such a walk (strided(K)). Pair rows pack their second path on exact rows only."""
+    name, arg = parse_name(protocol, PROTOCOLS, "protocol")
+    if trains_exact_stream(protocol):
+        path = training_paths(batch, dim, protocol, query, mix, generator, device)
+        return path, training_steps(path, generator), True
+    given, target, kind, marginal = _training_queries(batch, dim, protocol, query, mix, generator, device)
+    exact = torch.rand(batch, generator=generator, device=device) < _number(arg, NATURAL_SHARE, "natural-strided")
+    top = max(2, dim // 2)
+    u = torch.rand(batch, generator=generator, device=device)
+    steps = (2 * (top / 2) ** u).round().long().clamp(1, dim)
+    steps = torch.where(torch.rand(batch, generator=generator, device=device) < STEP_SHARE_ONE, 1, steps)
+    length = target.sum(-1, keepdim=True)
+    k = torch.arange(int(steps.max()) + 1 if batch else 1, device=device)
+    K = steps[:, None]
+    even = torch.where(length >= K, (2 * k * length + K) // (2 * K), torch.minimum(k, length))
+    bounds = torch.where(k <= K, even, length)                     # [B, max K + 1]: past a row's K, empty
+    rank = torch.where(exact[:, None], ranks(given, protocol, generator, then=target),
+                       walk_ranks(given, target, protocol, bounds, generator))
+    start = given.sum(-1, keepdim=True)
+    path = torch.where(given, GIVEN, torch.where(target, rank - start, dim))
+    budget_steps = path_steps(path, bounds)
+    exact_steps = torch.where((path >= 0) & (path < dim), path, 0)
+    path = torch.where(exact[:, None], _pack_pairs(path, kind, marginal, protocol, generator) if len(mix) == 4
+                       else path, path)
+    packed = torch.where(path > dim, path - dim - 1, exact_steps)
+    return path, torch.where(exact[:, None], packed, budget_steps), False
 
 
 def path_steps(path: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:

@@ -194,10 +194,11 @@ class PathWalk(Walk):
         lattice.training_paths(0, model.dim, model.protocol, model.query, model.path_mix)
 
     def draw_training(self, model, batch, generator, device):
-        """`[B, 2, D]` int64: each row's path and the steps of its budgeted query stream."""
-        path = lattice.training_paths(batch, model.dim, model.protocol, model.query, model.path_mix,
-                                      generator, device)
-        return torch.stack([path, lattice.training_steps(path, generator)], 1)
+        """`[B, 2, D]` int64: each row's path and the steps of its drawn query stream
+        (`lattice.training_walks`)."""
+        path, steps, _ = lattice.training_walks(batch, model.dim, model.protocol, model.query, model.path_mix,
+                                                generator, device)
+        return torch.stack([path, steps], 1)
 
     @staticmethod
     def edge_params(model, x, path, step=None):
@@ -209,7 +210,8 @@ class PathWalk(Walk):
         """Σ_t −log p(x_{u_t} | …) / D per row over both paths of a packed row, averaged over
         the query streams of one pass: the exact path (each target its own step) and, where
         `drawn` holds steps, the row's drawn step budget. Each is unbiased for the test objective in nats per variable
-        of the queries drawn (the first at K = |u|, the second at the drawn budget)."""
+        of the queries drawn (the first at K = |u|, the second at the drawn budget). Under
+        natural-strided each row is one walk, its drawn steps the only stream."""
         dim = x.shape[1]
         if not isinstance(drawn, torch.Tensor) or drawn.dtype != torch.int64 or \
                 drawn.shape not in ((len(x), dim), (len(x), 2, dim)):
@@ -223,7 +225,12 @@ class PathWalk(Walk):
         if not present.all():
             raise UserError("a path network trains on complete rows; x has missing (NaN) cells")
         exact = torch.where(path > dim, path - dim - 1, path)
-        steps = torch.stack([exact, drawn[:, 1]], 1) if drawn.dim() == 3 else exact[:, None]
+        if drawn.dim() == 2:
+            steps = exact[:, None]
+        elif lattice.trains_exact_stream(model.protocol):           # the exact path beside every drawn budget
+            steps = torch.stack([exact, drawn[:, 1]], 1)
+        else:                                                       # each row is one walk (natural-strided)
+            steps = drawn[:, 1:]
         params = self.edge_params(model, x, path, steps)                          # [B, S, D, P]
         on = (path >= 0) & (path != dim)
         S = steps.shape[1]
@@ -535,13 +542,14 @@ class AnyOrderModel(nn.Module):
         return self.walk.conditionals(self, x, given, rank, bounds)
 
     def _plan(self, given: torch.Tensor, target: torch.Tensor, policy: torch.Tensor | None, generator=None):
-        """(rank `[B, D]`, bounds `[B, K+1]`) of a walk (see `Walk`): the protocol's order and
-        each step's absolute path places; without a policy one variable per step."""
-        rank = lattice.ranks(given, self.protocol, generator, then=target)
+        """(rank `[B, D]`, bounds `[B, K+1]`) of a walk (see `Walk`): the order the walk takes
+        (`lattice.walk_ranks`: the protocol's, or natural-strided's per budget) and each step's
+        absolute path places; without a policy one variable per step."""
         length = target.sum(-1)
         if policy is None:   # one variable per step; at least one (empty) step when nothing is asked
             policy = torch.arange(max(int(length.max()) if len(length) else 0, 1) + 1)
-        return rank, given.sum(-1, keepdim=True) + budget.row_boundaries(policy, length)
+        bounds = budget.row_boundaries(policy, length)
+        return lattice.walk_ranks(given, target, self.protocol, bounds, generator), given.sum(-1, keepdim=True) + bounds
 
     @torch.no_grad()
     def conditional_mean(self, x: torch.Tensor, observed: torch.Tensor, generator=None) -> torch.Tensor:

@@ -88,28 +88,48 @@ def bench_run(run: Path, args, device) -> dict:
     test = data.split(args.split)[: args.rows].to(device)
     sampling_seconds(model, dim, budget.even_policy(dim, 1), 2, device, test.dtype)   # warm-up
     started = time.perf_counter()
-    losses = budget.step_losses(model, valid, args.batch_size, progress=not args.quiet)
-    exact, ardm = budget.step_costs(losses, "exact"), budget.step_costs(losses, "ardm")
     ks = [k for k in budgets(dim) if k == dim or not args.budgets or k in args.budgets]
-    dp_exact = budget.optimal_policies(exact, ks)
-    dp_ardm = budget.optimal_policies(ardm, ks)
-    # Policies for infilling: fitted on paths from half-observed validation rows (m = D - D/2).
     half = torch.rand(len(valid), dim, generator=torch.Generator().manual_seed(1)).argsort(-1) < dim // 2
-    cond_costs = budget.step_costs(budget.step_losses(model, valid, args.batch_size, given=half.to(device)))
     m = dim - dim // 2
-    dp_cond = budget.optimal_policies(cond_costs, [min(k, m) for k in ks])
+    measured_losses = {}
+
+    def costs(k, given=None):
+        """Exact and ARDM step costs of the order a k-step walk takes (`budget.walk_order`;
+        natural-strided walks each budget its own), measured once per order."""
+        length = dim if given is None else m
+        order = budget.walk_order(model.protocol, length, k)
+        if (order, given is None) not in measured_losses:
+            losses = budget.step_losses(model, valid, args.batch_size, progress=not args.quiet, steps=order,
+                                        given=None if given is None else given.to(device))
+            measured_losses[order, given is None] = (budget.step_costs(losses, "exact"), budget.step_costs(losses, "ardm"))
+        return measured_losses[order, given is None]
+
+    if args.no_dp:        # evenly spaced policies only: no step losses measured
+        even = {k: (budget.even_policy(dim, k), math.nan) for k in ks}
+        dp_exact = dp_ardm = even
+        dp_cond = {min(k, m): (budget.even_policy(m, min(k, m)), math.nan) for k in ks}
+    else:
+        dp_exact = {k: budget.optimal_policies(costs(k)[0], [k])[k] for k in ks}
+        dp_ardm = {k: budget.optimal_policies(costs(k)[1], [k])[k] for k in ks}
+        # Policies for infilling: fitted on paths from half-observed validation rows (m = D - D/2).
+        dp_cond = {min(k, m): budget.optimal_policies(costs(min(k, m), half)[0], [min(k, m)])[min(k, m)] for k in ks}
     observed = infilling_masks(len(test), dim).to(device)
     results = {"run": str(run), "label": label, "machine": machine(device), "protocol": model.protocol, "dim": dim,
                "valid_rows": len(valid), "test_rows": len(test), "policies": {}}
     base = None
     for k in ks:
         policies = {"even": budget.even_policy(dim, k), "dp": dp_exact[k][0], "dp-ardm": dp_ardm[k][0]}
-        entry = {"expected_valid_bpd": {name: budget.policy_cost(exact, p) / scale for name, p in policies.items()},
+        exact = costs(k)[0] if not args.no_dp else None
+        expected = {name: math.nan if exact is None else budget.policy_cost(exact, p) / scale
+                    for name, p in policies.items()}
+        entry = {"expected_valid_bpd": expected,
                  "boundaries": {name: p.tolist() for name, p in policies.items()}}
         measured = {}
-        for name in ("even", "dp") if k < dim else ("even",):
+        for name in ("even", "dp") if k < dim and not args.no_dp else ("even",):
             measured[name] = per_row_nats(model, test, observed, policies[name], args.batch_size)
-        if k < dim:
+        if k < dim and args.no_dp:
+            measured["dp"] = measured["dp-infill"] = measured["even"]
+        elif k < dim:
             measured["dp-infill"] = (None, per_row_nats(model, test, observed, dp_cond[min(k, m)][0],
                                                         args.batch_size, joint=False)[1])
         else:
@@ -189,6 +209,8 @@ def main() -> None:
     parser.add_argument("--sample-rows", type=int, default=32, help="rows per timed sampling batch")
     parser.add_argument("--budgets", type=int, nargs="+", metavar="K",
                         help="measure only these of the default budgets (K = D, the reference, always)")
+    parser.add_argument("--no-dp", action="store_true", help="evenly spaced policies only (no step losses "
+                        "measured; the DP columns repeat the even ones)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default="cpu")

@@ -298,3 +298,33 @@ def test_bad_path_mix_is_a_clear_error():
             lattice.training_paths(2, 3, mix=mix)
     with pytest.raises(ValueError, match="inpaint"):
         lattice.training_paths(2, 3, query="inpaint")
+
+
+def test_natural_strided_training_walks_are_the_walks_queries_take():
+    """Every natural-strided training row is a walk a query takes at test time: steps of one
+    target each in natural order (the exact path), or K even steps (`budget.row_boundaries`
+    of the even policy) over the targets in strided(K) order (`walk_ranks`), K in 1..D/2."""
+    from anyorder import budget
+    dim = 8
+    gen = torch.Generator().manual_seed(3)
+    path, steps, exact = lattice.training_walks(4000, dim, "natural-strided(0.25)", mix=(1, 1, 1), generator=gen)
+    assert not exact and path.shape == steps.shape == (4000, dim)
+    seen = set()
+    for row, step in zip(path.tolist(), steps.tolist()):
+        targets = sorted((j for j in range(dim) if 0 <= row[j] < dim), key=lambda j: row[j])
+        m, k = len(targets), len({step[j] for j in targets})
+        if k == m:                                               # one target per step: natural
+            assert targets == sorted(targets) and [step[j] for j in targets] == list(range(m))
+            continue
+        assert 1 <= k <= dim // 2
+        assert targets == sorted(targets, key=lambda j: (j % k, j // k))   # strided(K)
+        bounds = budget.row_boundaries(torch.arange(k + 1), torch.tensor([m]))[0].tolist()
+        assert [step[j] for j in targets] == [sum(b <= t for b in bounds[1:]) for t in range(m)]
+        seen.add(k)
+    assert seen == set(range(1, dim // 2 + 1))                  # every budget drawn, K = 1 included
+
+
+def test_natural_strided_share_must_be_a_probability():
+    for spec in ("natural-strided(0)", "natural-strided(1.5)", "natural-strided(x)"):
+        with pytest.raises(UserError, match="natural-strided"):
+            lattice.training_walks(2, 4, spec)

@@ -26,7 +26,7 @@ def path_model(protocol="natural", dim=D, seed=0):
     return AnyOrderModel(net, CategoricalHead(K), protocol=protocol).eval()
 
 
-@pytest.mark.parametrize("protocol", ["natural", "strided(2)"])
+@pytest.mark.parametrize("protocol", ["natural", "strided(2)", "natural-strided"])
 @pytest.mark.parametrize("policy", [[0, 4], [0, 1, 3, 4], [0, 2, 4], [0, 1, 2, 3, 4]])
 def test_k_step_likelihood_sums_to_one(protocol, policy):
     """Σ_x p_K(x) = 1 over all K^D rows, and Σ_{x_u} p_K(x_u | x_o) = 1 given a fixed x_o
@@ -60,12 +60,13 @@ def test_k_steps_differ_and_k_equal_length_is_the_exact_likelihood():
     assert (two - model.log_prob(x)).abs().max() > 0.1
 
 
-def test_k_step_samples_match_the_k_step_likelihood():
+@pytest.mark.parametrize("protocol", ["strided(2)", "natural-strided"])
+def test_k_step_samples_match_the_k_step_likelihood(protocol):
     """Two-step draws against the enumerated two-step distribution. TV between the empirical
     and the true law of 81 outcomes: E[TV] <= ½·sqrt(81 / N) = 0.0225 at N = 40000 (Cauchy–
     Schwarz), and one draw moves TV by at most 1/N, so P(TV > E + 0.0175) <= exp(−2N·0.0175²)
     = e^−24 (McDiarmid): a tolerance of 0.04."""
-    model = path_model("strided(2)")
+    model = path_model(protocol)
     n, policy = 40_000, [0, 2, 4]
     configs = all_configs(D, K)
     with torch.no_grad():
@@ -78,6 +79,44 @@ def test_k_step_samples_match_the_k_step_likelihood():
     index = (configs * K ** torch.arange(D)).sum(-1)
     assert 0.5 * (freq[index] - truth).abs().sum().item() < 0.04
     assert 0.5 * (exact - truth).abs().sum().item() > 0.1        # the test tells the two laws apart
+
+
+@pytest.mark.parametrize("policy", [[0, 2, 4], [0, 1, 3, 4], [0, 4], [0, 1, 2, 3, 4]])
+def test_natural_strided_walks_natural_paths_and_strided_k_budgets(policy):
+    """Under natural-strided one network answers each query in the order its budget walks:
+    a step of several targets walks strided(K) (the same weights under protocol strided(K)
+    give the same K-step likelihood, joint and conditional, also where a row's steps hold
+    one target each and so walk natural), one target per step the natural path."""
+    mixed = path_model("natural-strided")
+    steps = len(policy) - 1
+    strided = AnyOrderModel(mixed.network, mixed.head, protocol=f"strided({steps})").eval()
+    natural = AnyOrderModel(mixed.network, mixed.head, protocol="natural").eval()
+    x = all_configs(D, K)
+    given = torch.zeros_like(x, dtype=torch.bool)
+    given[::2, 1] = True                        # half the rows: |u| = 3
+    given[1::4, 0] = True                       # a quarter: |u| = 2 (<= K for K >= 2: one target per step)
+    with torch.no_grad():
+        got = mixed.log_prob(x, policy=policy)
+        cond = mixed.conditional_log_prob(x, ~given, given, policy=policy)
+        several = torch.tensor([bool((budget.row_boundaries(torch.tensor(policy), torch.tensor([m])).diff() > 1).any())
+                                for m in (~given).sum(-1).tolist()])
+        want = torch.where(several, strided.conditional_log_prob(x, ~given, given, policy=policy),
+                           natural.conditional_log_prob(x, ~given, given, policy=policy))
+        assert torch.allclose(got, (strided if steps < D else natural).log_prob(x, policy=policy), atol=1e-5)
+        assert torch.allclose(cond, want, atol=1e-5)
+        assert torch.allclose(mixed.log_prob(x), natural.log_prob(x), atol=1e-5)     # the exact path: natural
+
+
+def test_natural_strided_fitted_policies_cost_what_their_walks_cost(tmp_path):
+    """fit-policy measures each budget's step losses in the order that budget walks
+    (strided(K)), so a fitted policy's expected nats equal the mean −log p_K of its walk."""
+    model = path_model("natural-strided", dim=6)
+    x = torch.randint(0, K, (8, 6), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        fitted, losses, _ = budget.fit_policies(model, x, [2, 3, 6], tmp_path)
+        for steps, (policy, nats) in fitted.items():
+            assert nats == pytest.approx(-model.log_prob(x, policy=policy).double().mean().item(), abs=1e-4)
+        assert losses.diagonal().sum().item() == pytest.approx(-model.log_prob(x).double().mean().item(), abs=1e-4)
 
 
 def test_conditional_mean_is_the_mode_of_each_single_target_conditional():

@@ -110,12 +110,14 @@ def _attend(q, k, v, bias, dropout_p: float = 0.0) -> torch.Tensor:
     return torch.nn.functional.dropout(weights, dropout_p) @ v
 
 
-def _attend_and_self(q, k, v, k_self, v_self, bias, dropout_p: float = 0.0) -> torch.Tensor:
+def _attend_and_self(q, k, v, k_self, v_self, bias, dropout_p: float = 0.0, self_bias=None) -> torch.Tensor:
     """Attention of each query over the keys k, v `[B, H, Lk, d]` (bias `[B, H, L, Lk]`) and over
-    its own key and value (`k_self`, `v_self` `[B, H, L, d]`, bias 0): one extra score per
-    query, so the softmax runs over [scores, self] and the output is P·V + p_self·v_self."""
+    its own key and value (`k_self`, `v_self` `[B, H, L, d]`; `self_bias` `[L, 1]`, default 0,
+    −inf where a query's own key is already among k): one extra score per query, so the
+    softmax runs over [scores, self] and the output is P·V + p_self·v_self."""
     q = q * q.shape[-1] ** -0.5
-    scores = torch.cat([q @ k.transpose(-1, -2) + bias, (q * k_self).sum(-1, keepdim=True)], -1)
+    own = (q * k_self).sum(-1, keepdim=True)
+    scores = torch.cat([q @ k.transpose(-1, -2) + bias, own if self_bias is None else own + self_bias], -1)
     weights = torch.nn.functional.dropout(torch.softmax(scores, -1), dropout_p)
     to_keys, to_self = weights.split([k.shape[2], 1], -1)
     return to_keys @ v + to_self * v_self
@@ -232,15 +234,15 @@ class PathTransformer(PathNetwork):
         order = (~given).long().argsort(dim=-1, stable=True)[:, :length]   # given variables first
         valid = torch.arange(length, device=given.device) < n_given
         eye = torch.eye(length, dtype=torch.bool, device=given.device)
-        bias = self._bias(order, order, valid[:, None, :] | eye)
         h = self._content(x_in.gather(1, order), order)
+        bias = self._bias(order, order, valid[:, None, :] | eye, _compute_dtype(h))
         keys, values = [], []
         for i, block in enumerate(self.blocks):
             q, k, v = block.queries_keys_values(h)
             keys.append(torch.cat([k, k.new_zeros(*k.shape[:2], D, k.shape[-1])], 2))   # room for D targets
             values.append(torch.cat([v, v.new_zeros(*v.shape[:2], D, v.shape[-1])], 2))
             if i + 1 < len(self.blocks):        # the last block's output is no key: skip it
-                h = block.update(h, block.attend(q, k, v, bias))
+                h = block.update(h, _attend(q, k, v, bias))
         key_mask = torch.zeros(B, length + D, dtype=torch.float32, device=given.device)
         key_mask[:, :length].masked_fill_(~valid, float("-inf"))
         return PathCache(keys, values, torch.cat([order, order.new_zeros(B, D)], 1), key_mask, length, length)
@@ -250,7 +252,13 @@ class PathTransformer(PathNetwork):
         """Append content slots (see `PathNetwork.extend`). With `then` `[B, q]`, also the
         next step's query slots in the same pass through the blocks (`predict(cache, then)`
         after the append, at half the per-layer calls: a walk step at a small batch is bound
-        by per-operation overhead); returns their parameters `[B, q, P]`."""
+        by per-operation overhead); returns their parameters `[B, q, P]`.
+
+        Each block writes the new slots' keys and values into the cache first, then every row
+        (new content and queries) attends over the cache in place (a view, never a copy of
+        it): a content slot sees the earlier slots, its own block's up to itself; a query
+        every slot and, as one extra score, itself. A step's work is its arithmetic, m + q
+        rows against n + m keys, in a fixed number of calls per block."""
         n, m = cache.length, var.shape[1]
         q = 0 if then is None else then.shape[1]
         if n + m > cache.key_mask.shape[1]:     # padded blocks of rows of unequal paths outgrew it
@@ -260,25 +268,32 @@ class PathTransformer(PathNetwork):
         device = var.device
         causal = torch.ones(m, m, dtype=torch.bool, device=device).tril()
         own = (causal & valid[:, None, :]) | torch.eye(m, dtype=torch.bool, device=device)
-        known = (cache.key_mask[:, None, :n + m] == 0)
-        content = torch.cat([known[..., :n].expand(-1, m, -1), own, own.new_zeros(len(var), m, q)], -1)
+        known = cache.key_mask[:, None, :n + m] == 0
+        allowed = torch.cat([known[..., :n].expand(-1, m, -1), own], -1)
         slots, h = var, self._content(value, var)
-        if then is not None:       # queries see every content slot, their own step's included, and themselves
-            query = torch.cat([known.expand(-1, q, -1), torch.eye(q, dtype=torch.bool, device=device).expand(
-                len(var), -1, -1)], -1)
-            content, slots = torch.cat([content, query], 1), torch.cat([var, then], 1)
-            h = torch.cat([h, self._query(then)], 1)
-        bias = self._bias(slots, torch.cat([cache.key_position[:, :n], slots], 1), content)
+        if then is not None:
+            allowed = torch.cat([allowed, known.expand(-1, q, -1)], 1)
+            slots, h = torch.cat([var, then], 1), torch.cat([h, self._query(then)], 1)
+        dtype = _compute_dtype(h)
+        bias = self._bias(slots, cache.key_position[:, :n + m], allowed, dtype)
+        # a content slot's own key is in the cache already; a query's is not
+        self_bias = torch.cat([torch.full((m, 1), float("-inf"), dtype=dtype, device=device),
+                               torch.zeros(q, 1, dtype=dtype, device=device)])
+        last = len(self.blocks) - 1
         for i, (block, keys, values) in enumerate(zip(self.blocks, cache.keys, cache.values)):
             qs, k, v = block.queries_keys_values(h)
             keys[:, :, n:n + m], values[:, :, n:n + m] = k[:, :, :m], v[:, :, :m]
-            if then is None and i + 1 == len(self.blocks):
-                break                            # the last block's output is no key: skip it
-            a = block.attend(qs, torch.cat([keys[:, :, :n + m], k[:, :, m:]], 2),
-                             torch.cat([values[:, :, :n + m], v[:, :, m:]], 2), bias)
+            if i == last:
+                if then is None:
+                    break                        # the last block's output is no key: skip it
+                # only the queries' outputs are read after the last block
+                qs, k, v, h, bias, self_bias = (t.split([m, q], -2)[1] for t in (qs, k, v, h, bias, self_bias))
+            a = _attend_and_self(qs, keys[:, :, :n + m], values[:, :, :n + m], k, v, bias, self_bias=self_bias)
             h = block.update(h, a)
         cache.length = n + m
-        return None if then is None else self.head(self.ln_f(h[:, m:]))
+        if then is None:
+            return None
+        return self.head(self.ln_f(h if self.blocks else h[:, m:]))
 
     def predict(self, cache: PathCache, var: torch.Tensor, seen: torch.Tensor | None = None) -> torch.Tensor:
         n, m = cache.length, var.shape[1]
@@ -286,14 +301,11 @@ class PathTransformer(PathNetwork):
         if seen is not None:
             slot = torch.arange(n, device=var.device)
             visible = visible & (slot < cache.given + seen[..., None])
-        own = torch.eye(m, dtype=torch.bool, device=var.device).expand(len(var), -1, -1)
-        allowed = torch.cat([visible.expand(-1, m, -1), own], -1)
-        bias = self._bias(var, torch.cat([cache.key_position[:, :n], var], 1), allowed)
         h = self._query(var)
+        bias = self._bias(var, cache.key_position[:, :n], visible.expand(-1, m, -1), _compute_dtype(h))
         for block, keys, values in zip(self.blocks, cache.keys, cache.values):
             q, k, v = block.queries_keys_values(h)
-            a = block.attend(q, torch.cat([keys[:, :, :n], k], 2), torch.cat([values[:, :, :n], v], 2), bias)
-            h = block.update(h, a)
+            h = block.update(h, _attend_and_self(q, keys[:, :, :n], values[:, :, :n], k, v, bias))
         return self.head(self.ln_f(h))
 
     def output_layers(self) -> tuple[nn.Module, ...]:
