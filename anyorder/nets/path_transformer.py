@@ -27,9 +27,11 @@ level embeddings); the head (`TableHead`) gives every column its own distributio
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
@@ -102,12 +104,40 @@ def _compute_dtype(h: torch.Tensor) -> torch.dtype:
     return h.dtype
 
 
+def _qkv(block, h: torch.Tensor):
+    """`block.queries_keys_values(h)` without module calls (a cache step at a small batch is
+    bound by per-call overhead): q, k, v `[B, heads, L, W / heads]`."""
+    B, L, W = h.shape
+    x = F.layer_norm(h, (W,), block.ln1.weight, block.ln1.bias, block.ln1.eps)
+    return F.linear(x, block.qkv.weight, block.qkv.bias).view(B, L, 3, block.heads, W // block.heads).permute(2, 0, 3, 1, 4)
+
+
+def _update(block, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """`block.update(h, a)` in eval mode (no dropout) without module calls."""
+    B, L, W = h.shape
+    h = h + F.linear(a.transpose(1, 2).reshape(B, L, W), block.proj.weight, block.proj.bias)
+    x = F.layer_norm(h, (W,), block.ln2.weight, block.ln2.bias, block.ln2.eps)
+    return h + F.linear(F.gelu(F.linear(x, block.fc.weight, block.fc.bias)), block.out.weight, block.out.bias)
+
+
+@functools.lru_cache(maxsize=256)
+def _new_slot_rules(m: int, q: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Who sees whom among a cache step's new slots (m content, then q queries in scratch
+    slots), `[m + q, m + q]` bool each: `rules` (content slot i sees new content j <= i, a
+    query every new content slot; both only where that slot is valid) and `own` (every slot
+    sees itself, valid or not, so no row is empty). Cached: a walk asks the same shapes."""
+    rules = torch.zeros(m + q, m + q, dtype=torch.bool, device=device)
+    rules[:m, :m] = torch.ones(m, m, dtype=torch.bool, device=device).tril()
+    rules[m:, :m] = True
+    return rules, torch.eye(m + q, dtype=torch.bool, device=device)
+
+
 def _attend(q, k, v, bias, dropout_p: float = 0.0) -> torch.Tensor:
     """softmax(q·kᵀ/√d + bias)·v, `[B, H, L, d]` over `[B, H, Lk, d]` with bias `[B, H, L, Lk]` in
     the scores' dtype: three explicit ops (on a CPU, in bf16 or with a bias, faster than torch's
     fused kernel; see `nets.transformer.attention`), the scale applied to q (L·d, not L·Lk)."""
     weights = torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2) + bias, -1)
-    return torch.nn.functional.dropout(weights, dropout_p) @ v
+    return (F.dropout(weights, dropout_p) if dropout_p else weights) @ v
 
 
 def _attend_and_self(q, k, v, k_self, v_self, bias, dropout_p: float = 0.0, self_bias=None) -> torch.Tensor:
@@ -118,7 +148,7 @@ def _attend_and_self(q, k, v, k_self, v_self, bias, dropout_p: float = 0.0, self
     q = q * q.shape[-1] ** -0.5
     own = (q * k_self).sum(-1, keepdim=True)
     scores = torch.cat([q @ k.transpose(-1, -2) + bias, own if self_bias is None else own + self_bias], -1)
-    weights = torch.nn.functional.dropout(torch.softmax(scores, -1), dropout_p)
+    weights = F.dropout(torch.softmax(scores, -1), dropout_p)
     to_keys, to_self = weights.split([k.shape[2], 1], -1)
     return to_keys @ v + to_self * v_self
 
@@ -251,61 +281,63 @@ class PathTransformer(PathNetwork):
                then: torch.Tensor | None = None) -> torch.Tensor | None:
         """Append content slots (see `PathNetwork.extend`). With `then` `[B, q]`, also the
         next step's query slots in the same pass through the blocks (`predict(cache, then)`
-        after the append, at half the per-layer calls: a walk step at a small batch is bound
-        by per-operation overhead); returns their parameters `[B, q, P]`.
+        after the append, at half the per-layer calls); returns their parameters `[B, q, P]`.
 
-        Each block writes the new slots' keys and values into the cache first, then every row
-        (new content and queries) attends over the cache in place (a view, never a copy of
-        it): a content slot sees the earlier slots, its own block's up to itself; a query
-        every slot and, as one extra score, itself. A step's work is its arithmetic, m + q
-        rows against n + m keys, in a fixed number of calls per block."""
+        A walk step at a small batch is bound by per-call overhead, so each block takes a
+        fixed handful of calls whatever the block size: the new slots' keys and values are
+        written into the cache (the queries' into scratch slots past the new content, which
+        the next step overwrites), then every new row attends over the cache in place (a
+        view, never a copy): a content slot to the earlier slots and its own block's up to
+        itself, a query to every content slot and its own scratch slot. A step's work is its
+        arithmetic, m + q rows against n + m + q keys."""
         n, m = cache.length, var.shape[1]
         q = 0 if then is None else then.shape[1]
-        if n + m > cache.key_mask.shape[1]:     # padded blocks of rows of unequal paths outgrew it
-            _grow(cache, n + m + self.dim)
-        cache.key_position[:, n:n + m] = var
-        cache.key_mask[:, n:n + m] = torch.where(valid, 0.0, float("-inf"))
-        device = var.device
-        causal = torch.ones(m, m, dtype=torch.bool, device=device).tril()
-        own = (causal & valid[:, None, :]) | torch.eye(m, dtype=torch.bool, device=device)
-        known = cache.key_mask[:, None, :n + m] == 0
-        allowed = torch.cat([known[..., :n].expand(-1, m, -1), own], -1)
+        end = n + m + q
+        if end > cache.key_mask.shape[1]:       # padded blocks of rows of unequal paths outgrew it
+            _grow(cache, end + self.dim)
         slots, h = var, self._content(value, var)
         if then is not None:
-            allowed = torch.cat([allowed, known.expand(-1, q, -1)], 1)
             slots, h = torch.cat([var, then], 1), torch.cat([h, self._query(then)], 1)
-        dtype = _compute_dtype(h)
-        bias = self._bias(slots, cache.key_position[:, :n + m], allowed, dtype)
-        # a content slot's own key is in the cache already; a query's is not
-        self_bias = torch.cat([torch.full((m, 1), float("-inf"), dtype=dtype, device=device),
-                               torch.zeros(q, 1, dtype=dtype, device=device)])
+        cache.key_position[:, n:end] = slots
+        cache.key_mask[:, n:n + m] = torch.where(valid, 0.0, float("-inf"))
+        rules, own = _new_slot_rules(m, q, var.device)
+        usable = torch.cat([valid, valid.new_ones(len(var), q)], 1)
+        allowed = torch.cat([(cache.key_mask[:, None, :n] == 0).expand(-1, m + q, -1),
+                             (rules & usable[:, None, :]) | own], -1)
+        bias = self._bias(slots, cache.key_position[:, :end], allowed, _compute_dtype(h))
         last = len(self.blocks) - 1
         for i, (block, keys, values) in enumerate(zip(self.blocks, cache.keys, cache.values)):
-            qs, k, v = block.queries_keys_values(h)
-            keys[:, :, n:n + m], values[:, :, n:n + m] = k[:, :, :m], v[:, :, :m]
+            qs, k, v = _qkv(block, h)
+            keys[:, :, n:end], values[:, :, n:end] = k, v
             if i == last:
                 if then is None:
                     break                        # the last block's output is no key: skip it
-                # only the queries' outputs are read after the last block
-                qs, k, v, h, bias, self_bias = (t.split([m, q], -2)[1] for t in (qs, k, v, h, bias, self_bias))
-            a = _attend_and_self(qs, keys[:, :, :n + m], values[:, :, :n + m], k, v, bias, self_bias=self_bias)
-            h = block.update(h, a)
+                qs, h, bias = qs[:, :, m:], h[:, m:], bias[:, :, m:]   # only the queries' outputs are read
+            h = _update(block, h, _attend(qs, keys[:, :, :end], values[:, :, :end], bias))
         cache.length = n + m
         if then is None:
             return None
         return self.head(self.ln_f(h if self.blocks else h[:, m:]))
 
     def predict(self, cache: PathCache, var: torch.Tensor, seen: torch.Tensor | None = None) -> torch.Tensor:
+        """See `PathNetwork.predict`; the queries' own keys go to scratch slots past the cache's
+        content (as in `extend`), so each block attends over the cache in place."""
         n, m = cache.length, var.shape[1]
+        if n + m > cache.key_mask.shape[1]:
+            _grow(cache, n + m + self.dim)
         visible = cache.key_mask[:, None, :n] == 0
         if seen is not None:
             slot = torch.arange(n, device=var.device)
             visible = visible & (slot < cache.given + seen[..., None])
+        cache.key_position[:, n:n + m] = var
+        own = _new_slot_rules(0, m, var.device)[1]
         h = self._query(var)
-        bias = self._bias(var, cache.key_position[:, :n], visible.expand(-1, m, -1), _compute_dtype(h))
+        allowed = torch.cat([visible.expand(-1, m, -1), own.expand(len(var), -1, -1)], -1)
+        bias = self._bias(var, cache.key_position[:, :n + m], allowed, _compute_dtype(h))
         for block, keys, values in zip(self.blocks, cache.keys, cache.values):
-            q, k, v = block.queries_keys_values(h)
-            h = block.update(h, _attend_and_self(q, keys[:, :, :n], values[:, :, :n], k, v, bias))
+            q, k, v = _qkv(block, h)
+            keys[:, :, n:n + m], values[:, :, n:n + m] = k, v
+            h = _update(block, h, _attend(q, keys[:, :, :n + m], values[:, :, :n + m], bias))
         return self.head(self.ln_f(h))
 
     def output_layers(self) -> tuple[nn.Module, ...]:
