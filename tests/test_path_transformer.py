@@ -234,3 +234,56 @@ def test_a_packed_second_path_is_two_separate_passes(protocol):
         assert torch.allclose(got[first], net(x, one)[first], atol=1e-5)
         assert torch.allclose(got[rest], net(x, two)[rest], atol=1e-5)
         assert not got[given].any()
+
+
+def dense_reference(net, x, path, step):
+    """The path network's parameters by dense attention over every slot of a row at once, the
+    slots and the rules of who sees whom listed one by one (the module docstring), with the
+    blocks' plain forward: the truth the split content / query attention must equal."""
+    dim = x.shape[1]
+    out = torch.zeros(*step.shape, net.head.out_features)
+    for b in range(len(x)):
+        on = [j for j in range(dim) if path[b, j] != dim]
+        second = {j: bool(path[b, j] > dim) for j in on}
+        place = {j: int(path[b, j] - dim - 1 if second[j] else path[b, j]) for j in on}
+        content = [j for j in on if path[b, j] < 0] + sorted((j for j in on if path[b, j] >= 0),
+                                                             key=lambda j: (second[j], place[j]))
+        targets = [j for j in content if path[b, j] >= 0]
+        queries = [(s, j) for s in range(step.shape[1]) for j in targets]
+        n = len(content)
+        allowed = torch.zeros(n + len(queries), n + len(queries), dtype=torch.bool)
+        for i, j in enumerate(content):
+            for i2, j2 in enumerate(content):
+                allowed[i, i2] = path[b, j2] < 0 or (path[b, j] >= 0 and second[j] == second[j2]
+                                                     and place[j2] <= place[j]) or i == i2
+        for q, (s, j) in enumerate(queries):
+            allowed[n + q, n + q] = True
+            for i2, j2 in enumerate(content):
+                allowed[n + q, i2] = path[b, j2] < 0 or (second[j] == second[j2] and step[b, s, j2] < step[b, s, j])
+        position = torch.tensor(content + [j for _, j in queries])
+        bias = -net.slopes[:, None, None] * (position[:, None] - position[None, :]).abs().float()
+        bias = bias.masked_fill(~allowed, float("-inf"))[None]
+        var = torch.tensor(content)
+        h = torch.cat([net.value(x[b, var][None], var[None]) + net.position[var][None],
+                       net.predicts[torch.tensor([j for _, j in queries], dtype=torch.long)][None]], 1)
+        for block in net.blocks:
+            h = block(h, bias)
+        params = net.head(net.ln_f(h[0, n:]))
+        for q, (s, j) in enumerate(queries):
+            out[b, s, j] = params[q]
+    return out
+
+
+def test_split_attention_equals_dense_attention_over_every_slot():
+    """Content→content and query→content + self scores (two streams, a packed second path,
+    given sets of every size) give what one dense attention over all slots gives."""
+    dim = 6
+    net = tiny_net(dim, seed=3)
+    gen = torch.Generator().manual_seed(4)
+    path = lattice.training_paths(12, dim, "natural", mix=(1, 1, 1, 1), generator=gen)
+    step = torch.stack([torch.where(path > dim, path - dim - 1, path), lattice.training_steps(path, gen)], 1)
+    x = torch.randint(0, K, (12, dim), generator=gen)
+    with torch.no_grad():
+        fast, slow = net(x, path, step), dense_reference(net, x, path, step)
+    assert (path > dim).any() and (path < 0).any()           # the draw holds packed pairs and given sets
+    assert torch.allclose(fast, slow, atol=1e-5)

@@ -94,6 +94,33 @@ def _grow(cache: PathCache, capacity: int) -> None:
     cache.key_mask = torch.cat([cache.key_mask, cache.key_mask.new_full((len(cache.key_mask), more), float("-inf"))], 1)
 
 
+
+def _compute_dtype(h: torch.Tensor) -> torch.dtype:
+    """The dtype a block's attention scores come out in: autocast's where it is on, else h's."""
+    if torch.is_autocast_enabled(h.device.type):
+        return torch.get_autocast_dtype(h.device.type)
+    return h.dtype
+
+
+def _attend(q, k, v, bias, dropout_p: float = 0.0) -> torch.Tensor:
+    """softmax(q·kᵀ/√d + bias)·v, `[B, H, L, d]` over `[B, H, Lk, d]` with bias `[B, H, L, Lk]` in
+    the scores' dtype: three explicit ops (on a CPU, in bf16 or with a bias, faster than torch's
+    fused kernel; see `nets.transformer.attention`), the scale applied to q (L·d, not L·Lk)."""
+    weights = torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2) + bias, -1)
+    return torch.nn.functional.dropout(weights, dropout_p) @ v
+
+
+def _attend_and_self(q, k, v, k_self, v_self, bias, dropout_p: float = 0.0) -> torch.Tensor:
+    """Attention of each query over the keys k, v `[B, H, Lk, d]` (bias `[B, H, L, Lk]`) and over
+    its own key and value (`k_self`, `v_self` `[B, H, L, d]`, bias 0): one extra score per
+    query, so the softmax runs over [scores, self] and the output is P·V + p_self·v_self."""
+    q = q * q.shape[-1] ** -0.5
+    scores = torch.cat([q @ k.transpose(-1, -2) + bias, (q * k_self).sum(-1, keepdim=True)], -1)
+    weights = torch.nn.functional.dropout(torch.softmax(scores, -1), dropout_p)
+    to_keys, to_self = weights.split([k.shape[2], 1], -1)
+    return to_keys @ v + to_self * v_self
+
+
 class PathTransformer(PathNetwork):
     """Pre-LayerNorm Transformer over content and query slots (module docstring).
 
@@ -128,13 +155,22 @@ class PathTransformer(PathNetwork):
     def _query(self, var):
         return self.drop(self.predicts[var])
 
-    def _bias(self, query_position, key_position, allowed):
-        """Additive attention bias `[B, 1 or heads, Lq, Lk]`: ALiBi on variable distance, −inf where not allowed."""
-        distance = (query_position[:, :, None] - key_position[:, None, :]).abs()
-        bias = -self.slopes[None, :, None, None] * distance[:, None].float()
+    def _bias(self, query_position, key_position, allowed, dtype=torch.float32):
+        """Additive attention bias `[B, heads, …, Lq, Lk]` in `dtype`: ALiBi on variable distance,
+        −inf where not `allowed` `[B, …, Lq, Lk]` (e.g. `[B, S, Lq, Lk]`: S streams of the same
+        query positions, which share the distances)."""
+        distance = (query_position[:, :, None] - key_position[:, None, :]).abs().to(dtype)   # [B, Lq, Lk]
+        extra = allowed.dim() - 3
+        slopes = self.slopes.to(dtype).view(1, -1, *[1] * (extra + 2))
+        bias = slopes * -distance.view(len(distance), 1, *[1] * extra, *distance.shape[1:])
         return bias.masked_fill(~allowed[:, None], float("-inf"))
 
     def forward(self, x_in: torch.Tensor, path: torch.Tensor, step: torch.Tensor | None = None) -> torch.Tensor:
+        """The content slots attend to content slots only, and a query slot to content slots and
+        itself: so each block computes content→content (Lc × Lc) and query→content scores
+        (S·Lq × Lc) plus one self score per query, never the (Lc + S·Lq)² square of all slots,
+        with biases built once per pass in the compute dtype (bf16 under autocast), and the
+        last block skips the content slots' outputs (no query reads them)."""
         D = self.dim
         if x_in.shape != path.shape or x_in.dim() != 2 or x_in.shape[1] != D or path.dtype != torch.int64:
             raise ValueError(f"PathTransformer expects x_in [B, {D}] and an int64 path of the same "
@@ -168,16 +204,23 @@ class PathTransformer(PathNetwork):
         content = content | torch.eye(Lc, dtype=torch.bool, device=device)
         earlier = (c_step[:, :, None, :] < q_step[..., None]) & (q_second[:, None, :, None] == c_second[:, None, None, :])
         query = c_valid[:, None, None, :] & (c_given[:, None, None, :] | (c_target[:, None, None, :] & earlier))
-        allowed = torch.cat([
-            torch.cat([content, content.new_zeros(B, Lc, S * Lq)], -1),
-            torch.cat([query.reshape(B, S * Lq, Lc),
-                       torch.eye(S * Lq, dtype=torch.bool, device=device).expand(B, -1, -1)], -1)], 1)
-        positions = torch.cat([order, q_var.repeat(1, S)], 1)
-        bias = self._bias(positions, positions, allowed)
         h = torch.cat([self._content(x_in.gather(1, order), order), self._query(q_var).repeat(1, S, 1)], 1)
-        for block in self.blocks:
-            h = block(h, bias)
-        out = self.head(self.ln_f(h[:, Lc:])).view(B, S, Lq, -1)
+        dtype = _compute_dtype(h)
+        content_bias = self._bias(order, order, content, dtype)                      # [B, H, Lc, Lc]
+        query_bias = self._bias(q_var, order, query, dtype).flatten(2, 3)            # [B, H, S·Lq, Lc]
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            # split, not slices: a slice's backward fills a zero tensor of the whole per part
+            (q_c, q_q), (k_c, k_q), (v_c, v_q) = (t.split([Lc, S * Lq], 2) for t in block.queries_keys_values(h))
+            p = block.dropout if self.training else 0.0
+            a_q = _attend_and_self(q_q, k_c, v_c, k_q, v_q, query_bias, p)
+            if i == last:                        # no query reads the last block's content outputs
+                h = block.update(h.split([Lc, S * Lq], 1)[1], a_q)
+                break
+            a_c = _attend(q_c, k_c, v_c, content_bias, p)
+            h = block.update(h, torch.cat([a_c, a_q], 2))
+        queries = h if self.blocks else h[:, Lc:]       # the last block kept the query slots only
+        out = self.head(self.ln_f(queries)).view(B, S, Lq, -1)
         where = torch.where(q_valid, q_var, D)[:, None, :, None].expand_as(out)   # padding -> column D
         params = out.new_zeros(B, S, D + 1, out.shape[-1]).scatter(2, where, out)[:, :, :D]
         return params if streams else params[:, 0]
