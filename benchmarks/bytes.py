@@ -14,12 +14,13 @@ compression against the classic codecs, coding speed and the peak memory of stre
    rows, the prefix of the last partial row) plus the format's bytes, marked "≈"; bzip2 -9,
    xz -9e and zstd -19 (their command lines, or python's bz2 / lzma / zstandard where missing).
    The CPU seconds of those compress and decompress runs give the coding speed.
-3. `--memory SIZE_MB`: peak RSS of `anyorder compress` (GNU time) on a file of SIZE_MB random
+3. `--step-time N`: CPU time of a training step of the run's config and of the baseline.
+4. `--memory SIZE_MB`: peak RSS of `anyorder compress` (GNU time) on a file of SIZE_MB random
    bytes, stopped after `--memory-seconds` by SIGTERM (the file streams in chunks; a file
    that took hours to code is measured over its first chunks), beside an 8 KB file coded whole.
 
     python benchmarks/bytes.py --threads 1 --run runs/text-bytes-cpu --baseline runs/text-bytes-ltr.pt --train-baseline
-    python benchmarks/bytes.py --threads 1 --no-likelihood --no-compression --memory 1024
+    python benchmarks/bytes.py --threads 1 --no-likelihood --no-compression --memory 1024 --step-time 5
 """
 
 from __future__ import annotations
@@ -52,10 +53,10 @@ from anyorder.nets.base import Network
 from anyorder.nets.transformer import Block, alibi_slopes, init_weights
 from anyorder.optim import optimizer_for
 from anyorder.precision import autocast_for
-from anyorder.train import Objective, lr_factor, train_step
+from anyorder.train import Objective, Training, lr_factor, train_step
 from common import add_threads_flag, machine, set_threads
 
-SLICES = (16 * 1024, 64 * 1024)
+SLICES = (64 * 1024, 16 * 1024)
 
 
 def _python_zstd_19(data: bytes) -> int | None:
@@ -157,6 +158,27 @@ def train_left_to_right(config: Config, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"weights": model.state_dict(), "config": config.to_dict(), "meta": {"dim": data.dim,
                 "num_classes": data.num_classes}, "seconds": time.perf_counter() - start}, out)
+
+
+def step_seconds(config: Config, steps: int) -> tuple[float, float]:
+    """CPU seconds of one training step of the run's config (`Training.one_step`: a drawn
+    batch, forward, backward, optimiser, as `anyorder train` takes it) and of the baseline's
+    step on the same batch size, each the median of `steps` after one warm-up."""
+    training = Training(config)
+    data, times = training.data, {"preset": [], "baseline": []}
+    model = LeftToRight(data.dim, data.num_classes, **config.net)
+    optimizer, objective = optimizer_for(model, config.optim), Objective(model)
+    autocast, gen = autocast_for(config.train.precision, torch.device("cpu")), torch.Generator().manual_seed(0)
+    for step in range(steps + 1):
+        start = time.process_time()
+        training.one_step()
+        middle = time.process_time()
+        train_step(objective, optimizer, data.train_batch(config.train.batch_size, gen), None, config.optim.lr,
+                   config.optim.clip, autocast)
+        if step:
+            times["preset"].append(middle - start)
+            times["baseline"].append(time.process_time() - middle)
+    return float(np.median(times["preset"])), float(np.median(times["baseline"]))
 
 
 def load_left_to_right(path: str | Path):
@@ -322,6 +344,8 @@ def main() -> None:
     parser.add_argument("--no-compression", action="store_true", help="skip section 2")
     parser.add_argument("--memory", type=int, metavar="SIZE_MB", help="peak RSS of compress on a file this big")
     parser.add_argument("--memory-seconds", type=float, default=60)
+    parser.add_argument("--step-time", type=int, metavar="STEPS", help="CPU time per training step of the "
+                        "run's config and of the baseline (median of STEPS)")
     parser.add_argument("--out", help="also write the report (markdown) to this file")
     add_threads_flag(parser)
     args = parser.parse_args()
@@ -339,6 +363,13 @@ def main() -> None:
                      f"{b.train.steps} steps of {b.train.batch_size} rows (the run: {r.net['width']}, "
                      f"{r.net['depth']}, {r.train.steps} of {r.train.batch_size}), trained in "
                      f"{torch.load(args.baseline, weights_only=True)['seconds']:.0f} s")
+    if args.step_time:
+        preset, ltr = step_seconds(bundle[1], args.step_time)
+        t = bundle[1].train
+        lines.append(f"training step, CPU clock, {torch.get_num_threads()} thread(s), batch {t.batch_size}: "
+                     f"the run's config {1000 * preset:.0f} ms ({t.steps} steps: {preset * t.steps / 60:.1f} min), "
+                     f"the left-to-right baseline {1000 * ltr:.0f} ms")
+        print(lines[-1], flush=True)
     if not args.no_likelihood:
         lines += likelihood_rows(bundle, baseline, args)
     if not args.no_compression:
