@@ -46,6 +46,7 @@ from tqdm import tqdm
 from . import budget, lattice
 from .content import (MODES, CompressionError, Content, ContentWriter, content_kind, content_length,
                       read_content)
+from .files import write_atomic
 from .model import AnyOrderModel
 
 MAGIC, FORMAT_VERSION = b"AOZ", 2
@@ -404,23 +405,15 @@ def _mismatch(header: _Header, device: torch.device, name: str, what: str) -> Co
 
 
 # ---------------------------------------------------------------- files
-@contextmanager
-def _atomic_output(path: Path):
-    """A binary file object for `path`, opened (so checked writable) before any work, written
-    through a temporary file and renamed at the end: a failed run leaves no partial output."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+def _write(path: Path, write) -> None:
+    """`write(stream)` into `path` through `files.write_atomic`: a temporary file beside it,
+    opened (so the folder checked writable) before any work and renamed at the end, so a failed
+    run leaves no partial output, and one whose process was killed is cleared by the next write
+    into the folder. An OSError becomes a one-line CompressionError."""
     try:
-        f = tmp.open("wb")
+        write_atomic(path, write)
     except OSError as err:
         raise CompressionError(f"cannot write {path}: {err.strerror or err}") from None
-    try:
-        with f:
-            yield f
-        os.replace(tmp, path)
-    except OSError as err:
-        raise CompressionError(f"cannot write {path}: {err.strerror or err}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _check_paths(source: Path, target: Path) -> None:
@@ -442,11 +435,12 @@ def compress_file(model: AnyOrderModel, config, meta: dict, source: str | Path, 
     _check_paths(source, target)
     content = read_content(source, meta)
     fingerprint = model_fingerprint(model, config, meta)
-    with _atomic_output(target) as out:
-        words = compress(model, fingerprint, content, out, batch_size, threads, progress, policy)
-        size = out.tell()
+    words = []
+    _write(target, lambda out: words.append(compress(model, fingerprint, content, out, batch_size, threads,
+                                                       progress, policy)))
+    size = target.stat().st_size
     return {"variables": content.length, "bytes_in": source.stat().st_size, "bytes_out": size,
-            "header_bytes": size - words}
+            "header_bytes": size - words[0]}
 
 
 def decompress_file(model: AnyOrderModel, config, meta: dict, source: str | Path, target: str | Path,
@@ -459,7 +453,8 @@ def decompress_file(model: AnyOrderModel, config, meta: dict, source: str | Path
     if not source.is_file():
         raise CompressionError(f"no such compressed file: {source}")
     fingerprint = model_fingerprint(model, config, meta)
-    with source.open("rb") as f, _atomic_output(target) as out:
-        variables = decompress(model, fingerprint, f, meta, out, str(source), progress)
-        size = out.tell()
-    return {"variables": variables, "bytes_in": source.stat().st_size, "bytes_out": size}
+    variables = []
+    with source.open("rb") as f:
+        _write(target, lambda out: variables.append(decompress(model, fingerprint, f, meta, out, str(source),
+                                                               progress)))
+    return {"variables": variables[0], "bytes_in": source.stat().st_size, "bytes_out": target.stat().st_size}

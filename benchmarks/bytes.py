@@ -1,22 +1,26 @@
-"""Byte models on the raw Shakespeare plays: likelihoods, compression against the classic
-codecs, coding speed and the peak memory of streaming compression.
+"""Byte models on the raw Shakespeare plays: likelihoods beside a left-to-right Transformer,
+compression against the classic codecs, coding speed and the peak memory of streaming compression.
 
-1. Test bits per byte of each run (its test split: rows of D bytes): the joint, the
+0. `--train-baseline`: a left-to-right byte Transformer (`LeftToRight`: the project's blocks,
+   the run's width, depth, heads, optimiser, schedule, batch, steps, precision and seed),
+   trained here through the trainer's own step and saved to `--baseline`.
+1. Test bits per byte of the run (its test split: rows of D bytes): the joint, the
    card-uniform marginal (bits per queried byte) and 50% infilling (half of each row's bytes
-   given, drawn from a fixed seed; bits per hole), with standard errors over rows.
+   given, drawn from a fixed seed; bits per hole), with standard errors over rows; the
+   baseline's joint, and the paired difference.
 2. The held-out bytes (the last 10% of the plays: valid and test splits, never trained on),
-   whole and in slices of 16 KB and 64 KB, each slice its own file: `anyorder compress`
-   where the run's network can code (its walk), else the model's exact code length (the
-   joint of full rows, the marginal of the last partial row; the coder lands within 64 bits
-   of it per chunk, tests/test_compress.py) plus the format's bytes, marked "≈". Beside
-   them bzip2 -9, xz -9e and zstd -19 (python's bz2, lzma; the zstandard package if present).
-3. `--speed`: compress and decompress KB/s on the threads given, on `--speed-bytes` bytes.
+   whole and in slices of 16 KB and 64 KB, each slice its own file: `anyorder compress`, each
+   file decoded and checked byte for byte; the baseline's exact code length (joint of full
+   rows, the prefix of the last partial row) plus the format's bytes, marked "≈"; bzip2 -9,
+   xz -9e and zstd -19 (their command lines, or python's bz2 / lzma / zstandard where missing).
+   The CPU seconds of those compress and decompress runs give the coding speed.
+3. `--step-time N`: CPU time of a training step of the run's config and of the baseline.
 4. `--memory SIZE_MB`: peak RSS of `anyorder compress` (GNU time) on a file of SIZE_MB random
    bytes, stopped after `--memory-seconds` by SIGTERM (the file streams in chunks; a file
    that took hours to code is measured over its first chunks), beside an 8 KB file coded whole.
 
-    python benchmarks/bytes.py --threads 1 --run runs/text-bytes-cpu --baseline runs/text-bytes-ltr
-    python benchmarks/bytes.py --threads 1 --run R --coder-run R2 --speed --memory 1024 --out benchmarks/results/bytes.md
+    python benchmarks/bytes.py --threads 1 --run runs/text-bytes-cpu --baseline runs/text-bytes-ltr.pt --train-baseline
+    python benchmarks/bytes.py --threads 1 --no-likelihood --no-compression --memory 1024 --step-time 5
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import lzma
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,17 +41,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from torch import nn
+
 from anyorder.build import load_model
-from anyorder.compress import CompressionError, compress_file, decompress_file
+from anyorder.compress import compress_file, decompress_file
+from anyorder.config import Config
 from anyorder.data import load_data
 from anyorder.data.text import shakespeare_plays
 from anyorder.evaluate import marginal_masks
+from anyorder.nets.base import Network
+from anyorder.nets.transformer import Block, alibi_slopes, init_weights
+from anyorder.optim import optimizer_for
+from anyorder.precision import autocast_for
+from anyorder.train import Objective, Training, lr_factor, train_step
 from common import add_threads_flag, machine, set_threads
 
-SLICES = (16 * 1024, 64 * 1024)
+SLICES = (64 * 1024, 16 * 1024)
 
 
-def zstd_19(data: bytes) -> int | None:
+def _python_zstd_19(data: bytes) -> int | None:
     try:
         import zstandard
     except ImportError:
@@ -54,9 +67,127 @@ def zstd_19(data: bytes) -> int | None:
     return len(zstandard.ZstdCompressor(level=19).compress(data))
 
 
-CODECS = {"bzip2 -9": lambda data: len(bz2.compress(data, 9)),
-          "xz -9e": lambda data: len(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)),
-          "zstd -19": zstd_19}
+# name: (command line reading stdin, python stand-in where the tool is missing)
+CODECS = {"bzip2 -9": (["bzip2", "-9", "-c"], lambda data: len(bz2.compress(data, 9))),
+          "xz -9e": (["xz", "-9e", "-c"], lambda data: len(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME))),
+          "zstd -19": (["zstd", "-19", "-c", "-q"], _python_zstd_19)}
+
+
+def codec_size(name: str, data: bytes) -> int | None:
+    """Bytes out of a classic codec on `data`: its command line where installed, else python's
+    module (bz2, lzma; zstandard if present), None where neither exists."""
+    command, stand_in = CODECS[name]
+    if shutil.which(command[0]):
+        return len(subprocess.run(command, input=data, capture_output=True, check=True).stdout)
+    return stand_in(data)
+
+
+def codec_sources() -> str:
+    return ", ".join(f"{name}: {'command line' if shutil.which(command[0]) else 'python stand-in'}"
+                     for name, (command, _) in CODECS.items())
+
+
+# ---------------------------------------------------------------- the left-to-right baseline
+class LeftToRight(Network):
+    """A causal byte Transformer: p(x_t | x_<t) for every t of a row in one pass, the usual
+    left-to-right model, from the project's Transformer blocks with the preset network's width,
+    depth, heads, MLP, position table and ALiBi (here on a causal mask). A start token stands
+    before x_0, so a row is scored from nothing, as the any-order joint is."""
+
+    def __init__(self, dim: int, num_classes: int, width: int = 128, depth: int = 4, heads: int = 4,
+                 mlp: int | None = None, attention_bias: str = "alibi", **_):
+        super().__init__()
+        self.dim, self.num_classes = dim, num_classes
+        self.token = nn.Embedding(num_classes + 1, width)           # index num_classes: the start token
+        self.position = nn.Parameter(torch.zeros(dim, width))
+        self.blocks = nn.ModuleList(Block(width, heads, mlp or 4 * width, 0.0) for _ in range(depth))
+        self.ln_f = nn.LayerNorm(width)
+        self.head = nn.Linear(width, num_classes)
+        slopes = alibi_slopes(heads) if attention_bias == "alibi" else torch.zeros(heads)
+        distance = torch.arange(dim)[:, None] - torch.arange(dim)       # query i, key j: i − j
+        bias = (-slopes[:, None, None] * distance.clamp(min=0)).masked_fill(distance < 0, float("-inf"))
+        self.register_buffer("bias", bias, persistent=False)
+        init_weights(self, [self.position], self.blocks, depth)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits `[B, D, K]` of p(x_t | x_<t) from bytes `[B, D]`."""
+        start = torch.full_like(x[:, :1], self.num_classes)
+        h = self.token(torch.cat([start, x[:, :-1]], 1)) + self.position
+        for block in self.blocks:
+            h = block(h, self.bias)
+        return self.head(self.ln_f(h))
+
+    def output_layers(self) -> tuple[nn.Module, ...]:
+        return (self.head,)
+
+    def log_prob(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(x_mask) per row `[B]` in nats; `mask` must be a prefix of each row (None: the
+        joint), the only marginals a left-to-right model gives exactly."""
+        log_p = torch.log_softmax(self(x).float(), -1).gather(-1, x.unsqueeze(-1)).squeeze(-1)
+        if mask is None:
+            return log_p.sum(-1)
+        if (mask[:, 1:] & ~mask[:, :-1]).any():
+            raise ValueError("a left-to-right model scores prefixes only")
+        return (log_p * mask).sum(-1)
+
+    def loss(self, x: torch.Tensor, drawn=None, generator=None) -> torch.Tensor:
+        """Mean NLL in nats per byte (the signature `train.train_step` calls)."""
+        return -self.log_prob(x).mean() / x.shape[1]
+
+
+def train_left_to_right(config: Config, out: Path) -> None:
+    """Train `LeftToRight` with the preset's network size, optimiser, schedule, batch, steps,
+    precision and seed on the preset's data, through `train.train_step` (the trainer's own
+    step) and batches drawn as the trainer draws them; save weights and config to `out`."""
+    torch.manual_seed(config.train.seed)
+    data = load_data(config.data)
+    model = LeftToRight(data.dim, data.num_classes, **config.net)
+    optimizer = optimizer_for(model, config.optim)
+    autocast = autocast_for(config.train.precision, torch.device("cpu"))
+    o, t = config.optim, config.train
+    gen, objective = torch.Generator().manual_seed(t.seed), Objective(model)
+    start, losses = time.perf_counter(), []
+    for step in range(t.steps):
+        x = data.train_batch(t.batch_size, gen)
+        lr = o.lr * lr_factor(step, o.warmup, o.decay, t.steps)
+        loss, _ = train_step(objective, optimizer, x, None, lr, o.clip, autocast)
+        losses.append(loss.item())
+        if (step + 1) % 50 == 0 or step + 1 == t.steps:
+            print(f"left-to-right step {step + 1}/{t.steps}: loss {np.mean(losses[-50:]) / math.log(2):.4f} "
+                  f"bits/byte, {time.perf_counter() - start:.0f} s, load {os.getloadavg()[0]:.1f}", flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"weights": model.state_dict(), "config": config.to_dict(), "meta": {"dim": data.dim,
+                "num_classes": data.num_classes}, "seconds": time.perf_counter() - start}, out)
+
+
+def step_seconds(config: Config, steps: int) -> tuple[float, float]:
+    """CPU seconds of one training step of the run's config (`Training.one_step`: a drawn
+    batch, forward, backward, optimiser, as `anyorder train` takes it) and of the baseline's
+    step on the same batch size, each the median of `steps` after one warm-up."""
+    training = Training(config)
+    data, times = training.data, {"preset": [], "baseline": []}
+    model = LeftToRight(data.dim, data.num_classes, **config.net)
+    optimizer, objective = optimizer_for(model, config.optim), Objective(model)
+    autocast, gen = autocast_for(config.train.precision, torch.device("cpu")), torch.Generator().manual_seed(0)
+    for step in range(steps + 1):
+        start = time.process_time()
+        training.one_step()
+        middle = time.process_time()
+        train_step(objective, optimizer, data.train_batch(config.train.batch_size, gen), None, config.optim.lr,
+                   config.optim.clip, autocast)
+        if step:
+            times["preset"].append(middle - start)
+            times["baseline"].append(time.process_time() - middle)
+    return float(np.median(times["preset"])), float(np.median(times["baseline"]))
+
+
+def load_left_to_right(path: str | Path):
+    """(model in eval mode, config, meta) as `train_left_to_right` saved them."""
+    saved = torch.load(path, weights_only=True)
+    config = Config.from_dict(saved["config"])
+    model = LeftToRight(saved["meta"]["dim"], saved["meta"]["num_classes"], **config.net)
+    model.load_state_dict(saved["weights"])
+    return model.eval(), config, saved["meta"]
 
 
 def _mean_se(values: torch.Tensor) -> str:
@@ -101,59 +232,43 @@ def format_bytes(length: int, dim: int, batch_size: int) -> int:
     return 25 + 8 + chunks * (2 + 8)
 
 
-def compressed_size(bundle, data: bytes, work: Path, batch_size: int) -> tuple[int, bool]:
-    """(bytes, measured): `anyorder compress` when this model can code, else the exact code
-    length plus the format's bytes (measured False)."""
-    model, _, meta = bundle
-    source = work / "slice.bin"
+def coded_size(bundle, data: bytes, work: Path, batch_size: int, timer: dict) -> int:
+    """Bytes of `anyorder compress` on `data`, decoded back and checked byte for byte; adds the
+    seconds (CPU) of each direction and the bytes to `timer`."""
+    source, packed, back = work / "slice.bin", work / "slice.aoz", work / "slice.back"
     source.write_bytes(data)
-    try:
-        sizes = compress_file(*bundle, source, work / "slice.aoz", batch_size=batch_size, threads=torch.get_num_threads())
-    except CompressionError as err:
-        if "node network" not in str(err):
-            raise
-        ideal = code_length_bytes(model, data, meta["dim"], batch_size)
-        return math.ceil(ideal) + format_bytes(len(data), meta["dim"], batch_size), False
-    return sizes["bytes_out"], True
+    start = time.process_time()
+    sizes = compress_file(*bundle, source, packed, batch_size=batch_size, threads=torch.get_num_threads())
+    middle = time.process_time()
+    decompress_file(*bundle, packed, back)
+    timer["compress"] += middle - start
+    timer["decompress"] += time.process_time() - middle
+    timer["bytes"] += len(data)
+    if back.read_bytes() != data:
+        raise AssertionError("compress round trip failed")
+    return sizes["bytes_out"]
 
 
-def compression_rows(runs: dict, held_out: bytes, work: Path, batch_size: int) -> list[str]:
-    names = list(runs)
-    lines = ["| bytes | slices | " + " | ".join(f"{n} bits/byte" for n in names) + " | " +
-             " | ".join(CODECS) + " |", "|---|---|" + "---|" * (len(names) + len(CODECS))]
+def compression_rows(bundle, baseline, held_out: bytes, work: Path, batch_size: int) -> tuple[list[str], dict]:
+    """The table of held-out bits per byte whole and in slices, and the coder's CPU seconds."""
+    names = ["text-bytes-cpu"] + (["left-to-right ≈"] if baseline else [])
+    lines = ["| bytes | slices | " + " | ".join(names) + " | " + " | ".join(CODECS) + " |",
+             "|---|---|" + "---|" * (len(names) + len(CODECS))]
+    timer = {"compress": 0.0, "decompress": 0.0, "bytes": 0}
     for size in (len(held_out), *SLICES):
         pieces = [held_out[i:i + size] for i in range(0, len(held_out), size)]
-        cells = []
-        for name in names:
-            total, measured = 0, True
-            for piece in pieces:
-                got, real = compressed_size(runs[name], piece, work, batch_size)
-                total, measured = total + got, measured and real
-            cells.append(f"{'' if measured else '≈'}{8 * total / len(held_out):.3f}")
-        for codec in CODECS.values():
-            sizes = [codec(piece) for piece in pieces]
-            cells.append("n/a" if None in sizes else f"{8 * sum(sizes) / len(held_out):.3f}")
+        totals = [sum(coded_size(bundle, piece, work, batch_size, timer) for piece in pieces)]
+        if baseline:
+            totals.append(sum(math.ceil(code_length_bytes(baseline[0], piece, baseline[2]["dim"], batch_size))
+                              + format_bytes(len(piece), baseline[2]["dim"], batch_size) for piece in pieces))
+        for name in CODECS:
+            sizes = [codec_size(name, piece) for piece in pieces]
+            totals.append(None if None in sizes else sum(sizes))
+        cells = ["n/a" if total is None else f"{8 * total / len(held_out):.3f}" for total in totals]
         label = "whole" if size == len(held_out) else f"{size // 1024} KB"
         lines.append(f"| {len(held_out)} | {label} ({len(pieces)}) | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
-    return lines
-
-
-def speed(bundle, data: bytes, work: Path, batch_size: int) -> str:
-    """Compress and decompress KB/s on wall time and on this process's CPU time (on a CPU
-    shared with other jobs, the second leaves out the time they held the core)."""
-    source, packed, back = work / "speed.bin", work / "speed.aoz", work / "speed.back"
-    source.write_bytes(data)
-    rates = []
-    for run in (lambda: compress_file(*bundle, source, packed, batch_size=batch_size, threads=torch.get_num_threads()),
-                lambda: decompress_file(*bundle, packed, back)):
-        wall, cpu = time.perf_counter(), time.process_time()
-        run()
-        kb = len(data) / 1024
-        rates.append(f"{kb / (time.perf_counter() - wall):.3f} KB/s wall, {kb / (time.process_time() - cpu):.3f} KB/s CPU")
-    assert back.read_bytes() == data, "round trip failed"
-    return (f"compress {rates[0]}; decompress {rates[1]} ({len(data)} bytes, {torch.get_num_threads()} thread(s), "
-            f"batch {batch_size}; {8 * packed.stat().st_size / len(data):.3f} bits/byte)")
+    return lines, timer
 
 
 def peak_rss_mb(run: str, source: Path, target: Path, seconds: float, batch_size: int) -> tuple[float, float, int, int]:
@@ -194,61 +309,85 @@ def memory_rows(run: str, size_mb: int, seconds: float, batch_size: int) -> list
     return lines
 
 
-def likelihood_rows(runs: dict, args) -> list[str]:
-    config, meta = runs["preset"][1], runs["preset"][2]
+def likelihood_rows(bundle, baseline, args) -> list[str]:
+    """The table of test bits per byte: the preset's three queries, the baseline's joint, and
+    their paired difference on the joint."""
+    model, config, meta = bundle
     test = load_data(config.data).split("test")
     test = test[:args.rows] if args.rows else test
     lines = [f"test bits per byte ({len(test)} rows of {meta['dim']} bytes; marginal and infilling per queried byte):",
              "", "| run | joint | card-uniform marginal | infill 50% |", "|---|---|---|---|"]
-    scores = {}
-    for name, (model, run_config, _) in runs.items():
-        scores[name] = likelihoods(model, test, args.batch_size)
-        lines.append(f"| {name} ({run_config.train.out}) | " + " | ".join(map(_mean_se, scores[name].values())) + " |")
-        print(lines[-1], flush=True)
-    if len(scores) == 2:
-        lines.append(f"\njoint, preset − left-to-right (paired over rows): "
-                     f"{_mean_se(scores['preset']['joint'] - scores['left-to-right']['joint'])} bits/byte")
+    scores = likelihoods(model, test, args.batch_size)
+    lines.append(f"| text-bytes-cpu ({config.train.out}) | " + " | ".join(map(_mean_se, scores.values())) + " |")
+    print(lines[-1], flush=True)
+    if baseline:
+        with torch.no_grad():
+            joint = torch.cat([-baseline[0].log_prob(test[i:i + args.batch_size]) for i in
+                               range(0, len(test), args.batch_size)]) / (meta["dim"] * math.log(2))
+        lines.append(f"| left-to-right Transformer ({args.baseline}) | {_mean_se(joint)} | — | — |")
+        lines.append(f"\njoint, preset − left-to-right (paired over rows): {_mean_se(scores['joint'] - joint)} "
+                     "bits/byte")
+        print("\n".join(lines[-2:]), flush=True)
     return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", default="runs/text-bytes-cpu", help="the byte preset's run")
-    parser.add_argument("--baseline", help="a left-to-right run of the same size (path_mix [1, 0, 0])")
-    parser.add_argument("--coder-run", help="the run that measures speed and memory (default --run)")
+    parser.add_argument("--baseline", help="the left-to-right baseline's weights (.pt), trained here first with "
+                        "--train-baseline (the run's size, optimiser, batch and steps)")
+    parser.add_argument("--train-baseline", action="store_true", help="train the baseline into --baseline first")
     parser.add_argument("--rows", type=int, default=0, help="test rows for the likelihoods (0: all)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="rows per likelihood batch")
+    parser.add_argument("--coder-batch", type=int, default=64, help="rows per compress chunk (--batch-size of compress)")
     parser.add_argument("--no-likelihood", action="store_true", help="skip section 1")
     parser.add_argument("--no-compression", action="store_true", help="skip section 2")
-    parser.add_argument("--speed", action="store_true")
-    parser.add_argument("--speed-bytes", type=int, default=4096)
     parser.add_argument("--memory", type=int, metavar="SIZE_MB", help="peak RSS of compress on a file this big")
     parser.add_argument("--memory-seconds", type=float, default=60)
+    parser.add_argument("--step-time", type=int, metavar="STEPS", help="CPU time per training step of the "
+                        "run's config and of the baseline (median of STEPS)")
     parser.add_argument("--out", help="also write the report (markdown) to this file")
     add_threads_flag(parser)
     args = parser.parse_args()
     set_threads(args.threads)
     lines = [machine(torch.device("cpu")), f"uptime: {os.popen('uptime').read().strip()}", ""]
-    runs = {name: load_model(path) for name, path in (("preset", args.run), ("left-to-right", args.baseline)) if path}
+    bundle = load_model(args.run)
+    if args.train_baseline:
+        if not args.baseline:
+            parser.error("--train-baseline needs --baseline (where to save it)")
+        train_left_to_right(bundle[1], Path(args.baseline))
+    baseline = load_left_to_right(args.baseline) if args.baseline else None
+    if baseline:
+        b, r = baseline[1], bundle[1]
+        lines.append(f"baseline: left-to-right Transformer, width {b.net['width']}, depth {b.net['depth']}, "
+                     f"{b.train.steps} steps of {b.train.batch_size} rows (the run: {r.net['width']}, "
+                     f"{r.net['depth']}, {r.train.steps} of {r.train.batch_size}), trained in "
+                     f"{torch.load(args.baseline, weights_only=True)['seconds']:.0f} s")
+    if args.step_time:
+        preset, ltr = step_seconds(bundle[1], args.step_time)
+        t = bundle[1].train
+        lines.append(f"training step, CPU clock, {torch.get_num_threads()} thread(s), batch {t.batch_size}: "
+                     f"the run's config {1000 * preset:.0f} ms ({t.steps} steps: {preset * t.steps / 60:.1f} min), "
+                     f"the left-to-right baseline {1000 * ltr:.0f} ms")
+        print(lines[-1], flush=True)
     if not args.no_likelihood:
-        lines += likelihood_rows(runs, args)
+        lines += likelihood_rows(bundle, baseline, args)
     if not args.no_compression:
         plays = shakespeare_plays()
         held_out = plays[round(0.9 * len(plays)):]
-        lines += ["", "compressed held-out bytes, bits per byte (≈: exact code length + format bytes, the "
-                  "network cannot code on this branch; no mark: `anyorder compress`, decoded byte-identical):", ""]
+        lines += ["", f"compressed held-out bytes (the last 10% of the plays), bits per byte: `anyorder compress` "
+                  f"(batch {args.coder_batch}), every file decoded byte-identical; ≈: the exact code length plus the "
+                  f"format's bytes (no coder for that model); codecs: {codec_sources()}", ""]
         with tempfile.TemporaryDirectory() as folder:
-            lines += compression_rows(runs, held_out, Path(folder), args.batch_size)
-    coder = args.coder_run or args.run
-    if args.speed:
-        plays = shakespeare_plays()
-        with tempfile.TemporaryDirectory() as folder:
-            lines += ["", f"speed ({coder}): " + speed(load_model(coder), plays[-args.speed_bytes:], Path(folder),
-                                                       args.batch_size)]
+            rows, timer = compression_rows(bundle, baseline, held_out, Path(folder), args.coder_batch)
+        kb = timer["bytes"] / 1024
+        lines += rows + ["", f"coding speed over those files ({timer['bytes']} bytes, {torch.get_num_threads()} "
+                         f"thread(s), CPU time): compress {kb / timer['compress']:.2f} KB/s, decompress "
+                         f"{kb / timer['decompress']:.2f} KB/s"]
         print(lines[-1], flush=True)
     if args.memory:
-        lines += ["", f"peak memory of streaming compress ({coder}, batch {args.batch_size}):"]
-        lines += memory_rows(coder, args.memory, args.memory_seconds, args.batch_size)
+        lines += ["", f"peak memory of streaming compress ({args.run}, batch {args.coder_batch}):"]
+        lines += memory_rows(args.run, args.memory, args.memory_seconds, args.coder_batch)
     print("\n".join(lines))
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n")

@@ -365,6 +365,31 @@ def test_format_version_1_is_refused_with_a_message(tmp_path, byte_model):
         decompress_file(*byte_model, packed, tmp_path / "never")
 
 
+def test_outputs_go_through_the_shared_atomic_writer(tmp_path, byte_model, monkeypatch):
+    """compress and decompress write through `files.write_atomic`: the temporary file of a killed
+    compress (its pid gone, its lock free) is cleared by the next one, and a failing run leaves
+    no output and no temporary file."""
+    import subprocess
+    import sys
+
+    from anyorder import files
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    killed = files.temporary(tmp_path / "packed.aoz", dead)
+    killed.write_bytes(b"AOZ half a file")
+    back, _, _ = _round_trip(tmp_path, byte_model, b"stale no more", suffix=".bin")
+    assert back == b"stale no more" and not killed.exists()
+    import anyorder.compress as module
+
+    def failing(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(module, "decompress", failing)
+    with pytest.raises(CompressionError, match="cannot write .*never.bin: No space left on device"):
+        decompress_file(*byte_model, tmp_path / "packed.aoz", tmp_path / "never.bin")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.bin", "out.bin", "packed.aoz"]
+
+
 def test_compress_reads_a_file_block_by_block(tmp_path, byte_model, monkeypatch):
     """No read of the input is larger than a batch of rows: memory does not grow with the file."""
     import anyorder.content as content
