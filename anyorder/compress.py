@@ -18,12 +18,13 @@ count — convolution outputs change in their last bits with the batch size. The
 records batch size, thread count and device kind; a checksum of the original data,
 checked after decoding, catches anything left (another torch build or CPU kind).
 
-File layout, format version 2 (little-endian; about 30 bytes, and 5 per batch, besides
+File layout, format version 3 (little-endian; about 30 bytes, and 5 per batch, besides
 the code): MAGIC, format version, model fingerprint, environment fingerprint, device and
 content kinds; varints: threads, batch size, the step policy, the content's layout (text,
 bytes: length; npy: dtype and shape; png: mode); then per batch of rows a varint count of
 32-bit range-coder words and the words; then a CRC-32 of the data's values and a CRC-32 of
-everything before it. Version 1 (whole-file, before streaming) is refused with a message.
+everything before it. Version 3 is version 2's layout, written by path networks whose cache
+steps and step-budget walks compute differently; versions 1 and 2 are refused with a message.
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ from .content import (MODES, CompressionError, Content, ContentWriter, content_k
 from .files import write_atomic
 from .model import AnyOrderModel
 
-MAGIC, FORMAT_VERSION = b"AOZ", 2
+MAGIC, FORMAT_VERSION = b"AOZ", 3
+OLDER_FORMATS = {1: "whole files in memory, before streaming",
+                 2: "path networks walked with other cache-step arithmetic, so its last bits may differ"}
 PRECISION = 24                      # quantised probabilities are integers summing to 2**24
 KINDS = ("text", "npy", "png", "bytes")      # what a compressed file holds ("text": text8 tokens)
 DEVICES = ("cpu", "cuda", "mps")
@@ -212,10 +215,10 @@ class _Header:
         if len(fixed) < _HEAD.size:
             raise CompressionError(f"{name} is truncated ({len(fixed)} bytes, shorter than a header)")
         _, version, model, environment, device_kind = _HEAD.unpack(fixed)
-        if version == 1:
-            raise CompressionError(f"{name} uses compressed format version 1 (whole files in memory, before "
-                                   f"streaming); this anyorder reads version {FORMAT_VERSION}: decompress it "
-                                   "with the anyorder that wrote it")
+        if version in OLDER_FORMATS:
+            raise CompressionError(f"{name} uses compressed format version {version} ({OLDER_FORMATS[version]}); "
+                                   f"this anyorder reads version {FORMAT_VERSION}: decompress it with the "
+                                   "anyorder that wrote it")
         if version != FORMAT_VERSION:
             raise CompressionError(f"{name} uses compressed format version {version}; this anyorder "
                                    f"reads version {FORMAT_VERSION}")

@@ -355,13 +355,14 @@ def test_vocabulary_checks_come_before_any_work(tmp_path, byte_model, capsys):
     assert not (tmp_path / "never").exists()
 
 
-def test_format_version_1_is_refused_with_a_message(tmp_path, byte_model):
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_format_versions_are_refused_with_a_message(tmp_path, byte_model, version):
     packed = tmp_path / "old.aoz"
-    _, _, made = _round_trip(tmp_path, byte_model, suffix=".bin", data= b"hello")
+    _, _, made = _round_trip(tmp_path, byte_model, suffix=".bin", data=b"hello")
     blob = bytearray(made.read_bytes())
-    blob[3] = 1
+    blob[3] = version
     packed.write_bytes(bytes(blob))
-    with pytest.raises(CompressionError, match="format version 1 .* decompress it with the anyorder that wrote it"):
+    with pytest.raises(CompressionError, match=f"format version {version} .* decompress it with the anyorder that wrote it"):
         decompress_file(*byte_model, packed, tmp_path / "never")
 
 
