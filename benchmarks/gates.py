@@ -141,6 +141,36 @@ def policies(best: dict, seed: int) -> dict:
     return rows
 
 
+def assistant_tuning(trials: list, kept: list, results: dict, args, tune_seeds) -> list[str]:
+    """Both conditioning assistants tuned for the assistant's role itself: every configuration
+    of MAC's and the mixture density's grid (the same budget, 2 lrs x 2 knob values), scored
+    as the operator's conditioned assistant on the tuning episodes, the best of each method
+    then flown on the evaluation episodes. Adds those rows to `results`; returns markdown."""
+    lines = ["", "Both conditioning assistants tuned as assistants (each configuration of the grid scored "
+             f"with the operator on {args.tune_episodes} tuning episodes; the best of each method on the "
+             f"{args.episodes} evaluation episodes):", "",
+             "| operator on | method | lr | knob | assistant's tuning reward |", "|---|---|---|---|---|"]
+    gaps = []
+    for dim, mask in ARRANGEMENTS.items():
+        chosen = {}
+        for method in ("MAC", "BC (mixture density)"):
+            for (name, lr, knob, *_), policy in zip(trials, kept):
+                if name == method:
+                    value = rollout(team(policy, mask, args.seed), tune_seeds)[0].mean()
+                    lines.append(f"| {dim} | {method} | {lr:g} | {knob} | {value:.3f} |")
+                    if method not in chosen or value > chosen[method][0]:
+                        chosen[method] = (value, policy, f"lr {lr:g}, {knob}")
+        for method, (_, policy, config) in chosen.items():
+            name = f"operator {dim} + {method} assistant tuned as an assistant ({config})"
+            results[name] = rollout(team(policy, mask, args.seed), range(args.episodes))[0]
+            print(f"{name:70s} {results[name].mean():6.2f} ± {mean_se(results[name])[1]:.2f}")
+        mac, mdn = (results[k] for k in list(results)[-2:])
+        gaps.append("| {} | {:.2f} ± {:.2f} | {:.2f} ± {:.2f} | {:+.2f} ± {:.2f} |".format(
+            dim, *mean_se(mac), *mean_se(mdn), *mean_se(mac - mdn)))
+    return lines + ["", "| operator on | MAC assistant (tuned as one) | mixture density, exact conditional "
+                    "(tuned as one) | MAC's gap ± SE (paired) |", "|---|---|---|---|"] + gaps
+
+
 def plot_paths(best: dict, path: Path, seed: int) -> None:
     """One episode (seed 0) seen from behind (y, z) and from above (x, y) under three policies."""
     import matplotlib
@@ -186,14 +216,19 @@ def main() -> None:
 
     tune_seeds = range(TUNE_SEEDS, TUNE_SEEDS + args.tune_episodes)
     lrs, methods = grid(args)
-    best, trials = tune(data, len(STATE_COLUMNS), dict(width=args.width, depth=args.depth),
-                        lambda policy: rollout(learned(policy, args.seed), tune_seeds)[0].mean(),
+    kept = []   # every configuration's policy, in the order of `trials`
+
+    def score(policy):
+        kept.append(policy)
+        return rollout(learned(policy, args.seed), tune_seeds)[0].mean()
+    best, trials = tune(data, len(STATE_COLUMNS), dict(width=args.width, depth=args.depth), score,
                         args.steps, args.batch_size, args.seed, lrs=lrs, methods=methods)
 
     results = {}
     for name, act in policies(best, args.seed).items():
         results[name] = rollout(act, range(args.episodes))[0]
         print(f"{name:70s} {results[name].mean():6.2f} ± {mean_se(results[name])[1]:.2f}")
+    tuned = [] if args.single else assistant_tuning(trials, kept, results, args, tune_seeds)
     mac = {dim: results[f"operator {dim} + MAC assistant ({', '.join(c for c, m in zip(ACTION_COLUMNS, mask) if not m)})"]
            for dim, mask in ARRANGEMENTS.items()}
     command = (f"python benchmarks/gates.py --threads {args.threads} --demos {args.demos} --episodes "
@@ -211,7 +246,7 @@ def main() -> None:
             if name.startswith(f"operator {dim} + ") and values is not mac[dim]:
                 gap, se = mean_se(mac[dim] - values)
                 lines.append(f"| {name} | {gap:+.2f} ± {se:.2f} | {gap / se if se else float('inf'):.1f} |")
-    lines += ["", grid_note(args, "gates passed"), ""] + tuning_table(trials)
+    lines += tuned + ["", grid_note(args, "gates passed"), ""] + tuning_table(trials)
     save(args.out, "gates", lines, command, results, trials, "Gates: full and shared autonomy", "gates passed per episode")
     plot_paths(best, args.out / "gates_paths.png", args.seed)
     print(f"wrote {args.out / 'gates.md'}, gates.json, gates.png, gates_paths.png")

@@ -8,10 +8,12 @@ episode does three subtasks — microwave (grasp the handle, pull it along the d
 light switch (push the lever left), slide cabinet (push the door right) — in a random order,
 each approached in one of two styles (over the top or straight in) at one of two speeds (0.5 or 0.8 m/s), with
 a little action noise: the demonstrations are multimodal as human ones are. The kettle is
-left out: the scripted grasp tips it over (see docs/policies.md).
+left out: the scripted grasp tips it over (see docs/policies.md). While demonstrating, the
+environment executes each action plus N(0, dart²) noise and the table records the script's
+own action (DART), so the rows also show how to return to the script's paths.
 
 The state is the robot's joint positions and velocities (18) and the three tasks' object
-joints (4); reward = subtasks completed per episode (0..3), episodes of 400 steps.
+joints (4); reward = subtasks completed per episode (0..3), episodes of 550 steps.
 Policies (same backbone, rows, steps and tuning budget; see policy_bench.py): MAC, BC (MSE),
 BC (mixture density), BC (discretised) alone, and shared autonomy with BC (MSE) as a proxy
 operator on one part of the joints and an assistant on the rest, both arrangements: the
@@ -20,7 +22,7 @@ Every policy runs the same seeded episodes (seeds 0..N-1; tuning 10000+, demonst
 100000+), so gaps are paired. Needs `pip install -e .[kitchen]` (mujoco==3.3.7); the frame
 strip needs `MUJOCO_GL=osmesa` and libosmesa6 on a machine without a display.
 
-    MUJOCO_GL=osmesa python benchmarks/kitchen.py --threads 1            # 100 demos, 3000 steps, 50 episodes
+    MUJOCO_GL=osmesa python benchmarks/kitchen.py --threads 1            # 60 demos, 3000 steps, 20 episodes, < 1 h
     MUJOCO_GL=osmesa python benchmarks/kitchen.py --quick --threads 1    # a smoke run, minutes
 """
 
@@ -141,17 +143,24 @@ def completed(env) -> int:
     return len(env.unwrapped.episode_task_completions)
 
 
-def demonstrate(gym, seeds, noise: float = 0.02):
-    """Run the scripted demonstrator once per seed: (subtasks `[N]`, (states, actions))."""
+def demonstrate(gym, seeds, noise: float = 0.02, dart: float = 0.0):
+    """Run the scripted demonstrator once per seed: (subtasks `[N]`, (states, actions)).
+
+    With `dart` > 0 the environment executes each action plus N(0, dart²) per joint while the
+    table records the script's own action (DART: Laskey et al., 2017): the script is a feedback
+    law, so the rows show how to return to its paths from the states a learner's small errors
+    lead to — without them behaviour cloning drifts off the paths and completes nothing."""
     scores, states, actions = [], [], []
     for seed in seeds:
         env = make_env(gym)
         observation, _ = env.reset(seed=int(seed))
-        script = Script(env, np.random.default_rng(seed), noise)
+        rng = np.random.default_rng(seed)
+        script = Script(env, rng, noise)
         for _ in range(MAX_STEPS):
             states.append(observe(observation))
             actions.append(script.act())
-            observation = env.step(actions[-1])[0]
+            executed = actions[-1] + dart * rng.standard_normal(9) if dart > 0 else actions[-1]
+            observation = env.step(np.clip(executed, -1, 1))[0]
         scores.append(completed(env))
         env.close()
     return np.array(scores, dtype=np.float64), (np.stack(states), np.stack(actions))
@@ -195,7 +204,9 @@ def policies(best: dict, seed: int, arrangements=tuple(ARRANGEMENTS)) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_flags(parser, "kitchen", demos=100, episodes=50, tune_episodes=10, steps=3000, width=256)
+    add_flags(parser, "kitchen", demos=60, episodes=20, tune_episodes=6, steps=3000, width=256)
+    parser.add_argument("--dart", type=float, default=0.2,
+                        help="std of the noise added to the executed (not the recorded) demonstration actions")
     parser.add_argument("--operator", choices=list(ARRANGEMENTS), nargs="+", default=list(ARRANGEMENTS),
                         help="the joints the BC operator drives (one shared-autonomy arrangement each)")
     parser.add_argument("--quick", action="store_true", help="10 demos, 200 steps, 4 episodes, one lr")
@@ -212,13 +223,15 @@ def main() -> None:
     print(machine(torch.device("cpu")))
     started = time.perf_counter()
 
-    demo_scores, (states, actions) = demonstrate(gym, range(DEMO_SEEDS, DEMO_SEEDS + args.demos))
+    demo_scores, (states, actions) = demonstrate(gym, range(DEMO_SEEDS, DEMO_SEEDS + args.demos), dart=args.dart)
     args.runs.mkdir(parents=True, exist_ok=True)
     table = args.runs / "demonstrations.csv"
     write_table(table, STATE_COLUMNS + JOINTS, np.hstack([states, actions]))
     data = load_table(table, valid_fraction=0.05, test_fraction=0.0, seed=args.seed, numeric=STATE_COLUMNS + JOINTS)
-    print(f"demonstrations: {args.demos} episodes, {len(states)} rows, subtasks "
-          "{:.2f} ± {:.2f} ({:.0f} s)".format(*mean_se(demo_scores), time.perf_counter() - started))
+    demo_note = (f"demonstrations: {args.demos} episodes, {len(states)} rows, the script under its DART noise "
+                 "(N(0, {:g}²) on the executed actions) completes {:.2f} ± {:.2f} subtasks ({:.0f} s)".format(
+                     args.dart, *mean_se(demo_scores), time.perf_counter() - started))
+    print(demo_note, flush=True)
 
     tune_seeds = range(TUNE_SEEDS, TUNE_SEEDS + args.tune_episodes)
     lrs, methods = grid(args)
@@ -233,9 +246,9 @@ def main() -> None:
         tick = time.perf_counter()
         results[name] = rollout(gym, act, seeds)[0]
         print(f"{name:60s} {results[name].mean():5.2f} ± {mean_se(results[name])[1]:.2f} "
-              f"({time.perf_counter() - tick:.0f} s)")
+              f"({time.perf_counter() - tick:.0f} s)", flush=True)
     command = (f"MUJOCO_GL=osmesa python benchmarks/kitchen.py --threads {args.threads} --demos {args.demos} "
-               f"--episodes {args.episodes} --tune-episodes {args.tune_episodes} --steps {args.steps} "
+               f"--episodes {args.episodes} --tune-episodes {args.tune_episodes} --steps {args.steps} --dart {args.dart:g} "
                f"{grid_flags(args)} --operator {' '.join(args.operator)}")
     lines = ["# FrankaKitchen-v1: full and shared autonomy, scripted demonstrations", "",
              machine(torch.device("cpu")), "",
@@ -243,7 +256,7 @@ def main() -> None:
              f"{args.seed}); {len(states)} demonstration rows; {time.perf_counter() - started:.0f} s in all.", "",
              f"Reward: subtasks completed per episode (0..3: {', '.join(TASKS)}), {MAX_STEPS} steps.", ""]
     lines += results_table(results, "BC (MSE) alone", "subtasks")
-    lines += ["", grid_note(args, "subtasks"), ""] + tuning_table(trials)
+    lines += ["", demo_note + ".", "", grid_note(args, "subtasks"), ""] + tuning_table(trials)
     save(args.out, "kitchen", lines, command, results, trials, "FrankaKitchen-v1 (scripted demonstrations)",
          "subtasks completed")
     try:

@@ -26,6 +26,7 @@ a frame strip of one assisted episode (results/shared_autonomy_frames.png).
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import time
 from pathlib import Path
@@ -139,7 +140,7 @@ def main() -> None:
     set_threads(args.threads)
     try:
         import gymnasium as gym
-        import Box2D  # noqa: F401  (gymnasium's lunar lander needs it)
+        importlib.import_module("Box2D")   # gymnasium's lunar lander needs it
     except ImportError as error:
         raise SystemExit(f"this benchmark needs gymnasium with Box2D: pip install -e .[control] ({error})")
     print(machine(torch.device("cpu")))
