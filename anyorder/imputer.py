@@ -18,12 +18,14 @@ project's checkpoint format (the CLI's `anyorder impute --checkpoint` reads it t
 pickling works as well.
 
 scikit-learn's `check_estimator` passes every check (scikit-learn 1.7 and 1.9, see
-tests/test_imputer.py) but the one that cannot apply: `check_array_api_input` (the model
-is torch; array-API inputs are not accepted). Two checks pass only because they feed
-complete tables, which an imputer returns unchanged: with holes, the draws of
-reduce="mean" / "sample" come from one generator per call, so a row's fill depends on
-the rows beside it (`check_methods_subset_invariance`, `check_methods_sample_order_invariance`;
-reduce="conditional-mean", one pass per row, does not).
+tests/test_imputer.py), the array-API ones included (`check_array_api_input` with numpy,
+torch on the CPU and array-api-strict, where SCIPY_ARRAY_API is set): a torch tensor or
+another array-API array comes back in its own namespace, on its own device. Two checks pass
+only because they feed complete tables, which an imputer returns unchanged: with holes, the
+draws of reduce="mean" / "sample" come from one generator per call, so a row's fill depends
+on the rows beside it (`check_methods_subset_invariance`,
+`check_methods_sample_order_invariance`; reduce="conditional-mean", one pass per row, does
+not).
 """
 
 from __future__ import annotations
@@ -134,6 +136,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         tags.input_tags.categorical = True
         tags.input_tags.string = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.array_api_support = True        # torch tensors and array-API arrays in, the same out
         tags.non_deterministic = self.reduce != "conditional-mean" and self.random_state is None
         return tags
 
@@ -141,7 +144,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         """Train on the rows of X (DataFrame or 2-D array; missing cells allowed)."""
         self._check_params()
-        X = _check_input(X)
+        X, _ = _check_input(X)
         _check_feature_names(self, X, reset=True)
         _check_n_features(self, X, reset=True)
         if len(X) < 2:
@@ -219,41 +222,41 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
     # ---------------------------------------------------------------- transform
     def transform(self, X):
         """X with its missing cells filled (`reduce`); observed cells exactly as given."""
-        X, values = self._prepare(X)
+        X, values, back = self._prepare(X)
         if self.reduce == "sample":
             fill = self._draws(values, 1, self.model_)[0]
         elif self.reduce == "mean":
             fill = self._reduce_draws(self._draws(values, self.num_samples, self.model_))
         else:
             fill = self._one_pass(values)
-        return decode(X, fill, self.columns_)
+        return back(decode(X, fill, self.columns_))
 
     def transform_draws(self, X, m: int = 5) -> list:
         """Multiple imputation: m completed copies of X, each hole one joint draw from its
         row's conditional (the draws of a row are jointly consistent)."""
         if not isinstance(m, (int, np.integer)) or m < 1:
             raise UserError(f"m must be an integer >= 1, got {m!r}")
-        X, values = self._prepare(X)
-        return [decode(X, draw, self.columns_) for draw in self._draws(values, int(m), self.draws_model_)]
+        X, values, back = self._prepare(X)
+        return [back(decode(X, draw, self.columns_)) for draw in self._draws(values, int(m), self.draws_model_)]
 
     def quantiles(self, X, levels=(0.05, 0.95), num_samples: int = 100) -> list:
         """Per-hole quantiles of `num_samples` joint draws, one copy of X per level: numeric
         holes hold that quantile (0.05 and 0.95 bound a 90% interval), categorical holes the
         most frequent level of the draws; observed cells as given."""
         levels = check_quantiles(levels, num_samples)
-        X, values = self._prepare(X)
+        X, values, back = self._prepare(X)
         draws = self._draws(values, num_samples, self.draws_model_)
         numeric = np.array([not c.categorical for c in self.columns_])
         mode = self._reduce_draws(draws)
         bounds = draw_quantiles(torch.from_numpy(draws), levels).numpy()
-        return [decode(X, np.where(numeric, bound, mode), self.columns_) for bound in bounds]
+        return [back(decode(X, np.where(numeric, bound, mode), self.columns_)) for bound in bounds]
 
     def _prepare(self, X):
         check_is_fitted(self, "model_")
-        X = _check_input(X)
+        X, back = _check_input(X)
         _check_feature_names(self, X, reset=False)
         _check_n_features(self, X, reset=False)
-        return X, encode(X, self.columns_)
+        return X, encode(X, self.columns_), back
 
     def _scores(self, values: np.ndarray) -> np.ndarray:
         """X's units -> the units the model is trained in (`transform`)."""
@@ -345,10 +348,20 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
 
 
 def _check_input(X):
-    """X as a DataFrame or a 2-D numpy array; refuses sparse, complex and infinite input
-    with a one-line error."""
+    """(X as a DataFrame or a 2-D numpy array, a map of results back to X's container):
+    torch tensors and other array-API arrays (array-api-strict, CuPy) are read as numpy and
+    the results go back to their namespace and device; refuses sparse, complex and infinite
+    input with a one-line error."""
     if issparse(X):
         raise TypeError("AnyOrderImputer needs dense data: a sparse matrix was given (call .toarray())")
+    back = _same
+    if isinstance(X, torch.Tensor):
+        device, X = X.device, X.detach().cpu().numpy().copy()
+        back = lambda out: torch.from_numpy(out).to(device)        # noqa: E731
+    elif not is_frame(X) and not isinstance(X, np.ndarray) and hasattr(X, "__array_namespace__"):
+        xp, device = X.__array_namespace__(), X.device
+        X = _host_copy(X)
+        back = lambda out: xp.asarray(out, device=device)        # noqa: E731
     if not is_frame(X):
         X = np.array(X, copy=True) if not isinstance(X, np.ndarray) else X.copy()
         if X.ndim != 2:
@@ -364,4 +377,18 @@ def _check_input(X):
         row, column = np.argwhere(np.isinf(numeric))[0]
         raise ValueError(f"Input X contains infinity (inf) at row {row}, column {column}; only NaN marks a "
                          "missing cell")
-    return X
+    return X, back
+
+
+def _same(out):
+    return out
+
+
+def _host_copy(X) -> np.ndarray:
+    """An array-API array's values as a numpy array in host memory (CuPy: `.get()`)."""
+    try:
+        return np.from_dlpack(X).copy()
+    except (BufferError, RuntimeError, TypeError, ValueError):
+        if hasattr(X, "get"):
+            return np.asarray(X.get())
+        raise UserError(f"AnyOrderImputer cannot read a {type(X).__name__} array: move it to host memory first")

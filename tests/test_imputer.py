@@ -44,6 +44,33 @@ def test_scikit_learn_check_estimator_passes():
     assert len(results) > 30
 
 
+def test_array_api_checks_pass_for_numpy_and_torch():
+    """scikit-learn's `check_array_api_input` runs only when SCIPY_ARRAY_API is set before
+    scipy is imported, hence a fresh interpreter: numpy, and torch (CPU) in float32 and
+    float64 with the values compared with numpy's (check_estimator runs these same checks
+    there, and array-api-strict's and CuPy's where installed)."""
+    code = ("from sklearn.utils.estimator_checks import check_array_api_input as check\n"
+            "from anyorder import AnyOrderImputer\n"
+            "e = AnyOrderImputer(max_steps=3, width=8, depth=1, components=1, random_state=0)\n"
+            "check('e', e, array_namespace='numpy', expect_only_array_outputs=False)\n"
+            "for dtype in ('float32', 'float64'):\n"
+            "    check('e', e, array_namespace='torch', device_name='cpu', dtype_name=dtype, check_values=True)\n"
+            "print('passed')")
+    env = {**__import__("os").environ, "SCIPY_ARRAY_API": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.stdout.strip() == "passed", out.stderr[-2000:]
+
+
+def test_torch_tensors_come_back_as_tensors_of_their_dtype():
+    X, holes = numeric_table()
+    for dtype in (torch.float64, torch.float32):
+        given = torch.from_numpy(X).to(dtype)
+        out = AnyOrderImputer(**TINY).fit(given).transform(given)
+        assert isinstance(out, torch.Tensor) and out.dtype == dtype and out.shape == given.shape
+        assert torch.equal(out[~torch.from_numpy(holes)], given[~torch.from_numpy(holes)])
+        assert torch.isfinite(out).all()
+
+
 @pytest.mark.parametrize("reduce", ["conditional-mean", "mean", "sample"])
 def test_arrays_come_back_as_arrays_with_observed_cells_bit_identical(reduce):
     X, holes = numeric_table()
