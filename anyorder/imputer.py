@@ -56,6 +56,9 @@ from .timed_training import train_in_memory
 PRESET = "table-impute-cpu"
 DRAWS = "draws"        # the folder of a saved imputer that holds the draws' weights
 TRANSFORMS = ("none", "quantile")
+CALIBRATION_CELLS = 500     # held-out rows (masked copies of them where fewer) that calibrate the intervals
+CALIBRATION_MIN = 100       # hidden cells needed to calibrate at all
+CALIBRATION_DRAWS = 100     # as many as `quantiles` draws by default; 500 rows x 100 draws: ~16 s for 20 columns at load 9
 
 
 class AnyOrderImputer(TransformerMixin, BaseEstimator):
@@ -171,8 +174,42 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         self.draws_model_ = self._with_weights(trained.best_state)
         self.config_ = config
         self.meta_ = {"kind": "table", "dim": data.dim, "num_classes": None, **data.meta}
+        missing = float(np.isnan(values).mean())
+        self.levels_pit_ = self._calibrate(data.splits.get("valid"), min(0.5, max(0.1, missing)) if missing else 0.2)
         self.n_steps_, self.fit_seconds_ = trained.steps, trained.seconds
         return self
+
+    def _calibrate(self, rows: torch.Tensor | None, rate: float) -> list | None:
+        """Where the held-out truth falls among the draws: per hidden numeric cell of the
+        held-out rows `[V, D]` (model units; cells hidden at random at `rate`, in enough masked
+        copies of each row for `CALIBRATION_CELLS` rows), the level q at which the draws'
+        quantile (`draw_quantiles`' places) equals the truth; sorted `[K]`, pooled over the
+        columns (a column's own levels, from the ~150 held-out rows of a 1500-row table,
+        moved its coverage by ±0.03 between seeds), or None without held-out rows.
+        `quantiles` asks the draws for the levels at which this empirical distribution
+        reaches the requested ones (Kuleshov et al. 2018, quantile recalibration): an
+        interval the model makes too narrow or too wide on fresh rows covers what it
+        promises."""
+        if rows is None or len(rows) < 10:
+            return None
+        rows = rows[:CALIBRATION_CELLS]
+        rows = rows.repeat(min(20, -(-CALIBRATION_CELLS // len(rows))), 1)
+        generator = torch.Generator().manual_seed(self.seed_ + 1)
+        numeric = torch.tensor([not c.categorical for c in self.columns_])
+        hidden = (torch.rand(rows.shape, generator=generator) < rate) & ~torch.isnan(rows) & numeric
+        if int(hidden.sum()) < CALIBRATION_MIN:
+            return None
+        with self._threads():
+            draws = impute(self.draws_model_, torch.where(hidden, math.nan, rows), num_samples=CALIBRATION_DRAWS,
+                           reduce="sample", generator=generator, floor=self._floor())
+        ordered = draws.sort(0).values.double().numpy()         # [M, R, D]
+        truth, m = rows.double().numpy(), len(ordered)
+        below = (ordered < truth).sum(0)                         # the truth's place lies in [below - 1, below]
+        low = np.take_along_axis(ordered, np.clip(below - 1, 0, m - 1)[None], 0)[0]
+        high = np.take_along_axis(ordered, np.clip(below, 0, m - 1)[None], 0)[0]
+        frac = np.where(high > low, (truth - low) / np.where(high > low, high - low, 1.0), 0.5)
+        level = (np.clip(below - 1 + np.clip(frac, 0, 1), -0.5, m - 0.5) + 1) / (m + 1)
+        return np.sort(level[hidden.numpy()])
 
     def _with_weights(self, state: dict | None):
         """A copy of model_ with other weights (None: model_ itself)."""
@@ -242,14 +279,23 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
     def quantiles(self, X, levels=(0.05, 0.95), num_samples: int = 100) -> list:
         """Per-hole quantiles of `num_samples` joint draws, one copy of X per level: numeric
         holes hold that quantile (0.05 and 0.95 bound a 90% interval), categorical holes the
-        most frequent level of the draws; observed cells as given."""
+        most frequent level of the draws; observed cells as given. The draws' levels are
+        recalibrated on the held-out rows (`calibrated_levels`), so that a level q holds a
+        share q of fresh values where cells are missing at random."""
         levels = check_quantiles(levels, num_samples)
         X, values, back = self._prepare(X)
         draws = self._draws(values, num_samples, self.draws_model_)
         numeric = np.array([not c.categorical for c in self.columns_])
         mode = self._reduce_draws(draws)
-        bounds = draw_quantiles(torch.from_numpy(draws), levels).numpy()
+        bounds = draw_quantiles(torch.from_numpy(draws), self.calibrated_levels(levels)).numpy()
         return [back(decode(X, np.where(numeric, bound, mode), self.columns_)) for bound in bounds]
+
+    def calibrated_levels(self, levels) -> tuple[float, ...]:
+        """The levels of the draws' quantiles that held-out rows showed to hold the requested
+        `levels` of the truth (the levels themselves without held-out rows); see `_calibrate`."""
+        if getattr(self, "levels_pit_", None) is None:
+            return tuple(float(q) for q in levels)
+        return tuple(float(q) for q in np.quantile(self.levels_pit_, levels))
 
     def _prepare(self, X):
         check_is_fitted(self, "model_")
@@ -316,7 +362,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                    "seed": self.seed_, "columns": [c.to_json() for c in self.columns_],
                    "transforms": {str(j): t.to_json() for j, t in self.transforms_.items()},
                    "feature_names": None if not hasattr(self, "feature_names_in_") else
-                   [str(n) for n in self.feature_names_in_], "steps": self.n_steps_}
+                   [str(n) for n in self.feature_names_in_], "steps": self.n_steps_,
+                   "levels_pit": None if self.levels_pit_ is None else self.levels_pit_.tolist()}
         imputer["params"]["categorical"] = list(imputer["params"]["categorical"])
         checkpoint.save(path, self.model_.state_dict(), self.config_, {**self.meta_, "imputer": imputer},
                         self.n_steps_)
@@ -340,6 +387,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         self.columns_ = [Column.from_json(c) for c in info["columns"]]
         self.transforms_ = {int(j): QuantileNormal.from_json(t) for j, t in info["transforms"].items()}
         self.seed_, self.n_steps_, self.fit_seconds_ = info["seed"], info["steps"], math.nan
+        self.levels_pit_ = None if info.get("levels_pit") is None else np.asarray(info["levels_pit"])
         self.n_features_in_ = len(self.columns_)
         self.skipped_rows_ = 0
         if info["feature_names"] is not None:
