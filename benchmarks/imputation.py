@@ -369,7 +369,8 @@ def main() -> None:
                         help="the (mask, rate) pairs to run instead of --mask x --rates, e.g. mcar:0.2 mar:0.2")
     parser.add_argument("--imputer", nargs="*", default=[], metavar="KEY=VALUE",
                         help="AnyOrderImputer parameters for --methods imputer, e.g. max_time=60 width=512")
-    parser.add_argument("--seeds", type=int, default=3, help="mask seeds 0..S-1 (and the imputer's random_state)")
+    parser.add_argument("--seeds", type=int, default=3, help="mask seeds F..F+S-1 (and the imputer's random_state)")
+    parser.add_argument("--first-seed", type=int, default=0, help="F: the first mask seed")
     parser.add_argument("--methods", nargs="+", default=["imputer", "anyorder", *BASELINES],
                         choices=["imputer", "anyorder", *BASELINES])
     parser.add_argument("--only", nargs="*", default=[], metavar="TABLE:METHOD",
@@ -432,7 +433,7 @@ def main() -> None:
             print(f"  anyorder {args.preset}: {config.train.steps} steps in {trained[table][0]:.0f} s", flush=True)
         truth = test_rows.double().numpy()
         methods = [m for m in args.methods if not any(m == method and t != table for t, method in only)]
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             imputer = None
             if "imputer" in methods:        # one fit per seed on the train rows answers every condition
                 imputer, fit_seconds = fit_imputer(parse_params(args.imputer), train_rows.double().numpy(),
@@ -522,7 +523,11 @@ def render(records: list[dict]) -> str:
     in parallel processes, merge into one report with --merge)."""
     header = "; ".join(dict.fromkeys(r["header"] for r in records))
     notes = list(dict.fromkeys(n for r in records for n in r["notes"]))
-    results = {tuple(k[:3]): k[3] for r in records for k in r["results"]}
+    results = {}        # runs over other seeds of the same table and condition add their figures
+    for r in records:
+        for *key, values in r["results"]:
+            for name, figures in values.items():
+                results.setdefault(tuple(key), {}).setdefault(name, []).extend(figures)
     trained = {t: v for r in records for t, v in r["trained"].items()}
     checks = [tuple(c) for r in records for c in r["checks"]]
     settings = records[0]["settings"]
@@ -531,7 +536,7 @@ def render(records: list[dict]) -> str:
     tables = sorted({t for t, _, _ in results}, key=[*NUMERIC_TABLES, "fair"].index)
     methods = [m for m in LABELS if any((t, c, m) in results for t in tables for c in conditions)]
     lines = ["# Table imputation: anyorder vs standard imputers", "", header, "",
-             f"Up to {settings['seeds']} mask seed(s) per condition, mean ± standard error over seeds; "
+             "Mask seeds per figure: the n columns; mean ± standard error over seeds; "
              f"AnyOrderImputer `{settings.get('imputer') or 'defaults'}`, fit once per seed on the train rows "
              f"(random_state = the seed); anyorder `{settings['preset']}`, {settings['draws']} draws per row at "
              f"temperature {settings.get('temperature', 1.0):g}. Baselines impute [train rows; masked test rows]. "
