@@ -11,7 +11,8 @@ cells; observed cells come back exactly as given (the input's own values, dtypes
 container: a DataFrame, or an array). `transform_draws` gives m joint draws (multiple
 imputation), `quantiles` per-cell intervals. Point fills come from the last weights of
 training, draws and intervals from the weights with the best held-out likelihood
-(`draws_model_`): on MAGIC the former fill better, the latter are calibrated. Rows with no observed cell are skipped in
+(`draws_model_`): on MAGIC the former fill better, the latter are calibrated; the intervals'
+levels are then recalibrated on held-out rows (`quantiles`). Rows with no observed cell are skipped in
 `fit` (a warning says how many) and filled from the model's joint in `transform`. A
 numeric column never negative in `fit` is never filled below 0. `save` / `load` use the
 project's checkpoint format (the CLI's `anyorder impute --checkpoint` reads it too);
@@ -68,8 +69,9 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
     Parameters
     ----------
     max_time : float or None, default 75
-        Training budget in seconds: the number of steps is fixed from the speed of the first
-        steps so that training (whose learning rate decays to zero at its last step) fits it.
+        Training budget in seconds: the number of steps is planned from the speed so far
+        (again every 20 steps) so that training, whose learning rate decays to zero at its
+        last step, fits it; a busy machine trains fewer steps in it.
     max_steps : int, default 20000
         At most this many optimiser steps.
     width, depth : int, default 256, 4
