@@ -47,6 +47,7 @@ is printed.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -293,7 +294,7 @@ def baseline(name: str, train_rows: np.ndarray, holes: np.ndarray, categorical: 
         from sklearn.impute import KNNImputer
         return KNNImputer(n_neighbors=5).fit(train_rows).transform(holes)
     if name == "iterative":
-        from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+        importlib.import_module("sklearn.experimental.enable_iterative_imputer")      # unlocks IterativeImputer
         from sklearn.impute import IterativeImputer
         return IterativeImputer(max_iter=10, random_state=seed).fit(train_rows).transform(holes)
     import pandas as pd
