@@ -4,7 +4,9 @@ no checkpoint files (the scikit-learn imputer's `fit`).
 The steps are `anyorder.train.Training`'s own (`one_step`: the same batches, training
 nodes, optimiser, warm-up, clipping and cosine decay as `anyorder train`). What differs:
 - the number of steps: at most `max_steps`, and no more than fit `max_time` seconds at the
-  speed measured over the first steps, so the cosine schedule ends when the budget does;
+  speed measured so far, planned again every PROBE_STEPS steps (the learning-rate schedule
+  reads the plan at each step), so the cosine schedule ends when the budget does even when
+  the machine's load changes;
 - held-out scores: every `eval_every` steps the training objective (the masked conditional
   NLL of the imputation queries) is scored on held-out rows with fixed queries; the weights
   of the best score are kept beside the last ones, and training stops after `patience`
@@ -29,7 +31,7 @@ from .config import Config
 from .data import Dataset
 from .train import Training
 
-PROBE_STEPS = 20        # steps timed before the schedule's length is fixed
+PROBE_STEPS = 20        # steps between plans of the schedule's length
 
 
 @dataclass
@@ -44,6 +46,14 @@ class Trained:
     planned: int
     best_loss: float | None
     seconds: float
+
+
+def planned_steps(step: int, seconds: float, budget: float, ceiling: int) -> int:
+    """The schedule's length after `step` steps took `seconds` (held-out scoring included) of
+    a `budget` for all steps: as many as fit at the speed so far, at most `ceiling`, at least
+    one more. Planned again every PROBE_STEPS steps, so a machine whose load changes still
+    ends its cosine decay when the budget ends, neither early nor cut off."""
+    return max(step + 1, min(ceiling, int(budget * step / seconds)))
 
 
 def held_out_loss(model, rows: torch.Tensor, drawn: torch.Tensor, device) -> float:
@@ -68,16 +78,17 @@ def train_in_memory(config: Config, data: Dataset, max_time: float | None, patie
     drawn = None
     if valid is not None and len(valid):
         drawn = run.model.draw_training(len(valid), generator=torch.Generator().manual_seed(t.seed + 1))
-    every = eval_every or max(25, t.steps // 40)
+    ceiling, every = t.steps, eval_every or max(25, t.steps // 40)
     best, best_state, since = None, None, 0
     bar = tqdm(total=t.steps, disable=not progress, desc="fit", dynamic_ncols=True)
     run.model.train()
     while run.step < t.steps:
         run.one_step()
         bar.update(1)
-        if run.step == PROBE_STEPS and max_time is not None:
-            per_step = (time.perf_counter() - probe) / PROBE_STEPS
-            t.steps = max(PROBE_STEPS, min(t.steps, int(max_time / per_step)))
+        if max_time is not None and run.step % PROBE_STEPS == 0:
+            t.steps = planned_steps(run.step, time.perf_counter() - probe, max_time - (probe - started), ceiling)
+            if run.step == PROBE_STEPS and eval_every is None:
+                every = max(25, t.steps // 40)
             bar.total = t.steps
         if drawn is not None and (run.step % every == 0 or run.step == t.steps):
             loss = held_out_loss(run.model, valid, drawn, run.device)
@@ -91,6 +102,6 @@ def train_in_memory(config: Config, data: Dataset, max_time: float | None, patie
             if patience is not None and since >= patience:
                 break
         if max_time is not None and time.perf_counter() - started > max_time:
-            break       # the machine slowed down after the probe: the budget holds
+            break       # the machine slowed down after the last plan: the budget holds
     bar.close()
     return Trained(run.model.eval(), best_state, run.step, t.steps, best, time.perf_counter() - started)

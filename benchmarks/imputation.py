@@ -47,6 +47,7 @@ is printed.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -76,7 +77,6 @@ FAIR_NUMERIC = ["age", "yrs_married", "children", "educ", "affairs"]
 BASELINES = ("mean", "knn", "iterative", "missforest", "hyperimpute", "gain", "miwae")
 MASKS = ("mcar", "mar", "mnar")
 LABELS = {"imputer": "AnyOrderImputer, conditional mean", "imputer_draws": "AnyOrderImputer, mean of draws",
-          "imputer_ensemble": "AnyOrderImputer, ensemble of conditional means",
           "cmean": "anyorder, conditional mean", "dmean": "anyorder, mean of draws",
           "dmedian": "anyorder, median of draws", "mean": "column mean / mode", "knn": "KNN (k=5)",
           "iterative": "IterativeImputer", "missforest": "MissForest", "hyperimpute": "HyperImpute",
@@ -251,41 +251,26 @@ def coverage(truth: torch.Tensor, sample: torch.Tensor, hidden: torch.Tensor, nu
 
 # ---------------------------------------------------------------- AnyOrderImputer
 
-def imputer_fills(params: dict, train_rows: np.ndarray, holes: np.ndarray, categorical: np.ndarray,
-                  ensemble: int, seed: int, draws: int) -> tuple[dict, dict, np.ndarray, int]:
-    """AnyOrderImputer fit on [train rows; masked rows] (HyperImpute's protocol) and asked
-    for the masked rows: ({method: fill}, {method: seconds}, (low, high) 90% bounds from
-    `draws` draws, steps trained). With ensemble > 1, as many imputers with other seeds
-    (each with its share of the time budget, or of the steps when max_time=None) average
-    their conditional means."""
-    from anyorder import AnyOrderImputer
-    stacked = np.vstack([train_rows, holes])
-    options = dict(params, categorical=list(np.flatnonzero(categorical)), random_state=seed)
+def imputer_fills(imputer, holes: np.ndarray, categorical: np.ndarray, draws: int) -> tuple[dict, dict, np.ndarray]:
+    """A fitted AnyOrderImputer asked for the masked rows `holes`: ({method: fill},
+    {method: transform seconds}, (low, high) 90% bounds from `draws` draws)."""
     fills, seconds = {}, {}
-    started = time.perf_counter()
-    imputer = AnyOrderImputer(**{**options, "reduce": "conditional-mean"}).fit(stacked)
-    fitted = time.perf_counter() - started
-    fills["imputer"] = imputer.transform(holes).astype(np.float64)
-    seconds["imputer"] = time.perf_counter() - started
-    started = time.perf_counter()
-    fills["imputer_draws"] = imputer.set_params(reduce="mean", num_samples=20).transform(holes).astype(np.float64)
-    seconds["imputer_draws"] = fitted + time.perf_counter() - started
-    low, high = imputer.quantiles(holes, (0.05, 0.95), num_samples=draws)
-    if ensemble > 1:
+    for name, reduce in (("imputer", "conditional-mean"), ("imputer_draws", "mean")):
         started = time.perf_counter()
-        full = {**AnyOrderImputer().get_params(), **options}
-        budget = ({"max_steps": max(1, full["max_steps"] // ensemble)} if full["max_time"] is None else
-                  {"max_time": full["max_time"] / ensemble})
-        members = [AnyOrderImputer(**{**options, **budget, "random_state": seed * 100 + k}).fit(stacked)
-                   for k in range(ensemble)]
-        member_fills = np.stack([m.transform(holes).astype(np.float64) for m in members])
-        mean = member_fills.mean(0)
-        for j in np.flatnonzero(categorical):       # categorical cells: the members' vote
-            values = member_fills[:, :, j]
-            mean[:, j] = [np.bincount(col.astype(int)).argmax() for col in values.T]
-        fills["imputer_ensemble"] = mean
-        seconds["imputer_ensemble"] = time.perf_counter() - started
-    return fills, seconds, np.stack([np.asarray(low, np.float64), np.asarray(high, np.float64)]), imputer.n_steps_
+        fills[name] = imputer.set_params(reduce=reduce).transform(holes).astype(np.float64)
+        seconds[name] = time.perf_counter() - started
+    low, high = imputer.quantiles(holes, (0.05, 0.95), num_samples=draws)
+    return fills, seconds, np.stack([np.asarray(low, np.float64), np.asarray(high, np.float64)])
+
+
+def fit_imputer(params: dict, rows: np.ndarray, categorical: np.ndarray, seed: int):
+    """An AnyOrderImputer (`params` over its defaults, random_state=seed) fit on `rows`; its
+    fit seconds."""
+    from anyorder import AnyOrderImputer
+    started = time.perf_counter()
+    imputer = AnyOrderImputer(**dict(params, categorical=list(np.flatnonzero(categorical)),
+                                     random_state=seed)).fit(rows)
+    return imputer, time.perf_counter() - started
 
 
 def parse_params(items: list[str]) -> dict:
@@ -309,7 +294,7 @@ def baseline(name: str, train_rows: np.ndarray, holes: np.ndarray, categorical: 
         from sklearn.impute import KNNImputer
         return KNNImputer(n_neighbors=5).fit(train_rows).transform(holes)
     if name == "iterative":
-        from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+        importlib.import_module("sklearn.experimental.enable_iterative_imputer")      # unlocks IterativeImputer
         from sklearn.impute import IterativeImputer
         return IterativeImputer(max_iter=10, random_state=seed).fit(train_rows).transform(holes)
     import pandas as pd
@@ -333,20 +318,64 @@ def mean_se(values: list[float], digits: int = 3) -> str:
     return f"{m:.{digits}f} ± {se:.{digits}f}" if se == se else f"{m:.{digits}f}"
 
 
+def parse_conditions(items: list[str] | None, masks: list[str], rates: list[float]) -> list[tuple[str, float]]:
+    """MASK:RATE items (e.g. mcar:0.5 mar:0.2) -> [(mask, rate)]; None: every --mask at every --rate."""
+    if not items:
+        return [(m, r) for m in masks for r in rates]
+    out = []
+    for item in items:
+        mask, _, rate = item.partition(":")
+        if mask not in MASKS or not rate:
+            raise SystemExit(f"--conditions: expected MASK:RATE with MASK one of {', '.join(MASKS)}, got {item!r}")
+        out.append((mask, float(rate)))
+    return out
+
+
+def condition_label(mask: str, rate: float) -> str:
+    return f"{mask.upper()} {rate:.0%}"
+
+
+class BaselineCache:
+    """Scores of baseline runs already done (HyperImpute takes minutes per imputation), keyed
+    by everything that determines them: table, mask, rate, seed, row caps, method. A run
+    reads a baseline's scores here instead of recomputing them, and adds the ones it makes."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.entries = json.loads(path.read_text()) if path is not None and path.exists() else {}
+
+    @staticmethod
+    def key(table, mask, rate, seed, args, method) -> str:
+        return f"{table}|{mask}|{rate:g}|{seed}|{args.train_rows}|{args.test_rows}|{method}"
+
+    def get(self, key: str) -> dict | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, value: dict) -> None:
+        self.entries[key] = value
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.entries, indent=0, sort_keys=True))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tables", nargs="+", default=[*NUMERIC_TABLES, "fair"],
                         choices=[*NUMERIC_TABLES, "fair"], help="fair: the mixed-type table")
     parser.add_argument("--rates", nargs="+", type=float, default=[0.2, 0.5], help="shares of hidden cells")
-    parser.add_argument("--mask", choices=MASKS, default="mcar",
+    parser.add_argument("--mask", nargs="+", choices=MASKS, default=["mcar"],
                         help="missingness: completely at random, at random (logistic on observed columns), "
-                             "not at random (logistic self-masking)")
+                             "not at random (logistic self-masking); every mask at every rate")
+    parser.add_argument("--conditions", nargs="+", metavar="MASK:RATE",
+                        help="the (mask, rate) pairs to run instead of --mask x --rates, e.g. mcar:0.2 mar:0.2")
     parser.add_argument("--imputer", nargs="*", default=[], metavar="KEY=VALUE",
                         help="AnyOrderImputer parameters for --methods imputer, e.g. max_time=60 width=512")
-    parser.add_argument("--ensemble", type=int, default=1, help="imputer: also an ensemble of this many fits")
-    parser.add_argument("--seeds", type=int, default=3, help="mask seeds 0..S-1")
+    parser.add_argument("--seeds", type=int, default=3, help="mask seeds F..F+S-1 (and the imputer's random_state)")
+    parser.add_argument("--first-seed", type=int, default=0, help="F: the first mask seed")
     parser.add_argument("--methods", nargs="+", default=["imputer", "anyorder", *BASELINES],
                         choices=["imputer", "anyorder", *BASELINES])
+    parser.add_argument("--only", nargs="*", default=[], metavar="TABLE:METHOD",
+                        help="run METHOD on TABLE only (e.g. fair:missforest: the slow baselines on one table)")
     parser.add_argument("--train-rows", type=int, default=1500,
                         help="train rows every method sees (seeded subsample; 0 = all)")
     parser.add_argument("--test-rows", type=int, default=250, help="test rows to mask and impute (0 = all)")
@@ -357,6 +386,8 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=100, help="anyorder draws per row (mean, median, intervals)")
     parser.add_argument("--temperature", type=float, default=1.0, help="anyorder sampling temperature of the draws")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "imputation.md")
+    parser.add_argument("--cache", type=Path, default=HERE / "results" / "imputation-baselines.json",
+                        help="baseline scores already measured (read, and extended); 'none' for no cache")
     parser.add_argument("--runs", type=Path, default=HERE.parent / "runs" / "imputation")
     parser.add_argument("--quick", action="store_true", help="smoke run: 600 train, 100 test rows, 100 steps, 1 seed")
     parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
@@ -374,22 +405,20 @@ def main() -> None:
     if args.quick:
         args.train_rows, args.test_rows, args.seeds = min(args.train_rows or 600, 600), min(args.test_rows or 100, 100), 1
         args.steps, args.draws = args.steps or 100, min(args.draws, 20)
+        args.cache = Path("none")
+    cache = BaselineCache(None if str(args.cache) == "none" else args.cache)
+    conditions = parse_conditions(args.conditions, args.mask, args.rates)
+    only = [item.partition(":")[::2] for item in args.only]
     overrides = ([f"train.steps={args.steps}", f"optim.warmup={min(100, args.steps // 5)}",
                   f"train.eval_every={args.steps}", f"train.ckpt_every={args.steps}"] if args.steps else [])
     overrides += args.set
     header = machine(torch.device("cpu"))
     print(header, flush=True)
 
-    results = {}        # (table, rate, method) -> {"nrmse": [...], "accuracy": [...], "seconds": [...]}
+    results = {}        # (table, condition, method) -> {"nrmse": [...], "accuracy": [...], "seconds": [...]}
     notes, checks, trained = [], [], {}
     for table in args.tables:
-        try:
-            data = load(table, args.runs / "data")
-        except TypeError:
-            notes.append(f"{table}: skipped: this anyorder has no categorical table columns "
-                         "(load_table(categorical=..., numeric=...))")
-            print(notes[-1], flush=True)
-            continue
+        data = load(table, args.runs / "data")
         categorical = categorical_columns(data)
         levels = data.meta.get("levels") or [None] * data.dim
         train_rows = subsample(data.split("train"), args.train_rows, seed=0)
@@ -404,9 +433,16 @@ def main() -> None:
             trained[table] = (time.perf_counter() - started, config.train.steps)
             print(f"  anyorder {args.preset}: {config.train.steps} steps in {trained[table][0]:.0f} s", flush=True)
         truth = test_rows.double().numpy()
-        for rate in args.rates:
-            for seed in range(args.seeds):
-                hidden = make_mask(args.mask, truth, rate, seed)
+        methods = [m for m in args.methods if not any(m == method and t != table for t, method in only)]
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            imputer = None
+            if "imputer" in methods:        # one fit per seed on the train rows answers every condition
+                imputer, fit_seconds = fit_imputer(parse_params(args.imputer), train_rows.double().numpy(),
+                                                   categorical, seed)
+                print(f"  AnyOrderImputer seed {seed}: {imputer.n_steps_} steps, fit {fit_seconds:.1f} s", flush=True)
+            for mask, rate in conditions:
+                cond = condition_label(mask, rate)
+                hidden = make_mask(mask, truth, rate, seed)
                 holes = np.where(hidden, np.nan, truth)
                 fills, seconds = {}, {}
                 if model is not None:
@@ -417,53 +453,66 @@ def main() -> None:
                     for unbiased in (False, True):
                         cover = coverage(test_rows, sample, torch.from_numpy(hidden),
                                          torch.from_numpy(~categorical), unbiased)
-                        results.setdefault((table, rate, "coverage"), {}).setdefault(
+                        results.setdefault((table, cond, "coverage"), {}).setdefault(
                             "unbiased" if unbiased else "linear", []).append(cover)
-                if "imputer" in args.methods:
-                    got, took, bounds, steps = imputer_fills(parse_params(args.imputer), train_rows.double().numpy(),
-                                                             holes, categorical, args.ensemble, seed, args.draws)
+                if imputer is not None:
+                    got, took, bounds = imputer_fills(imputer, holes, categorical, args.draws)
                     fills.update(got)
-                    seconds.update(took)
+                    seconds.update({k: v + fit_seconds for k, v in took.items()})
                     cells = hidden & ~categorical[None]
                     inside = (truth >= bounds[0]) & (truth <= bounds[1])
-                    results.setdefault((table, rate, "coverage"), {}).setdefault("imputer", []).append(
+                    results.setdefault((table, cond, "coverage"), {}).setdefault("imputer", []).append(
                         float(inside[cells].mean()))
-                    results.setdefault((table, rate, "imputer"), {}).setdefault("steps", []).append(steps)
-                    print(f"    AnyOrderImputer: {steps} steps, {took['imputer']:.1f} s", flush=True)
-                for name in (m for m in args.methods if m not in ("anyorder", "imputer")):
-                    started = time.perf_counter()
-                    fills[name] = snap_levels(baseline(name, train_rows.double().numpy(), holes, categorical, seed),
-                                              categorical, levels)
-                    seconds[name] = time.perf_counter() - started
-                    print(f"    {LABELS[name]}: {seconds[name]:.1f} s", flush=True)
+                    results.setdefault((table, cond, "imputer"), {}).setdefault("steps", []).append(imputer.n_steps_)
                 reference = baseline("mean", train_rows.double().numpy(), holes, categorical, seed)
+                for name in (m for m in methods if m not in ("anyorder", "imputer")):
+                    key = cache.key(table, mask, rate, seed, args, name)
+                    s = cache.get(key)
+                    cached = s is not None
+                    if not cached:
+                        started = time.perf_counter()
+                        filled = snap_levels(baseline(name, train_rows.double().numpy(), holes, categorical, seed),
+                                             categorical, levels)
+                        s = scores(truth, filled, hidden, categorical)
+                        s["seconds"] = time.perf_counter() - started
+                        num = hidden & ~categorical[None]
+                        s["gap"] = float(np.sqrt(np.mean((filled[num] - reference[num]) ** 2)))
+                        s["load"] = os.getloadavg()[0]
+                        cache.put(key, s)
+                    print(f"    {LABELS[name]}: {s['seconds']:.1f} s" + (" (cached)" if cached else ""),
+                          flush=True)
+                    record(results, checks, table, cond, seed, name, s)
                 for name, filled in fills.items():
                     s = scores(truth, filled, hidden, categorical)
                     s["seconds"] = seconds[name]
-                    for key, value in s.items():
-                        results.setdefault((table, rate, name), {}).setdefault(key, []).append(value)
-                    if name != "mean":
-                        num = hidden & ~categorical[None]
-                        gap = float(np.sqrt(np.mean((filled[num] - reference[num]) ** 2)))
-                        checks.append((table, rate, seed, name, gap))
+                    num = hidden & ~categorical[None]
+                    s["gap"] = float(np.sqrt(np.mean((filled[num] - reference[num]) ** 2)))
+                    record(results, checks, table, cond, seed, name, s)
                 save(args, header, notes, results, trained, checks, overrides)
-                line = ", ".join(f"{n} {results[(table, rate, n)].get('nrmse', [float('nan')])[-1]:.3f}"
-                                 for n in fills)
-                print(f"  {table} {rate:.0%} seed {seed}: {line}", flush=True)
+                line = ", ".join(f"{n} {results[(table, cond, n)].get('nrmse', [float('nan')])[-1]:.3f}"
+                                 for n in methods if (table, cond, n) in results)
+                print(f"  {table} {cond} seed {seed}: {line}", flush=True)
 
     print("\n" + save(args, header, notes, results, trained, checks, overrides))
     print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
 
 
+def record(results: dict, checks: list, table: str, cond: str, seed: int, name: str, s: dict) -> None:
+    for key in ("nrmse", "accuracy", "seconds"):
+        if key in s:
+            results.setdefault((table, cond, name), {}).setdefault(key, []).append(s[key])
+    if name != "mean" and "gap" in s:
+        checks.append((table, cond, seed, name, s["gap"]))
+
+
 def save(args, header, notes, results, trained, checks, overrides) -> str:
-    """Write the report and its JSON record so far (after every rate and seed, so a run cut
-    short keeps what it measured); returns the report."""
+    """Write the report and its JSON record so far (after every condition and seed, so a run
+    cut short keeps what it measured); returns the report."""
     args.out.parent.mkdir(parents=True, exist_ok=True)
     record = {"header": header, "notes": notes, "results": [[*k, v] for k, v in results.items()],
               "trained": trained, "checks": checks,
-              "settings": {"rates": args.rates, "seeds": args.seeds, "draws": args.draws, "temperature": args.temperature,
-                           "mask": args.mask, "imputer": " ".join(args.imputer),
-                           "preset": " ".join([args.preset, *overrides])}}
+              "settings": {"seeds": args.seeds, "draws": args.draws, "temperature": args.temperature,
+                           "imputer": " ".join(args.imputer), "preset": " ".join([args.preset, *overrides])}}
     args.out.with_suffix(".json").write_text(json.dumps(record))
     report = render([record])
     args.out.write_text(report)
@@ -474,59 +523,68 @@ def render(records: list[dict]) -> str:
     """The markdown report of one or more runs' records (runs over different tables, e.g.
     in parallel processes, merge into one report with --merge)."""
     header = "; ".join(dict.fromkeys(r["header"] for r in records))
-    notes = [n for r in records for n in r["notes"]]
-    results = {tuple(k[:3]): k[3] for r in records for k in r["results"]}
+    notes = list(dict.fromkeys(n for r in records for n in r["notes"]))
+    results = {}        # runs over other seeds of the same table and condition add their figures
+    for r in records:
+        for *key, values in r["results"]:
+            for name, figures in values.items():
+                results.setdefault(tuple(key), {}).setdefault(name, []).extend(figures)
     trained = {t: v for r in records for t, v in r["trained"].items()}
     checks = [tuple(c) for r in records for c in r["checks"]]
     settings = records[0]["settings"]
-    rates = sorted({k[1] for k in results})
+    order = [condition_label(m, r) for m in MASKS for r in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)]
+    conditions = sorted({k[1] for k in results}, key=lambda c: (order.index(c) if c in order else len(order), c))
     tables = sorted({t for t, _, _ in results}, key=[*NUMERIC_TABLES, "fair"].index)
-    methods = [m for m in LABELS if any((t, r, m) in results for t in tables for r in rates)]
+    methods = [m for m in LABELS if any((t, c, m) in results for t in tables for c in conditions)]
     lines = ["# Table imputation: anyorder vs standard imputers", "", header, "",
-             f"{settings.get('mask', 'mcar').upper()} on the test rows, {settings['seeds']} mask seed(s), mean ± "
-             f"standard error over seeds; AnyOrderImputer `{settings.get('imputer') or 'defaults'}`; "
-             f"anyorder `{settings['preset']}`, {settings['draws']} draws per row at temperature "
-             f"{settings.get('temperature', 1.0):g}. Times are wall seconds per "
-             "imputation (fit included for the baselines) on a shared, busy machine.", ""]
+             "Mask seeds per figure: the n columns; mean ± standard error over seeds; "
+             f"AnyOrderImputer `{settings.get('imputer') or 'defaults'}`, fit once per seed on the train rows "
+             f"(random_state = the seed); anyorder `{settings['preset']}`, {settings['draws']} draws per row at "
+             f"temperature {settings.get('temperature', 1.0):g}. Baselines impute [train rows; masked test rows]. "
+             "Times are wall seconds per imputation (fit included) on a shared, busy machine.", ""]
     lines += [f"- {n}" for n in notes]
     lines += [f"- anyorder on {t}: trained {steps} steps in {s:.0f} s" for t, (s, steps) in trained.items()]
-    for rate in rates:
-        lines += ["", f"## {rate:.0%} of test cells hidden", "",
-                  "NRMSE on hidden numeric cells (lower is better); accuracy on hidden categorical cells (fair); "
-                  "seconds per imputation. Mask seeds done: " +
-                  ", ".join(f"{t} {len(results.get((t, rate, 'mean'), results.get((t, rate, 'cmean'), {})).get('seconds', []))}"
-                            for t in tables) + " (a figure without ± is from one seed).", ""]
+    for cond in conditions:
+        lines += ["", f"## {cond} of test cells hidden", "",
+                  "NRMSE on hidden numeric cells (lower is better; n = seeds); accuracy on hidden categorical "
+                  "cells (fair); seconds per imputation.", ""]
         columns = []
         for t in tables:
-            columns += [f"{t} NRMSE", f"{t} s"] + (["fair accuracy"] if t == "fair" else [])
+            columns += [f"{t} NRMSE", "n", f"{t} s"] + (["fair accuracy"] if t == "fair" else [])
         lines += ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-        best = {t: min((np.mean(results[(t, rate, m)]["nrmse"]), m) for m in methods
-                       if "nrmse" in results.get((t, rate, m), {}))[1] for t in tables
-                if any("nrmse" in results.get((t, rate, m), {}) for m in methods)}
+        best = {t: min((np.mean(results[(t, cond, m)]["nrmse"]), m) for m in methods
+                       if "nrmse" in results.get((t, cond, m), {}))[1] for t in tables
+                if any("nrmse" in results.get((t, cond, m), {}) for m in methods)}
         for m in methods:
+            if not any((t, cond, m) in results for t in tables):
+                continue
             cells = []
             for t in tables:
-                r = results.get((t, rate, m), {})
+                r = results.get((t, cond, m), {})
                 score = mean_se(r.get("nrmse", []))
-                cells += [f"**{score}**" if best.get(t) == m else score, mean_se(r.get("seconds", []), 1)]
+                cells += [f"**{score}**" if best.get(t) == m else score, str(len(r.get("nrmse", []))),
+                          mean_se(r.get("seconds", []), 1)]
                 if t == "fair":
                     cells.append(mean_se(r.get("accuracy", [])))
             lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
-        lines += ["", "Coverage of anyorder's 90% intervals (5% and 95% quantiles of the draws) on hidden "
-                  "numeric cells, target 0.88–0.92; quantiles at numpy's default places q·(M−1) and at "
-                  "the coverage-unbiased places q·(M+1)−1 (see `order_quantiles`):", ""]
-        for kind in ("linear", "unbiased", "imputer"):
-            cover = [mean_se(results.get((t, rate, "coverage"), {}).get(kind, [])) for t in tables]
-            lines.append(f"- {kind}: " + ", ".join(f"{t} {c}" for t, c in zip(tables, cover)))
+        kinds = [k for k in ("linear", "unbiased", "imputer") if any(results.get((t, cond, "coverage"), {}).get(k)
+                                                                     for t in tables)]
+        if kinds:
+            lines += ["", "Coverage of 90% intervals (5% and 95% quantiles of the draws) on hidden numeric cells, "
+                      "target 0.88–0.92 (anyorder preset: quantiles at numpy's places q·(M−1) and at the "
+                      "unbiased places q·(M+1)−1, `order_quantiles`; imputer: `AnyOrderImputer.quantiles`):", ""]
+            for kind in kinds:
+                cover = [mean_se(results.get((t, cond, "coverage"), {}).get(kind, [])) for t in tables]
+                lines.append(f"- {kind}: " + ", ".join(f"{t} {c}" for t, c in zip(tables, cover)))
     if checks:
         lines += ["", "## Check against the column mean", "",
                   "RMS distance (standardised units) between each method's fill and the column-mean fill on "
-                  "the hidden numeric cells, smallest over tables, rates and seeds; a method near 0 is "
+                  "the hidden numeric cells, smallest over tables, conditions and seeds; a method near 0 is "
                   "returning the column mean.", ""]
         smallest = {}
-        for t, r, s, name, gap in checks:
+        for t, c, s, name, gap in checks:
             if name not in smallest or gap < smallest[name][0]:
-                smallest[name] = (gap, f"{t} {r:.0%} seed {s}")
+                smallest[name] = (gap, f"{t} {c} seed {s}")
         lines += [f"- {LABELS[n]}: {g:.3f} ({where})" + ("  **≈ column mean: do not trust**" if g < 0.05 else "")
                   for n, (g, where) in smallest.items()]
     return "\n".join(lines) + "\n"

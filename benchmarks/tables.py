@@ -90,13 +90,13 @@ def main() -> None:
     overrides += [f"data.numeric={[c for c in args.numeric if c not in args.drop]}"]
     overrides += [f"train.steps={args.steps}", f"optim.warmup={min(100, args.steps // 5)}",
                   f"train.eval_every={args.steps}", f"train.ckpt_every={args.steps}"] if args.steps else []
-    models, trained = {}, []
+    models, trained, data = {}, [], None
     ace = load_config(args.ace_preset)
     share = ace.model.energy_warmup / ace.train.steps       # the energy warm-up's share of the run
     for name, preset in (("ao-arm", args.preset), ("ace", args.ace_preset)):
         warmup = [f"model.energy_warmup={round(share * args.steps)}"] if args.steps and name == "ace" else []
         config = load_config(preset, overrides + warmup + [f"train.out={args.runs / name}"])
-        data = load_data(config.data) if name == "ao-arm" else data
+        data = load_data(config.data) if data is None else data       # both models train on the ao-arm's data
         started = time.perf_counter()
         models[name] = load_model(train(config, progress=False, data=data), device)[0]
         settings = (f" (energy warm-up {config.model.energy_warmup} steps, energy sees x_o and mask: "

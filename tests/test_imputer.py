@@ -44,6 +44,33 @@ def test_scikit_learn_check_estimator_passes():
     assert len(results) > 30
 
 
+def test_array_api_checks_pass_for_numpy_and_torch():
+    """scikit-learn's `check_array_api_input` runs only when SCIPY_ARRAY_API is set before
+    scipy is imported, hence a fresh interpreter: numpy, and torch (CPU) in float32 and
+    float64 with the values compared with numpy's (check_estimator runs these same checks
+    there, and array-api-strict's and CuPy's where installed)."""
+    code = ("from sklearn.utils.estimator_checks import check_array_api_input as check\n"
+            "from anyorder import AnyOrderImputer\n"
+            "e = AnyOrderImputer(max_steps=3, width=8, depth=1, components=1, random_state=0)\n"
+            "check('e', e, array_namespace='numpy', expect_only_array_outputs=False)\n"
+            "for dtype in ('float32', 'float64'):\n"
+            "    check('e', e, array_namespace='torch', device_name='cpu', dtype_name=dtype, check_values=True)\n"
+            "print('passed')")
+    env = {**__import__("os").environ, "SCIPY_ARRAY_API": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.stdout.strip() == "passed", out.stderr[-2000:]
+
+
+def test_torch_tensors_come_back_as_tensors_of_their_dtype():
+    X, holes = numeric_table()
+    for dtype in (torch.float64, torch.float32):
+        given = torch.from_numpy(X).to(dtype)
+        out = AnyOrderImputer(**TINY).fit(given).transform(given)
+        assert isinstance(out, torch.Tensor) and out.dtype == dtype and out.shape == given.shape
+        assert torch.equal(out[~torch.from_numpy(holes)], given[~torch.from_numpy(holes)])
+        assert torch.isfinite(out).all()
+
+
 @pytest.mark.parametrize("reduce", ["conditional-mean", "mean", "sample"])
 def test_arrays_come_back_as_arrays_with_observed_cells_bit_identical(reduce):
     X, holes = numeric_table()
@@ -155,10 +182,8 @@ def test_intervals_cover_fresh_values_at_the_nominal_rate():
     # sqrt(0.09 / 3000) = 0.0055; the tolerance 0.025 is 4.5 SE.
     X, _ = numeric_table(n=3000, seed=5, rate=0.0)
     X[:, 2] -= 1.0                     # no bound: the known distribution is unclipped
-    imputer = AnyOrderImputer(**{**TINY, "max_steps": 2}).fit(X)
-    with torch.no_grad():
-        for p in imputer.model_.network.output.parameters():
-            p.zero_()
+    imputer = zeroed(AnyOrderImputer(**{**TINY, "max_steps": 2}).fit(X))
+    imputer.levels_pit_ = None         # the draws' own levels (recalibration: the next test)
     query = X.copy()
     query[:, 1] = np.nan
     low, high = imputer.quantiles(query, (0.05, 0.95), num_samples=39)
@@ -167,6 +192,40 @@ def test_intervals_cover_fresh_values_at_the_nominal_rate():
     inside = np.mean((fresh > low[:, 1]) & (fresh < high[:, 1]))
     assert abs(inside - 0.9) < 0.025
     assert np.array_equal(low[:, 0], X[:, 0])
+
+
+def zeroed(imputer):
+    """The imputer with zero output weights in both its models: every conditional N(0, 1) in
+    model units (see the test above)."""
+    with torch.no_grad():
+        for model in (imputer.model_, imputer.draws_model_):
+            for p in model.network.output.parameters():
+                p.zero_()
+    return imputer
+
+
+def test_recalibration_on_held_out_rows_restores_the_nominal_coverage():
+    # Draws N(0, 1), truth N(0, 1.3^2) (model units): the draws' 5%-95% interval covers
+    # P(|Z| < 1.645 / 1.3) = 0.794 of fresh values. Recalibrated on 500 held-out rows (60%
+    # of the cells hidden: ~900 cells), the levels move out to about Phi(1.3 Phi^-1(q))
+    # (0.016, 0.984) and the intervals, from as many draws (100) as calibrated them, cover
+    # 0.9. Tolerances: coverage SE over 2000 fresh cells 0.0067; each calibrated tail's
+    # share, estimated from 900 cells, has SE sqrt(0.05 * 0.95 / 900) = 0.0073; 0.05 is about
+    # 4 combined SE.
+    X, _ = numeric_table(n=600, seed=5, rate=0.0)
+    X[:, 2] -= 1.0
+    imputer = zeroed(AnyOrderImputer(**{**TINY, "max_steps": 2}).fit(X))
+    rng = np.random.default_rng(3)
+    imputer.levels_pit_ = imputer._calibrate(torch.from_numpy(rng.normal(0, 1.3, size=(500, 3))).float(), 0.6)
+    mean, std = np.asarray(imputer.meta_["mean"]), np.asarray(imputer.meta_["std"])
+    fresh = rng.normal(0, 1.3, size=(2000, 3)) * std + mean
+    query = fresh.copy()
+    query[:, 1] = np.nan
+    low, high = imputer.quantiles(query, (0.05, 0.95), num_samples=100)
+    assert abs(np.mean((fresh[:, 1] >= low[:, 1]) & (fresh[:, 1] <= high[:, 1])) - 0.9) < 0.05
+    imputer.levels_pit_ = None
+    low, high = imputer.quantiles(query, (0.05, 0.95), num_samples=100)
+    assert abs(np.mean((fresh[:, 1] >= low[:, 1]) & (fresh[:, 1] <= high[:, 1])) - 0.794) < 0.03
 
 
 def test_parameters_are_checked_with_one_line_errors():
