@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 import matplotlib
-import torch
 
 from anyorder.build import describe, load_model
 from anyorder.config import ConfigError, load_config, preset_names
