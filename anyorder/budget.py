@@ -200,15 +200,16 @@ def fit_policies(model, rows: torch.Tensor, budgets, run_dir: str | Path, cost: 
     for steps in budgets:                     # budgets walking one order share one measurement
         groups.setdefault(walk_order(model.protocol, rows.shape[1], int(steps)), []).append(steps)
     own = groups.pop(None, [])                # the protocol's own order last: the losses returned and kept
+    stored = read_step_losses(measured, rows.shape[1]) if measured.exists() and not remeasure else {}
     fitted = {}
     for order, group in [*groups.items(), (None, own)]:
         key = {**info, "order": order}
-        stored = read_step_losses(measured, rows.shape[1]) if measured.exists() and not remeasure else {}
         if all(stored.get(k) == key[k] for k in same):
             losses = stored["losses"]
         else:
             losses = step_losses(model, rows, batch_size, generator, autocast, progress, steps=order)
-            _write(measured, lambda f: torch.save({"losses": losses, **{k: key[k] for k in same}}, f))
+            if order is None:                 # only the protocol's own order is kept (see above)
+                _write(measured, lambda f: torch.save({"losses": losses, **{k: key[k] for k in same}}, f))
         if group:
             fitted.update(optimal_policies(step_costs(losses, cost), group))
     return fitted, losses, save_policies(run_dir, fitted, info)

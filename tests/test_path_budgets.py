@@ -119,6 +119,24 @@ def test_natural_strided_fitted_policies_cost_what_their_walks_cost(tmp_path):
         assert losses.diagonal().sum().item() == pytest.approx(-model.log_prob(x).double().mean().item(), abs=1e-4)
 
 
+def test_natural_strided_fit_policy_keeps_and_reuses_the_exact_orders_losses(tmp_path, monkeypatch):
+    """The stored step losses are those of the protocol's own (natural) order, whatever other
+    orders the budgets walk, so a second fit measures only the strided walks again."""
+    model = path_model("natural-strided", dim=6)
+    x = torch.randint(0, K, (8, 6), generator=torch.Generator().manual_seed(7))
+    _, losses, _ = budget.fit_policies(model, x, [2, 6], tmp_path)
+
+    def same(a, b):          # equal, NaN below the diagonal included
+        return torch.allclose(a, b, rtol=0, atol=0, equal_nan=True)
+
+    assert same(torch.load(tmp_path / budget.STEP_LOSSES)["losses"], losses)
+    measured, measure = [], budget.step_losses
+    monkeypatch.setattr(budget, "step_losses", lambda *a, steps=None, **k: measured.append(steps) or measure(
+        *a, steps=steps, **k))
+    _, again, _ = budget.fit_policies(model, x, [2, 6], tmp_path)
+    assert measured == [2] and same(again, losses)
+
+
 def test_conditional_mean_is_the_mode_of_each_single_target_conditional():
     """One pass (K = 1) answers every unobserved j; each answer is the mode of p(x_j | x_o)
     enumerated by single-target queries (paths that hold j alone)."""
