@@ -104,22 +104,6 @@ def _compute_dtype(h: torch.Tensor) -> torch.dtype:
     return h.dtype
 
 
-def _qkv(block, h: torch.Tensor):
-    """`block.queries_keys_values(h)` without module calls (a cache step at a small batch is
-    bound by per-call overhead): q, k, v `[B, heads, L, W / heads]`."""
-    B, L, W = h.shape
-    x = F.layer_norm(h, (W,), block.ln1.weight, block.ln1.bias, block.ln1.eps)
-    return F.linear(x, block.qkv.weight, block.qkv.bias).view(B, L, 3, block.heads, W // block.heads).permute(2, 0, 3, 1, 4)
-
-
-def _update(block, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """`block.update(h, a)` in eval mode (no dropout) without module calls."""
-    B, L, W = h.shape
-    h = h + F.linear(a.transpose(1, 2).reshape(B, L, W), block.proj.weight, block.proj.bias)
-    x = F.layer_norm(h, (W,), block.ln2.weight, block.ln2.bias, block.ln2.eps)
-    return h + F.linear(F.gelu(F.linear(x, block.fc.weight, block.fc.bias)), block.out.weight, block.out.bias)
-
-
 @functools.lru_cache(maxsize=256)
 def _new_slot_rules(m: int, q: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Who sees whom among a cache step's new slots (m content, then q queries in scratch
@@ -307,13 +291,13 @@ class PathTransformer(PathNetwork):
         bias = self._bias(slots, cache.key_position[:, :end], allowed, _compute_dtype(h))
         last = len(self.blocks) - 1
         for i, (block, keys, values) in enumerate(zip(self.blocks, cache.keys, cache.values)):
-            qs, k, v = _qkv(block, h)
+            qs, k, v = block.queries_keys_values(h)
             keys[:, :, n:end], values[:, :, n:end] = k, v
             if i == last:
                 if then is None:
                     break                        # the last block's output is no key: skip it
                 qs, h, bias = qs[:, :, m:], h[:, m:], bias[:, :, m:]   # only the queries' outputs are read
-            h = _update(block, h, _attend(qs, keys[:, :, :end], values[:, :, :end], bias))
+            h = block.update(h, _attend(qs, keys[:, :, :end], values[:, :, :end], bias))
         cache.length = n + m
         if then is None:
             return None
@@ -335,9 +319,9 @@ class PathTransformer(PathNetwork):
         allowed = torch.cat([visible.expand(-1, m, -1), own.expand(len(var), -1, -1)], -1)
         bias = self._bias(var, cache.key_position[:, :n + m], allowed, _compute_dtype(h))
         for block, keys, values in zip(self.blocks, cache.keys, cache.values):
-            q, k, v = _qkv(block, h)
+            q, k, v = block.queries_keys_values(h)
             keys[:, :, n:n + m], values[:, :, n:n + m] = k, v
-            h = _update(block, h, _attend(q, keys[:, :, :n + m], values[:, :, :n + m], bias))
+            h = block.update(h, _attend(q, keys[:, :, :n + m], values[:, :, :n + m], bias))
         return self.head(self.ln_f(h))
 
     def output_layers(self) -> tuple[nn.Module, ...]:

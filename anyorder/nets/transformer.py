@@ -46,16 +46,19 @@ class Block(nn.Module):
         self.proj = nn.Linear(width, width)
         self.fc = nn.Linear(width, mlp)
         self.out = nn.Linear(mlp, width)
-        self.drop = nn.Dropout(dropout)
 
     def forward(self, h: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         q, k, v = self.queries_keys_values(h)
         return self.update(h, self.attend(q, k, v, bias))
 
     def queries_keys_values(self, h: torch.Tensor):
-        """`[B, L, W]` -> q, k, v, each `[B, heads, L, W / heads]` (a key/value cache stores k, v)."""
+        """`[B, L, W]` -> q, k, v, each `[B, heads, L, W / heads]` (a key/value cache stores k, v).
+
+        Here and in `update` the layers are called through their functional forms, not as
+        modules: a key/value-cache step at a small batch is bound by per-call overhead."""
         B, L, W = h.shape
-        return self.qkv(self.ln1(h)).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
+        x = F.layer_norm(h, (W,), self.ln1.weight, self.ln1.bias, self.ln1.eps)
+        return F.linear(x, self.qkv.weight, self.qkv.bias).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
 
     def attend(self, q, k, v, bias: torch.Tensor | None) -> torch.Tensor:
         """Attention of q over k, v with an additive bias (−inf = not allowed): `[B, heads, L, W / heads]`."""
@@ -77,8 +80,11 @@ class Block(nn.Module):
     def update(self, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """The residual updates from the attention output a: h + proj(a), then the MLP."""
         B, L, W = h.shape
-        h = h + self.drop(self.proj(a.transpose(1, 2).reshape(B, L, W)))
-        return h + self.drop(self.out(F.gelu(self.fc(self.ln2(h)))))
+        h = h + F.dropout(F.linear(a.transpose(1, 2).reshape(B, L, W), self.proj.weight, self.proj.bias),
+                          self.dropout, self.training)
+        x = F.layer_norm(h, (W,), self.ln2.weight, self.ln2.bias, self.ln2.eps)
+        return h + F.dropout(F.linear(F.gelu(F.linear(x, self.fc.weight, self.fc.bias)), self.out.weight, self.out.bias),
+                             self.dropout, self.training)
 
 
 def alibi_slopes(heads: int) -> torch.Tensor:
