@@ -221,6 +221,9 @@ def test_bad_input_is_a_clear_error():
         AnyOrderModel(torch.nn.Linear(2, 2), CategoricalHead(K))
     with pytest.raises(ValueError, match="path mix"):
         AnyOrderModel(tiny_net(), CategoricalHead(K), path_mix=(0, 0, 0))
+    for mix in ((1, 1, "nan"), (1, True, 1), (1, 1, float("inf"))):      # YAML reads nan as text
+        with pytest.raises(UserError, match="path mix"):
+            AnyOrderModel(tiny_net(), CategoricalHead(K), path_mix=mix)
     for options, message in (({"heads": 0}, "heads must be >= 1"), ({"width": 7}, "divisible by heads"),
                              ({"depth": 0}, "depth must be >= 1"), ({"dropout": 1.5}, "dropout"),
                              ({"attention_bias": "rope"}, "attention_bias")):
