@@ -7,15 +7,17 @@ import argparse
 import math
 
 
-def count(low: int = 1, meaning: str = ""):
-    """An integer >= `low`; `meaning` explains special values in the error (e.g. "0 = all")."""
+def count(low: int = 1, meaning: str = "", high: int | None = None):
+    """An integer >= `low` (and <= `high` where given); `meaning` explains special values in
+    the error (e.g. "0 = all")."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}{f' ({meaning})' if meaning else ''}, "
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in {low}..{high}"
+            raise argparse.ArgumentTypeError(f"must be an integer {bound}{f' ({meaning})' if meaning else ''}, "
                                              f"got {value}")
         return value
     parse.__name__ = "integer"
@@ -39,4 +41,4 @@ def number(low: float = -math.inf, high: float = math.inf, low_open: bool = Fals
 
 
 probability = number(0.0, 1.0)
-seed = count(0)
+seed = count(0, high=2 ** 63 - 1)     # what every generator takes

@@ -144,7 +144,12 @@ def eval_parser(sub) -> None:
 
 def cmd_eval(args) -> None:
     json_path = output_file(args.json, "--json") if args.json else None
+    if args.num_draws > 1 and args.estimator != "one-step":
+        raise UserError("--num-draws averages draws of --estimator one-step; the exact estimator takes none")
     model, config, meta, device = _open(args)
+    if args.num_draws > meta["dim"]:
+        raise UserError(f"--num-draws {args.num_draws} is more than the {meta['dim']} variables: the exact "
+                        f"estimator costs at most that many passes and has no variance (--estimator exact)")
     rows = complete_rows(load_data(config.data).split(args.split))     # rows with holes have no joint
     if args.rows:
         rows = rows[: args.rows]

@@ -161,13 +161,16 @@ def _config_text(path: Path) -> str:
 def load_config(name_or_path: str, overrides: list[str] = ()) -> Config:
     """A preset name (see `preset_names`) or a YAML file, then `section.key=value` overrides."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    presets = preset_names()
+    # A file is read as a config; a folder only when no preset has its name (a run folder
+    # named after its preset, e.g. train.out=text-cpu, must not hide the preset).
+    if path.suffix in (".yaml", ".yml") or path.is_file() or (path.exists() and name_or_path not in presets):
         raw = _read_yaml(_config_text(path), str(path))
-    elif name_or_path in preset_names():
+    elif name_or_path in presets:
         text = resources.files("anyorder.presets").joinpath(f"{name_or_path}.yaml").read_text()
         raw = _read_yaml(text, f"preset {name_or_path}")
     else:
-        raise ConfigError(f"no preset or file named {name_or_path!r}; presets: {', '.join(preset_names())}")
+        raise ConfigError(f"no preset or file named {name_or_path!r}; presets: {', '.join(presets)}")
     return Config.from_dict(apply_overrides(raw, overrides))
 
 

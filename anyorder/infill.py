@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .data.text import Vocabulary, vocabulary_of
 from .errors import UserError
@@ -60,14 +61,15 @@ def prompt_holes(text: bytes, vocab: Vocabulary, marker: bytes | None = None,
     parts = text.split(marker)
     placeholder = vocab.to_bytes([0])
     holes = np.zeros(sum(map(len, parts)) + len(parts) - 1, bool)
-    holes[np.cumsum([len(p) + 1 for p in parts[:-1]]) - 1] = True
+    holes[np.cumsum([len(p) + 1 for p in parts[:-1]], dtype=np.int64) - 1] = True
     return placeholder.join(parts), holes
 
 
 def fill_windows(tokens: torch.Tensor, holes: torch.Tensor, dim: int, num: int,
-                 fill: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+                 fill: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], progress: bool = False) -> torch.Tensor:
     """`num` fills `[num, L]` of the holes of a token row `[L]`; `fill(x [num, D], observed
-    [num, D])` draws every unobserved variable of rows of D (a model's `sample`).
+    [num, D])` draws every unobserved variable of rows of D (a model's `sample`); `progress`:
+    a bar over the windows when there are several.
 
     L <= D: one window; positions past L are drawn too and dropped. Under the natural protocol
     the holes come first on the sampling path, so what is drawn past the prompt never
@@ -82,6 +84,9 @@ def fill_windows(tokens: torch.Tensor, holes: torch.Tensor, dim: int, num: int,
     out = tokens.expand(num, length).clone()
     observed = (~holes).expand(num, length).clone()
     stride, done, start = max(dim // 2, 1), 0, 0
+    windows = 1 + max(0, -(-(length - dim) // stride))
+    bar = tqdm(total=length, unit="B", unit_scale=True, desc="infill", disable=not progress or windows < 2,
+               dynamic_ncols=True)
     while done < length:
         if start + dim >= length:
             start, keep = max(length - dim, 0), length
@@ -95,7 +100,9 @@ def fill_windows(tokens: torch.Tensor, holes: torch.Tensor, dim: int, num: int,
             drawn = fill(x, seen)[:, done - start:keep - start]
             out[:, done:keep] = torch.where(observed[:, done:keep], out[:, done:keep], drawn)
             observed[:, done:keep] = True
+        bar.update(keep - done)
         done, start = keep, start + stride
+    bar.close()
     return out
 
 
@@ -131,4 +138,8 @@ def prompt_tokens(prompt: bytes, holes: np.ndarray, vocab: Vocabulary,
     tokens = torch.cat([tokens, torch.zeros(continuation, dtype=torch.long)])
     if not len(tokens):
         raise UserError("the prompt is empty and no continuation was asked for (--continue N)")
+    if not holes.any():
+        raise UserError("nothing to fill: the prompt has no holes (mark each missing byte with the hole "
+                        "marker, _ by default, or give them as spans) and no continuation was asked for "
+                        "(--continue N)")
     return tokens, holes

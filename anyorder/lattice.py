@@ -348,7 +348,8 @@ def _training_queries(batch, dim, protocol, query, mix, generator, device):
     """`training_paths`' draw before ordering: (given, target `[B, D]` bool, kind `[B]` 0..3,
     the marginal set e `[B, D]` whose complement a pair row packs)."""
     _check_size(batch, dim)
-    weights = torch.as_tensor(mix, dtype=torch.float64) if len(mix) in (3, 4) else None
+    numbers = len(mix) in (3, 4) and all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in mix)
+    weights = torch.as_tensor(mix, dtype=torch.float64) if numbers else None
     if weights is None or not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
         raise UserError(f"path mix must be 3 or 4 weights >= 0 (joint, marginal, conditional[, marginal "
                          f"pair]) with a positive sum, got {mix!r}")

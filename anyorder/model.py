@@ -27,6 +27,9 @@ def bits_per_dim(log_prob: torch.Tensor, dim: int) -> torch.Tensor:
     return -log_prob / (dim * math.log(2))
 
 
+DRAW_CHUNK = 2 ** 20      # one-step draws × rows a path walk gathers at once (bounded memory)
+
+
 class Walk:
     """How a network of one kind visits the lattice for a model: training draws and losses,
     likelihoods along a path, the step-by-step conditionals that sampling, K-step likelihoods
@@ -121,14 +124,14 @@ class NodeWalk(Walk):
                 var = order[rows, place]
                 total = total.index_add(0, rows, model.edge_log_prob(x[rows], node, var))
             return total
-        draws = []
+        total = torch.zeros(len(x), device=x.device)      # a running sum: memory does not grow with draws
         for _ in range(num_draws):
             step = (torch.rand(len(x), generator=generator, device=x.device) * length).long()
             place = (start + step).clamp(max=x.shape[1] - 1)
             node = rank < place.unsqueeze(-1)
             var = order.gather(1, place.unsqueeze(-1)).squeeze(-1)
-            draws.append(length * model.edge_log_prob(x, node, var))
-        return torch.stack(draws).mean(0)
+            total += length * model.edge_log_prob(x, node, var)
+        return total / num_draws
 
     @torch.no_grad()
     def conditionals(self, model, x, given, rank, bounds):
@@ -243,12 +246,17 @@ class PathWalk(Walk):
         log_p = model.head.log_prob(self.edge_params(model, x, path), x)   # [B, D]
         if estimator == "exact":
             return (log_p * target).sum(-1)
+        # The pass already holds every edge: the draws pick steps, no new passes. Edges by
+        # step [B, D + 1] (column D: off the path), then the draws in chunks of bounded size.
         length = target.sum(-1)
-        draws = []
-        for _ in range(num_draws):   # the pass already holds every edge: draw steps, no new passes
-            step = (torch.rand(len(x), generator=generator, device=x.device) * length).long()
-            draws.append(length * (log_p * (path == step.unsqueeze(-1))).sum(-1))
-        return torch.stack(draws).mean(0)
+        D = x.shape[1]
+        by_step = log_p.new_zeros(len(x), D + 1).scatter(1, torch.where(target, path, D), log_p * target)
+        total = log_p.new_zeros(len(x))
+        chunk = max(1, DRAW_CHUNK // max(len(x), 1))
+        for done in range(0, num_draws, chunk):
+            u = torch.rand(min(chunk, num_draws - done), len(x), generator=generator, device=x.device)
+            total += by_step.gather(1, (u * length).long().T).sum(1)
+        return length * total / num_draws
 
     @staticmethod
     def _path(given, target, rank):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 
+from . import memory
 from .config import ConfigError
 
 
@@ -51,4 +52,9 @@ def build(table: dict, spec: dict, section: str, **given):
     clash = sorted(set(options) & set(given))
     if clash:
         raise ConfigError(f"{section} keys {clash} are fixed by the data and cannot be set")
-    return factory(**options, **{k: v for k, v in given.items() if k in params})
+    try:
+        return factory(**options, **{k: v for k, v in given.items() if k in params})
+    except RuntimeError as err:
+        if not memory.is_out_of_memory(err):
+            raise
+        raise ConfigError(f"{section} kind {kind!r} with {options} does not fit in memory: lower its sizes") from None

@@ -41,7 +41,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -124,12 +126,29 @@ def quality(args, device) -> None:
         deltas = [mean_se(got[q] - base[q]) if base else "-" for q in ("joint", "marginal", "infill")]
         print(f"{name:<16} {mean_se(got['joint']):>15} {mean_se(got['marginal']):>15} {mean_se(got['infill']):>15} "
               + " ".join(f"{d:>16}" for d in deltas))
+    if args.record:
+        record(args.record, results)
     print("\ninfilling, half the characters observed ('_' = hidden):")
     for i, row in enumerate(rows[:3].cpu()):
         shown = "".join(c if o else "_" for c, o in zip(decode(row), given[i].cpu()))
         print(f"  {'observed':<14} |{shown}|")
         for name in results:
             print(f"  {name:<14} |{infills[name][i]}|")
+
+
+RECORD = Path(__file__).resolve().parent / "results" / "path_network.json"
+
+
+def record(title: str, results: dict) -> None:
+    """Add this run's table (bpd mean and SE per model and query) to path_network.json under
+    `title`, replacing a run of the same title: what plots.py draws."""
+    runs = json.loads(RECORD.read_text()) if RECORD.is_file() else []
+    entry = {"title": title, "command": "python benchmarks/path_network.py " + " ".join(sys.argv[1:]),
+             "models": {name: {query: [got[query].mean().item(), got[query].std().item() / math.sqrt(len(got[query]))]
+                               for query in ("joint", "marginal", "infill")} for name, got in results.items()}}
+    runs = [run for run in runs if run["title"] != title] + [entry]
+    RECORD.write_text(json.dumps(runs, indent=1) + "\n")
+    print(f"recorded as {title!r} in {RECORD}")
 
 
 def speed(args, device) -> None:
@@ -224,6 +243,8 @@ def main() -> None:
     parser.add_argument("--speed-dims", type=int, nargs="*", default=[64, 250], help="D for the speed part ('' = skip)")
     parser.add_argument("--speed-rows", type=int, default=4, help="rows per timed query")
     parser.add_argument("--skip-quality", action="store_true", help="only the speed part")
+    parser.add_argument("--record", metavar="TITLE",
+                        help="add the quality table to results/path_network.json under TITLE (drawn by plots.py)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_threads_flag(parser)

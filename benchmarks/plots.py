@@ -6,8 +6,8 @@
 Each plot reads its benchmark's own output in benchmarks/results/ (the Markdown tables that
 compression.py and imputation.py write, budgets.py's budgets.json) and writes a PNG beside
 it; a missing or reshaped input is reported and that plot is left out. The path-network
-figures have no machine-readable file (path_network.py prints its tables), so PATH_RUNS
-below transcribes the three tables docs/results.md quotes, each with its command there.
+figures come from path_network.json (path_network.py --record TITLE adds or replaces one
+run's table there; the first three runs were transcribed from its printed tables).
 `lattice` draws the README's picture of the lattice (no data). `shared_autonomy.py` and
 `budgets.py` draw their own full plots (shared_autonomy.png, budgets.png); `budgets` here
 is the one-panel summary: the joint's cost of K passes against K = D.
@@ -27,24 +27,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 # bpd ± SE (joint, card-uniform marginal, infilling with 50% observed) on the first 256 test
 # rows of the embedded Shakespeare, from benchmarks/path_network.py; commands in docs/results.md.
-PATH_RUNS = {
-    "1500 steps, shipped presets (Muon, bf16)": {
-        "bidirectional (text-cpu)": [(2.654, 0.016), (1.569, 0.051), (0.979, 0.012)],
-        "path MAC (text-cpu-path)": [(2.257, 0.021), (1.501, 0.047), (0.965, 0.013)],
-        "left-to-right (path net)": [(2.210, 0.025), (2.483, 0.079), (2.946, 0.023)],
-    },
-    "1500 steps, earlier presets (AdamW 1e-3, fp32)": {
-        "bidirectional (text-cpu)": [(3.413, 0.012), (1.808, 0.064), (1.563, 0.010)],
-        "path MAC (text-cpu-path)": [(2.459, 0.017), (1.593, 0.051), (1.301, 0.011)],
-        "left-to-right (path net)": [(2.365, 0.020), (2.225, 0.069), (2.561, 0.018)],
-    },
-    "500 steps (AdamW 1e-3, fp32)": {
-        "bidirectional (text-cpu)": [(3.815, 0.008), (1.942, 0.071), (1.857, 0.008)],
-        "path MAC (text-cpu-path)": [(2.904, 0.016), (1.755, 0.059), (1.563, 0.011)],
-        "left-to-right (path net)": [(2.697, 0.017), (2.015, 0.063), (2.226, 0.014)],
-    },
-}
-QUERIES = ["joint", "marginal", "infilling, 50% observed"]
+QUERIES = ["joint", "marginal", "infill"]      # the keys of path_network.json, in plot order
 COLOURS = ["#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb", "#555555"]
 
 
@@ -85,14 +68,21 @@ def _save(fig, path: Path) -> Path:
 
 
 def plot_path_network(plt, out: Path) -> Path:
-    """Path vs bidirectional vs left-to-right, equal steps: grouped bars per query."""
-    fig, axes = plt.subplots(1, len(PATH_RUNS), figsize=(4.2 * len(PATH_RUNS), 3.8), sharey=True)
-    for ax, (title, models) in zip(axes, PATH_RUNS.items()):
+    """Path vs bidirectional vs left-to-right, equal steps: grouped bars per query, one panel
+    per recorded run of path_network.py."""
+    path = RESULTS / "path_network.json"
+    if not path.is_file():
+        raise MissingInput(f"{path} does not exist (run benchmarks/path_network.py --record TITLE)")
+    runs = json.loads(path.read_text())
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.8), sharey=True, squeeze=False)
+    axes = axes[0]
+    for ax, run in zip(axes, runs):
+        title, models = run["title"], run["models"]
         width = 0.8 / len(models)
         for i, (name, figures) in enumerate(models.items()):
             xs = [q + (i - (len(models) - 1) / 2) * width for q in range(len(QUERIES))]
-            ax.bar(xs, [v for v, _ in figures], width, yerr=[s for _, s in figures], label=name,
-                   color=COLOURS[i], capsize=2)
+            ax.bar(xs, [figures[q][0] for q in QUERIES], width, yerr=[figures[q][1] for q in QUERIES],
+                   label=name, color=COLOURS[i], capsize=2)
         ax.set_xticks(range(len(QUERIES)), ["joint", "marginal", "infill 50%"])
         ax.set_title(title, fontsize=9)
         ax.grid(axis="y", alpha=0.3)

@@ -70,6 +70,8 @@ def test_image_inpainting_writes_a_grid(tmp_path, capsys):
     (["train", "data.source=/no/such/file.txt"], "no such"),
     (["eval", "/no/such/run"], "no checkpoint"),
     (["train", "--resume", "/no/such/run"], "cannot resume"),
+    (["train", "--config", "text-bytes-cpu", "net.heads=0", "train.steps=1"], "heads must be >= 1"),
+    (["train", "--config", "text-bytes-cpu", "net.width=30", "train.steps=1"], "divisible by heads"),
 ])
 def test_user_mistakes_are_one_line_errors(argv, message, capsys, tmp_path):
     assert main(argv + [f"train.out={tmp_path / 'x'}"] if argv[0] == "train" and "--resume" not in argv else argv) == 2
@@ -195,6 +197,7 @@ def _one_line_error(capsys, *needles):
     (["sample", "RUN", "--random-mask", "1.5"], "--random-mask"), (["eval", "RUN", "--seed", "-3"], "--seed"),
     (["impute", "RUN", "--input", "a", "--output", "b", "--num-samples", "0"], "--num-samples"),
     (["train", "--threads", "0"], "--threads"), (["eval", "RUN", "--num-importance", "0"], "--num-importance"),
+    (["eval", "RUN", "--seed", "9" * 25], "--seed"),
 ])
 def test_numeric_options_are_checked_before_any_work(argv, option, capsys):
     with pytest.raises(SystemExit) as stop:
@@ -226,6 +229,22 @@ def test_tiny_temperatures_are_the_mode_and_prompts_are_cleaned(text_run, capsys
     assert "prompt:   th_ qu_ck (cleaned like the training text)" in outputs[0]
     filled = [line[10:] for line in outputs[0].splitlines() if line.startswith("filled:")]
     assert len(filled) == 2 and all(f[:2] == "th" and f[3:6] == " qu" and f[7:9] == "ck" for f in filled)
+
+
+def test_queries_with_nothing_to_do_or_too_many_draws_are_refused(text_run, capsys):
+    """A prompt without holes (or an empty one) and no continuation asks for nothing; more
+    one-step draws than variables cost more than the exact answer; draws are for one-step."""
+    capsys.readouterr()
+    for extra in (["--text", "no holes here"], ["--text", ""], ["--text", "ab__", "--hole-marker", "+"]):
+        assert main(["sample", str(text_run), "--quiet", *extra]) == 2
+        _one_line_error(capsys, "nothing to fill" if extra[1] else "the prompt is empty")
+    assert main(["sample", str(text_run), "--quiet", "--text", "no holes", "--continue", "3", "--num", "1"]) == 0
+    filled = capsys.readouterr().out.splitlines()[-1][10:]
+    assert len(filled) == len("no holes") + 3 and filled.startswith("no holes")
+    assert main(["eval", str(text_run), "--quiet", "--estimator", "one-step", "--num-draws", "17"]) == 2
+    _one_line_error(capsys, "--num-draws 17 is more than the 16 variables")
+    assert main(["eval", str(text_run), "--quiet", "--num-draws", "3"]) == 2
+    _one_line_error(capsys, "--num-draws averages draws of --estimator one-step")
 
 
 def test_a_checkpoint_with_non_finite_weights_is_refused(text_run, tmp_path, capsys):

@@ -86,3 +86,32 @@ def test_fuzzed_overrides_load_or_raise_config_error():
             assert "\n" not in str(err)
             continue
         assert json.loads(json.dumps(config.to_dict())) == config.to_dict()
+
+
+def test_a_folder_named_after_a_preset_does_not_hide_it(tmp_path, monkeypatch):
+    """A run folder named after its preset (train.out=text-cpu) in the working directory:
+    --config text-cpu still means the preset; a folder with any other name is no config."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "text-cpu").mkdir()
+    (tmp_path / "mine").mkdir()
+    assert load_config("text-cpu").net["kind"] == "transformer"
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config("mine")
+
+
+def test_a_network_too_large_for_memory_is_a_config_error(monkeypatch):
+    """The allocator's refusal while the network is built names the section and its sizes;
+    any other failure stays a bug (its own exception)."""
+    from anyorder import registry
+
+    def huge(dim: int, width: int = 1):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory")
+
+    def broken(dim: int, width: int = 1):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(registry.importlib, "import_module", lambda name: type("M", (), {"huge": huge, "broken": broken}))
+    with pytest.raises(ConfigError, match="net kind 'huge' with {'width': 100000000} does not fit in memory"):
+        registry.build({"huge": ("m", "huge")}, {"kind": "huge", "width": 10 ** 8}, "net", dim=4)
+    with pytest.raises(RuntimeError, match="a bug"):
+        registry.build({"broken": ("m", "broken")}, {"kind": "broken"}, "net", dim=4)

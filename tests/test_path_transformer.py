@@ -7,6 +7,7 @@ import torch
 
 from anyorder import lattice
 from anyorder.config import load_config
+from anyorder.errors import UserError
 from anyorder.heads import CategoricalHead
 from anyorder.model import AnyOrderModel
 from anyorder.nets.path_transformer import PathTransformer
@@ -17,7 +18,7 @@ D, K = 4, 3
 
 def tiny_net(dim=D, seed=0, **kw):
     torch.manual_seed(seed)
-    net = PathTransformer(dim, K, K, width=16, depth=2, heads=2, **kw)
+    net = PathTransformer(dim, K, K, **{"width": 16, "depth": 2, "heads": 2, **kw})
     with torch.no_grad():
         net.head.weight.normal_(std=1.0)  # the init is zero (uniform); make conditionals sharp
     return net.eval()
@@ -159,7 +160,11 @@ def test_sample_reproduces_the_chain_conditional():
     assert 0.5 * (freq - truth).abs().sum().item() < 0.02
 
 
-def test_one_step_estimator_is_unbiased():
+def test_one_step_estimator_is_unbiased(monkeypatch):
+    """Single draws average to the exact value, and so does one call with many draws, taken
+    in chunks (a chunk of 7 draws x 3 rows here, so that the last chunk is partial)."""
+    import anyorder.model
+    monkeypatch.setattr(anyorder.model, "DRAW_CHUNK", 21)
     model = tiny_model("strided(2)")
     gen = torch.Generator().manual_seed(0)
     x = all_configs(D, K)[torch.tensor([5, 40, 77])]
@@ -168,8 +173,10 @@ def test_one_step_estimator_is_unbiased():
     with torch.no_grad():
         exact = model.log_prob(x, mask)
         draws = model.log_prob(x.repeat(reps, 1), mask.repeat(reps, 1), "one-step", generator=gen).view(reps, 3)
+        averaged = model.log_prob(x, mask, "one-step", num_draws=reps, generator=gen)
     err = draws.std(0) / math.sqrt(reps)
     assert ((draws.mean(0) - exact).abs() < 4 * err).all()
+    assert ((averaged - exact).abs() < 4 * err).all()
     assert (draws.std(0) > 0.05).all()
 
 
@@ -214,6 +221,14 @@ def test_bad_input_is_a_clear_error():
         AnyOrderModel(torch.nn.Linear(2, 2), CategoricalHead(K))
     with pytest.raises(ValueError, match="path mix"):
         AnyOrderModel(tiny_net(), CategoricalHead(K), path_mix=(0, 0, 0))
+    for mix in ((1, 1, "nan"), (1, True, 1), (1, 1, float("inf"))):      # YAML reads nan as text
+        with pytest.raises(UserError, match="path mix"):
+            AnyOrderModel(tiny_net(), CategoricalHead(K), path_mix=mix)
+    for options, message in (({"heads": 0}, "heads must be >= 1"), ({"width": 7}, "divisible by heads"),
+                             ({"depth": 0}, "depth must be >= 1"), ({"dropout": 1.5}, "dropout"),
+                             ({"attention_bias": "rope"}, "attention_bias")):
+        with pytest.raises(UserError, match=message):
+            tiny_net(**options)
 
 
 @pytest.mark.parametrize("protocol", ["natural", "strided(2)", "random"])

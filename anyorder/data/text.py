@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import memory
 from ..arguments import count, probability
 from ..errors import UserError
 from ..paths import output_file
@@ -418,8 +419,10 @@ class TextIO(DataIO):
         shown = _shown(prompt, holes, marker or HOLE.encode())
         if not vocab.every_byte and shown.encode("utf-8") != raw:
             print(f"prompt:   {shown} (cleaned like the training text)")
+        # The prompt's bytes and the fills are held whole (values, holes, fills: 17 bytes a byte).
+        memory.check_fits(args.num * (len(prompt) + (args.continue_ or 0)) * 17, "the prompt, --continue and --num")
         tokens, holes = prompt_tokens(prompt, holes, vocab, args.continue_ or 0)
-        filled = fill_windows(tokens, holes, meta["dim"], args.num, fill)
+        filled = fill_windows(tokens, holes, meta["dim"], args.num, fill, progress=not args.quiet)
         for i, row in enumerate(filled):
             data = vocab.to_bytes(row)
             print(f"filled:   {data.decode('utf-8', 'replace')}")

@@ -36,7 +36,7 @@ from torch import nn
 
 from ..errors import UserError
 from .base import PathNetwork
-from .transformer import Block, alibi_slopes, init_weights, matmul_flops
+from .transformer import Block, alibi_slopes, check_options, init_weights, matmul_flops
 
 
 class ValueEmbedding(nn.Module):
@@ -148,10 +148,8 @@ class PathTransformer(PathNetwork):
                  depth: int = 4, heads: int = 4, mlp: int | None = None, dropout: float = 0.0,
                  attention_bias: str = "alibi", levels: list | None = None):
         super().__init__()
-        if width % heads:
-            raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
-        if attention_bias not in ("none", "alibi"):
-            raise ValueError(f"attention_bias must be 'none' or 'alibi', got {attention_bias!r}")
+        check_options("PathTransformer", dim=dim, width=width, depth=depth, heads=heads, mlp=mlp,
+                      dropout=dropout, attention_bias=attention_bias)
         self.dim, self.num_classes, self.heads = dim, num_classes, heads
         self.value = ValueEmbedding(dim, num_classes, width, levels)
         self.position = nn.Parameter(torch.zeros(dim, width))   # the variable a content slot holds

@@ -122,6 +122,21 @@ def matmul_flops(blocks, head: nn.Linear, batch_size: int, length: int) -> int:
     return flops
 
 
+def check_options(network: str, dim: int, width: int, depth: int, heads: int, mlp: int | None,
+                  dropout: float, attention_bias: str) -> None:
+    """Refuse a Transformer-like network's options with one line before any layer is built
+    (a zero head count would otherwise fail as a division, a bad width deep inside torch)."""
+    for name, value in (("dim", dim), ("width", width), ("depth", depth), ("heads", heads), ("mlp", mlp or 1)):
+        if value < 1:
+            raise UserError(f"{network}: {name} must be >= 1, got {value}")
+    if not 0 <= dropout < 1:
+        raise UserError(f"{network}: dropout must lie in [0, 1), got {dropout}")
+    if width % heads:
+        raise UserError(f"{network}: width ({width}) must be divisible by heads ({heads})")
+    if attention_bias not in ("none", "alibi"):
+        raise UserError(f"{network}: attention_bias must be 'none' or 'alibi', got {attention_bias!r}")
+
+
 class Transformer(NodeNetwork):
     """Bidirectional Transformer: `(x_in [B, D] int64, observed [B, D] bool) -> [B, D, out_features]`.
 
@@ -141,18 +156,11 @@ class Transformer(NodeNetwork):
                  depth: int = 4, heads: int = 4, mlp: int | None = None, dropout: float = 0.0,
                  attention_bias: str = "none"):
         super().__init__()
-        for name, value in (("dim", dim), ("width", width), ("depth", depth), ("heads", heads), ("mlp", mlp or 1)):
-            if value < 1:
-                raise UserError(f"Transformer: {name} must be >= 1, got {value}")
+        check_options("Transformer", dim=dim, width=width, depth=depth, heads=heads, mlp=mlp,
+                      dropout=dropout, attention_bias=attention_bias)
         if num_classes < 2 or out_features < 1:
             raise UserError(f"Transformer needs num_classes >= 2 and out_features >= 1, got "
                             f"{num_classes}, {out_features}")
-        if not 0 <= dropout < 1:
-            raise UserError(f"Transformer: dropout must lie in [0, 1), got {dropout}")
-        if width % heads:
-            raise UserError(f"width ({width}) must be divisible by heads ({heads})")
-        if attention_bias not in ("none", "alibi"):
-            raise UserError(f"attention_bias must be 'none' or 'alibi', got {attention_bias!r}")
         self.dim, self.num_classes = dim, num_classes
         self.token = nn.Embedding(num_classes + 1, width)      # index num_classes = mask token
         self.position = nn.Parameter(torch.zeros(dim, width))
