@@ -220,6 +220,9 @@ def main() -> None:
     parser.add_argument("--decoding", action="store_true",
                         help="MAC sampled, MAC mean-decoded and BC (MSE) only, no shared autonomy: is decoding "
                              "why MAC alone loses to BC? (writes kitchen_decoding.*)")
+    parser.add_argument("--reuse-demos", action="store_true",
+                        help="read the demonstration table an earlier run with the same --demos and --dart wrote "
+                             "under --runs instead of recording it again (the recording is seeded: same rows)")
     parser.add_argument("--quick", action="store_true", help="10 demos, 200 steps, 4 episodes, one lr")
     args = parser.parse_args()
     if args.quick:
@@ -236,14 +239,28 @@ def main() -> None:
     print(machine(torch.device("cpu")))
     started = time.perf_counter()
 
-    demo_scores, (states, actions) = demonstrate(gym, range(DEMO_SEEDS, DEMO_SEEDS + args.demos), dart=args.dart)
-    args.runs.mkdir(parents=True, exist_ok=True)
     table = args.runs / "demonstrations.csv"
-    write_table(table, STATE_COLUMNS + JOINTS, np.hstack([states, actions]))
-    data = load_table(table, valid_fraction=0.05, test_fraction=0.0, seed=args.seed, numeric=STATE_COLUMNS + JOINTS)
-    demo_note = (f"demonstrations: {args.demos} episodes, {len(states)} rows, the script under its DART noise "
-                 "(N(0, {:g}²) on the executed actions) completes {:.2f} ± {:.2f} subtasks ({:.0f} s)".format(
-                     args.dart, *mean_se(demo_scores), time.perf_counter() - started))
+    if args.reuse_demos:
+        if not table.exists():
+            raise SystemExit(f"--reuse-demos: no demonstration table at {table}; run once without it")
+        data = load_table(table, valid_fraction=0.05, test_fraction=0.0, seed=args.seed,
+                          numeric=STATE_COLUMNS + JOINTS)
+        rows = len(data.train) + sum(len(split) for split in data.splits.values())
+        if rows != args.demos * MAX_STEPS:
+            raise SystemExit(f"--reuse-demos: {table} has {rows} rows, {args.demos} demonstrations make "
+                             f"{args.demos * MAX_STEPS}; run without --reuse-demos")
+        demo_note = f"demonstrations: {args.demos} episodes, {rows} rows, read from {table} (recorded by an earlier run)"
+    else:
+        demo_scores, (states, actions) = demonstrate(gym, range(DEMO_SEEDS, DEMO_SEEDS + args.demos),
+                                                     dart=args.dart)
+        args.runs.mkdir(parents=True, exist_ok=True)
+        write_table(table, STATE_COLUMNS + JOINTS, np.hstack([states, actions]))
+        data = load_table(table, valid_fraction=0.05, test_fraction=0.0, seed=args.seed,
+                          numeric=STATE_COLUMNS + JOINTS)
+        rows = len(states)
+        demo_note = (f"demonstrations: {args.demos} episodes, {rows} rows, the script under its DART noise "
+                     "(N(0, {:g}²) on the executed actions) completes {:.2f} ± {:.2f} subtasks ({:.0f} s)".format(
+                         args.dart, *mean_se(demo_scores), time.perf_counter() - started))
     print(demo_note, flush=True)
 
     tune_seeds = range(TUNE_SEEDS, TUNE_SEEDS + args.tune_episodes)
@@ -257,12 +274,12 @@ def main() -> None:
     results = {} if args.decoding else {"scripted demonstrator": demonstrate(gym, seeds)[0]}
     if results:
         print(f"{'scripted demonstrator':60s} {results['scripted demonstrator'].mean():5.2f}")
-    rows = policies(best, args.seed, args.operator)
+    flown = policies(best, args.seed, args.operator)
     if args.decoding and best[MAC_MEAN.name].policy is not best["MAC"]:
         # the grid picked other weights for the mean: also decode the sampling winner's own weights
-        rows["MAC alone, the sampled MAC's weights decoded by the mean of 16 draws"] = \
+        flown["MAC alone, the sampled MAC's weights decoded by the mean of 16 draws"] = \
             learned(MeanOfDraws(best["MAC"], MAC_MEAN.draws), args.seed)
-    for name, act in rows.items():
+    for name, act in flown.items():
         tick = time.perf_counter()
         results[name] = rollout(gym, act, seeds)[0]
         print(f"{name:60s} {results[name].mean():5.2f} ± {mean_se(results[name])[1]:.2f} "
@@ -273,7 +290,7 @@ def main() -> None:
     lines = ["# FrankaKitchen-v1: full and shared autonomy, scripted demonstrations", "",
              machine(torch.device("cpu")), "",
              f"Command: `{command}` (width {args.width}, depth {args.depth}, batch {args.batch_size}, seed "
-             f"{args.seed}); {len(states)} demonstration rows; {time.perf_counter() - started:.0f} s in all.", "",
+             f"{args.seed}); {rows} demonstration rows; {time.perf_counter() - started:.0f} s in all.", "",
              f"Reward: subtasks completed per episode (0..3: {', '.join(TASKS)}), {MAX_STEPS} steps.", ""]
     lines += results_table(results, "BC (MSE) alone", "subtasks")
     lines += ["", demo_note + ".", "", grid_note(args, "subtasks"), ""] + tuning_table(trials)
