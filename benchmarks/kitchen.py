@@ -24,12 +24,14 @@ strip needs `MUJOCO_GL=osmesa` and libosmesa6 on a machine without a display.
 
     MUJOCO_GL=osmesa python benchmarks/kitchen.py --threads 1            # 60 demos, 3000 steps, 20 episodes, < 1 h
     MUJOCO_GL=osmesa python benchmarks/kitchen.py --quick --threads 1    # a smoke run, minutes
-    MUJOCO_GL=osmesa python benchmarks/kitchen.py --decoding --threads 1 # MAC sampled vs mean-decoded vs BC, ~30 min
+    MUJOCO_GL=osmesa python benchmarks/kitchen.py --decoding --reuse-demos --single --lrs 0.003 --threads 1   # 22 min
 
 `--decoding` asks whether MAC alone loses to BC because it samples: the same demonstrations
 and seeds, and three methods on the same grid — MAC drawing its action (as above), MAC
 decoded by the mean of 16 draws (E[a | s], BC's own target; the same trained weights), and
-BC (MSE) — without the shared-autonomy rows; results go to kitchen_decoding.md.
+BC (MSE) — without the shared-autonomy rows; results go to kitchen_decoding.md. The command
+above is the reduced form: the default run's recorded demonstrations, and one configuration
+per method, the one the default run's grid chose (lr 3e-3 and each method's first knob value).
 """
 
 from __future__ import annotations
