@@ -218,7 +218,7 @@ def main() -> None:
     args = parser.parse_args()
     global GATES
     GATES = TASKS[args.task]
-    name = "gates" if args.task == "pair" else f"gates_{args.task}"
+    stem = "gates" if args.task == "pair" else f"gates_{args.task}"
     if args.quick:
         args.demos, args.steps, args.episodes, args.tune_episodes = 100, 300, 100, 50
     set_threads(args.threads)
@@ -268,10 +268,10 @@ def main() -> None:
                 gap, se = mean_se(mac[dim] - values)
                 lines.append(f"| {name} | {gap:+.2f} ± {se:.2f} | {gap / se if se else float('inf'):.1f} |")
     lines += tuned + ["", grid_note(args, "gates passed"), ""] + tuning_table(trials)
-    save(args.out, name, lines, command, results, trials, f"Gates ({args.task}): full and shared autonomy",
+    save(args.out, stem, lines, command, results, trials, f"Gates ({args.task}): full and shared autonomy",
          "gates passed per episode")
-    plot_paths(best, args.out / f"{name}_paths.png", args.seed)
-    print(f"wrote {args.out / name}.md, .json, .png, {name}_paths.png")
+    plot_paths(best, args.out / f"{stem}_paths.png", args.seed)
+    print(f"wrote {args.out / stem}.md, .json, .png, {stem}_paths.png")
 
 
 if __name__ == "__main__":
