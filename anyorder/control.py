@@ -366,6 +366,30 @@ class SharedAutonomy:
         return torch.where(mask, proposal, self.assistant.act(state, generator=generator))
 
 
+class MeanOfDraws:
+    """Another `Policy` decoded by its mean: the average of `draws` of its own draws per row,
+    a Monte Carlo estimate of E[a_rest | s, a_given] — the point an MSE regressor predicts —
+    from a policy that otherwise samples. On a unimodal conditional this removes the sampling
+    noise a closed-loop controller must then correct; between separated modes it lands where
+    a regressor does, between them. `given` dimensions are copied through exactly."""
+
+    def __init__(self, policy: Policy, draws: int = 16):
+        if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+            raise UserError(f"draws must be an integer >= 1, got {draws!r}")
+        self.policy, self.draws = policy, draws
+
+    def act(self, state, action=None, given=None, generator=None) -> torch.Tensor:
+        """The mean of `draws` draws of the wrapped policy's `act`, row by row: `[B, A]`."""
+        if not isinstance(state, torch.Tensor) or state.dim() != 2:
+            raise UserError(f"state must be a tensor [batch, state_dim], got "
+                             f"{tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__}")
+        rows = len(state)
+        repeat = (lambda t: None if t is None else t.repeat(self.draws, 1))
+        drawn = self.policy.act(repeat(state), repeat(action), repeat(given), generator=generator)
+        mean = drawn.view(self.draws, rows, -1).mean(0)
+        return mean if given is None else torch.where(given.to(mean.device), action.to(mean), mean)
+
+
 class _PolicyObjective(nn.Module):
     """A policy's loss in the `(x, drawn, generator)` form the trainer's `train_step` calls
     (a policy draws its own nodes, so `drawn` is unused)."""

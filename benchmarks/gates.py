@@ -27,8 +27,20 @@ Every policy flies the same seeded episodes (the operator's intentions are drawn
 episode's seed), so gaps are paired. Writes results/gates.md, .json, .png and a figure of
 trajectories (results/gates_paths.png).
 
-    python benchmarks/gates.py --threads 1              # 200 demos, 1500 steps, 500 episodes; 11 min at load 10
-    python benchmarks/gates.py --quick --threads 1      # a smoke run, about a minute
+`--task parity` (results/gates_parity.*) is the same flight with four next gates instead of
+two, at the cube's corners of even parity, (±1, ±1, ±1) with vx·vy·vz > 0 — (1, 1, 1),
+(1, -1, -1), (-1, 1, -1), (-1, -1, 1) — drawn uniformly per segment. Every dimension now
+tells the same amount about the route (one bit of two), so the two operator arrangements
+are alike: whichever dimension the operator holds, the other two are still a fair coin
+between two routes, and the assistant must pick them together (the third sign follows
+from the other two). Any two dimensions are independent given the state, so only a
+policy that models the three-way coupling succeeds; an assistant ignoring the operator
+passes a segment half the time. In the two-gate task the operator's vy (±1/3 per step,
+0.05 noise) names the route outright and every conditioning assistant sits at the ceiling.
+
+    python benchmarks/gates.py --threads 1                 # 200 demos, 1500 steps, 500 episodes; 11 min at load 10
+    python benchmarks/gates.py --task parity --threads 1   # the four-gate task, as long
+    python benchmarks/gates.py --quick --threads 1         # a smoke run, about a minute
 """
 
 from __future__ import annotations
@@ -45,7 +57,9 @@ from anyorder.data.tables import load_table, write_table
 from common import machine, set_threads
 from policy_bench import add_flags, grid, grid_flags, grid_note, mean_se, results_table, save, tune, tuning_table
 
-GATES = np.array([[1.2, 1.0, 1.0], [0.6, -1.0, -1.0]])
+TASKS = {"pair": np.array([[1.2, 1.0, 1.0], [0.6, -1.0, -1.0]]),
+         "parity": np.array([[1.0, 1.0, 1.0], [1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0]])}
+GATES = TASKS["pair"]   # the next gates of the task flown (set by `main` from --task)
 STEPS, RADIUS, SEGMENTS, NOISE, SPEED = 3, 0.25, 10, 0.05, 0.4
 STATE_COLUMNS = ["dx", "dy", "dz", "phase"]
 ACTION_COLUMNS = ["vx", "vy", "vz"]
@@ -72,7 +86,7 @@ class Pilot:
 def rollout(act, seeds, paths: bool = False):
     """Fly one episode per seed in lockstep; `act(state [n, 4], intent [n]) -> action [n, 3]`.
     Returns (gates passed `[N]`, (states, actions) of every step, positions `[T, N, 3]` if paths)."""
-    intents = np.stack([np.random.default_rng(seed).integers(0, 2, SEGMENTS) for seed in seeds])
+    intents = np.stack([np.random.default_rng(seed).integers(0, len(GATES), SEGMENTS) for seed in seeds])
     n = len(intents)
     offset, start = np.zeros((n, 3)), np.zeros((n, 3))
     step, segment, done = np.zeros(n, int), np.zeros(n, int), np.zeros(n, bool)
@@ -198,7 +212,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_flags(parser, "gates", demos=200, episodes=500, tune_episodes=100, steps=1500, width=128)
     parser.add_argument("--quick", action="store_true", help="100 demos, 300 steps, 100 episodes")
+    parser.add_argument("--task", choices=list(TASKS), default="pair",
+                        help="pair: two next gates (far-upper-left, near-lower-right); parity: four, at the "
+                             "cube's corners of even parity, every dimension revealing the route alike")
     args = parser.parse_args()
+    global GATES
+    GATES = TASKS[args.task]
+    stem = "gates" if args.task == "pair" else f"gates_{args.task}"
     if args.quick:
         args.demos, args.steps, args.episodes, args.tune_episodes = 100, 300, 100, 50
     set_threads(args.threads)
@@ -232,8 +252,9 @@ def main() -> None:
     mac = {dim: results[f"operator {dim} + MAC assistant ({', '.join(c for c, m in zip(ACTION_COLUMNS, mask) if not m)})"]
            for dim, mask in ARRANGEMENTS.items()}
     command = (f"python benchmarks/gates.py --threads {args.threads} --demos {args.demos} --episodes "
-               f"{args.episodes} --tune-episodes {args.tune_episodes} --steps {args.steps} {grid_flags(args)}")
-    lines = ["# Gates: a coupled, multimodal demonstrator (3 action dimensions)", "",
+               f"{args.episodes} --tune-episodes {args.tune_episodes} --steps {args.steps} {grid_flags(args)}"
+               + ("" if args.task == "pair" else f" --task {args.task}"))
+    lines = [f"# Gates: a coupled, multimodal demonstrator (3 action dimensions, {len(GATES)} next gates)", "",
              machine(torch.device("cpu")), "",
              f"Command: `{command}` (width {args.width}, depth {args.depth}, batch {args.batch_size}, "
              f"seed {args.seed}); {len(states)} demonstration rows; {time.perf_counter() - started:.0f} s in all.", "",
@@ -247,9 +268,10 @@ def main() -> None:
                 gap, se = mean_se(mac[dim] - values)
                 lines.append(f"| {name} | {gap:+.2f} ± {se:.2f} | {gap / se if se else float('inf'):.1f} |")
     lines += tuned + ["", grid_note(args, "gates passed"), ""] + tuning_table(trials)
-    save(args.out, "gates", lines, command, results, trials, "Gates: full and shared autonomy", "gates passed per episode")
-    plot_paths(best, args.out / "gates_paths.png", args.seed)
-    print(f"wrote {args.out / 'gates.md'}, gates.json, gates.png, gates_paths.png")
+    save(args.out, stem, lines, command, results, trials, f"Gates ({args.task}): full and shared autonomy",
+         "gates passed per episode")
+    plot_paths(best, args.out / f"{stem}_paths.png", args.seed)
+    print(f"wrote {args.out / stem}.md, .json, .png, {stem}_paths.png")
 
 
 if __name__ == "__main__":

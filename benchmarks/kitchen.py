@@ -24,6 +24,14 @@ strip needs `MUJOCO_GL=osmesa` and libosmesa6 on a machine without a display.
 
     MUJOCO_GL=osmesa python benchmarks/kitchen.py --threads 1            # 60 demos, 3000 steps, 20 episodes, < 1 h
     MUJOCO_GL=osmesa python benchmarks/kitchen.py --quick --threads 1    # a smoke run, minutes
+    MUJOCO_GL=osmesa python benchmarks/kitchen.py --decoding --reuse-demos --single --lrs 0.003 --threads 1   # 22 min
+
+`--decoding` asks whether MAC alone loses to BC because it samples: the same demonstrations
+and seeds, and three methods on the same grid — MAC drawing its action (as above), MAC
+decoded by the mean of 16 draws (E[a | s], BC's own target; the same trained weights), and
+BC (MSE) — without the shared-autonomy rows; results go to kitchen_decoding.md. The command
+above is the reduced form: the default run's recorded demonstrations, and one configuration
+per method, the one the default run's grid chose (lr 3e-3 and each method's first knob value).
 """
 
 from __future__ import annotations
@@ -34,10 +42,11 @@ import time
 import numpy as np
 import torch
 
-from anyorder.control import SharedAutonomy
+from anyorder.control import MeanOfDraws, SharedAutonomy
 from anyorder.data.tables import load_table, write_table
 from common import machine, set_threads
-from policy_bench import add_flags, frame_strip, grid, grid_flags, grid_note, mean_se, results_table, save, tune, tuning_table
+from policy_bench import (MAC_MEAN, METHODS, add_flags, frame_strip, grid, grid_flags, grid_note, mean_se, results_table,
+                          save, tune, tuning_table)
 
 TASKS = ("microwave", "light switch", "slide cabinet")
 OBSERVED = list(range(18)) + [26, 27, 28, 31]   # robot q, q̇; light switch (2), slide cabinet, microwave
@@ -207,12 +216,21 @@ def main() -> None:
     add_flags(parser, "kitchen", demos=60, episodes=20, tune_episodes=6, steps=3000, width=256)
     parser.add_argument("--dart", type=float, default=0.2,
                         help="std of the noise added to the executed (not the recorded) demonstration actions")
-    parser.add_argument("--operator", choices=list(ARRANGEMENTS), nargs="+", default=list(ARRANGEMENTS),
-                        help="the joints the BC operator drives (one shared-autonomy arrangement each)")
+    parser.add_argument("--operator", choices=list(ARRANGEMENTS), nargs="*", default=list(ARRANGEMENTS),
+                        help="the joints the BC operator drives (one shared-autonomy arrangement each; none: no "
+                             "shared-autonomy rows)")
+    parser.add_argument("--decoding", action="store_true",
+                        help="MAC sampled, MAC mean-decoded and BC (MSE) only, no shared autonomy: is decoding "
+                             "why MAC alone loses to BC? (writes kitchen_decoding.*)")
+    parser.add_argument("--reuse-demos", action="store_true",
+                        help="read the demonstration table an earlier run with the same --demos and --dart wrote "
+                             "under --runs instead of recording it again (the recording is seeded: same rows)")
     parser.add_argument("--quick", action="store_true", help="10 demos, 200 steps, 4 episodes, one lr")
     args = parser.parse_args()
     if args.quick:
         args.demos, args.steps, args.episodes, args.tune_episodes, args.lrs = 10, 200, 4, 2, args.lrs[:1]
+    if args.decoding:
+        args.operator = []
     set_threads(args.threads)
     try:
         import gymnasium as gym
@@ -223,42 +241,67 @@ def main() -> None:
     print(machine(torch.device("cpu")))
     started = time.perf_counter()
 
-    demo_scores, (states, actions) = demonstrate(gym, range(DEMO_SEEDS, DEMO_SEEDS + args.demos), dart=args.dart)
-    args.runs.mkdir(parents=True, exist_ok=True)
     table = args.runs / "demonstrations.csv"
-    write_table(table, STATE_COLUMNS + JOINTS, np.hstack([states, actions]))
-    data = load_table(table, valid_fraction=0.05, test_fraction=0.0, seed=args.seed, numeric=STATE_COLUMNS + JOINTS)
-    demo_note = (f"demonstrations: {args.demos} episodes, {len(states)} rows, the script under its DART noise "
-                 "(N(0, {:g}²) on the executed actions) completes {:.2f} ± {:.2f} subtasks ({:.0f} s)".format(
-                     args.dart, *mean_se(demo_scores), time.perf_counter() - started))
+    if args.reuse_demos:
+        if not table.exists():
+            raise SystemExit(f"--reuse-demos: no demonstration table at {table}; run once without it")
+        data = load_table(table, valid_fraction=0.05, test_fraction=0.0, seed=args.seed,
+                          numeric=STATE_COLUMNS + JOINTS)
+        rows = len(data.train) + sum(len(split) for split in data.splits.values())
+        if rows != args.demos * MAX_STEPS:
+            raise SystemExit(f"--reuse-demos: {table} has {rows} rows, {args.demos} demonstrations make "
+                             f"{args.demos * MAX_STEPS}; run without --reuse-demos")
+        demo_note = f"demonstrations: {args.demos} episodes, {rows} rows, read from {table} (recorded by an earlier run)"
+    else:
+        demo_scores, (states, actions) = demonstrate(gym, range(DEMO_SEEDS, DEMO_SEEDS + args.demos),
+                                                     dart=args.dart)
+        args.runs.mkdir(parents=True, exist_ok=True)
+        write_table(table, STATE_COLUMNS + JOINTS, np.hstack([states, actions]))
+        data = load_table(table, valid_fraction=0.05, test_fraction=0.0, seed=args.seed,
+                          numeric=STATE_COLUMNS + JOINTS)
+        rows = len(states)
+        demo_note = (f"demonstrations: {args.demos} episodes, {rows} rows, the script under its DART noise "
+                     "(N(0, {:g}²) on the executed actions) completes {:.2f} ± {:.2f} subtasks ({:.0f} s)".format(
+                         args.dart, *mean_se(demo_scores), time.perf_counter() - started))
     print(demo_note, flush=True)
 
     tune_seeds = range(TUNE_SEEDS, TUNE_SEEDS + args.tune_episodes)
-    lrs, methods = grid(args)
+    lrs, methods = grid(args, [m for m in METHODS if m.name in ("MAC", "BC (MSE)")] + [MAC_MEAN]
+                        if args.decoding else METHODS)
     best, trials = tune(data, len(STATE_COLUMNS), dict(width=args.width, depth=args.depth),
                         lambda policy: rollout(gym, learned(policy, args.seed), tune_seeds)[0].mean(),
                         args.steps, args.batch_size, args.seed, lrs=lrs, methods=methods)
 
     seeds = range(args.episodes)
-    results = {"scripted demonstrator": demonstrate(gym, seeds)[0]}
-    print(f"{'scripted demonstrator':60s} {results['scripted demonstrator'].mean():5.2f}")
-    for name, act in policies(best, args.seed, args.operator).items():
+    results = {} if args.decoding else {"scripted demonstrator": demonstrate(gym, seeds)[0]}
+    if results:
+        print(f"{'scripted demonstrator':60s} {results['scripted demonstrator'].mean():5.2f}")
+    flown = policies(best, args.seed, args.operator)
+    if args.decoding and best[MAC_MEAN.name].policy is not best["MAC"]:
+        # the grid picked other weights for the mean: also decode the sampling winner's own weights
+        flown["MAC alone, the sampled MAC's weights decoded by the mean of 16 draws"] = \
+            learned(MeanOfDraws(best["MAC"], MAC_MEAN.draws), args.seed)
+    for name, act in flown.items():
         tick = time.perf_counter()
         results[name] = rollout(gym, act, seeds)[0]
         print(f"{name:60s} {results[name].mean():5.2f} ± {mean_se(results[name])[1]:.2f} "
               f"({time.perf_counter() - tick:.0f} s)", flush=True)
     command = (f"MUJOCO_GL=osmesa python benchmarks/kitchen.py --threads {args.threads} --demos {args.demos} "
                f"--episodes {args.episodes} --tune-episodes {args.tune_episodes} --steps {args.steps} --dart {args.dart:g} "
-               f"{grid_flags(args)} --operator {' '.join(args.operator)}")
+               f"{grid_flags(args)} " + ("--decoding" if args.decoding else f"--operator {' '.join(args.operator)}"))
     lines = ["# FrankaKitchen-v1: full and shared autonomy, scripted demonstrations", "",
              machine(torch.device("cpu")), "",
              f"Command: `{command}` (width {args.width}, depth {args.depth}, batch {args.batch_size}, seed "
-             f"{args.seed}); {len(states)} demonstration rows; {time.perf_counter() - started:.0f} s in all.", "",
+             f"{args.seed}); {rows} demonstration rows; {time.perf_counter() - started:.0f} s in all.", "",
              f"Reward: subtasks completed per episode (0..3: {', '.join(TASKS)}), {MAX_STEPS} steps.", ""]
     lines += results_table(results, "BC (MSE) alone", "subtasks")
     lines += ["", demo_note + ".", "", grid_note(args, "subtasks"), ""] + tuning_table(trials)
-    save(args.out, "kitchen", lines, command, results, trials, "FrankaKitchen-v1 (scripted demonstrations)",
+    name = "kitchen_decoding" if args.decoding else "kitchen"
+    save(args.out, name, lines, command, results, trials, "FrankaKitchen-v1 (scripted demonstrations)",
          "subtasks completed")
+    if not args.operator:
+        print(f"wrote {args.out / name}.md, .json, .png")
+        return
     try:
         team = policies(best, args.seed, args.operator[:1])[f"BC operator (joints {args.operator[0]}) + MAC assistant"]
         _, frames = rollout(gym, team, [0], render=MAX_STEPS // 10)

@@ -19,17 +19,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anyorder.control import ConditionalPolicy, DiscretePolicy, MixtureDensityPolicy, RegressionPolicy, fit
+from anyorder.control import ConditionalPolicy, DiscretePolicy, MeanOfDraws, MixtureDensityPolicy, RegressionPolicy, fit
 from common import add_threads_flag
 
 
 @dataclass(frozen=True)
 class Method:
-    """A policy class, and the knob its grid varies (a constructor option, or fit's weight_decay)."""
+    """A policy class, and the knob its grid varies (a constructor option, or fit's weight_decay).
+    `draws` > 0 decodes the trained policy by the mean of that many of its draws (`MeanOfDraws`)
+    instead of one draw: the same training, another way to act."""
     name: str
     cls: type
     knob: str
     values: tuple
+    draws: int = 0
 
     def build(self, data, state_dim: int, sizes: dict, value):
         options = {} if self.knob == "weight_decay" else {self.knob: value}
@@ -43,6 +46,7 @@ METHODS = (
     Method("BC (discretised)", DiscretePolicy, "bins", (11, 31)),
 )
 LRS = (1e-3, 3e-3)
+MAC_MEAN = Method("MAC (mean of 16 draws)", ConditionalPolicy, "components", (3, 10), draws=16)
 
 
 def add_flags(parser, name: str, demos: int, episodes: int, tune_episodes: int, steps: int, width: int) -> None:
@@ -65,11 +69,11 @@ def add_flags(parser, name: str, demos: int, episodes: int, tune_episodes: int, 
     add_threads_flag(parser)
 
 
-def grid(args) -> tuple[tuple, tuple]:
+def grid(args, methods=METHODS) -> tuple[tuple, tuple]:
     """(learning rates, methods) of the tuning grid the flags ask for."""
     if args.single:
-        return tuple(args.lrs[:1]), tuple(replace(m, values=m.values[:1]) for m in METHODS)
-    return tuple(args.lrs), METHODS
+        return tuple(args.lrs[:1]), tuple(replace(m, values=m.values[:1]) for m in methods)
+    return tuple(args.lrs), tuple(methods)
 
 
 def grid_note(args, what: str) -> str:
@@ -92,18 +96,23 @@ def mean_se(values: np.ndarray) -> tuple[float, float]:
 def tune(data, state_dim: int, sizes: dict, score, steps: int, batch_size: int, seed: int,
          lrs=LRS, methods=METHODS, log=print) -> tuple[dict, list]:
     """Train every method on its grid, score each configuration with `score(policy) -> float`
-    (mean reward on tuning episodes) and keep the best. Returns ({method name: policy},
+    (mean reward on tuning episodes) and keep the best. Methods that differ only in decoding
+    (`Method.draws`) share one training of each configuration (training is seeded, so it
+    would give the same weights again). Returns ({method name: policy},
     [(method, lr, knob value, score, seconds)])."""
-    best, trials = {}, []
+    best, trials, trained = {}, [], {}
     for method in methods:
         grid = list(itertools.product(lrs, method.values))
         for lr, value in grid:
             tick = time.perf_counter()
-            torch.manual_seed(seed)
-            policy = method.build(data, state_dim, sizes, value)
-            decay = value if method.knob == "weight_decay" else 0.0
-            fit(policy, data, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=False,
-                weight_decay=decay)
+            key = (method.cls, method.knob, value, lr)
+            if key not in trained:
+                torch.manual_seed(seed)
+                trained[key] = method.build(data, state_dim, sizes, value)
+                decay = value if method.knob == "weight_decay" else 0.0
+                fit(trained[key], data, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=False,
+                    weight_decay=decay)
+            policy = MeanOfDraws(trained[key], method.draws) if method.draws else trained[key]
             result = score(policy) if len(grid) > 1 else float("nan")   # nothing to choose between
             trials.append((method.name, lr, f"{method.knob}={value}", result, time.perf_counter() - tick))
             log(f"  {method.name:22s} lr {lr:g} {method.knob}={value}: tuning reward {result:.3f} "

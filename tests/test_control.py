@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from anyorder import lattice
-from anyorder.control import (ConditionalPolicy, DiscretePolicy, MixtureDensityPolicy, RegressionPolicy,
-                              SharedAutonomy, fit, policy_nodes)
+from anyorder.control import (ConditionalPolicy, DiscretePolicy, MeanOfDraws, MixtureDensityPolicy,
+                              RegressionPolicy, SharedAutonomy, fit, policy_nodes)
+from anyorder.errors import UserError
 from anyorder.data.base import Dataset
 from anyorder.data.tables import load_table, write_table
 
@@ -189,6 +190,37 @@ def test_independent_assistant_ignores_the_operator(trained):
         filled = team.act(states(4000), generator=torch.Generator().manual_seed(5))
         assert torch.equal(filled[:, 0], operator[:, 0])
         assert abs(filled[:, 1].mean().item() - centre) < 0.1
+
+
+def test_mean_of_draws_estimates_the_policy_mean(trained):
+    """The mean decoding against E[a | s] and E[a2 | s, a1] integrated from the policy's own
+    density (Riemann sums on [-3, 3], normalised by their mass): within 5 standard errors of
+    a mean of `draws` draws (the variance from the same integral) plus the grid's 0.01."""
+    policy, *_ = trained
+    draws = 4000
+    side = torch.linspace(-3, 3, 161)
+    a1, a2 = torch.meshgrid(side, side, indexing="ij")
+    action = torch.stack([a1.flatten(), a2.flatten()], -1)
+    p = policy.log_prob(states(len(action)), action).exp().unsqueeze(-1)
+    mean = (p * action).sum(0) / p.sum()
+    var = (p * (action - mean).square()).sum(0) / p.sum()
+    decoded = MeanOfDraws(policy, draws).act(states(1), generator=torch.Generator().manual_seed(8))[0]
+    assert ((decoded - mean).abs() < 5 * (var / draws).sqrt() + 0.01).all()
+    assert abs(mean[0].item()) < 0.5 * MODE            # the modes' midpoint, where no draw lands
+
+    operator = torch.tensor([[MODE, float("nan")]])
+    given = torch.tensor([[True, False]])
+    p = policy.log_prob(states(len(side)), torch.stack([torch.full_like(side, MODE), side], -1),
+                        given.expand(len(side), 2)).exp()
+    mean = (p * side).sum() / p.sum()
+    var = (p * (side - mean).square()).sum() / p.sum()
+    decoded = MeanOfDraws(policy, draws).act(states(1), operator, given, torch.Generator().manual_seed(9))[0]
+    assert decoded[0].item() == MODE and abs(decoded[1] - mean) < 5 * (var / draws).sqrt() + 0.01
+
+    one = MeanOfDraws(policy, 1).act(states(5), generator=torch.Generator().manual_seed(10))
+    assert torch.equal(one, policy.act(states(5), generator=torch.Generator().manual_seed(10)))
+    with pytest.raises(UserError, match="draws"):
+        MeanOfDraws(policy, 0)
 
 
 def test_mixture_density_normalises_jointly_and_conditionally(trained):
