@@ -230,7 +230,8 @@ def test_recalibration_on_held_out_rows_restores_the_nominal_coverage():
 
 def test_parameters_are_checked_with_one_line_errors():
     X, _ = numeric_table(n=40)
-    for bad, message in ((dict(reduce="median"), "reduce"), (dict(width=0), "width"), (dict(max_time=-1), "max_time")):
+    for bad, message in ((dict(reduce="median"), "reduce"), (dict(width=0), "width"), (dict(max_time=-1), "max_time"),
+                         (dict(budget_clock="cpu-time"), "budget_clock")):
         with pytest.raises(ValueError, match=message):
             AnyOrderImputer(**{**TINY, **bad}).fit(X)
     with pytest.raises(ValueError, match="infinity"):
