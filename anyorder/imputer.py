@@ -94,9 +94,12 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         Stop after this many held-out scores (40 per run) without improvement; None: train
         to the end (the best-scoring weights are kept for draws either way).
     reduce : {"mean", "conditional-mean", "sample"}, default "mean"
-        mean: the average (most frequent level) of `num_samples` joint draws, which filled
-        better than the one-pass conditional mean in 4 of 5 measured models (up to 0.11
-        NRMSE under MNAR, docs/imputation.md); conditional-mean: each hole the mean (mode
+        mean: numeric holes the average of `num_samples` joint draws, which filled better
+        than the one-pass conditional mean in 4 of 5 measured models (up to 0.11 NRMSE under
+        MNAR, docs/imputation.md); categorical holes the most likely level of their own
+        conditional given the row's observed cells (one pass: the fill that maximises the
+        expected accuracy under the model, which the most frequent of 20 draws only
+        estimates, with sampling noise that cost 0.02-0.03 accuracy on `fair`); conditional-mean: each hole the mean (mode
         for a categorical column) of its conditional given the row's observed cells, one
         pass, deterministic; sample: one joint draw.
     num_samples : int, default 20
@@ -277,6 +280,9 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             fill = self._draws(values, 1, self.model_)[0]
         elif self.reduce == "mean":
             fill = self._reduce_draws(self._draws(values, self.num_samples, self.model_))
+            categorical = np.array([c.categorical for c in self.columns_])
+            if categorical.any():       # the mode of each hole's own conditional, not of 20 draws
+                fill[:, categorical] = self._one_pass(values)[:, categorical]
         else:
             fill = self._one_pass(values)
         return back(decode(X, fill, self.columns_))

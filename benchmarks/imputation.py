@@ -76,7 +76,7 @@ FAIR_CATEGORICAL = ["rate_marriage", "religious", "occupation", "occupation_husb
 FAIR_NUMERIC = ["age", "yrs_married", "children", "educ", "affairs"]
 BASELINES = ("mean", "knn", "iterative", "missforest", "hyperimpute", "gain", "miwae")
 MASKS = ("mcar", "mar", "mnar")
-LABELS = {"imputer": "AnyOrderImputer, conditional mean", "imputer_draws": "AnyOrderImputer, mean of draws",
+LABELS = {"imputer": "AnyOrderImputer, conditional mean", "imputer_draws": "AnyOrderImputer, default (mean of draws)",
           "cmean": "anyorder, conditional mean", "dmean": "anyorder, mean of draws",
           "dmedian": "anyorder, median of draws", "mean": "column mean / mode", "knn": "KNN (k=5)",
           "iterative": "IterativeImputer", "missforest": "MissForest", "hyperimpute": "HyperImpute",
@@ -179,6 +179,11 @@ def scores(truth: np.ndarray, filled: np.ndarray, hidden: np.ndarray, categorica
     if (hidden[:, num]).any():
         t = torch.from_numpy(truth[:, num]).double()
         out["nrmse"] = nrmse(t, torch.from_numpy(filled[:, num]).double(), torch.from_numpy(hidden[:, num])).item()
+        # signed error in column stds, averaged over the hidden numeric cells: under
+        # self-masking (MNAR) the hidden values are the large ones, and this says how far
+        # below them a method's fills fall
+        scale = truth[:, num].std(0)
+        out["bias"] = float(((filled[:, num] - truth[:, num]) / np.where(scale > 0, scale, 1))[hidden[:, num]].mean())
     if (hidden[:, categorical]).any():
         cells = hidden[:, categorical]
         out["accuracy"] = float((filled[:, categorical][cells] == truth[:, categorical][cells]).mean())
@@ -463,6 +468,9 @@ def main() -> None:
                     inside = (truth >= bounds[0]) & (truth <= bounds[1])
                     results.setdefault((table, cond, "coverage"), {}).setdefault("imputer", []).append(
                         float(inside[cells].mean()))
+                    results.setdefault((table, cond, "coverage_by_column"), {}).setdefault("imputer", []).append(
+                        [float(inside[:, j][cells[:, j]].mean()) if cells[:, j].any() else None
+                         for j in range(truth.shape[1])])
                     results.setdefault((table, cond, "imputer"), {}).setdefault("steps", []).append(imputer.n_steps_)
                 reference = baseline("mean", train_rows.double().numpy(), holes, categorical, seed)
                 for name in (m for m in methods if m not in ("anyorder", "imputer")):
@@ -498,7 +506,7 @@ def main() -> None:
 
 
 def record(results: dict, checks: list, table: str, cond: str, seed: int, name: str, s: dict) -> None:
-    for key in ("nrmse", "accuracy", "seconds"):
+    for key in ("nrmse", "accuracy", "seconds", "bias"):
         if key in s:
             results.setdefault((table, cond, name), {}).setdefault(key, []).append(s[key])
     if name != "mean" and "gap" in s:

@@ -267,3 +267,27 @@ def test_quantile_normal_inverts_its_forward_map_and_puts_values_on_normal_score
     assert abs(scores.mean()) < 0.05 and abs(scores.std() - 1) < 0.05
     inner = (values > transform.knots[0]) & (values < transform.knots[-1])
     assert np.allclose(transform.inverse(scores)[inner], values[inner], rtol=1e-9, atol=1e-12)
+
+
+def test_reduce_mean_fills_categories_with_their_conditional_mode_and_numbers_with_the_draws_mean():
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=200)
+    X = np.stack([np.where(z > 0, "up", "down"), z + 0.1 * rng.normal(size=200), rng.normal(size=200)],
+                 1).astype(object)
+    X[:, 1:] = X[:, 1:].astype(float)
+    holes = rng.random(X.shape) < 0.3
+    holes[holes.all(1), 2] = False
+    given = X.copy()
+    given[holes] = None
+    imputer = AnyOrderImputer(**{**TINY, "max_steps": 60}, num_samples=7).fit(given)
+    mean = imputer.transform(given)
+    one_pass = imputer.set_params(reduce="conditional-mean").transform(given)
+    draws = imputer._draws(encode_for(imputer, given), 7, imputer.model_)
+    assert (mean[:, 0] == one_pass[:, 0]).all()                   # the conditional's most likely level
+    numeric = holes[:, 1:]
+    assert np.allclose(mean[:, 1:][numeric].astype(float), draws.mean(0)[:, 1:][numeric], rtol=1e-6, atol=1e-9)
+
+
+def encode_for(imputer, X):
+    from anyorder.frames import encode
+    return encode(X, imputer.columns_)
