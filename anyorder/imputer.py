@@ -44,7 +44,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
 
-from . import checkpoint
+from . import checkpoint, self_masking
 from .build import build_model
 from .config import Config, load_config
 from .data.tables import floors, table_dataset, unstandardise, standardise
@@ -57,8 +57,10 @@ from .timed_training import CLOCKS, budget_clock, train_in_memory
 PRESET = "table-impute-cpu"
 DRAWS = "draws"        # the folder of a saved imputer that holds the draws' weights
 TRANSFORMS = ("none", "quantile")
+MISSINGNESS = ("random", "self-masking")
 CALIBRATION_CELLS = 500     # held-out rows (masked copies of them where fewer) that calibrate the intervals
 CALIBRATION_MIN = 100       # hidden cells needed to calibrate at all
+SELF_MASKING_DRAWS = 100    # joint draws to reweight for missingness="self-masking"
 CALIBRATION_DRAWS = 100     # as many as `quantiles` draws by default; 500 rows x 100 draws: ~16 s for 20 columns at load 9
 
 
@@ -103,7 +105,16 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         for a categorical column) of its conditional given the row's observed cells, one
         pass, deterministic; sample: one joint draw.
     num_samples : int, default 20
-        Draws per row for reduce="mean".
+        Draws per row for reduce="mean" (at least SELF_MASKING_DRAWS with self-masking).
+    missingness : {"random", "self-masking"}, default "random"
+        What `transform` assumes hid the cells. random: the hidden values follow the model's
+        conditionals given the observed cells (missing at random). self-masking: a numeric
+        cell went missing with a logistic probability of its own value (missing not at
+        random, e.g. large incomes left blank); the mechanism is estimated per column from
+        the rows being filled (at least 20 hidden and 20 observed cells, else that column
+        counts as random), and the joint draws are reweighted by it
+        (`anyorder.self_masking`). Only with reduce="mean", and only meaningful when the
+        rows given to `fit` were not self-masked themselves (e.g. complete rows).
     numeric_transform : {"none", "quantile"}, default "none"
         quantile: model each numeric column on normal scores of its empirical distribution
         (`anyorder.column_transforms`), mapped back into its observed range; pair it with
@@ -126,7 +137,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
 
     def __init__(self, max_time=75.0, budget_clock="cpu", max_steps=20000, width=256, depth=4, components=10, batch_size=256,
                  learning_rate=1e-3, validation_fraction=0.1, n_iter_no_change=None, reduce="mean",
-                 num_samples=20, numeric_transform="none", categorical=(), random_state=None, device="cpu", threads=1, verbose=False):
+                 num_samples=20, missingness="random", numeric_transform="none", categorical=(), random_state=None, device="cpu", threads=1, verbose=False):
         self.max_time = max_time
         self.budget_clock = budget_clock
         self.max_steps = max_steps
@@ -139,6 +150,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.reduce = reduce
         self.num_samples = num_samples
+        self.missingness = missingness
         self.numeric_transform = numeric_transform
         self.categorical = categorical
         self.random_state = random_state
@@ -238,6 +250,10 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             raise UserError(f"numeric_transform must be one of {', '.join(TRANSFORMS)}, got {self.numeric_transform!r}")
         if self.budget_clock not in CLOCKS:
             raise UserError(f"budget_clock must be one of {', '.join(CLOCKS)}, got {self.budget_clock!r}")
+        if self.missingness not in MISSINGNESS:
+            raise UserError(f"missingness must be one of {', '.join(MISSINGNESS)}, got {self.missingness!r}")
+        if self.missingness == "self-masking" and self.reduce != "mean":
+            raise UserError(f'missingness="self-masking" needs reduce="mean", got reduce={self.reduce!r}')
         if self.reduce not in REDUCTIONS:
             raise UserError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {self.reduce!r}")
         for name in ("max_steps", "width", "depth", "components", "batch_size", "num_samples", "n_iter_no_change"):
@@ -275,9 +291,12 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
     # ---------------------------------------------------------------- transform
     def transform(self, X):
         """X with its missing cells filled (`reduce`); observed cells exactly as given."""
+        self._check_params()
         X, values, back = self._prepare(X)
         if self.reduce == "sample":
             fill = self._draws(values, 1, self.model_)[0]
+        elif self.reduce == "mean" and self.missingness == "self-masking":
+            fill = self._self_masked_mean(values)
         elif self.reduce == "mean":
             fill = self._reduce_draws(self._draws(values, self.num_samples, self.model_))
             categorical = np.array([c.categorical for c in self.columns_])
@@ -358,6 +377,21 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             draws = impute(model, self._query(values), num_samples=m, reduce="sample",
                            generator=generator, floor=self._floor())
         return self._file_units(draws)
+
+    def _self_masked_mean(self, values: np.ndarray) -> np.ndarray:
+        """Numeric holes: the mean of the joint draws weighted by a self-masking mechanism
+        estimated on `values` itself (`anyorder.self_masking`); categorical holes: the most
+        likely level of their one-pass conditional."""
+        draws = self._draws(values, max(int(self.num_samples), SELF_MASKING_DRAWS), self.model_)
+        numeric = np.array([not c.categorical for c in self.columns_])
+        hidden = np.isnan(values) & numeric
+        z = standardise(self._scores(draws), self.meta_)
+        a, b = self_masking.fit_mechanism(z, standardise(self._scores(np.nan_to_num(values)), self.meta_),
+                                          hidden, numeric)
+        fill = self_masking.weighted_mean(draws, self_masking.log_weights(z, hidden, a, b))
+        if (~numeric).any():
+            fill[:, ~numeric] = self._one_pass(values)[:, ~numeric]
+        return fill
 
     def _reduce_draws(self, draws: np.ndarray) -> np.ndarray:
         """Mean of the draws per numeric cell, most frequent level per categorical cell."""

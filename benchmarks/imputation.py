@@ -77,6 +77,7 @@ FAIR_NUMERIC = ["age", "yrs_married", "children", "educ", "affairs"]
 BASELINES = ("mean", "knn", "iterative", "missforest", "hyperimpute", "gain", "miwae")
 MASKS = ("mcar", "mar", "mnar")
 LABELS = {"imputer": "AnyOrderImputer, conditional mean", "imputer_draws": "AnyOrderImputer, default (mean of draws)",
+          "imputer_mnar": "AnyOrderImputer, missingness=\"self-masking\"",
           "cmean": "anyorder, conditional mean", "dmean": "anyorder, mean of draws",
           "dmedian": "anyorder, median of draws", "mean": "column mean / mode", "knn": "KNN (k=5)",
           "iterative": "IterativeImputer", "missforest": "MissForest", "hyperimpute": "HyperImpute",
@@ -256,14 +257,18 @@ def coverage(truth: torch.Tensor, sample: torch.Tensor, hidden: torch.Tensor, nu
 
 # ---------------------------------------------------------------- AnyOrderImputer
 
-def imputer_fills(imputer, holes: np.ndarray, categorical: np.ndarray, draws: int) -> tuple[dict, dict, np.ndarray]:
+def imputer_fills(imputer, holes: np.ndarray, categorical: np.ndarray, draws: int,
+                  self_masking: bool = False) -> tuple[dict, dict, np.ndarray]:
     """A fitted AnyOrderImputer asked for the masked rows `holes`: ({method: fill},
-    {method: transform seconds}, (low, high) 90% bounds from `draws` draws)."""
+    {method: transform seconds}, (low, high) 90% bounds from `draws` draws); with
+    `self_masking`, also the fills of missingness="self-masking"."""
     fills, seconds = {}, {}
-    for name, reduce in (("imputer", "conditional-mean"), ("imputer_draws", "mean")):
+    ways = [("imputer", "conditional-mean", "random"), ("imputer_draws", "mean", "random")]
+    for name, reduce, missingness in ways + [("imputer_mnar", "mean", "self-masking")] * self_masking:
         started = time.perf_counter()
-        fills[name] = imputer.set_params(reduce=reduce).transform(holes).astype(np.float64)
+        fills[name] = imputer.set_params(reduce=reduce, missingness=missingness).transform(holes).astype(np.float64)
         seconds[name] = time.perf_counter() - started
+    imputer.set_params(missingness="random")
     low, high = imputer.quantiles(holes, (0.05, 0.95), num_samples=draws)
     return fills, seconds, np.stack([np.asarray(low, np.float64), np.asarray(high, np.float64)])
 
@@ -375,6 +380,9 @@ def main() -> None:
                         help="the (mask, rate) pairs to run instead of --mask x --rates, e.g. mcar:0.2 mar:0.2")
     parser.add_argument("--imputer", nargs="*", default=[], metavar="KEY=VALUE",
                         help="AnyOrderImputer parameters for --methods imputer, e.g. max_time=60 width=512")
+    parser.add_argument("--self-masking", action="store_true",
+                        help="also score AnyOrderImputer(missingness='self-masking') (the mechanism estimated "
+                             "on the masked test rows; meant for --mask mnar)")
     parser.add_argument("--seeds", type=int, default=3, help="mask seeds F..F+S-1 (and the imputer's random_state)")
     parser.add_argument("--first-seed", type=int, default=0, help="F: the first mask seed")
     parser.add_argument("--methods", nargs="+", default=["imputer", "anyorder", *BASELINES],
@@ -461,7 +469,7 @@ def main() -> None:
                         results.setdefault((table, cond, "coverage"), {}).setdefault(
                             "unbiased" if unbiased else "linear", []).append(cover)
                 if imputer is not None:
-                    got, took, bounds = imputer_fills(imputer, holes, categorical, args.draws)
+                    got, took, bounds = imputer_fills(imputer, holes, categorical, args.draws, args.self_masking)
                     fills.update(got)
                     seconds.update({k: v + fit_seconds for k, v in took.items()})
                     cells = hidden & ~categorical[None]
