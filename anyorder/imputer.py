@@ -58,9 +58,11 @@ PRESET = "table-impute-cpu"
 DRAWS = "draws"        # the folder of a saved imputer that holds the draws' weights
 TRANSFORMS = ("none", "quantile")
 MISSINGNESS = ("random", "self-masking")
+CALIBRATIONS = ("pooled", "per-column")
 CALIBRATION_CELLS = 500     # held-out rows (masked copies of them where fewer) that calibrate the intervals
 CALIBRATION_MIN = 100       # hidden cells needed to calibrate at all
 SELF_MASKING_DRAWS = 100    # joint draws to reweight for missingness="self-masking"
+CALIBRATION_PRIOR = 200     # pooled cells' weight against a column's own (calibration="per-column")
 CALIBRATION_DRAWS = 100     # as many as `quantiles` draws by default; 500 rows x 100 draws: ~16 s for 20 columns at load 9
 
 
@@ -120,6 +122,12 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         (`anyorder.column_transforms`), mapped back into its observed range; pair it with
         reduce="mean" (the mean of the mapped draws), since a conditional mean of the
         scores maps back to a conditional median.
+    calibration : {"pooled", "per-column"}, default "pooled"
+        How `quantiles` recalibrates its levels on the held-out rows: pooled over the
+        numeric columns, or per column, each column's held-out levels shrunk towards the
+        pooled ones as if these counted CALIBRATION_PRIOR (200) of its cells (a column whose
+        model is miscalibrated its own way, e.g. a zero-inflated one, no longer shifts the
+        others' intervals; its own ~100 held-out cells alone are too few).
     categorical : list, default ()
         Columns (names of a DataFrame, indices of an array) to model as categorical whatever
         their dtype; category, bool, object and string columns always are.
@@ -137,7 +145,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
 
     def __init__(self, max_time=75.0, budget_clock="cpu", max_steps=20000, width=256, depth=4, components=10, batch_size=256,
                  learning_rate=1e-3, validation_fraction=0.1, n_iter_no_change=None, reduce="mean",
-                 num_samples=20, missingness="random", numeric_transform="none", categorical=(), random_state=None, device="cpu", threads=1, verbose=False):
+                 num_samples=20, missingness="random", calibration="pooled", numeric_transform="none", categorical=(), random_state=None, device="cpu", threads=1, verbose=False):
         self.max_time = max_time
         self.budget_clock = budget_clock
         self.max_steps = max_steps
@@ -151,6 +159,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         self.reduce = reduce
         self.num_samples = num_samples
         self.missingness = missingness
+        self.calibration = calibration
         self.numeric_transform = numeric_transform
         self.categorical = categorical
         self.random_state = random_state
@@ -216,6 +225,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         reaches the requested ones (Kuleshov et al. 2018, quantile recalibration): an
         interval the model makes too narrow or too wide on fresh rows covers what it
         promises."""
+        self.levels_pit_columns_ = None
         if rows is None or len(rows) < 10:
             return None
         rows = rows[:CALIBRATION_CELLS]
@@ -235,7 +245,10 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         high = np.take_along_axis(ordered, np.clip(below, 0, m - 1)[None], 0)[0]
         frac = np.where(high > low, (truth - low) / np.where(high > low, high - low, 1.0), 0.5)
         level = (np.clip(below - 1 + np.clip(frac, 0, 1), -0.5, m - 0.5) + 1) / (m + 1)
-        return np.sort(level[hidden.numpy()])
+        hidden = hidden.numpy()
+        self.levels_pit_columns_ = [np.sort(level[hidden[:, j], j]) if hidden[:, j].any() else None
+                                    for j in range(len(self.columns_))]
+        return np.sort(level[hidden])
 
     def _with_weights(self, state: dict | None):
         """A copy of model_ with other weights (None: model_ itself)."""
@@ -250,6 +263,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             raise UserError(f"numeric_transform must be one of {', '.join(TRANSFORMS)}, got {self.numeric_transform!r}")
         if self.budget_clock not in CLOCKS:
             raise UserError(f"budget_clock must be one of {', '.join(CLOCKS)}, got {self.budget_clock!r}")
+        if self.calibration not in CALIBRATIONS:
+            raise UserError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {self.calibration!r}")
         if self.missingness not in MISSINGNESS:
             raise UserError(f"missingness must be one of {', '.join(MISSINGNESS)}, got {self.missingness!r}")
         if self.missingness == "self-masking" and self.reduce != "mean":
@@ -325,15 +340,32 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         draws = self._draws(values, num_samples, self.draws_model_)
         numeric = np.array([not c.categorical for c in self.columns_])
         mode = self._reduce_draws(draws)
-        bounds = draw_quantiles(torch.from_numpy(draws), self.calibrated_levels(levels)).numpy()
+        draws = torch.from_numpy(draws)
+        if self.calibration == "per-column":
+            bounds = np.stack([draw_quantiles(draws[..., j], self.calibrated_levels(levels, j)).numpy()
+                               for j in range(draws.shape[-1])], -1)
+        else:
+            bounds = draw_quantiles(draws, self.calibrated_levels(levels)).numpy()
         return [back(decode(X, np.where(numeric, bound, mode), self.columns_)) for bound in bounds]
 
-    def calibrated_levels(self, levels) -> tuple[float, ...]:
+    def calibrated_levels(self, levels, column: int | None = None) -> tuple[float, ...]:
         """The levels of the draws' quantiles that held-out rows showed to hold the requested
-        `levels` of the truth (the levels themselves without held-out rows); see `_calibrate`."""
-        if getattr(self, "levels_pit_", None) is None:
+        `levels` of the truth (the levels themselves without held-out rows); see `_calibrate`.
+        With a `column`: from that column's own held-out levels, shrunk towards the pooled
+        ones as if these were CALIBRATION_PRIOR cells of the column (calibration="per-column")."""
+        pooled = getattr(self, "levels_pit_", None)
+        if pooled is None:
             return tuple(float(q) for q in levels)
-        return tuple(float(q) for q in np.quantile(self.levels_pit_, levels))
+        by_column = getattr(self, "levels_pit_columns_", None)
+        own = by_column[column] if column is not None and by_column else None
+        if own is None or not len(own):
+            return tuple(float(q) for q in np.quantile(pooled, levels))
+        values = np.concatenate([own, pooled])
+        weights = np.concatenate([np.ones(len(own)), np.full(len(pooled), CALIBRATION_PRIOR / len(pooled))])
+        order = np.argsort(values, kind="stable")
+        values, weights = values[order], weights[order]
+        share = (np.cumsum(weights) - weights / 2) / weights.sum()          # each cell at its middle
+        return tuple(float(v) for v in np.interp(levels, share, values))
 
     def _prepare(self, X):
         check_is_fitted(self, "model_")
@@ -416,7 +448,9 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                    "transforms": {str(j): t.to_json() for j, t in self.transforms_.items()},
                    "feature_names": None if not hasattr(self, "feature_names_in_") else
                    [str(n) for n in self.feature_names_in_], "steps": self.n_steps_,
-                   "levels_pit": None if self.levels_pit_ is None else self.levels_pit_.tolist()}
+                   "levels_pit": None if self.levels_pit_ is None else self.levels_pit_.tolist(),
+                   "levels_pit_columns": [None if v is None else v.tolist()
+                                          for v in getattr(self, "levels_pit_columns_", None) or []]}
         imputer["params"]["categorical"] = list(imputer["params"]["categorical"])
         checkpoint.save(path, self.model_.state_dict(), self.config_, {**self.meta_, "imputer": imputer},
                         self.n_steps_)
@@ -441,6 +475,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         self.transforms_ = {int(j): QuantileNormal.from_json(t) for j, t in info["transforms"].items()}
         self.seed_, self.n_steps_, self.fit_seconds_ = info["seed"], info["steps"], math.nan
         self.levels_pit_ = None if info.get("levels_pit") is None else np.asarray(info["levels_pit"])
+        self.levels_pit_columns_ = [None if v is None else np.asarray(v) for v in info.get("levels_pit_columns", [])] \
+            or None
         self.n_features_in_ = len(self.columns_)
         self.skipped_rows_ = 0
         if info["feature_names"] is not None:

@@ -279,8 +279,17 @@ def imputer_fills(imputer, holes: np.ndarray, categorical: np.ndarray, draws: in
     # (the model's marginal conditional) and the draws (its chain of conditionals)
     fills["imputer_blend"] = np.where(categorical, fills["imputer_draws"], (fills["imputer"] + fills["imputer_draws"]) / 2)
     seconds["imputer_blend"] = seconds["imputer"] + seconds["imputer_draws"]
-    low, high = imputer.quantiles(holes, (0.05, 0.95), num_samples=draws)
-    return fills, seconds, np.stack([np.asarray(low, np.float64), np.asarray(high, np.float64)])
+    bounds = {}
+    import anyorder.imputer as module
+    prior = module.CALIBRATION_PRIOR
+    for name, calibration, weight in (("imputer", "pooled", prior), ("imputer_column200", "per-column", prior),
+                                      ("imputer_column0", "per-column", 0)):
+        module.CALIBRATION_PRIOR = weight       # 0: each column's own held-out levels alone
+        low, high = imputer.set_params(calibration=calibration).quantiles(holes, (0.05, 0.95), num_samples=draws)
+        bounds[name] = np.stack([np.asarray(low, np.float64), np.asarray(high, np.float64)])
+    module.CALIBRATION_PRIOR = prior
+    imputer.set_params(calibration="pooled")
+    return fills, seconds, bounds
 
 
 def fit_imputer(params: dict, rows: np.ndarray, categorical: np.ndarray, seed: int):
@@ -483,12 +492,13 @@ def main() -> None:
                     fills.update(got)
                     seconds.update({k: v + fit_seconds for k, v in took.items()})
                     cells = hidden & ~categorical[None]
-                    inside = (truth >= bounds[0]) & (truth <= bounds[1])
-                    results.setdefault((table, cond, "coverage"), {}).setdefault("imputer", []).append(
-                        float(inside[cells].mean()))
-                    results.setdefault((table, cond, "coverage_by_column"), {}).setdefault("imputer", []).append(
-                        [float(inside[:, j][cells[:, j]].mean()) if cells[:, j].any() else None
-                         for j in range(truth.shape[1])])
+                    for kind, bound in bounds.items():
+                        inside = (truth >= bound[0]) & (truth <= bound[1])
+                        results.setdefault((table, cond, "coverage"), {}).setdefault(kind, []).append(
+                            float(inside[cells].mean()))
+                        results.setdefault((table, cond, "coverage_by_column"), {}).setdefault(kind, []).append(
+                            [float(inside[:, j][cells[:, j]].mean()) if cells[:, j].any() else None
+                             for j in range(truth.shape[1])])
                     results.setdefault((table, cond, "imputer"), {}).setdefault("steps", []).append(imputer.n_steps_)
                 reference = baseline("mean", train_rows.double().numpy(), holes, categorical, seed)
                 for name in (m for m in methods if m not in ("anyorder", "imputer")):
@@ -593,7 +603,7 @@ def render(records: list[dict]) -> str:
                 if t == "fair":
                     cells.append(mean_se(r.get("accuracy", [])))
             lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
-        kinds = [k for k in ("linear", "unbiased", "imputer") if any(results.get((t, cond, "coverage"), {}).get(k)
+        kinds = [k for k in ("linear", "unbiased", "imputer", "imputer_column200", "imputer_column0") if any(results.get((t, cond, "coverage"), {}).get(k)
                                                                      for t in tables)]
         if kinds:
             lines += ["", "Coverage of 90% intervals (5% and 95% quantiles of the draws) on hidden numeric cells, "

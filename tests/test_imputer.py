@@ -312,3 +312,31 @@ def test_self_masking_moves_the_fills_of_self_masked_holes_towards_the_hidden_la
     # the missing-at-random fills fall well below the hidden values (the mechanism hides the
     # large ones, about 1 SD above the mean); the reweighted fills close most of that gap
     assert error_random < -0.4 and abs(error_masked) < abs(error_random) / 2
+
+
+def test_per_column_recalibration_fixes_columns_miscalibrated_in_opposite_ways():
+    # Draws N(0, 1) in every column (model units); truths N(0, 1.3^2) in column 0 (intervals
+    # too narrow) and N(0, 0.7^2) in column 1 (too wide). Pooled, one pair of levels serves
+    # both: column 0 stays under-covered and column 1 over-covered. Per column (each with
+    # ~300 held-out cells, shrunk towards the pooled levels as if those were 200), both
+    # move towards 0.9 (here: pooled 0.79 and 0.98, per column 0.85 and 0.93; a column's
+    # own levels alone would give 0.9). Coverage SE over 4000 fresh cells: 0.005; the
+    # margins below (0.02) are 4 SE.
+    X, _ = numeric_table(n=600, seed=5, rate=0.0)
+    X[:, 2] -= 1.0
+    imputer = zeroed(AnyOrderImputer(**{**TINY, "max_steps": 2}).fit(X))
+    rng = np.random.default_rng(3)
+    scale = np.array([1.3, 0.7, 1.0])
+    imputer.levels_pit_ = imputer._calibrate(torch.from_numpy(rng.normal(size=(500, 3)) * scale).float(), 0.6)
+    mean, std = np.asarray(imputer.meta_["mean"]), np.asarray(imputer.meta_["std"])
+    fresh = rng.normal(size=(4000, 3)) * scale * std + mean
+    query = fresh.copy()
+    query[:, :2] = np.nan
+
+    def cover(calibration):
+        low, high = imputer.set_params(calibration=calibration).quantiles(query, (0.05, 0.95), num_samples=100)
+        return [np.mean((fresh[:, j] >= low[:, j]) & (fresh[:, j] <= high[:, j])) for j in (0, 1)]
+
+    pooled, per_column = cover("pooled"), cover("per-column")
+    assert pooled[0] < 0.9 - 0.02 and pooled[1] > 0.9 + 0.02
+    assert pooled[0] + 0.02 < per_column[0] < 0.9 + 0.02 and 0.9 - 0.02 < per_column[1] < pooled[1] - 0.02
