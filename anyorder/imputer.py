@@ -97,15 +97,17 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
     n_iter_no_change : int or None, default None
         Stop after this many held-out scores (40 per run) without improvement; None: train
         to the end (the best-scoring weights are kept for draws either way).
-    reduce : {"mean", "conditional-mean", "sample"}, default "mean"
-        mean: numeric holes the average of `num_samples` joint draws, which filled better
-        than the one-pass conditional mean in 4 of 5 measured models (up to 0.11 NRMSE under
-        MNAR, docs/imputation.md); categorical holes the most likely level of their own
-        conditional given the row's observed cells (one pass: the fill that maximises the
-        expected accuracy under the model, which the most frequent of 20 draws only
-        estimates, with sampling noise that cost 0.02-0.03 accuracy on `fair`); conditional-mean: each hole the mean (mode
-        for a categorical column) of its conditional given the row's observed cells, one
-        pass, deterministic; sample: one joint draw.
+    reduce : {"conditional-mean", "mean", "sample"}, default "conditional-mean"
+        conditional-mean: each hole the mean (the most likely level, for a categorical
+        column) of its conditional given the row's observed cells: one pass, deterministic.
+        Measured with the default budget on MAGIC, houses and fair (MCAR and MNAR, 3 seeds,
+        docs/imputation.md) it filled better than the mean of 20 joint draws on four of five
+        (by 0.01-0.03 NRMSE) and within 0.012 of the mean of 100 draws, at a fraction of the
+        time. mean: numeric holes the average of `num_samples` joint draws (slower; 100
+        draws gained up to 0.012 over conditional-mean); categorical holes the most likely
+        level of their one-pass conditional (the fill that maximises the expected accuracy
+        under the model, which the most frequent of 20 draws only estimates, with sampling
+        noise that cost 0.05 accuracy on `fair`); sample: one joint draw.
     num_samples : int, default 20
         Draws per row for reduce="mean" (at least SELF_MASKING_DRAWS with self-masking).
     missingness : {"random", "self-masking"}, default "random"
@@ -122,12 +124,14 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         (`anyorder.column_transforms`), mapped back into its observed range; pair it with
         reduce="mean" (the mean of the mapped draws), since a conditional mean of the
         scores maps back to a conditional median.
-    calibration : {"pooled", "per-column"}, default "pooled"
+    calibration : {"per-column", "pooled"}, default "per-column"
         How `quantiles` recalibrates its levels on the held-out rows: pooled over the
         numeric columns, or per column, each column's held-out levels shrunk towards the
         pooled ones as if these counted CALIBRATION_PRIOR (200) of its cells (a column whose
         model is miscalibrated its own way, e.g. a zero-inflated one, no longer shifts the
-        others' intervals; its own ~100 held-out cells alone are too few).
+        others' intervals; its own ~100 held-out cells alone are too few). On `fair`, whose
+        columns are discrete or zero-inflated, per-column coverage 0.892 against pooled 0.879
+        (target 0.88-0.92); elsewhere within 0.003 of pooled.
     categorical : list, default ()
         Columns (names of a DataFrame, indices of an array) to model as categorical whatever
         their dtype; category, bool, object and string columns always are.
@@ -144,8 +148,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, max_time=75.0, budget_clock="cpu", max_steps=20000, width=256, depth=4, components=10, batch_size=256,
-                 learning_rate=1e-3, validation_fraction=0.1, n_iter_no_change=None, reduce="mean",
-                 num_samples=20, missingness="random", calibration="pooled", numeric_transform="none", categorical=(), random_state=None, device="cpu", threads=1, verbose=False):
+                 learning_rate=1e-3, validation_fraction=0.1, n_iter_no_change=None, reduce="conditional-mean",
+                 num_samples=20, missingness="random", calibration="per-column", numeric_transform="none", categorical=(), random_state=None, device="cpu", threads=1, verbose=False):
         self.max_time = max_time
         self.budget_clock = budget_clock
         self.max_steps = max_steps

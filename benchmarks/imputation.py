@@ -76,7 +76,7 @@ FAIR_CATEGORICAL = ["rate_marriage", "religious", "occupation", "occupation_husb
 FAIR_NUMERIC = ["age", "yrs_married", "children", "educ", "affairs"]
 BASELINES = ("mean", "knn", "iterative", "missforest", "hyperimpute", "gain", "miwae")
 MASKS = ("mcar", "mar", "mnar")
-LABELS = {"imputer": "AnyOrderImputer, conditional mean", "imputer_draws": "AnyOrderImputer, default (mean of draws)",
+LABELS = {"imputer": "AnyOrderImputer, default (conditional mean)", "imputer_draws": "AnyOrderImputer, mean of 20 draws",
           "imputer_mnar": "AnyOrderImputer, missingness=\"self-masking\"",
           "imputer_draws100": "AnyOrderImputer, mean of 100 draws",
           "imputer_drawmode": "AnyOrderImputer, mean of 20 draws, categories: most frequent of the draws",
@@ -287,16 +287,16 @@ def imputer_fills(imputer, holes: np.ndarray, categorical: np.ndarray, draws: in
     # (the model's marginal conditional) and the draws (its chain of conditionals)
     fills["imputer_blend"] = np.where(categorical, fills["imputer_draws"], (fills["imputer"] + fills["imputer_draws"]) / 2)
     seconds["imputer_blend"] = seconds["imputer"] + seconds["imputer_draws"]
-    bounds = {}
+    bounds, default = {}, imputer.calibration
     import anyorder.imputer as module
     prior = module.CALIBRATION_PRIOR
-    for name, calibration, weight in (("imputer", "pooled", prior), ("imputer_column200", "per-column", prior),
+    for name, calibration, weight in (("imputer_pooled", "pooled", prior), ("imputer", "per-column", prior),
                                       ("imputer_column0", "per-column", 0)):
         module.CALIBRATION_PRIOR = weight       # 0: each column's own held-out levels alone
         low, high = imputer.set_params(calibration=calibration).quantiles(holes, (0.05, 0.95), num_samples=draws)
         bounds[name] = np.stack([np.asarray(low, np.float64), np.asarray(high, np.float64)])
     module.CALIBRATION_PRIOR = prior
-    imputer.set_params(calibration="pooled")
+    imputer.set_params(calibration=default)
     return fills, seconds, bounds
 
 
@@ -611,7 +611,7 @@ def render(records: list[dict]) -> str:
                 if t == "fair":
                     cells.append(mean_se(r.get("accuracy", [])))
             lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
-        kinds = [k for k in ("linear", "unbiased", "imputer", "imputer_column200", "imputer_column0") if any(results.get((t, cond, "coverage"), {}).get(k)
+        kinds = [k for k in ("linear", "unbiased", "imputer", "imputer_pooled", "imputer_column200", "imputer_column0") if any(results.get((t, cond, "coverage"), {}).get(k)
                                                                      for t in tables)]
         if kinds:
             lines += ["", "Coverage of 90% intervals (5% and 95% quantiles of the draws) on hidden numeric cells, "
