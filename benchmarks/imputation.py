@@ -76,7 +76,11 @@ FAIR_CATEGORICAL = ["rate_marriage", "religious", "occupation", "occupation_husb
 FAIR_NUMERIC = ["age", "yrs_married", "children", "educ", "affairs"]
 BASELINES = ("mean", "knn", "iterative", "missforest", "hyperimpute", "gain", "miwae")
 MASKS = ("mcar", "mar", "mnar")
-LABELS = {"imputer": "AnyOrderImputer, conditional mean", "imputer_draws": "AnyOrderImputer, mean of draws",
+LABELS = {"imputer": "AnyOrderImputer, default (conditional mean)", "imputer_draws": "AnyOrderImputer, mean of 20 draws",
+          "imputer_mnar": "AnyOrderImputer, missingness=\"self-masking\"",
+          "imputer_draws100": "AnyOrderImputer, mean of 100 draws",
+          "imputer_drawmode": "AnyOrderImputer, mean of 20 draws, categories: most frequent of the draws",
+          "imputer_blend": "AnyOrderImputer, (conditional mean + mean of 20 draws) / 2",
           "cmean": "anyorder, conditional mean", "dmean": "anyorder, mean of draws",
           "dmedian": "anyorder, median of draws", "mean": "column mean / mode", "knn": "KNN (k=5)",
           "iterative": "IterativeImputer", "missforest": "MissForest", "hyperimpute": "HyperImpute",
@@ -179,6 +183,11 @@ def scores(truth: np.ndarray, filled: np.ndarray, hidden: np.ndarray, categorica
     if (hidden[:, num]).any():
         t = torch.from_numpy(truth[:, num]).double()
         out["nrmse"] = nrmse(t, torch.from_numpy(filled[:, num]).double(), torch.from_numpy(hidden[:, num])).item()
+        # signed error in column stds, averaged over the hidden numeric cells: under
+        # self-masking (MNAR) the hidden values are the large ones, and this says how far
+        # below them a method's fills fall
+        scale = truth[:, num].std(0)
+        out["bias"] = float(((filled[:, num] - truth[:, num]) / np.where(scale > 0, scale, 1))[hidden[:, num]].mean())
     if (hidden[:, categorical]).any():
         cells = hidden[:, categorical]
         out["accuracy"] = float((filled[:, categorical][cells] == truth[:, categorical][cells]).mean())
@@ -251,16 +260,44 @@ def coverage(truth: torch.Tensor, sample: torch.Tensor, hidden: torch.Tensor, nu
 
 # ---------------------------------------------------------------- AnyOrderImputer
 
-def imputer_fills(imputer, holes: np.ndarray, categorical: np.ndarray, draws: int) -> tuple[dict, dict, np.ndarray]:
+def imputer_fills(imputer, holes: np.ndarray, categorical: np.ndarray, draws: int,
+                  self_masking: bool = False) -> tuple[dict, dict, np.ndarray]:
     """A fitted AnyOrderImputer asked for the masked rows `holes`: ({method: fill},
-    {method: transform seconds}, (low, high) 90% bounds from `draws` draws)."""
+    {method: transform seconds}, (low, high) 90% bounds from `draws` draws); with
+    `self_masking`, also the fills of missingness="self-masking"."""
     fills, seconds = {}, {}
-    for name, reduce in (("imputer", "conditional-mean"), ("imputer_draws", "mean")):
+    ways = [("imputer", "conditional-mean", "random"), ("imputer_draws", "mean", "random")]
+    for name, reduce, missingness in ways + [("imputer_mnar", "mean", "self-masking")] * self_masking:
         started = time.perf_counter()
-        fills[name] = imputer.set_params(reduce=reduce).transform(holes).astype(np.float64)
+        fills[name] = imputer.set_params(reduce=reduce, missingness=missingness).transform(holes).astype(np.float64)
         seconds[name] = time.perf_counter() - started
-    low, high = imputer.quantiles(holes, (0.05, 0.95), num_samples=draws)
-    return fills, seconds, np.stack([np.asarray(low, np.float64), np.asarray(high, np.float64)])
+    imputer.set_params(missingness="random", num_samples=100)
+    started = time.perf_counter()
+    fills["imputer_draws100"] = imputer.transform(holes).astype(np.float64)
+    seconds["imputer_draws100"] = time.perf_counter() - started
+    imputer.set_params(num_samples=20)
+    if categorical.any():       # the previous default for categories: the most frequent level of the 20 draws
+        started = time.perf_counter()
+        from anyorder.frames import decode
+        X, values, back = imputer._prepare(holes)
+        fill = imputer._reduce_draws(imputer._draws(values, 20, imputer.model_))
+        fills["imputer_drawmode"] = np.asarray(back(decode(X, fill, imputer.columns_)), np.float64)
+        seconds["imputer_drawmode"] = time.perf_counter() - started
+    # two estimates of each numeric hole's mean with partly independent errors: the one pass
+    # (the model's marginal conditional) and the draws (its chain of conditionals)
+    fills["imputer_blend"] = np.where(categorical, fills["imputer_draws"], (fills["imputer"] + fills["imputer_draws"]) / 2)
+    seconds["imputer_blend"] = seconds["imputer"] + seconds["imputer_draws"]
+    bounds, default = {}, imputer.calibration
+    import anyorder.imputer as module
+    prior = module.CALIBRATION_PRIOR
+    for name, calibration, weight in (("imputer_pooled", "pooled", prior), ("imputer", "per-column", prior),
+                                      ("imputer_column0", "per-column", 0)):
+        module.CALIBRATION_PRIOR = weight       # 0: each column's own held-out levels alone
+        low, high = imputer.set_params(calibration=calibration).quantiles(holes, (0.05, 0.95), num_samples=draws)
+        bounds[name] = np.stack([np.asarray(low, np.float64), np.asarray(high, np.float64)])
+    module.CALIBRATION_PRIOR = prior
+    imputer.set_params(calibration=default)
+    return fills, seconds, bounds
 
 
 def fit_imputer(params: dict, rows: np.ndarray, categorical: np.ndarray, seed: int):
@@ -370,6 +407,9 @@ def main() -> None:
                         help="the (mask, rate) pairs to run instead of --mask x --rates, e.g. mcar:0.2 mar:0.2")
     parser.add_argument("--imputer", nargs="*", default=[], metavar="KEY=VALUE",
                         help="AnyOrderImputer parameters for --methods imputer, e.g. max_time=60 width=512")
+    parser.add_argument("--self-masking", action="store_true",
+                        help="also score AnyOrderImputer(missingness='self-masking') (the mechanism estimated "
+                             "on the masked test rows; meant for --mask mnar)")
     parser.add_argument("--seeds", type=int, default=3, help="mask seeds F..F+S-1 (and the imputer's random_state)")
     parser.add_argument("--first-seed", type=int, default=0, help="F: the first mask seed")
     parser.add_argument("--methods", nargs="+", default=["imputer", "anyorder", *BASELINES],
@@ -456,13 +496,17 @@ def main() -> None:
                         results.setdefault((table, cond, "coverage"), {}).setdefault(
                             "unbiased" if unbiased else "linear", []).append(cover)
                 if imputer is not None:
-                    got, took, bounds = imputer_fills(imputer, holes, categorical, args.draws)
+                    got, took, bounds = imputer_fills(imputer, holes, categorical, args.draws, args.self_masking)
                     fills.update(got)
                     seconds.update({k: v + fit_seconds for k, v in took.items()})
                     cells = hidden & ~categorical[None]
-                    inside = (truth >= bounds[0]) & (truth <= bounds[1])
-                    results.setdefault((table, cond, "coverage"), {}).setdefault("imputer", []).append(
-                        float(inside[cells].mean()))
+                    for kind, bound in bounds.items():
+                        inside = (truth >= bound[0]) & (truth <= bound[1])
+                        results.setdefault((table, cond, "coverage"), {}).setdefault(kind, []).append(
+                            float(inside[cells].mean()))
+                        results.setdefault((table, cond, "coverage_by_column"), {}).setdefault(kind, []).append(
+                            [float(inside[:, j][cells[:, j]].mean()) if cells[:, j].any() else None
+                             for j in range(truth.shape[1])])
                     results.setdefault((table, cond, "imputer"), {}).setdefault("steps", []).append(imputer.n_steps_)
                 reference = baseline("mean", train_rows.double().numpy(), holes, categorical, seed)
                 for name in (m for m in methods if m not in ("anyorder", "imputer")):
@@ -498,7 +542,7 @@ def main() -> None:
 
 
 def record(results: dict, checks: list, table: str, cond: str, seed: int, name: str, s: dict) -> None:
-    for key in ("nrmse", "accuracy", "seconds"):
+    for key in ("nrmse", "accuracy", "seconds", "bias"):
         if key in s:
             results.setdefault((table, cond, name), {}).setdefault(key, []).append(s[key])
     if name != "mean" and "gap" in s:
@@ -567,7 +611,7 @@ def render(records: list[dict]) -> str:
                 if t == "fair":
                     cells.append(mean_se(r.get("accuracy", [])))
             lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
-        kinds = [k for k in ("linear", "unbiased", "imputer") if any(results.get((t, cond, "coverage"), {}).get(k)
+        kinds = [k for k in ("linear", "unbiased", "imputer", "imputer_pooled", "imputer_column200", "imputer_column0") if any(results.get((t, cond, "coverage"), {}).get(k)
                                                                      for t in tables)]
         if kinds:
             lines += ["", "Coverage of 90% intervals (5% and 95% quantiles of the draws) on hidden numeric cells, "

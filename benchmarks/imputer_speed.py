@@ -1,5 +1,6 @@
 """AnyOrderImputer().fit_transform of a 5000 x 20 table with the defaults: the wall time
-(target: at most 2 minutes on one thread) and the NRMSE of its fills, with the load.
+(target: at most 2 minutes on one thread), its CPU seconds (the training budget counts
+the training thread's; the wall time is the CPU time stretched by the machine's load) and the NRMSE of its fills, with the load.
 
 The table: 4 latent factors mixed into 20 columns plus noise, the first five
 exponentiated (skewed, positive); 20% of the cells hidden completely at random.
@@ -25,13 +26,14 @@ def main() -> None:
     holes = rng.random(x.shape) < 0.2
     X = np.where(holes, np.nan, x)
     before = os.getloadavg()[0]
-    started = time.perf_counter()
-    imputer = AnyOrderImputer(random_state=0)          # defaults: one thread, a 90 s training budget
+    started, cpu = time.perf_counter(), time.process_time()
+    imputer = AnyOrderImputer(random_state=0)          # defaults: one thread, a 75 s training budget (CPU seconds)
     filled = imputer.fit_transform(X)
-    took = time.perf_counter() - started
+    took, cpu = time.perf_counter() - started, time.process_time() - cpu
     nrmse = np.mean([np.sqrt(np.mean((filled[holes[:, j], j] - x[holes[:, j], j]) ** 2)) / x[:, j].std()
                      for j in range(x.shape[1])])
-    print(f"fit_transform 5000x20: {took:.1f} s (fit {imputer.fit_seconds_:.1f} s, {imputer.n_steps_} steps), "
+    print(f"fit_transform 5000x20: {took:.1f} s wall, {cpu:.1f} s CPU (fit {imputer.fit_seconds_:.1f} s wall, "
+          f"{imputer.n_steps_} steps), "
           f"NRMSE {nrmse:.3f}; load average {before:.1f} before, {os.getloadavg()[0]:.1f} after")
 
 
