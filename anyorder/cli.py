@@ -324,7 +324,7 @@ def compress_parser(sub) -> None:
     p = _coding_parser(sub, "compress", "losslessly compress any file (byte models), a text file (text8 "
                        "models) or an image (.png, .npy) with a model's exact conditionals, streamed batch by "
                        "batch", cmd_compress)
-    p.add_argument("--batch-size", type=count(1), default=64, help="rows coded together, one chunk of the "
+    p.add_argument("--batch-size", type=count(1), default=128, help="rows coded together, one chunk of the "
                    "stream (recorded in the file; memory grows with it, not with the file)")
     p.add_argument("--steps", type=count(1), metavar="K", help="network passes per row: K near-equal steps, "
                    "each coding its variables from one node (faster, larger; default D: the exact likelihood)")

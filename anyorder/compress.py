@@ -333,7 +333,7 @@ def _valid_policy(policy: list[int] | None, dim: int) -> bool:
 
 
 # ---------------------------------------------------------------- compress / decompress streams
-def compress(model: AnyOrderModel, fingerprint: bytes, content: Content, out: BinaryIO, batch_size: int = 64,
+def compress(model: AnyOrderModel, fingerprint: bytes, content: Content, out: BinaryIO, batch_size: int = 128,
              threads: int | None = None, progress: bool = False, policy: list[int] | None = None,
              precision: str = "auto") -> int:
     """Write the compressed file for `content` to `out`: header, one range-coder chunk per
@@ -463,7 +463,7 @@ def _check_paths(source: Path, target: Path) -> None:
 
 
 def compress_file(model: AnyOrderModel, config, meta: dict, source: str | Path, target: str | Path,
-                  batch_size: int = 64, threads: int | None = None, progress: bool = False,
+                  batch_size: int = 128, threads: int | None = None, progress: bool = False,
                   steps: int | None = None, precision: str = "auto") -> dict:
     """Compress the file `source` into `target`, streamed batch by batch, with `steps`
     near-equal steps per path (default: one variable per step, the exact likelihood), the

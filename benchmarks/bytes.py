@@ -346,7 +346,7 @@ def main() -> None:
     parser.add_argument("--train-baseline", action="store_true", help="train the baseline into --baseline first")
     parser.add_argument("--rows", type=int, default=0, help="test rows for the likelihoods (0: all)")
     parser.add_argument("--batch-size", type=int, default=32, help="rows per likelihood batch")
-    parser.add_argument("--coder-batch", type=int, default=64, help="rows per compress chunk (--batch-size of compress)")
+    parser.add_argument("--coder-batch", type=int, default=128, help="rows per compress chunk (--batch-size of compress)")
     parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
                         help="--precision of compress (auto: bf16 where the CPU multiplies it natively)")
     parser.add_argument("--no-likelihood", action="store_true", help="skip section 1")
