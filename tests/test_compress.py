@@ -91,7 +91,8 @@ def test_code_length_is_the_exact_likelihood(tmp_path, text_model):
     seen = torch.arange(16) < torch.tensor([16] * 20 + [9]).unsqueeze(-1)
     with torch.no_grad():
         ideal = -model.log_prob(rows, seen).sum().item() / math.log(2)
-    assert sizes["header_bytes"] == 3 + 1 + 8 + 4 + 1 + 1 + 1 + 1 + 1 + 2 + 1 + 8   # fixed, varints, chunk, CRCs
+    # fixed part; varints threads, batch (128: 2 bytes), precision, policy, length; chunk length; CRCs
+    assert sizes["header_bytes"] == 3 + 1 + 8 + 4 + 1 + 1 + 2 + 1 + 1 + 2 + 1 + 8
     payload_bits = 8 * (sizes["bytes_out"] - sizes["header_bytes"])
     assert ideal - 1 <= payload_bits <= ideal + 64
 
