@@ -14,21 +14,29 @@ Decoding must see bit for bit the probabilities the encoder saw. So (1) probabil
 quantised to integers summing to 2**PRECISION before they reach the coder, and (2) the
 decoder repeats the encoder's computations exactly: the same batches of rows, the same
 passes (one per path step, the decoder cannot do otherwise), the same torch thread
-count — convolution outputs change in their last bits with the batch size. The header
-records batch size, thread count and device kind; a checksum of the original data,
-checked after decoding, catches anything left (another torch build or CPU kind).
+count and the same precision — convolution outputs change in their last bits with the batch
+size. The header records batch size, thread count, precision and device kind; a checksum of
+the original data, checked after decoding, catches anything left (another torch build or CPU
+kind).
 
-File layout, format version 3 (little-endian; about 30 bytes, and 5 per batch, besides
+The network computes in bf16 where the hardware multiplies bf16 natively (`precision="auto"`):
+a walk of one variable per step is bound by reading its key/value cache and by small
+products, and bf16 halves the one and speeds up the other; the code grows by a few
+thousandths of a bit per variable (the probabilities are quantised anyway).
+
+File layout, format version 4 (little-endian; about 30 bytes, and 5 per batch, besides
 the code): MAGIC, format version, model fingerprint, environment fingerprint, device and
-content kinds; varints: threads, batch size, the step policy, the content's layout (text,
-bytes: length; npy: dtype and shape; png: mode); then per batch of rows a varint count of
-32-bit range-coder words and the words; then a CRC-32 of the data's values and a CRC-32 of
-everything before it. Version 3 is version 2's layout, written by path networks whose cache
-steps and step-budget walks compute differently; versions 1 and 2 are refused with a message.
+content kinds; varints: threads, batch size, precision (0 fp32, 1 bf16), the step policy,
+the content's layout (text, bytes: length; npy: dtype and shape; png: mode); then per batch
+of rows a varint count of 32-bit range-coder words and the words; then a CRC-32 of the
+data's values and a CRC-32 of everything before it. Version 4 adds the precision to version
+3's layout, and its path networks attend over whole cache blocks; versions 1–3 are refused
+with a message.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -49,10 +57,13 @@ from .content import (MODES, CompressionError, Content, ContentWriter, content_k
                       read_content)
 from .files import write_atomic
 from .model import AnyOrderModel
+from .precision import bf16_native
 
-MAGIC, FORMAT_VERSION = b"AOZ", 3
+MAGIC, FORMAT_VERSION = b"AOZ", 4
 OLDER_FORMATS = {1: "whole files in memory, before streaming",
-                 2: "path networks walked with other cache-step arithmetic, so its last bits may differ"}
+                 2: "path networks walked with other cache-step arithmetic, so its last bits may differ",
+                 3: "always fp32, path networks attending over cache slices, so its last bits may differ"}
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}   # the order is the header's code
 PRECISION = 24                      # quantised probabilities are integers summing to 2**24
 KINDS = ("text", "npy", "png", "bytes")      # what a compressed file holds ("text": text8 tokens)
 DEVICES = ("cpu", "cuda", "mps")
@@ -126,6 +137,26 @@ def _rows(values: np.ndarray, dim: int, device: torch.device) -> tuple[torch.Ten
     return torch.from_numpy(x).to(device), torch.from_numpy(lengths).to(device)
 
 
+def coding_precision(precision: str, device: torch.device) -> str:
+    """"fp32" or "bf16" for `precision` "auto" (bf16 where `device` multiplies it natively,
+    `precision.bf16_native`), "bf16" or "fp32"."""
+    if precision == "auto":
+        return "bf16" if bf16_native(device) else "fp32"
+    if precision not in PRECISIONS:
+        raise CompressionError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
+    return precision
+
+
+def _coding_model(model: AnyOrderModel, precision: str) -> AnyOrderModel:
+    """The model whose walk codes: `model` itself in fp32, else a copy with its network cast to
+    `precision` (weights rounded to nearest, so encoder and decoder cast the same weights)."""
+    if precision == "fp32":
+        return model
+    coder = copy.deepcopy(model)
+    coder.network.to(PRECISIONS[precision])
+    return coder
+
+
 @contextmanager
 def _threads(count: int):
     before = torch.get_num_threads()
@@ -192,12 +223,13 @@ class _Header:
     kind: str
     layout: dict
     policy: list[int] | None = None
+    precision: str = "fp32"
 
     def pack(self) -> bytes:
         head = _HEAD.pack(MAGIC, FORMAT_VERSION, self.model, self.environment,
                           DEVICES.index(self.device) << 4 | KINDS.index(self.kind))
         policy = self.policy or []
-        head += _varints(self.threads, self.batch_size, len(policy), *policy)
+        head += _varints(self.threads, self.batch_size, list(PRECISIONS).index(self.precision), len(policy), *policy)
         if self.kind in ("text", "bytes"):
             return head + _varints(self.layout["length"])
         if self.kind == "png":
@@ -225,6 +257,7 @@ class _Header:
         try:
             header = cls(model, environment, DEVICES[device_kind >> 4], _read_varint(f), _read_varint(f),
                          KINDS[device_kind & 15], {})
+            header.precision = list(PRECISIONS)[_read_varint(f)]
             header.policy = [_read_varint(f) for _ in range(_read_varint(f))] or None
             if header.kind in ("text", "bytes"):
                 header.layout["length"] = _read_varint(f)
@@ -300,13 +333,15 @@ def _valid_policy(policy: list[int] | None, dim: int) -> bool:
 
 
 # ---------------------------------------------------------------- compress / decompress streams
-def compress(model: AnyOrderModel, fingerprint: bytes, content: Content, out: BinaryIO, batch_size: int = 64,
-             threads: int | None = None, progress: bool = False, policy: list[int] | None = None) -> int:
+def compress(model: AnyOrderModel, fingerprint: bytes, content: Content, out: BinaryIO, batch_size: int = 128,
+             threads: int | None = None, progress: bool = False, policy: list[int] | None = None,
+             precision: str = "auto") -> int:
     """Write the compressed file for `content` to `out`: header, one range-coder chunk per
     batch of `batch_size` rows (read, modelled, coded and written one after another), then
-    the data's CRC and the file's. `threads` (default: torch's current count), `batch_size`
-    and the step `policy` (see `path_conditionals`; default one variable per step, the exact
-    likelihood) are recorded; decoding repeats them. Returns the bytes of range-coder words."""
+    the data's CRC and the file's. `threads` (default: torch's current count), `batch_size`,
+    the step `policy` (see `path_conditionals`; default one variable per step, the exact
+    likelihood) and the network's `precision` (`coding_precision`) are recorded; decoding
+    repeats them. Returns the bytes of range-coder words."""
     constriction = _constriction()
     dim = model.dim
     if not _valid_policy(policy, dim):
@@ -317,8 +352,10 @@ def compress(model: AnyOrderModel, fingerprint: bytes, content: Content, out: Bi
     if not 1 <= threads < 1 << 16:
         raise CompressionError(f"threads must lie in 1..65535, got {threads}")
     device = _device(model)
+    precision = coding_precision(precision, device)
     header = _Header(fingerprint, _environment(device), device.type, threads, batch_size, content.kind,
-                     content.layout, policy).pack()
+                     content.layout, policy, precision).pack()
+    model = _coding_model(model, precision)
     family = constriction.stream.model.Categorical(perfect=False)
     file_crc, data_crc, words = zlib.crc32(header), 0, 0
     out.write(header)
@@ -364,6 +401,7 @@ def decompress(model: AnyOrderModel, fingerprint: bytes, source: BinaryIO, meta:
         raise CompressionError(f"{name} was compressed on {header.device} and must be decompressed on "
                                f"{header.device} too (--device {header.device}); this model is on {device.type}")
     length = content_length(header.kind, header.layout, dim)
+    model = _coding_model(model, header.precision)
     writer = ContentWriter(header.kind, header.layout, meta, writer_out)
     family = constriction.stream.model.Categorical(perfect=False)
     data_crc, block = 0, header.batch_size * dim
@@ -425,10 +463,11 @@ def _check_paths(source: Path, target: Path) -> None:
 
 
 def compress_file(model: AnyOrderModel, config, meta: dict, source: str | Path, target: str | Path,
-                  batch_size: int = 64, threads: int | None = None, progress: bool = False,
-                  steps: int | None = None) -> dict:
+                  batch_size: int = 128, threads: int | None = None, progress: bool = False,
+                  steps: int | None = None, precision: str = "auto") -> dict:
     """Compress the file `source` into `target`, streamed batch by batch, with `steps`
-    near-equal steps per path (default: one variable per step, the exact likelihood).
+    near-equal steps per path (default: one variable per step, the exact likelihood), the
+    network in `precision` ("auto": bf16 where the device multiplies it natively, else fp32).
     Everything that can be refused (the model, the input, its vocabulary, the output) is
     refused before any work. Returns sizes: variables, bytes in and out, and the bytes out
     that are not range-coder words (header, chunk lengths, checksums)."""
@@ -436,11 +475,12 @@ def compress_file(model: AnyOrderModel, config, meta: dict, source: str | Path, 
     policy = None if steps is None or steps >= meta["dim"] else uniform_policy(meta["dim"], steps)
     _check_model(model, meta, policy)
     _check_paths(source, target)
+    precision = coding_precision(precision, _device(model))
     content = read_content(source, meta)
     fingerprint = model_fingerprint(model, config, meta)
     words = []
     _write(target, lambda out: words.append(compress(model, fingerprint, content, out, batch_size, threads,
-                                                       progress, policy)))
+                                                       progress, policy, precision)))
     size = target.stat().st_size
     return {"variables": content.length, "bytes_in": source.stat().st_size, "bytes_out": size,
             "header_bytes": size - words[0]}

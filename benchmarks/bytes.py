@@ -226,19 +226,20 @@ def code_length_bytes(model, data: bytes, dim: int, batch_size: int) -> float:
 
 
 def format_bytes(length: int, dim: int, batch_size: int) -> int:
-    """The bytes of format 2 besides the code: about 25 of header, 8 of checksums, and per
+    """The bytes of format 4 besides the code: about 25 of header, 8 of checksums, and per
     chunk of `batch_size` rows a 2-byte word count and up to 2 flushed 32-bit words."""
     chunks = -(-length // (dim * batch_size))
     return 25 + 8 + chunks * (2 + 8)
 
 
-def coded_size(bundle, data: bytes, work: Path, batch_size: int, timer: dict) -> int:
+def coded_size(bundle, data: bytes, work: Path, batch_size: int, timer: dict, precision: str = "auto") -> int:
     """Bytes of `anyorder compress` on `data`, decoded back and checked byte for byte; adds the
     seconds (CPU) of each direction and the bytes to `timer`."""
     source, packed, back = work / "slice.bin", work / "slice.aoz", work / "slice.back"
     source.write_bytes(data)
     start = time.process_time()
-    sizes = compress_file(*bundle, source, packed, batch_size=batch_size, threads=torch.get_num_threads())
+    sizes = compress_file(*bundle, source, packed, batch_size=batch_size, threads=torch.get_num_threads(),
+                          precision=precision)
     middle = time.process_time()
     decompress_file(*bundle, packed, back)
     timer["compress"] += middle - start
@@ -249,15 +250,22 @@ def coded_size(bundle, data: bytes, work: Path, batch_size: int, timer: dict) ->
     return sizes["bytes_out"]
 
 
-def compression_rows(bundle, baseline, held_out: bytes, work: Path, batch_size: int) -> tuple[list[str], dict]:
-    """The table of held-out bits per byte whole and in slices, and the coder's CPU seconds."""
+def compression_rows(bundle, baseline, held_out: bytes, work: Path, batch_size: int,
+                     precision: str = "auto") -> tuple[list[str], dict]:
+    """The table of held-out bits per byte whole and in slices, and the coder's CPU seconds:
+    in all and per slice size (`timer[label]`)."""
     names = ["text-bytes-cpu"] + (["left-to-right ≈"] if baseline else [])
     lines = ["| bytes | slices | " + " | ".join(names) + " | " + " | ".join(CODECS) + " |",
              "|---|---|" + "---|" * (len(names) + len(CODECS))]
     timer = {"compress": 0.0, "decompress": 0.0, "bytes": 0}
     for size in (len(held_out), *SLICES):
         pieces = [held_out[i:i + size] for i in range(0, len(held_out), size)]
-        totals = [sum(coded_size(bundle, piece, work, batch_size, timer) for piece in pieces)]
+        label = "whole" if size == len(held_out) else f"{size // 1024} KB"
+        part = {"compress": 0.0, "decompress": 0.0, "bytes": 0}
+        totals = [sum(coded_size(bundle, piece, work, batch_size, part, precision) for piece in pieces)]
+        timer[label] = part
+        for key in ("compress", "decompress", "bytes"):
+            timer[key] += part[key]
         if baseline:
             totals.append(sum(math.ceil(code_length_bytes(baseline[0], piece, baseline[2]["dim"], batch_size))
                               + format_bytes(len(piece), baseline[2]["dim"], batch_size) for piece in pieces))
@@ -265,7 +273,6 @@ def compression_rows(bundle, baseline, held_out: bytes, work: Path, batch_size: 
             sizes = [codec_size(name, piece) for piece in pieces]
             totals.append(None if None in sizes else sum(sizes))
         cells = ["n/a" if total is None else f"{8 * total / len(held_out):.3f}" for total in totals]
-        label = "whole" if size == len(held_out) else f"{size // 1024} KB"
         lines.append(f"| {len(held_out)} | {label} ({len(pieces)}) | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
     return lines, timer
@@ -339,7 +346,9 @@ def main() -> None:
     parser.add_argument("--train-baseline", action="store_true", help="train the baseline into --baseline first")
     parser.add_argument("--rows", type=int, default=0, help="test rows for the likelihoods (0: all)")
     parser.add_argument("--batch-size", type=int, default=32, help="rows per likelihood batch")
-    parser.add_argument("--coder-batch", type=int, default=64, help="rows per compress chunk (--batch-size of compress)")
+    parser.add_argument("--coder-batch", type=int, default=128, help="rows per compress chunk (--batch-size of compress)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                        help="--precision of compress (auto: bf16 where the CPU multiplies it natively)")
     parser.add_argument("--no-likelihood", action="store_true", help="skip section 1")
     parser.add_argument("--no-compression", action="store_true", help="skip section 2")
     parser.add_argument("--memory", type=int, metavar="SIZE_MB", help="peak RSS of compress on a file this big")
@@ -376,14 +385,17 @@ def main() -> None:
         plays = shakespeare_plays()
         held_out = plays[round(0.9 * len(plays)):]
         lines += ["", f"compressed held-out bytes (the last 10% of the plays), bits per byte: `anyorder compress` "
-                  f"(batch {args.coder_batch}), every file decoded byte-identical; ≈: the exact code length plus the "
+                  f"(batch {args.coder_batch}, precision {args.precision}), every file decoded byte-identical; ≈: the exact code length plus the "
                   f"format's bytes (no coder for that model); codecs: {codec_sources()}", ""]
         with tempfile.TemporaryDirectory() as folder:
-            rows, timer = compression_rows(bundle, baseline, held_out, Path(folder), args.coder_batch)
-        kb = timer["bytes"] / 1024
-        lines += rows + ["", f"coding speed over those files ({timer['bytes']} bytes, {torch.get_num_threads()} "
-                         f"thread(s), CPU time): compress {kb / timer['compress']:.2f} KB/s, decompress "
-                         f"{kb / timer['decompress']:.2f} KB/s"]
+            rows, timer = compression_rows(bundle, baseline, held_out, Path(folder), args.coder_batch,
+                                           args.precision)
+        lines += rows + ["", f"coding speed ({torch.get_num_threads()} thread(s), CPU time), compress / decompress:"]
+        for label in ("whole", *(f"{size // 1024} KB" for size in SLICES), None):
+            part = timer[label] if label else timer
+            kb = part["bytes"] / 1024
+            lines.append(f"- {label + ' files' if label else 'all of them'} ({part['bytes']} bytes): "
+                         f"{kb / part['compress']:.2f} / {kb / part['decompress']:.2f} KB/s")
         print(lines[-1], flush=True)
     if args.memory:
         lines += ["", f"peak memory of streaming compress ({args.run}, batch {args.coder_batch}):"]

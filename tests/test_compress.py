@@ -85,13 +85,14 @@ def test_code_length_is_the_exact_likelihood(tmp_path, text_model):
     joint, the partial last row by the marginal on its first r positions) plus flush bits."""
     model, _, _ = text_model
     text = _shakespeare_test_text(16 * 20 + 9)
-    _, sizes, packed = _round_trip(tmp_path, text_model, text)
+    _, sizes, packed = _round_trip(tmp_path, text_model, text, precision="fp32")
     ids = torch.tensor([VOCAB.index(c) for c in text.decode()])
     rows = torch.cat([ids, torch.zeros(16 - 9, dtype=torch.long)]).view(21, 16)
     seen = torch.arange(16) < torch.tensor([16] * 20 + [9]).unsqueeze(-1)
     with torch.no_grad():
         ideal = -model.log_prob(rows, seen).sum().item() / math.log(2)
-    assert sizes["header_bytes"] == 3 + 1 + 8 + 4 + 1 + 1 + 1 + 1 + 2 + 1 + 8   # fixed, varints, chunk, CRCs
+    # fixed part; varints threads, batch (128: 2 bytes), precision, policy, length; chunk length; CRCs
+    assert sizes["header_bytes"] == 3 + 1 + 8 + 4 + 1 + 1 + 2 + 1 + 1 + 2 + 1 + 8
     payload_bits = 8 * (sizes["bytes_out"] - sizes["header_bytes"])
     assert ideal - 1 <= payload_bits <= ideal + 64
 
@@ -128,7 +129,7 @@ def test_step_policy_codes_the_k_step_likelihood(tmp_path, text_model):
     model, _, _ = text_model
     assert uniform_policy(16, 3) == [0, 5, 11, 16] and uniform_policy(16, 40) == list(range(17))
     text = _shakespeare_test_text(16 * 6 + 7)
-    back, sizes, packed = _round_trip(tmp_path, text_model, text, steps=3)
+    back, sizes, packed = _round_trip(tmp_path, text_model, text, steps=3, precision="fp32")
     assert back == text
     ids = torch.tensor([VOCAB.index(c) for c in text.decode()])
     rows = torch.cat([ids, torch.zeros(16 - 7, dtype=torch.long)]).view(7, 16)
@@ -312,7 +313,8 @@ def test_multi_chunk_streaming_and_its_code_length(tmp_path, byte_model):
     first r positions) plus at most 2 flushed words per chunk."""
     model = byte_model[0]
     data = bytes(np.random.default_rng(0).integers(0, 256, 5 * D + 3, dtype=np.uint8))
-    back, sizes, packed = _round_trip(tmp_path, byte_model, suffix=".bin", data= data, batch_size=1)
+    back, sizes, packed = _round_trip(tmp_path, byte_model, suffix=".bin", data=data, batch_size=1,
+                                      precision="fp32")
     assert back == data
     rows = torch.zeros(6, D, dtype=torch.long)
     rows.view(-1)[:len(data)] = torch.tensor(list(data))
@@ -321,7 +323,7 @@ def test_multi_chunk_streaming_and_its_code_length(tmp_path, byte_model):
         ideal = -model.log_prob(rows, seen).sum().item() / math.log(2)
     payload = 8 * (sizes["bytes_out"] - sizes["header_bytes"])
     assert ideal - 1 <= payload <= ideal + 6 * 64
-    whole = _round_trip(tmp_path, byte_model, suffix=".bin", data= data, batch_size=64)[1]
+    whole = _round_trip(tmp_path, byte_model, suffix=".bin", data=data, batch_size=64, precision="fp32")[1]
     assert whole["bytes_out"] < sizes["bytes_out"]            # one chunk instead of six
 
 
@@ -355,7 +357,7 @@ def test_vocabulary_checks_come_before_any_work(tmp_path, byte_model, capsys):
     assert not (tmp_path / "never").exists()
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_older_format_versions_are_refused_with_a_message(tmp_path, byte_model, version):
     packed = tmp_path / "old.aoz"
     _, _, made = _round_trip(tmp_path, byte_model, suffix=".bin", data=b"hello")
@@ -419,3 +421,22 @@ def test_compress_reads_a_file_block_by_block(tmp_path, byte_model, monkeypatch)
     data = bytes(np.random.default_rng(1).integers(0, 256, 40 * D + 5, dtype=np.uint8))
     back, _, _ = _round_trip(tmp_path, byte_model, suffix=".bin", data= data, batch_size=4)
     assert back == data and reads and 0 <= max(reads) <= 4 * D and content.READ_BLOCK > 4 * D
+
+
+@pytest.mark.parametrize("net", ["transformer", "path-transformer"])
+def test_bf16_coding_round_trips_and_is_recorded(tmp_path, net):
+    """In bf16 (what "auto" picks where it is native) a file still decodes byte-identical, the
+    header names the precision (decoding follows it), and the
+    code stays within 1% of the fp32 code: bf16 keeps 8 significant bits, so a logit moves by
+    about 2^-8 of its size and a code length by a like fraction."""
+    from anyorder.compress import _Header
+    bundle = byte_model_of(net=net)
+    data = bytes(range(256)) + UTF8 * 8
+    back, sizes, packed = _round_trip(tmp_path, bundle, data, suffix=".bin", precision="bf16")
+    assert back == data
+    with packed.open("rb") as f:
+        assert _Header.read(f, "packed").precision == "bf16"
+    fp32 = _round_trip(tmp_path, bundle, data, suffix=".bin", precision="fp32")[1]
+    assert abs(sizes["bytes_out"] - fp32["bytes_out"]) <= 0.01 * fp32["bytes_out"]
+    with pytest.raises(CompressionError, match="precision must be"):
+        compress_file(*bundle, tmp_path / "in.bin", tmp_path / "x.aoz", precision="fp16")

@@ -10,7 +10,7 @@ from anyorder.config import load_config
 from anyorder.errors import UserError
 from anyorder.heads import CategoricalHead
 from anyorder.model import AnyOrderModel
-from anyorder.nets.path_transformer import PathTransformer
+from anyorder.nets.path_transformer import CACHE_BLOCK, PathTransformer
 from tiny import all_configs, assert_marginals_normalised
 
 D, K = 4, 3
@@ -112,6 +112,25 @@ def test_key_value_cache_equals_the_one_pass_forward(policy):
             assert torch.allclose(params, full[rows, var], atol=1e-5)
             seen[rows, var] = True
     assert torch.equal(seen, ~given)                   # every target visited once
+
+
+def test_cache_walk_across_cache_blocks_equals_the_one_pass_forward():
+    """A walk longer than a cache block (the cache grows, each step attends over its whole
+    buffer with the empty slots masked) gives the one-pass forward's parameters."""
+    dim = CACHE_BLOCK + 9
+    model = tiny_model("natural", dim)
+    gen = torch.Generator().manual_seed(3)
+    given = torch.rand(5, dim, generator=gen) < 0.3
+    given[0] = False                                   # a row without evidence: dim steps
+    x = torch.randint(0, K, (5, dim), generator=gen)
+    path = lattice.paths(given, ~given, "natural")
+    steps = 0
+    with torch.no_grad():
+        full = model.network(x, path)
+        for rows, var, params in model.conditionals(x.clone(), ~given, given):
+            assert torch.allclose(params, full[rows, var], atol=1e-5)
+            steps += 1
+    assert steps == dim
 
 
 def uncached_sample(model, x, observed, temperature, generator):

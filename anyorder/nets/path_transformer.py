@@ -69,12 +69,16 @@ class ValueEmbedding(nn.Module):
         return torch.where((size > 0).unsqueeze(-1), self.level(index), numeric)
 
 
+CACHE_BLOCK = 32      # a key/value cache grows by whole blocks of this many slots
+
+
 @dataclass
 class PathCache:
     """The content slots so far: keys and values per block `[B, heads, capacity, W / heads]`
-    (the first `length` filled; preallocated, so a step writes its slots instead of copying
-    the cache), each key's variable `[B, capacity]`, an additive key mask `[B, capacity]`
-    (0 where a key exists, −inf elsewhere), and `given`: the slots holding o (padded)."""
+    (the first `length` filled; preallocated in whole `CACHE_BLOCK`s, so a step writes its
+    slots instead of copying the cache), each key's variable `[B, capacity]`, an additive key
+    mask `[B, capacity]` in the compute dtype (0 where a key exists, −inf elsewhere, empty
+    slots included), and `given`: the slots holding o (padded)."""
 
     keys: list
     values: list
@@ -84,9 +88,11 @@ class PathCache:
     given: int
 
 
-def _grow(cache: PathCache, capacity: int) -> None:
-    """Enlarge a cache to `capacity` slots (new slots absent)."""
-    more = capacity - cache.key_mask.shape[1]
+def _reserve(cache: PathCache, end: int) -> None:
+    """Room for `end` slots: the capacity rounded up to whole `CACHE_BLOCK`s (new slots absent)."""
+    more = -(-end // CACHE_BLOCK) * CACHE_BLOCK - cache.key_mask.shape[1]
+    if more <= 0:
+        return
 
     def pad(t):
         return torch.cat([t, t.new_zeros(*t.shape[:2], more, t.shape[-1])], 2)
@@ -179,6 +185,19 @@ class PathTransformer(PathNetwork):
         bias = slopes * -distance.view(len(distance), 1, *[1] * extra, *distance.shape[1:])
         return bias.masked_fill(~allowed[:, None], float("-inf"))
 
+    def _cache_bias(self, cache: PathCache, slots: torch.Tensor, new: torch.Tensor, dtype) -> torch.Tensor:
+        """The bias `[B, heads, L, capacity]` in `dtype` of L new rows (variables `slots` `[B, L]`,
+        written into the cache's slots n = `cache.length` … n + L − 1) over the whole cache:
+        ALiBi; on the earlier slots their key mask, on the new ones `new` `[B, L, L]` (who sees
+        whom among them), the empty slots after them −inf. Built in place, no copies."""
+        n, L = cache.length, slots.shape[1]
+        distance = (slots[:, :, None] - cache.key_position[:, None, :]).abs().to(dtype)    # [B, L, capacity]
+        bias = distance[:, None] * -self.slopes.to(dtype)[:, None, None]
+        bias[..., :n] += cache.key_mask[:, None, None, :n].to(dtype)
+        bias[..., n:n + L].masked_fill_(~new[:, None], float("-inf"))
+        bias[..., n + L:] = float("-inf")
+        return bias
+
     def forward(self, x_in: torch.Tensor, path: torch.Tensor, step: torch.Tensor | None = None) -> torch.Tensor:
         """The content slots attend to content slots only, and a query slot to content slots and
         itself: so each block computes content→content (Lc × Lc) and query→content scores
@@ -240,7 +259,7 @@ class PathTransformer(PathNetwork):
         return params if streams else params[:, 0]
 
     def begin(self, x_in: torch.Tensor, given: torch.Tensor) -> PathCache:
-        D, B = self.dim, len(given)
+        B = len(given)
         n_given = given.sum(-1, keepdim=True)
         length = int(n_given.max()) if B else 0
         order = (~given).long().argsort(dim=-1, stable=True)[:, :length]   # given variables first
@@ -248,16 +267,17 @@ class PathTransformer(PathNetwork):
         eye = torch.eye(length, dtype=torch.bool, device=given.device)
         h = self._content(x_in.gather(1, order), order)
         bias = self._bias(order, order, valid[:, None, :] | eye, _compute_dtype(h))
+        room = -(-(length + 1) // CACHE_BLOCK) * CACHE_BLOCK - length    # and for the first targets
         keys, values = [], []
         for i, block in enumerate(self.blocks):
             q, k, v = block.queries_keys_values(h)
-            keys.append(torch.cat([k, k.new_zeros(*k.shape[:2], D, k.shape[-1])], 2))   # room for D targets
-            values.append(torch.cat([v, v.new_zeros(*v.shape[:2], D, v.shape[-1])], 2))
+            keys.append(torch.cat([k, k.new_zeros(*k.shape[:2], room, k.shape[-1])], 2))
+            values.append(torch.cat([v, v.new_zeros(*v.shape[:2], room, v.shape[-1])], 2))
             if i + 1 < len(self.blocks):        # the last block's output is no key: skip it
                 h = block.update(h, _attend(q, k, v, bias))
-        key_mask = torch.zeros(B, length + D, dtype=torch.float32, device=given.device)
-        key_mask[:, :length].masked_fill_(~valid, float("-inf"))
-        return PathCache(keys, values, torch.cat([order, order.new_zeros(B, D)], 1), key_mask, length, length)
+        key_mask = torch.full((B, length + room), float("-inf"), dtype=bias.dtype, device=given.device)
+        key_mask[:, :length].masked_fill_(valid, 0.0)
+        return PathCache(keys, values, torch.cat([order, order.new_zeros(B, room)], 1), key_mask, length, length)
 
     def extend(self, cache: PathCache, var: torch.Tensor, value: torch.Tensor, valid: torch.Tensor,
                then: torch.Tensor | None = None) -> torch.Tensor | None:
@@ -265,37 +285,35 @@ class PathTransformer(PathNetwork):
         next step's query slots in the same pass through the blocks (`predict(cache, then)`
         after the append, at half the per-layer calls); returns their parameters `[B, q, P]`.
 
-        A walk step at a small batch is bound by per-call overhead, so each block takes a
-        fixed handful of calls whatever the block size: the new slots' keys and values are
-        written into the cache (the queries' into scratch slots past the new content, which
-        the next step overwrites), then every new row attends over the cache in place (a
-        view, never a copy): a content slot to the earlier slots and its own block's up to
-        itself, a query to every content slot and its own scratch slot. A step's work is its
-        arithmetic, m + q rows against n + m + q keys."""
+        A walk step at a small batch is bound by per-call overhead and by reading the cache,
+        so each block takes a fixed handful of calls whatever the block size: the new slots'
+        keys and values are written into the cache (the queries' into scratch slots past the
+        new content, which the next step overwrites), then every new row attends over the
+        whole cache in place: a content slot to the earlier slots and its own block's up to
+        itself, a query to every content slot and its own scratch slot, the empty slots
+        masked. The whole cache, not a slice of it, is one contiguous tensor per block, which
+        a bf16 product reads as it is (a slice it would copy first); the empty slots cost
+        under a `CACHE_BLOCK` per row."""
         n, m = cache.length, var.shape[1]
         q = 0 if then is None else then.shape[1]
-        end = n + m + q
-        if end > cache.key_mask.shape[1]:       # padded blocks of rows of unequal paths outgrew it
-            _grow(cache, end + self.dim)
+        _reserve(cache, n + m + q)
         slots, h = var, self._content(value, var)
         if then is not None:
             slots, h = torch.cat([var, then], 1), torch.cat([h, self._query(then)], 1)
-        cache.key_position[:, n:end] = slots
+        cache.key_position[:, n:n + m + q] = slots
         cache.key_mask[:, n:n + m] = torch.where(valid, 0.0, float("-inf"))
         rules, own = _new_slot_rules(m, q, var.device)
         usable = torch.cat([valid, valid.new_ones(len(var), q)], 1)
-        allowed = torch.cat([(cache.key_mask[:, None, :n] == 0).expand(-1, m + q, -1),
-                             (rules & usable[:, None, :]) | own], -1)
-        bias = self._bias(slots, cache.key_position[:, :end], allowed, _compute_dtype(h))
+        bias = self._cache_bias(cache, slots, (rules & usable[:, None, :]) | own, _compute_dtype(h))
         last = len(self.blocks) - 1
         for i, (block, keys, values) in enumerate(zip(self.blocks, cache.keys, cache.values)):
             qs, k, v = block.queries_keys_values(h)
-            keys[:, :, n:end], values[:, :, n:end] = k, v
+            keys[:, :, n:n + m + q], values[:, :, n:n + m + q] = k, v
             if i == last:
                 if then is None:
                     break                        # the last block's output is no key: skip it
                 qs, h, bias = qs[:, :, m:], h[:, m:], bias[:, :, m:]   # only the queries' outputs are read
-            h = block.update(h, _attend(qs, keys[:, :, :end], values[:, :, :end], bias))
+            h = block.update(h, _attend(qs, keys, values, bias))
         cache.length = n + m
         if then is None:
             return None
@@ -305,21 +323,18 @@ class PathTransformer(PathNetwork):
         """See `PathNetwork.predict`; the queries' own keys go to scratch slots past the cache's
         content (as in `extend`), so each block attends over the cache in place."""
         n, m = cache.length, var.shape[1]
-        if n + m > cache.key_mask.shape[1]:
-            _grow(cache, n + m + self.dim)
-        visible = cache.key_mask[:, None, :n] == 0
-        if seen is not None:
-            slot = torch.arange(n, device=var.device)
-            visible = visible & (slot < cache.given + seen[..., None])
+        _reserve(cache, n + m)
         cache.key_position[:, n:n + m] = var
-        own = _new_slot_rules(0, m, var.device)[1]
         h = self._query(var)
-        allowed = torch.cat([visible.expand(-1, m, -1), own.expand(len(var), -1, -1)], -1)
-        bias = self._bias(var, cache.key_position[:, :n + m], allowed, _compute_dtype(h))
+        own = _new_slot_rules(0, m, var.device)[1]
+        bias = self._cache_bias(cache, var, own.expand(len(var), -1, -1), _compute_dtype(h))
+        if seen is not None:
+            hidden = torch.arange(n, device=var.device) >= cache.given + seen[..., None]   # [B, m, n]
+            bias[..., :n].masked_fill_(hidden[:, None], float("-inf"))
         for block, keys, values in zip(self.blocks, cache.keys, cache.values):
             q, k, v = block.queries_keys_values(h)
             keys[:, :, n:n + m], values[:, :, n:n + m] = k, v
-            h = block.update(h, _attend(q, keys[:, :, :n + m], values[:, :, :n + m], bias))
+            h = block.update(h, _attend(q, keys, values, bias))
         return self.head(self.ln_f(h))
 
     def output_layers(self) -> tuple[nn.Module, ...]:
