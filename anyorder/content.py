@@ -144,7 +144,8 @@ def read_content(path: str | Path, meta: dict) -> Content:
     models), checked now; its values are read when `blocks` is iterated."""
     path, name = Path(path), str(path)
     if not path.is_file():
-        raise CompressionError(f"no such input file: {path}")
+        what = "is a folder" if path.is_dir() else "is not a regular file" if path.exists() else "does not exist"
+        raise CompressionError(f"input {path} {what}; compress reads a regular file")
     if meta["kind"] == "text":
         return _text_content(path, meta, name)
     if meta["kind"] != "image":

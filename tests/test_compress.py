@@ -3,6 +3,7 @@ likelihood, and one-line errors for foreign, damaged and unusable files."""
 
 import io
 import math
+import os
 import zlib
 from pathlib import Path
 
@@ -267,6 +268,10 @@ def test_unusable_inputs_are_refused(tmp_path, text_model, grey_model):
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "rgb.png")
     with pytest.raises(CompressionError, match="mode L"):
         compress_file(*grey_model, tmp_path / "rgb.png", tmp_path / "x.aoz")
+    for source, what in ((tmp_path / "absent.txt", "does not exist"), (tmp_path, "is a folder"),
+                         (Path(os.devnull), "is not a regular file")):
+        with pytest.raises(CompressionError, match=what):
+            compress_file(*text_model, source, tmp_path / "x.aoz")
     assert not (tmp_path / "x.aoz").exists()
 
 
