@@ -165,6 +165,13 @@ def walk_ranks(given: torch.Tensor, target: torch.Tensor, protocol: str, bounds:
     rank = ranks(given, protocol, generator, then=target)
     if parse_name(protocol, PROTOCOLS, "protocol")[0] != "natural-strided":
         return rank
+    return _strided_where_spread(rank, given, target, bounds)
+
+
+def _strided_where_spread(rank: torch.Tensor, given: torch.Tensor, target: torch.Tensor,
+                          bounds: torch.Tensor) -> torch.Tensor:
+    """natural-strided's walk order from its natural order `rank` (`ranks(given, then=target)`):
+    strided(K) on the rows with a step of several targets, `rank` on the others."""
     spread = (bounds.diff(dim=-1) > 1).any(-1)
     if not spread.any():
         return rank
@@ -405,8 +412,8 @@ def training_walks(batch: int, dim: int, protocol: str = "natural", query: str =
     K = steps[:, None]
     even = torch.where(length >= K, (2 * k * length + K) // (2 * K), torch.minimum(k, length))
     bounds = torch.where(k <= K, even, length)                     # [B, max K + 1]: past a row's K, empty
-    rank = torch.where(exact[:, None], ranks(given, protocol, generator, then=target),
-                       walk_ranks(given, target, protocol, bounds, generator))
+    natural = ranks(given, protocol, generator, then=target)      # once: the exact rows' order and walk_ranks' base
+    rank = torch.where(exact[:, None], natural, _strided_where_spread(natural, given, target, bounds))
     start = given.sum(-1, keepdim=True)
     path = torch.where(given, GIVEN, torch.where(target, rank - start, dim))
     budget_steps = path_steps(path, bounds)

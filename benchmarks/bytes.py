@@ -2,8 +2,10 @@
 compression against the classic codecs, coding speed and the peak memory of streaming compression.
 
 0. `--train-baseline`: a left-to-right byte Transformer (`LeftToRight`: the project's blocks,
-   the run's width, depth, heads, optimiser, schedule, batch, steps, precision and seed),
-   trained here through the trainer's own step and saved to `--baseline`.
+   the run's width, depth, heads, optimiser, schedule, batch, steps, precision and seed; the
+   run's learning rate unless `--baseline-lr` gives it its own, so that each model can be
+   compared at the learning rate it does best with), trained here through the trainer's own
+   step and saved to `--baseline`.
 1. Test bits per byte of the run (its test split: rows of D bytes): the joint, the
    card-uniform marginal (bits per queried byte) and 50% infilling (half of each row's bytes
    given, drawn from a fixed seed; bits per hole), with standard errors over rows; the
@@ -20,6 +22,7 @@ compression against the classic codecs, coding speed and the peak memory of stre
    that took hours to code is measured over its first chunks), beside an 8 KB file coded whole.
 
     python benchmarks/bytes.py --threads 1 --run runs/text-bytes-cpu --baseline runs/text-bytes-ltr.pt --train-baseline
+    python benchmarks/bytes.py --threads 1 --run runs/text-bytes-cpu --baseline runs/ltr-lr005.pt --train-baseline --baseline-lr 0.005
     python benchmarks/bytes.py --threads 1 --no-likelihood --no-compression --memory 1024 --step-time 5
 """
 
@@ -344,6 +347,7 @@ def main() -> None:
     parser.add_argument("--baseline", help="the left-to-right baseline's weights (.pt), trained here first with "
                         "--train-baseline (the run's size, optimiser, batch and steps)")
     parser.add_argument("--train-baseline", action="store_true", help="train the baseline into --baseline first")
+    parser.add_argument("--baseline-lr", type=float, help="the baseline's learning rate (default: the run's)")
     parser.add_argument("--rows", type=int, default=0, help="test rows for the likelihoods (0: all)")
     parser.add_argument("--batch-size", type=int, default=32, help="rows per likelihood batch")
     parser.add_argument("--coder-batch", type=int, default=128, help="rows per compress chunk (--batch-size of compress)")
@@ -364,13 +368,19 @@ def main() -> None:
     if args.train_baseline:
         if not args.baseline:
             parser.error("--train-baseline needs --baseline (where to save it)")
-        train_left_to_right(bundle[1], Path(args.baseline))
+        config = bundle[1].to_dict()
+        if args.baseline_lr is not None:
+            if not 0 < args.baseline_lr <= 1:
+                parser.error(f"--baseline-lr must lie in (0, 1], got {args.baseline_lr}")
+            config["optim"]["lr"] = args.baseline_lr
+        train_left_to_right(Config.from_dict(config), Path(args.baseline))
     baseline = load_left_to_right(args.baseline) if args.baseline else None
     if baseline:
         b, r = baseline[1], bundle[1]
         lines.append(f"baseline: left-to-right Transformer, width {b.net['width']}, depth {b.net['depth']}, "
                      f"{b.train.steps} steps of {b.train.batch_size} rows (the run: {r.net['width']}, "
-                     f"{r.net['depth']}, {r.train.steps} of {r.train.batch_size}), trained in "
+                     f"{r.net['depth']}, {r.train.steps} of {r.train.batch_size}), lr {b.optim.lr} (the run: "
+                     f"{r.optim.lr}), trained in "
                      f"{torch.load(args.baseline, weights_only=True)['seconds']:.0f} s")
     if args.step_time:
         preset, ltr = step_seconds(bundle[1], args.step_time)
