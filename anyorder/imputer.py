@@ -224,7 +224,9 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         copies of each row for `CALIBRATION_CELLS` rows), the level q at which the draws'
         quantile (`draw_quantiles`' places) equals the truth; sorted `[K]`, pooled over the
         columns (a column's own levels, from the ~150 held-out rows of a 1500-row table,
-        moved its coverage by ±0.03 between seeds), or None without held-out rows.
+        moved its coverage by ±0.03 between seeds), or None without held-out rows. Each
+        column's own levels go to `levels_pit_columns_`, which calibration="per-column"
+        shrinks towards the pooled ones (`calibrated_levels`).
         `quantiles` asks the draws for the levels at which this empirical distribution
         reaches the requested ones (Kuleshov et al. 2018, quantile recalibration): an
         interval the model makes too narrow or too wide on fresh rows covers what it

@@ -73,9 +73,14 @@ VARIANTS = {
 }
 
 
-def mean_se(values: torch.Tensor) -> str:
+def mean_and_se(values: torch.Tensor) -> list[float]:
+    """[mean, standard error] of per-row figures (in float64)."""
     values = values.double()
-    return f"{values.mean().item():.3f} ± {values.std().item() / math.sqrt(len(values)):.3f}"
+    return [values.mean().item(), values.std().item() / math.sqrt(len(values))]
+
+
+def mean_se(values: torch.Tensor) -> str:
+    return "{:.3f} ± {:.3f}".format(*mean_and_se(values))
 
 
 def trained_run(name: str, args) -> Path:
@@ -144,8 +149,8 @@ def record(title: str, results: dict) -> None:
     `title`, replacing a run of the same title: what plots.py draws."""
     runs = json.loads(RECORD.read_text()) if RECORD.is_file() else []
     entry = {"title": title, "command": "python benchmarks/path_network.py " + " ".join(sys.argv[1:]),
-             "models": {name: {query: [got[query].mean().item(), got[query].std().item() / math.sqrt(len(got[query]))]
-                               for query in ("joint", "marginal", "infill")} for name, got in results.items()}}
+             "models": {name: {query: mean_and_se(got[query]) for query in ("joint", "marginal", "infill")}
+                        for name, got in results.items()}}
     runs = [run for run in runs if run["title"] != title] + [entry]
     RECORD.write_text(json.dumps(runs, indent=1) + "\n")
     print(f"recorded as {title!r} in {RECORD}")

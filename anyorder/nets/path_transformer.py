@@ -88,9 +88,14 @@ class PathCache:
     given: int
 
 
+def _whole_blocks(slots: int) -> int:
+    """`slots` rounded up to whole `CACHE_BLOCK`s: a cache's capacity."""
+    return -(-slots // CACHE_BLOCK) * CACHE_BLOCK
+
+
 def _reserve(cache: PathCache, end: int) -> None:
     """Room for `end` slots: the capacity rounded up to whole `CACHE_BLOCK`s (new slots absent)."""
-    more = -(-end // CACHE_BLOCK) * CACHE_BLOCK - cache.key_mask.shape[1]
+    more = _whole_blocks(end) - cache.key_mask.shape[1]
     if more <= 0:
         return
 
@@ -130,14 +135,13 @@ def _attend(q, k, v, bias, dropout_p: float = 0.0) -> torch.Tensor:
     return (F.dropout(weights, dropout_p) if dropout_p else weights) @ v
 
 
-def _attend_and_self(q, k, v, k_self, v_self, bias, dropout_p: float = 0.0, self_bias=None) -> torch.Tensor:
+def _attend_and_self(q, k, v, k_self, v_self, bias, dropout_p: float = 0.0) -> torch.Tensor:
     """Attention of each query over the keys k, v `[B, H, Lk, d]` (bias `[B, H, L, Lk]`) and over
-    its own key and value (`k_self`, `v_self` `[B, H, L, d]`; `self_bias` `[L, 1]`, default 0,
-    −inf where a query's own key is already among k): one extra score per query, so the
-    softmax runs over [scores, self] and the output is P·V + p_self·v_self."""
+    its own key and value (`k_self`, `v_self` `[B, H, L, d]`, never among k): one extra score
+    per query, so the softmax runs over [scores, self] and the output is P·V + p_self·v_self."""
     q = q * q.shape[-1] ** -0.5
     own = (q * k_self).sum(-1, keepdim=True)
-    scores = torch.cat([q @ k.transpose(-1, -2) + bias, own if self_bias is None else own + self_bias], -1)
+    scores = torch.cat([q @ k.transpose(-1, -2) + bias, own], -1)
     weights = F.dropout(torch.softmax(scores, -1), dropout_p)
     to_keys, to_self = weights.split([k.shape[2], 1], -1)
     return to_keys @ v + to_self * v_self
@@ -267,7 +271,7 @@ class PathTransformer(PathNetwork):
         eye = torch.eye(length, dtype=torch.bool, device=given.device)
         h = self._content(x_in.gather(1, order), order)
         bias = self._bias(order, order, valid[:, None, :] | eye, _compute_dtype(h))
-        room = -(-(length + 1) // CACHE_BLOCK) * CACHE_BLOCK - length    # and for the first targets
+        room = _whole_blocks(length + 1) - length    # and for the first targets
         keys, values = [], []
         for i, block in enumerate(self.blocks):
             q, k, v = block.queries_keys_values(h)
