@@ -43,7 +43,9 @@ passes a segment half the time. In the two-gate task the operator's vy (±1/3 pe
     python benchmarks/gates.py --quick --threads 1         # a smoke run, about a minute
 
 `--min-log-scale F` sets both mixtures' log-scale floor (MAC's and the mixture density's
-alike); the results then go to files named with `_floorF`.
+alike); the results then go to files named with `_floorF`. `--diffusion` adds a diffusion
+policy (`DiffusionPolicy`, its own 2 x 2 grid: denoising steps 20 or 100) alone and as an
+assistant that inpaints the operator's dimension (files named with `_diffusion`).
 """
 
 from __future__ import annotations
