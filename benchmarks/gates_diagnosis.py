@@ -131,7 +131,7 @@ def main() -> None:
     gates.GATES = gates.TASKS["parity"]
     print(machine(torch.device("cpu")))
     _, (states, actions), _ = gates.rollout(gates.demonstrator(0), range(gates.DEMO_SEEDS, gates.DEMO_SEEDS + 200))
-    table = gates.Path("runs/gates_diagnosis/demonstrations.csv")
+    table = gates.Path(__file__).resolve().parent.parent / "runs" / "gates_diagnosis" / "demonstrations.csv"
     table.parent.mkdir(parents=True, exist_ok=True)
     write_table(table, gates.STATE_COLUMNS + gates.ACTION_COLUMNS, np.hstack([states, actions]))
     data = load_table(table, valid_fraction=0.05, test_fraction=0.0, seed=0,

@@ -7,7 +7,7 @@ and 20,000 segments measure p to about ±0.0004 (binomial SE at p = 0.003) in ha
 Each spec trains one configuration on gates.py's 200 demonstrations (width 128, depth 3,
 1500 steps, seed 0) and flies it as the operator's assistant in both arrangements:
 
-    kind,lr,components,floor[,targets=next][,nodes=aoarm|subset]
+    kind,lr,components,floor[,targets=next][,nodes=aoarm|subset][,reweight=0]
 
 kind: mac or mdn; floor: the mixture's log-scale floor (standardised units). Two training
 variants of MAC replace a library function for the run:
@@ -16,7 +16,8 @@ variants of MAC replace a library function for the run:
   nodes=aoarm   action nodes of uniform cardinality, then a uniform subset, weighted by
                 |node| + 1 (every singleton 11%, every pair 17%), instead of MAC's inpainting
                 nodes (which draw {vy} 4.5% and {vx, vy} 40% of the time);
-  nodes=subset  a uniform proper subset of the action dimensions (each 1/7).
+  nodes=subset  a uniform proper subset of the action dimensions (each 1/7);
+and reweight=0 draws MAC's own nodes without the weight |node| + 1 (a constructor option).
 
     python benchmarks/gates_variants.py mac,3e-3,3,-7 mac,3e-3,3,-3 mdn,1e-3,10,-3 --threads 1
 """
@@ -71,7 +72,7 @@ def main() -> None:
     gates.GATES = gates.TASKS["parity"]
     print(machine(torch.device("cpu")))
     _, (states, actions), _ = gates.rollout(gates.demonstrator(0), range(gates.DEMO_SEEDS, gates.DEMO_SEEDS + 200))
-    table = gates.Path("runs/gates_variants/demonstrations.csv")
+    table = gates.Path(__file__).resolve().parent.parent / "runs" / "gates_variants" / "demonstrations.csv"
     table.parent.mkdir(parents=True, exist_ok=True)
     write_table(table, gates.STATE_COLUMNS + gates.ACTION_COLUMNS, np.hstack([states, actions]))
     data = load_table(table, valid_fraction=0.05, test_fraction=0.0, seed=0,
@@ -84,7 +85,9 @@ def main() -> None:
         tick = time.perf_counter()
         torch.manual_seed(0)
         cls = ConditionalPolicy if kind == "mac" else MixtureDensityPolicy
-        policy = cls.for_table(data, 4, width=128, depth=3, components=int(components), min_log_scale=float(floor))
+        constructor = {"reweight": options["reweight"] == "1"} if "reweight" in options else {}
+        policy = cls.for_table(data, 4, width=128, depth=3, components=int(components), min_log_scale=float(floor),
+                               **constructor)
         fit(policy, data, steps=1500, batch_size=256, lr=float(lr), seed=0, progress=False)
         out = []
         for dim, mask in gates.ARRANGEMENTS.items():
