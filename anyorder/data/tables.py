@@ -379,8 +379,12 @@ def _column_stats(train: np.ndarray, names: list[str], source: str) -> tuple[np.
     for j, name in enumerate(names):
         if not observed[:, j].any():
             raise DataError(f"{source}: column {name!r} is entirely missing in the train split")
-    mean = np.nanmean(train, axis=0)
-    std = np.nanstd(train, axis=0)
+    # On each column scaled into [-1, 1] first: the sums of squares of values near 1e160
+    # (or sums of values near 1e308) overflow float64, an infinite std turned every fill into -inf.
+    scale = np.nanmax(np.abs(train), axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    mean = np.nanmean(train / scale, axis=0) * scale
+    std = np.nanstd(train / scale, axis=0) * scale
     for j, name in enumerate(names):
         if not std[j] > 0:
             raise DataError(f"{source}: column {name!r} is constant in the train split "
