@@ -130,7 +130,12 @@ def encode(X, columns: list[Column]) -> np.ndarray:
     for j, column in enumerate(columns):
         values = _column_values(X, j)
         if not column.categorical:
-            out[:, j] = _numbers(values)
+            try:
+                out[:, j] = _numbers(values)
+            except (TypeError, ValueError):
+                i, value = _first_non_number(values)
+                raise UserError(f"column {column.name!r} is numeric (as in fit) but has the value {value!r} "
+                                f"(row {i}), which is not a number") from None
             continue
         ids = {level: i for i, level in enumerate(column.levels)}
         cells = np.asarray(values, dtype=object).tolist()
@@ -153,6 +158,17 @@ def _numbers(values) -> np.ndarray:
     if values.dtype == object:
         return np.asarray([np.nan if is_missing(v) else float(v) for v in values.tolist()], dtype=np.float64)
     return values.astype(np.float64)
+
+
+def _first_non_number(values) -> tuple[int, object]:
+    """(row, value) of the first cell of a column that is neither missing nor a number."""
+    for i, value in enumerate(np.asarray(values, dtype=object).tolist()):
+        try:
+            if not is_missing(value):
+                float(value)
+        except (TypeError, ValueError):
+            return i, value
+    raise AssertionError("every cell is a number")        # only called after a conversion failed
 
 
 def decode(X, filled: np.ndarray, columns: list[Column]):
