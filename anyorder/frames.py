@@ -11,6 +11,7 @@ only when a DataFrame is passed.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,8 +68,13 @@ def is_missing(value) -> bool:
         return True
 
 
-def _sorted_levels(values) -> list:
-    found = {v for v in values if not is_missing(v)}
+def _sorted_levels(values, name) -> list:
+    try:
+        found = {v for v in values if not is_missing(v)}
+    except TypeError:           # unhashable: a list or dict in a cell
+        i, value = next((i, v) for i, v in enumerate(values) if not isinstance(v, Hashable))
+        raise UserError(f"column {name!r} has the value {value!r} (row {i}), a {type(value).__name__}; cells must be "
+                        "numbers, text, booleans or missing") from None
     try:
         return sorted(found)
     except TypeError:        # mixed types: by their text
@@ -107,7 +113,7 @@ def _categorical(name, values, dtype) -> Column:
     elif str(dtype) in ("bool", "boolean"):
         levels = [False, True]
     else:
-        levels = _sorted_levels(np.asarray(values, dtype=object).tolist())
+        levels = _sorted_levels(np.asarray(values, dtype=object).tolist(), name)
     return Column(name, True, levels, dtype, False)
 
 

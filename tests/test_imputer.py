@@ -269,6 +269,10 @@ def test_every_parameter_and_argument_of_the_wrong_type_or_range_is_one_line(tmp
         imputer.transform(np.empty((0, 2), dtype=object))
     with pytest.raises(ValueError, match="column 0 is numeric .* 'x' \\(row 1\\)"):
         imputer.transform(np.array([[1.0, "a"], ["x", "b"]], dtype=object))
+    for table, message in ((np.array([[1.0, "a"], [2.0, None], [3.0, "a"]] * 5, dtype=object), "column '1' is constant"),
+                           (np.array([[1.0, {}], [2.0, None], [3.0, "a"]] * 5, dtype=object), "column 1 .* a dict")):
+        with pytest.raises(ValueError, match=message):
+            AnyOrderImputer(**TINY).fit(table)
     notes = tmp_path / "notes.txt"
     notes.write_text("kept")
     with pytest.raises(ValueError, match="it is a file, and a checkpoint is a folder"):

@@ -458,6 +458,10 @@ def table_dataset(source: str, names: list[str], table: np.ndarray, levels: list
     rows with no observed cell skipped (a warning says how many), the rest split by a
     seeded shuffle, numeric columns standardised with train statistics; see `load_table`."""
     path = source
+    for name, found in zip(names, levels):
+        if found is not None and len(found) < 2:
+            raise DataError(f"{path}: column {name!r} is constant (every cell is "
+                            f"{found[0] if found else 'missing'!r} or missing); drop it, it carries no information")
     empty = np.isnan(table).all(1)
     if empty.all():
         raise DataError(f"{path}: every row is entirely missing; there is nothing to train on")
