@@ -57,11 +57,13 @@ from .timed_training import CLOCKS, budget_clock, train_in_memory
 PRESET = "table-impute-cpu"
 DRAWS = "draws"        # the folder of a saved imputer that holds the draws' weights
 TRANSFORMS = ("none", "quantile")
-MISSINGNESS = ("random", "self-masking")
+MISSINGNESS = ("random", "self-masking", "auto")
 CALIBRATIONS = ("pooled", "per-column")
 CALIBRATION_CELLS = 500     # held-out rows (masked copies of them where fewer) that calibrate the intervals
 CALIBRATION_MIN = 100       # hidden cells needed to calibrate at all
 SELF_MASKING_DRAWS = 100    # joint draws to reweight for missingness="self-masking"
+AUTO_ALPHA = 0.01           # missingness="auto": family-wise level of the test for self-masked columns
+AUTO_ROWS = 500             # rows (a seeded sample, where more) on which missingness="auto" tests
 CALIBRATION_PRIOR = 200     # pooled cells' weight against a column's own (calibration="per-column")
 CALIBRATION_DRAWS = 100     # as many as `quantiles` draws by default; 500 rows x 100 draws: ~16 s for 20 columns at load 9
 
@@ -110,7 +112,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         noise that cost 0.05 accuracy on `fair`); sample: one joint draw.
     num_samples : int, default 20
         Draws per row for reduce="mean" (at least SELF_MASKING_DRAWS with self-masking).
-    missingness : {"random", "self-masking"}, default "random"
+    missingness : {"random", "self-masking", "auto"}, default "random"
         What `transform` assumes hid the cells. random: the hidden values follow the model's
         conditionals given the observed cells (missing at random). self-masking: a numeric
         cell went missing with a logistic probability of its own value (missing not at
@@ -119,6 +121,13 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         counts as random), and the joint draws are reweighted by it
         (`anyorder.self_masking`). Only with reduce="mean", and only meaningful when the
         rows given to `fit` were not self-masked themselves (e.g. complete rows).
+        auto: decide per column from the rows being filled: the self-masking mechanism is
+        fitted on at most AUTO_ROWS (500) of them and kept only where a likelihood-ratio
+        test against "missing at random within the column" rejects at family-wise level
+        AUTO_ALPHA (0.01, Bonferroni over the tested columns); rows with a hole in such a
+        column get reweighted draws (their mean, or one weighted draw for reduce="sample"),
+        every other cell the `reduce` fill. `detect_self_masking` says what it found. Costs
+        100 joint draws of up to 500 rows per transform.
     numeric_transform : {"none", "quantile"}, default "none"
         quantile: model each numeric column on normal scores of its empirical distribution
         (`anyorder.column_transforms`), mapped back into its observed range; pair it with
@@ -314,10 +323,10 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         """X with its missing cells filled (`reduce`); observed cells exactly as given."""
         self._check_params()
         X, values, back = self._prepare(X)
+        if self.reduce == "mean" and self.missingness == "self-masking":
+            return back(decode(X, self._self_masked_mean(values), self.columns_))
         if self.reduce == "sample":
             fill = self._draws(values, 1, self.model_)[0]
-        elif self.reduce == "mean" and self.missingness == "self-masking":
-            fill = self._self_masked_mean(values)
         elif self.reduce == "mean":
             fill = self._reduce_draws(self._draws(values, self.num_samples, self.model_))
             categorical = np.array([c.categorical for c in self.columns_])
@@ -325,7 +334,61 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                 fill[:, categorical] = self._one_pass(values)[:, categorical]
         else:
             fill = self._one_pass(values)
+        if self.missingness == "auto":
+            a, b, _, _, keep = self._detect(values)
+            rows = (np.isnan(values) & keep).any(1)
+            if rows.any():      # rows with a hole in a self-masked column: their numeric holes reweighted
+                numeric = np.array([not c.categorical for c in self.columns_])
+                draws = self._draws(values[rows], max(int(self.num_samples), SELF_MASKING_DRAWS), self.model_)
+                hidden = np.isnan(values[rows]) & numeric
+                logw = self_masking.log_weights(standardise(self._scores(draws), self.meta_), hidden, a, b)
+                if self.reduce == "sample":
+                    generator = np.random.default_rng(self.seed_)
+                    pick = [generator.choice(len(draws), p=w / w.sum()) for w in np.exp(logw).T]
+                    moved = draws[pick, np.arange(len(pick))]
+                else:
+                    moved = self_masking.weighted_mean(draws, logw)
+                fill[np.ix_(rows, numeric)] = moved[:, numeric]
         return back(decode(X, fill, self.columns_))
+
+    def detect_self_masking(self, X) -> dict:
+        """What missingness="auto" decides for the rows of X: {"self_masked": bool `[D]`,
+        "statistic": `[D]` likelihood-ratio statistics of a self-masking mechanism against
+        missing at random within each numeric column, "p_value": `[D]` (chi-squared with one
+        degree of freedom; NaN where not tested), "slope": `[D]` the mechanism's slope per
+        standard deviation of the column (0 where not self-masked)}. A column is declared
+        self-masked where its p-value is below AUTO_ALPHA (0.01) over the number of columns
+        tested (Bonferroni), so with no self-masked column the chance of declaring any is at
+        most 1% (asymptotically, and as far as the model's conditionals are right)."""
+        from scipy.stats import chi2
+        X, values, _ = self._prepare(X)
+        a, _, statistic, tested, keep = self._detect(values)
+        p_value = np.where(tested, chi2.sf(statistic, 1), np.nan)
+        return {"self_masked": keep, "statistic": statistic, "p_value": p_value, "slope": a}
+
+    def _detect(self, values: np.ndarray):
+        """missingness="auto": (a, b) `[D]` of the self-masking mechanisms kept (a = b = 0 in the
+        columns where the test does not reject), the statistics, the tested columns and the
+        kept ones (bool `[D]`), from
+        SELF_MASKING_DRAWS joint draws of at most AUTO_ROWS rows of `values`."""
+        numeric = np.array([not c.categorical for c in self.columns_])
+        hidden = np.isnan(values) & numeric
+        tested = numeric & (hidden.sum(0) >= self_masking.MIN_CELLS) & ((~hidden).sum(0) >= self_masking.MIN_CELLS)
+        zeros = np.zeros(len(numeric))
+        if not tested.any():
+            return zeros, zeros, zeros, tested, tested
+        rows = np.arange(len(values))
+        if len(rows) > AUTO_ROWS:
+            rows = np.sort(np.random.default_rng(self.seed_).choice(len(values), AUTO_ROWS, replace=False))
+        sample = values[rows]
+        hidden = np.isnan(sample) & numeric
+        draws = self._draws(sample, SELF_MASKING_DRAWS, self.model_)
+        z = standardise(self._scores(draws), self.meta_)
+        a, b, statistic = self_masking.fit_with_likelihood_ratio(
+            z, standardise(self._scores(np.nan_to_num(sample)), self.meta_), hidden, tested)
+        tested &= (hidden.sum(0) >= self_masking.MIN_CELLS) & ((~hidden).sum(0) >= self_masking.MIN_CELLS)
+        keep = self_masking.self_masked_columns(statistic, tested, AUTO_ALPHA)
+        return np.where(keep, a, 0.0), np.where(keep, b, 0.0), statistic, tested, keep
 
     def transform_draws(self, X, m: int = 5) -> list:
         """Multiple imputation: m completed copies of X, each hole one joint draw from its
@@ -340,12 +403,21 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         holes hold that quantile (0.05 and 0.95 bound a 90% interval), categorical holes the
         most frequent level of the draws; observed cells as given. The draws' levels are
         recalibrated on the held-out rows (`calibrated_levels`), so that a level q holds a
-        share q of fresh values where cells are missing at random."""
+        share q of fresh values where cells are missing at random. With missingness
+        "self-masking", or "auto" where it finds a self-masked column, the draws are weighted
+        by the mechanism (as `transform` weights them) and the quantiles are those of the
+        weighted draws, at the same recalibrated levels."""
         levels = check_quantiles(levels, num_samples)
         X, values, back = self._prepare(X)
         draws = self._draws(values, num_samples, self.draws_model_)
         numeric = np.array([not c.categorical for c in self.columns_])
         mode = self._reduce_draws(draws)
+        logw = self._mechanism_weights(values, draws)
+        if logw is not None:
+            bounds = np.stack([self_masking.weighted_quantiles(
+                draws[..., j], logw, self.calibrated_levels(levels, j if self.calibration == "per-column" else None))
+                for j in range(draws.shape[-1])], -1)
+            return [back(decode(X, np.where(numeric, bound, mode), self.columns_)) for bound in bounds]
         draws = torch.from_numpy(draws)
         if self.calibration == "per-column":
             bounds = np.stack([draw_quantiles(draws[..., j], self.calibrated_levels(levels, j)).numpy()
@@ -430,6 +502,26 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         if (~numeric).any():
             fill[:, ~numeric] = self._one_pass(values)[:, ~numeric]
         return fill
+
+    def _mechanism_weights(self, values: np.ndarray, draws: np.ndarray) -> np.ndarray | None:
+        """Log weights `[M, N]` of the draws `[M, N, D]` of `values` under the self-masking
+        mechanism that `missingness` assumes (self-masking: estimated on `values` from
+        SELF_MASKING_DRAWS draws of model_; auto: where `_detect` finds one), or None
+        (missing at random: equal weights)."""
+        if self.missingness == "random":
+            return None
+        numeric = np.array([not c.categorical for c in self.columns_])
+        hidden = np.isnan(values) & numeric
+        if self.missingness == "auto":
+            a, b, _, _, keep = self._detect(values)
+            if not (hidden & keep).any():
+                return None
+        else:
+            fitted = self._draws(values, SELF_MASKING_DRAWS, self.model_)
+            a, b = self_masking.fit_mechanism(standardise(self._scores(fitted), self.meta_),
+                                              standardise(self._scores(np.nan_to_num(values)), self.meta_),
+                                              hidden, numeric)
+        return self_masking.log_weights(standardise(self._scores(draws), self.meta_), hidden, a, b)
 
     def _reduce_draws(self, draws: np.ndarray) -> np.ndarray:
         """Mean of the draws per numeric cell, most frequent level per categorical cell."""

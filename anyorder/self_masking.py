@@ -34,11 +34,30 @@ def fit_mechanism(draws: np.ndarray, values: np.ndarray, hidden: np.ndarray, col
     `hidden` `[N, D]` and the columns to estimate `columns` `[D]` bool; all in the same
     (standardised) units. Columns not estimated, or with fewer than MIN_CELLS hidden or
     observed cells, get a = 0 (missing completely at random): their weights are constant."""
+    a, b, _ = fit_with_likelihood_ratio(draws, values, hidden, columns, iterations)
+    return a, b
+
+
+def fit_with_likelihood_ratio(draws: np.ndarray, values: np.ndarray, hidden: np.ndarray, columns: np.ndarray,
+                   iterations: int = 100) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`fit_mechanism`'s (a, b) and, per column, the likelihood-ratio statistic `[D]` of the
+    fitted mechanism against the same column missing at random (a = 0, b the logit of its
+    share of holes, the maximum likelihood there in closed form): 2 (log L(a, b) − log L(0, b0)).
+
+    Each column's likelihood is the probability of its own pattern of holes given the rows'
+    observed cells, under "this column self-masked, the others' holes not informative about
+    their values": a proper likelihood of one free slope, so under the null (slope 0, an
+    interior point) the statistic is asymptotically chi-squared with one degree of freedom
+    (Wilks), provided the draws follow the hidden values' conditionals. At a = 0 every
+    draw's factor is the same sigmoid(b), so the null's likelihood is exact whatever the
+    draws, and the statistic is >= 0 (clipped there against the optimiser's rounding).
+    Columns not estimated get a = b = 0 and a statistic of 0."""
     m, n, d = draws.shape
-    a, b = np.zeros(d), np.zeros(d)
+    a, b, statistic = np.zeros(d), np.zeros(d), np.zeros(d)
     for j in np.flatnonzero(columns):
         holes = hidden[:, j]
-        if holes.sum() < MIN_CELLS or (~holes).sum() < MIN_CELLS:
+        count, rows = int(holes.sum()), len(holes)
+        if count < MIN_CELLS or rows - count < MIN_CELLS:
             continue
         seen = torch.from_numpy(values[~holes, j]).double()
         guessed = torch.from_numpy(draws[:, holes, j]).double()         # [M, H]
@@ -46,19 +65,39 @@ def fit_mechanism(draws: np.ndarray, values: np.ndarray, hidden: np.ndarray, col
                               requires_grad=True)
         optimiser = torch.optim.LBFGS([params], max_iter=iterations, line_search_fn="strong_wolfe")
 
-        def loss():
-            optimiser.zero_grad()
+        def negative_log_likelihood():
             slope, intercept = params[0], params[1]
             observed = torch.nn.functional.logsigmoid(-(slope * seen + intercept)).sum()
             missing = (torch.logsumexp(torch.nn.functional.logsigmoid(slope * guessed + intercept), 0)
                        - np.log(m)).sum()
-            value = -(observed + missing) / n
+            return -(observed + missing)
+
+        def loss():
+            optimiser.zero_grad()
+            value = negative_log_likelihood() / n
             value.backward()
             return value
 
         optimiser.step(loss)
+        with torch.no_grad():
+            fitted = -float(negative_log_likelihood())
+        null = count * np.log(count / rows) + (rows - count) * np.log(1 - count / rows)
         a[j], b[j] = (float(v) for v in params.detach())
-    return a, b
+        statistic[j] = max(0.0, 2 * (fitted - null))
+    return a, b, statistic
+
+
+def self_masked_columns(statistic: np.ndarray, tested: np.ndarray, alpha: float) -> np.ndarray:
+    """Bool `[D]`: the columns whose likelihood-ratio statistic (`fit_with_likelihood_ratio`) rejects
+    "missing at random within the column" at family-wise level `alpha` over the `tested`
+    columns (Bonferroni: each column at alpha / their number, against chi-squared with one
+    degree of freedom). Under the null for every column, some column is declared
+    self-masked with probability at most alpha (asymptotically)."""
+    from scipy.stats import chi2
+    count = int(np.count_nonzero(tested))
+    if count == 0:
+        return np.zeros(len(statistic), dtype=bool)
+    return tested & (chi2.sf(statistic, 1) < alpha / count)
 
 
 def log_weights(draws: np.ndarray, hidden: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -73,3 +112,25 @@ def log_weights(draws: np.ndarray, hidden: np.ndarray, a: np.ndarray, b: np.ndar
 def weighted_mean(draws: np.ndarray, logw: np.ndarray) -> np.ndarray:
     """The weighted mean `[N, D]` of draws `[M, N, D]` under log weights `[M, N]`."""
     return (np.exp(logw)[..., None] * draws).sum(0)
+
+
+def weighted_quantiles(draws: np.ndarray, logw: np.ndarray, levels) -> np.ndarray:
+    """Quantiles `[Q, N, ...]` of draws `[M, N, ...]` under normalised log weights `[M, N]`:
+    the sorted draws interpolated linearly against their cumulative weight times M / (M + 1),
+    which with equal weights is k / (M + 1) at the k-th smallest, the places of
+    `anyorder.impute.draw_quantiles` (so equal weights give its quantiles); levels below
+    the first place or above the last give the smallest or largest draw."""
+    m = len(draws)
+    weights = np.broadcast_to(np.exp(logw).reshape(logw.shape + (1,) * (draws.ndim - 2)), draws.shape)
+    order = np.argsort(draws, 0, kind="stable")
+    ordered = np.take_along_axis(draws, order, 0)
+    place = np.cumsum(np.take_along_axis(weights, order, 0), 0) * m / (m + 1)
+    out = []
+    for q in levels:
+        count = (place < q).sum(0)[None]
+        high, low = np.clip(count, 0, m - 1), np.clip(count - 1, 0, m - 1)
+        p_low, p_high = np.take_along_axis(place, low, 0), np.take_along_axis(place, high, 0)
+        frac = np.clip((q - p_low) / np.where(p_high > p_low, p_high - p_low, 1.0), 0, 1)
+        v_low, v_high = np.take_along_axis(ordered, low, 0), np.take_along_axis(ordered, high, 0)
+        out.append((v_low + frac * (v_high - v_low))[0])
+    return np.stack(out)

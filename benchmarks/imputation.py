@@ -79,6 +79,7 @@ MASKS = ("mcar", "mar", "mnar")
 LABELS = {"imputer": "AnyOrderImputer, default (conditional mean)", "imputer_draws": "AnyOrderImputer, mean of 20 draws",
           "imputer_mnar": "AnyOrderImputer, missingness=\"self-masking\"",
           "imputer_draws100": "AnyOrderImputer, mean of 100 draws",
+          "imputer_auto": "AnyOrderImputer, missingness=\"auto\" (conditional mean)",
           "imputer_drawmode": "AnyOrderImputer, mean of 20 draws, categories: most frequent of the draws",
           "imputer_blend": "AnyOrderImputer, (conditional mean + mean of 20 draws) / 2",
           "cmean": "anyorder, conditional mean", "dmean": "anyorder, mean of draws",
@@ -261,13 +262,17 @@ def coverage(truth: torch.Tensor, sample: torch.Tensor, hidden: torch.Tensor, nu
 # ---------------------------------------------------------------- AnyOrderImputer
 
 def imputer_fills(imputer, holes: np.ndarray, categorical: np.ndarray, draws: int,
-                  self_masking: bool = False) -> tuple[dict, dict, np.ndarray]:
+                  self_masking: bool = False, auto: bool = False) -> tuple[dict, dict, np.ndarray]:
     """A fitted AnyOrderImputer asked for the masked rows `holes`: ({method: fill},
     {method: transform seconds}, (low, high) 90% bounds from `draws` draws); with
-    `self_masking`, also the fills of missingness="self-masking"."""
+    `self_masking`, also the fills and intervals of missingness="self-masking"; with `auto`,
+    those of missingness="auto" (conditional mean) and, under "auto_detected", what its
+    test found per column (`detect_self_masking`)."""
     fills, seconds = {}, {}
     ways = [("imputer", "conditional-mean", "random"), ("imputer_draws", "mean", "random")]
-    for name, reduce, missingness in ways + [("imputer_mnar", "mean", "self-masking")] * self_masking:
+    ways += [("imputer_mnar", "mean", "self-masking")] * self_masking
+    ways += [("imputer_auto", "conditional-mean", "auto")] * auto
+    for name, reduce, missingness in ways:
         started = time.perf_counter()
         fills[name] = imputer.set_params(reduce=reduce, missingness=missingness).transform(holes).astype(np.float64)
         seconds[name] = time.perf_counter() - started
@@ -297,6 +302,15 @@ def imputer_fills(imputer, holes: np.ndarray, categorical: np.ndarray, draws: in
         bounds[name] = np.stack([np.asarray(low, np.float64), np.asarray(high, np.float64)])
     module.CALIBRATION_PRIOR = prior
     imputer.set_params(calibration=default)
+    for name, reduce, missingness in ways[2:]:      # intervals of the weighted draws
+        low, high = imputer.set_params(reduce=reduce, missingness=missingness).quantiles(
+            holes, (0.05, 0.95), num_samples=draws)
+        bounds[name] = np.stack([np.asarray(low, np.float64), np.asarray(high, np.float64)])
+    if auto:
+        found = imputer.set_params(missingness="auto").detect_self_masking(holes)
+        bounds["auto_detected"] = {k: [None if isinstance(v, float) and math.isnan(v) else v
+                                       for v in np.asarray(found[k]).tolist()] for k in ("self_masked", "p_value")}
+    imputer.set_params(reduce="conditional-mean", missingness="random")
     return fills, seconds, bounds
 
 
@@ -410,6 +424,9 @@ def main() -> None:
     parser.add_argument("--self-masking", action="store_true",
                         help="also score AnyOrderImputer(missingness='self-masking') (the mechanism estimated "
                              "on the masked test rows; meant for --mask mnar)")
+    parser.add_argument("--auto", action="store_true",
+                        help="also score AnyOrderImputer(missingness='auto') (self-masking where a likelihood-ratio "
+                             "test finds it) and record what its test found")
     parser.add_argument("--seeds", type=int, default=3, help="mask seeds F..F+S-1 (and the imputer's random_state)")
     parser.add_argument("--first-seed", type=int, default=0, help="F: the first mask seed")
     parser.add_argument("--methods", nargs="+", default=["imputer", "anyorder", *BASELINES],
@@ -496,10 +513,15 @@ def main() -> None:
                         results.setdefault((table, cond, "coverage"), {}).setdefault(
                             "unbiased" if unbiased else "linear", []).append(cover)
                 if imputer is not None:
-                    got, took, bounds = imputer_fills(imputer, holes, categorical, args.draws, args.self_masking)
+                    got, took, bounds = imputer_fills(imputer, holes, categorical, args.draws, args.self_masking,
+                                                       args.auto)
                     fills.update(got)
                     seconds.update({k: v + fit_seconds for k, v in took.items()})
                     cells = hidden & ~categorical[None]
+                    detected = bounds.pop("auto_detected", None)
+                    if detected is not None:
+                        for key, value in detected.items():
+                            results.setdefault((table, cond, "auto_detected"), {}).setdefault(key, []).append(value)
                     for kind, bound in bounds.items():
                         inside = (truth >= bound[0]) & (truth <= bound[1])
                         results.setdefault((table, cond, "coverage"), {}).setdefault(kind, []).append(
@@ -611,7 +633,8 @@ def render(records: list[dict]) -> str:
                 if t == "fair":
                     cells.append(mean_se(r.get("accuracy", [])))
             lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
-        kinds = [k for k in ("linear", "unbiased", "imputer", "imputer_pooled", "imputer_column200", "imputer_column0") if any(results.get((t, cond, "coverage"), {}).get(k)
+        kinds = [k for k in ("linear", "unbiased", "imputer", "imputer_pooled", "imputer_column200", "imputer_column0",
+                             "imputer_mnar", "imputer_auto") if any(results.get((t, cond, "coverage"), {}).get(k)
                                                                      for t in tables)]
         if kinds:
             lines += ["", "Coverage of 90% intervals (5% and 95% quantiles of the draws) on hidden numeric cells, "
