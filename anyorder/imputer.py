@@ -241,10 +241,12 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         interval the model makes too narrow or too wide on fresh rows covers what it
         promises."""
         self.levels_pit_columns_ = None
+        self.mechanism_reference_ = None
         if rows is None or len(rows) < 10:
             return None
         rows = rows[:CALIBRATION_CELLS]
-        rows = rows.repeat(min(20, -(-CALIBRATION_CELLS // len(rows))), 1)
+        copies = min(20, -(-CALIBRATION_CELLS // len(rows)))
+        rows = rows.repeat(copies, 1)
         generator = torch.Generator().manual_seed(self.seed_ + 1)
         numeric = torch.tensor([not c.categorical for c in self.columns_])
         hidden = (torch.rand(rows.shape, generator=generator) < rate) & ~torch.isnan(rows) & numeric
@@ -253,6 +255,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         with self._threads():
             draws = impute(self.draws_model_, torch.where(hidden, math.nan, rows), num_samples=CALIBRATION_DRAWS,
                            reduce="sample", generator=generator, floor=self._floor())
+        self.mechanism_reference_ = self._reference(draws.double().numpy(), rows.double().numpy(),
+                                                    hidden.numpy(), numeric.numpy(), copies)
         ordered = draws.sort(0).values.double().numpy()         # [M, R, D]
         truth, m = rows.double().numpy(), len(ordered)
         below = (ordered < truth).sum(0)                         # the truth's place lies in [below - 1, below]
@@ -264,6 +268,17 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         self.levels_pit_columns_ = [np.sort(level[hidden[:, j], j]) if hidden[:, j].any() else None
                                     for j in range(len(self.columns_))]
         return np.sort(level[hidden])
+
+    def _reference(self, draws: np.ndarray, rows: np.ndarray, hidden: np.ndarray, numeric: np.ndarray,
+                   copies: int) -> dict:
+        """missingness="auto"'s reference: per numeric column, the self-masking slope and its
+        standard error fitted on held-out rows whose holes are at random by construction
+        (`self_masking.against_reference`); the rows come in `copies` masked copies, so the
+        standard error is widened by sqrt(copies), as if the copies were one (conservative:
+        their masks differ). In model (standardised) units, as `_detect` fits them."""
+        a, _, _, se = self_masking.fit_with_likelihood_ratio(draws, np.nan_to_num(rows), hidden, numeric)
+        tested = np.isfinite(se)
+        return {"slope": np.where(tested, a, np.nan), "se": np.where(tested, se * np.sqrt(copies), np.nan)}
 
     def _with_weights(self, state: dict | None):
         """A copy of model_ with other weights (None: model_ itself)."""
@@ -382,10 +397,13 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             rows = np.sort(np.random.default_rng(self.seed_).choice(len(values), AUTO_ROWS, replace=False))
         sample = values[rows]
         hidden = np.isnan(sample) & numeric
-        draws = self._draws(sample, SELF_MASKING_DRAWS, self.model_)
+        draws = self._draws(sample, SELF_MASKING_DRAWS, self.draws_model_)     # the reference's model
         z = standardise(self._scores(draws), self.meta_)
-        a, b, statistic = self_masking.fit_with_likelihood_ratio(
+        a, b, statistic, se = self_masking.fit_with_likelihood_ratio(
             z, standardise(self._scores(np.nan_to_num(sample)), self.meta_), hidden, tested)
+        reference = getattr(self, "mechanism_reference_", None)
+        if reference is not None:
+            statistic = self_masking.against_reference(a, se, statistic, reference["slope"], reference["se"])
         tested &= (hidden.sum(0) >= self_masking.MIN_CELLS) & ((~hidden).sum(0) >= self_masking.MIN_CELLS)
         keep = self_masking.self_masked_columns(statistic, tested, AUTO_ALPHA)
         return np.where(keep, a, 0.0), np.where(keep, b, 0.0), statistic, tested, keep
@@ -548,7 +566,9 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                    [str(n) for n in self.feature_names_in_], "steps": self.n_steps_,
                    "levels_pit": None if self.levels_pit_ is None else self.levels_pit_.tolist(),
                    "levels_pit_columns": [None if v is None else v.tolist()
-                                          for v in getattr(self, "levels_pit_columns_", None) or []]}
+                                          for v in getattr(self, "levels_pit_columns_", None) or []],
+                   "mechanism_reference": None if getattr(self, "mechanism_reference_", None) is None else
+                   {k: [None if np.isnan(x) else float(x) for x in v] for k, v in self.mechanism_reference_.items()}}
         imputer["params"]["categorical"] = list(imputer["params"]["categorical"])
         checkpoint.save(path, self.model_.state_dict(), self.config_, {**self.meta_, "imputer": imputer},
                         self.n_steps_)
@@ -575,6 +595,9 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         self.levels_pit_ = None if info.get("levels_pit") is None else np.asarray(info["levels_pit"])
         self.levels_pit_columns_ = [None if v is None else np.asarray(v) for v in info.get("levels_pit_columns", [])] \
             or None
+        reference = info.get("mechanism_reference")
+        self.mechanism_reference_ = None if reference is None else \
+            {k: np.array([np.nan if x is None else x for x in v], dtype=float) for k, v in reference.items()}
         self.n_features_in_ = len(self.columns_)
         self.skipped_rows_ = 0
         if info["feature_names"] is not None:

@@ -313,12 +313,13 @@ def test_self_masking_moves_the_fills_of_self_masked_holes_towards_the_hidden_la
     # large ones, about 1 SD above the mean); the reweighted fills close most of that gap
     assert error_random < -0.4 and abs(error_masked) < abs(error_random) / 2
     # missingness="auto" finds the mechanism in columns 1 and 2 (~100 hidden cells each
-    # against a slope of 3 per SD: statistics near 100, far beyond Bonferroni's 1% / 3
-    # point, 8.3; column 0, whose holes were partly put back above, is weaker and not
-    # asserted) and closes the gap as "self-masking" does; its 90% intervals come from the
+    # against a slope of 3 per SD; tested against the slope that 60 held-out rows with
+    # holes at random show, whose standard error dominates: statistics near 15, beyond
+    # Bonferroni's 1% / 3 point, 8.3; column 0, whose holes were partly put back above, is
+    # weaker and not asserted) and closes most of the gap; its 90% intervals come from the
     # weighted draws
     found = imputer.set_params(missingness="auto", reduce="conditional-mean").detect_self_masking(given)
-    assert found["self_masked"][1:].all() and (found["p_value"][1:] < 1e-6).all() and (found["slope"][1:] > 1).all()
+    assert found["self_masked"][1:].all() and (found["p_value"][1:] < 0.01 / 3).all() and (found["slope"][1:] > 1).all()
     auto = imputer.transform(given)
     assert np.array_equal(auto[~hidden], rows[~hidden])
     assert abs((auto - rows)[hidden].mean()) < abs(error_random) / 2

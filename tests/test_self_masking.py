@@ -75,7 +75,7 @@ def test_the_likelihood_ratio_follows_its_chi_squared_null_and_detects_self_mask
     statistics = []
     for seed in range(60):
         rows, hidden, draws = self_masked_rows(250, 0.0, -1.4, 0.6, seed)
-        _, _, statistic = fit_with_likelihood_ratio(draws[:100], np.where(hidden, 0.0, rows), hidden,
+        _, _, statistic, _ = fit_with_likelihood_ratio(draws[:100], np.where(hidden, 0.0, rows), hidden,
                                                     np.array([False, True]))
         assert statistic[0] == 0 and statistic[1] >= 0
         statistics.append(statistic[1])
@@ -87,7 +87,7 @@ def test_the_likelihood_ratio_follows_its_chi_squared_null_and_detects_self_mask
     # it, and an untested column is never declared
     for seed in range(5):
         rows, hidden, draws = self_masked_rows(250, 2.0, -1.4, 0.6, 100 + seed)
-        _, _, statistic = fit_with_likelihood_ratio(draws[:100], np.where(hidden, 0.0, rows), hidden,
+        _, _, statistic, _ = fit_with_likelihood_ratio(draws[:100], np.where(hidden, 0.0, rows), hidden,
                                                     np.array([False, True]))
         assert list(self_masked_columns(statistic, np.array([False, True]), 0.01)) == [False, True]
 
