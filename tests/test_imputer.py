@@ -294,7 +294,7 @@ def encode_for(imputer, X):
     return encode(X, imputer.columns_)
 
 
-def test_self_masking_moves_the_fills_of_self_masked_holes_towards_the_hidden_large_values():
+def test_self_masking_moves_the_fills_of_self_masked_holes_towards_the_hidden_large_values(tmp_path):
     # complete correlated rows to fit; rows to fill whose cells went missing with
     # probability sigmoid(3 z - 2) of their own value z: the hidden values are the large ones
     rng = np.random.default_rng(4)
@@ -322,6 +322,9 @@ def test_self_masking_moves_the_fills_of_self_masked_holes_towards_the_hidden_la
     assert found["self_masked"][1:].all() and (found["p_value"][1:] < 0.01 / 3).all() and (found["slope"][1:] > 1).all()
     auto = imputer.transform(given)
     assert np.array_equal(auto[~hidden], rows[~hidden])
+    imputer.save(tmp_path / "imputer")            # the held-out reference travels with the weights
+    loaded = AnyOrderImputer.load(tmp_path / "imputer")
+    assert np.array_equal(loaded.detect_self_masking(given)["statistic"], found["statistic"])
     assert abs((auto - rows)[hidden].mean()) < abs(error_random) / 2
     low, high = imputer.quantiles(given, (0.05, 0.95), num_samples=100)
     plain_low, plain_high = imputer.set_params(missingness="random").quantiles(given, (0.05, 0.95), num_samples=100)
