@@ -275,10 +275,18 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         standard error fitted on held-out rows whose holes are at random by construction
         (`self_masking.against_reference`); the rows come in `copies` masked copies, so the
         standard error is widened by sqrt(copies), as if the copies were one (conservative:
-        their masks differ). In model (standardised) units, as `_detect` fits them."""
-        a, _, _, se = self_masking.fit_with_likelihood_ratio(draws, np.nan_to_num(rows), hidden, numeric)
-        tested = np.isfinite(se)
-        return {"slope": np.where(tested, a, np.nan), "se": np.where(tested, se * np.sqrt(copies), np.nan)}
+        their masks differ). In model (standardised) units, as `_detect` fits them. Rows with
+        cells missing in the data itself are left out (their holes are not at random by
+        construction). A column whose fit has no finite maximum here gets an infinite
+        standard error: no slope can be told from its misfit, so `_detect` never declares it.
+        Columns with too few cells get NaN: `_detect` then tests them against slope 0."""
+        complete = ~np.isnan(rows).any(1)
+        draws, rows, hidden = draws[:, complete], rows[complete], hidden[complete]
+        a, _, _, se = self_masking.fit_with_likelihood_ratio(draws, rows, hidden, numeric)
+        enough = numeric & (hidden.sum(0) >= self_masking.MIN_CELLS) & ((~hidden).sum(0) >= self_masking.MIN_CELLS)
+        fitted = enough & np.isfinite(se)
+        return {"slope": np.where(fitted, a, np.where(enough, 0.0, np.nan)),
+                "se": np.where(fitted, se * np.sqrt(copies), np.where(enough, np.inf, np.nan))}
 
     def _with_weights(self, state: dict | None):
         """A copy of model_ with other weights (None: model_ itself)."""
@@ -569,6 +577,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                                           for v in getattr(self, "levels_pit_columns_", None) or []],
                    "mechanism_reference": None if getattr(self, "mechanism_reference_", None) is None else
                    {k: [None if np.isnan(x) else float(x) for x in v] for k, v in self.mechanism_reference_.items()}}
+        # (json writes an infinite standard error as Infinity, which json reads back)
         imputer["params"]["categorical"] = list(imputer["params"]["categorical"])
         checkpoint.save(path, self.model_.state_dict(), self.config_, {**self.meta_, "imputer": imputer},
                         self.n_steps_)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 MIN_CELLS = 20      # hidden and observed cells a column needs for its mechanism to be estimated
+SEPARATION = 20.0   # a fitted slope beyond this (per SD) means the likelihood has no finite maximum
 
 
 def fit_mechanism(draws: np.ndarray, values: np.ndarray, hidden: np.ndarray, columns: np.ndarray,
@@ -53,7 +54,11 @@ def fit_with_likelihood_ratio(draws: np.ndarray, values: np.ndarray, hidden: np.
     (Wilks), provided the draws follow the hidden values' conditionals. At a = 0 every
     draw's factor is the same sigmoid(b), so the null's likelihood is exact whatever the
     draws, and the statistic is >= 0 (clipped there against the optimiser's rounding).
-    Columns not estimated get a = b = 0 and a statistic of 0."""
+    Columns not estimated get a = b = 0 and a statistic of 0, and so do columns whose
+    likelihood has no finite maximum (a slope beyond SEPARATION per SD, or no finite
+    standard error): the model's draws and the observed values are then separable, as where
+    a mixture of Gaussians meets a column with a point mass (fair's affairs, mostly 0), and
+    no mechanism can be told from that misfit."""
     m, n, d = draws.shape
     a, b, statistic, se = np.zeros(d), np.zeros(d), np.zeros(d), np.full(d, np.nan)
     for j in np.flatnonzero(columns):
@@ -88,7 +93,11 @@ def fit_with_likelihood_ratio(draws: np.ndarray, values: np.ndarray, hidden: np.
             variance = np.linalg.pinv(hessian)[0, 0]
         se[j] = np.sqrt(variance) if variance > 0 else np.nan
         null = count * np.log(count / rows) + (rows - count) * np.log(1 - count / rows)
-        a[j], b[j] = (float(v) for v in params.detach())
+        slope, intercept = (float(v) for v in params.detach())
+        if not (abs(slope) <= SEPARATION and np.isfinite(se[j])):
+            se[j] = np.nan
+            continue
+        a[j], b[j] = slope, intercept
         statistic[j] = max(0.0, 2 * (fitted - null))
     return a, b, statistic, se
 
@@ -102,10 +111,11 @@ def against_reference(a: np.ndarray, se: np.ndarray, statistic: np.ndarray, refe
     in a column (e.g. a zero-inflated one blurred by a mixture of Gaussians) shows a slope
     even where holes are at random, and shows it on the reference holes too; testing
     against slope 0 there declares self-masking that is not, testing against the reference
-    does not. Where a column has no reference (NaN), its likelihood-ratio `statistic`."""
+    does not. Where a column has no reference (NaN), its likelihood-ratio `statistic`; where
+    it has one but a has no finite standard error here, 0 (not testable)."""
     with np.errstate(invalid="ignore"):
         wald = (a - reference_a) ** 2 / (se ** 2 + reference_se ** 2)
-    return np.where(np.isfinite(wald), wald, statistic)
+    return np.where(np.isnan(reference_se), statistic, np.where(np.isfinite(wald), wald, 0.0))
 
 
 def self_masked_columns(statistic: np.ndarray, tested: np.ndarray, alpha: float) -> np.ndarray:
