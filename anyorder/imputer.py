@@ -121,13 +121,20 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         counts as random), and the joint draws are reweighted by it
         (`anyorder.self_masking`). Only with reduce="mean", and only meaningful when the
         rows given to `fit` were not self-masked themselves (e.g. complete rows).
-        auto: decide per column from the rows being filled: the self-masking mechanism is
-        fitted on at most AUTO_ROWS (500) of them and kept only where a likelihood-ratio
-        test against "missing at random within the column" rejects at family-wise level
-        AUTO_ALPHA (0.01, Bonferroni over the tested columns); rows with a hole in such a
-        column get reweighted draws (their mean, or one weighted draw for reduce="sample"),
-        every other cell the `reduce` fill. `detect_self_masking` says what it found. Costs
-        100 joint draws of up to 500 rows per transform.
+        auto: decide per column from the rows being filled: the self-masking slope is
+        fitted on at most AUTO_ROWS (500) of them and kept only where it differs from the
+        slope the same fit finds on the held-out rows of `fit`, whose holes are at random by
+        construction (a Wald test at family-wise level AUTO_ALPHA, 0.01, Bonferroni over the
+        tested columns; a column with no held-out reference is tested against slope 0 by the
+        likelihood ratio; a column whose fit has no finite maximum is never declared); rows
+        with a hole in a declared column get reweighted draws (their mean, or one weighted
+        draw for reduce="sample"), every other cell the `reduce` fill, identical to
+        missingness="random" where nothing is declared. `detect_self_masking` says what it
+        found. Costs 100 joint draws of up to 500 rows per transform. Measured on four
+        tables (one seed, docs/imputation.md): nothing declared on MCAR holes, won every
+        table under self-masking MNAR, but declared 2 of 7 columns of MAGIC under MAR
+        (+0.016 NRMSE), since a self-masking model of one column also fits a MAR mask's
+        dependence on the other cells.
     numeric_transform : {"none", "quantile"}, default "none"
         quantile: model each numeric column on normal scores of its empirical distribution
         (`anyorder.column_transforms`), mapped back into its observed range; pair it with
@@ -376,13 +383,15 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
 
     def detect_self_masking(self, X) -> dict:
         """What missingness="auto" decides for the rows of X: {"self_masked": bool `[D]`,
-        "statistic": `[D]` likelihood-ratio statistics of a self-masking mechanism against
-        missing at random within each numeric column, "p_value": `[D]` (chi-squared with one
-        degree of freedom; NaN where not tested), "slope": `[D]` the mechanism's slope per
-        standard deviation of the column (0 where not self-masked)}. A column is declared
-        self-masked where its p-value is below AUTO_ALPHA (0.01) over the number of columns
-        tested (Bonferroni), so with no self-masked column the chance of declaring any is at
-        most 1% (asymptotically, and as far as the model's conditionals are right)."""
+        "statistic": `[D]` per numeric column, the Wald statistic of its self-masking slope
+        against the slope on the held-out rows (`self_masking.against_reference`; the
+        likelihood ratio against slope 0 where there is no reference), "p_value": `[D]`
+        (chi-squared with one degree of freedom; NaN where not tested), "slope": `[D]` the
+        mechanism's slope per standard deviation of the column (0 where not declared)}. A
+        column is declared self-masked where its p-value is below AUTO_ALPHA (0.01) over the
+        number of columns tested (Bonferroni), so with no self-masked column the chance of
+        declaring any is at most 1% (asymptotically, and where the holes are at random
+        within each column: a MAR mask can be declared, see `missingness`)."""
         from scipy.stats import chi2
         X, values, _ = self._prepare(X)
         a, _, statistic, tested, keep = self._detect(values)
