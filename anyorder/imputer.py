@@ -57,11 +57,13 @@ from .timed_training import CLOCKS, budget_clock, train_in_memory
 PRESET = "table-impute-cpu"
 DRAWS = "draws"        # the folder of a saved imputer that holds the draws' weights
 TRANSFORMS = ("none", "quantile")
-MISSINGNESS = ("random", "self-masking")
+MISSINGNESS = ("random", "self-masking", "auto")
 CALIBRATIONS = ("pooled", "per-column")
 CALIBRATION_CELLS = 500     # held-out rows (masked copies of them where fewer) that calibrate the intervals
 CALIBRATION_MIN = 100       # hidden cells needed to calibrate at all
 SELF_MASKING_DRAWS = 100    # joint draws to reweight for missingness="self-masking"
+AUTO_ALPHA = 0.01           # missingness="auto": family-wise level of the test for self-masked columns
+AUTO_ROWS = 500             # rows (a seeded sample, where more) on which missingness="auto" tests
 CALIBRATION_PRIOR = 200     # pooled cells' weight against a column's own (calibration="per-column")
 CALIBRATION_DRAWS = 100     # as many as `quantiles` draws by default; 500 rows x 100 draws: ~16 s for 20 columns at load 9
 
@@ -110,7 +112,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         noise that cost 0.05 accuracy on `fair`); sample: one joint draw.
     num_samples : int, default 20
         Draws per row for reduce="mean" (at least SELF_MASKING_DRAWS with self-masking).
-    missingness : {"random", "self-masking"}, default "random"
+    missingness : {"random", "self-masking", "auto"}, default "random"
         What `transform` assumes hid the cells. random: the hidden values follow the model's
         conditionals given the observed cells (missing at random). self-masking: a numeric
         cell went missing with a logistic probability of its own value (missing not at
@@ -119,6 +121,20 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         counts as random), and the joint draws are reweighted by it
         (`anyorder.self_masking`). Only with reduce="mean", and only meaningful when the
         rows given to `fit` were not self-masked themselves (e.g. complete rows).
+        auto: decide per column from the rows being filled: the self-masking slope is
+        fitted on at most AUTO_ROWS (500) of them and kept only where it differs from the
+        slope the same fit finds on the held-out rows of `fit`, whose holes are at random by
+        construction (a Wald test at family-wise level AUTO_ALPHA, 0.01, Bonferroni over the
+        tested columns; a column with no held-out reference is tested against slope 0 by the
+        likelihood ratio; a column whose fit has no finite maximum is never declared); rows
+        with a hole in a declared column get reweighted draws (their mean, or one weighted
+        draw for reduce="sample"), every other cell the `reduce` fill, identical to
+        missingness="random" where nothing is declared. `detect_self_masking` says what it
+        found. Costs 100 joint draws of up to 500 rows per transform. Measured on four
+        tables (one seed, docs/imputation.md): nothing declared on MCAR holes, won every
+        table under self-masking MNAR, but declared 2 of 7 columns of MAGIC under MAR
+        (+0.016 NRMSE), since a self-masking model of one column also fits a MAR mask's
+        dependence on the other cells.
     numeric_transform : {"none", "quantile"}, default "none"
         quantile: model each numeric column on normal scores of its empirical distribution
         (`anyorder.column_transforms`), mapped back into its observed range; pair it with
@@ -232,10 +248,12 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         interval the model makes too narrow or too wide on fresh rows covers what it
         promises."""
         self.levels_pit_columns_ = None
+        self.mechanism_reference_ = None
         if rows is None or len(rows) < 10:
             return None
         rows = rows[:CALIBRATION_CELLS]
-        rows = rows.repeat(min(20, -(-CALIBRATION_CELLS // len(rows))), 1)
+        copies = min(20, -(-CALIBRATION_CELLS // len(rows)))
+        rows = rows.repeat(copies, 1)
         generator = torch.Generator().manual_seed(self.seed_ + 1)
         numeric = torch.tensor([not c.categorical for c in self.columns_])
         hidden = (torch.rand(rows.shape, generator=generator) < rate) & ~torch.isnan(rows) & numeric
@@ -244,6 +262,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         with self._threads():
             draws = impute(self.draws_model_, torch.where(hidden, math.nan, rows), num_samples=CALIBRATION_DRAWS,
                            reduce="sample", generator=generator, floor=self._floor())
+        self.mechanism_reference_ = self._reference(draws.double().numpy(), rows.double().numpy(),
+                                                    hidden.numpy(), numeric.numpy(), copies)
         ordered = draws.sort(0).values.double().numpy()         # [M, R, D]
         truth, m = rows.double().numpy(), len(ordered)
         below = (ordered < truth).sum(0)                         # the truth's place lies in [below - 1, below]
@@ -255,6 +275,25 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         self.levels_pit_columns_ = [np.sort(level[hidden[:, j], j]) if hidden[:, j].any() else None
                                     for j in range(len(self.columns_))]
         return np.sort(level[hidden])
+
+    def _reference(self, draws: np.ndarray, rows: np.ndarray, hidden: np.ndarray, numeric: np.ndarray,
+                   copies: int) -> dict:
+        """missingness="auto"'s reference: per numeric column, the self-masking slope and its
+        standard error fitted on held-out rows whose holes are at random by construction
+        (`self_masking.against_reference`); the rows come in `copies` masked copies, so the
+        standard error is widened by sqrt(copies), as if the copies were one (conservative:
+        their masks differ). In model (standardised) units, as `_detect` fits them. Rows with
+        cells missing in the data itself are left out (their holes are not at random by
+        construction). A column whose fit has no finite maximum here gets an infinite
+        standard error: no slope can be told from its misfit, so `_detect` never declares it.
+        Columns with too few cells get NaN: `_detect` then tests them against slope 0."""
+        complete = ~np.isnan(rows).any(1)
+        draws, rows, hidden = draws[:, complete], rows[complete], hidden[complete]
+        a, _, _, se = self_masking.fit_with_likelihood_ratio(draws, rows, hidden, numeric)
+        enough = numeric & (hidden.sum(0) >= self_masking.MIN_CELLS) & ((~hidden).sum(0) >= self_masking.MIN_CELLS)
+        fitted = enough & np.isfinite(se)
+        return {"slope": np.where(fitted, a, np.where(enough, 0.0, np.nan)),
+                "se": np.where(fitted, se * np.sqrt(copies), np.where(enough, np.inf, np.nan))}
 
     def _with_weights(self, state: dict | None):
         """A copy of model_ with other weights (None: model_ itself)."""
@@ -323,10 +362,10 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         """X with its missing cells filled (`reduce`); observed cells exactly as given."""
         self._check_params()
         X, values, back = self._prepare(X)
+        if self.reduce == "mean" and self.missingness == "self-masking":
+            return back(decode(X, self._self_masked_mean(values), self.columns_))
         if self.reduce == "sample":
             fill = self._draws(values, 1, self.model_)[0]
-        elif self.reduce == "mean" and self.missingness == "self-masking":
-            fill = self._self_masked_mean(values)
         elif self.reduce == "mean":
             fill = self._reduce_draws(self._draws(values, self.num_samples, self.model_))
             categorical = np.array([c.categorical for c in self.columns_])
@@ -334,7 +373,66 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                 fill[:, categorical] = self._one_pass(values)[:, categorical]
         else:
             fill = self._one_pass(values)
+        if self.missingness == "auto":
+            a, b, _, _, keep = self._detect(values)
+            rows = (np.isnan(values) & keep).any(1)
+            if rows.any():      # rows with a hole in a self-masked column: their numeric holes reweighted
+                numeric = np.array([not c.categorical for c in self.columns_])
+                draws = self._draws(values[rows], max(int(self.num_samples), SELF_MASKING_DRAWS), self.model_)
+                hidden = np.isnan(values[rows]) & numeric
+                logw = self_masking.log_weights(standardise(self._scores(draws), self.meta_), hidden, a, b)
+                if self.reduce == "sample":
+                    generator = np.random.default_rng(self.seed_)
+                    pick = [generator.choice(len(draws), p=w / w.sum()) for w in np.exp(logw).T]
+                    moved = draws[pick, np.arange(len(pick))]
+                else:
+                    moved = self_masking.weighted_mean(draws, logw)
+                fill[np.ix_(rows, numeric)] = moved[:, numeric]
         return back(decode(X, fill, self.columns_))
+
+    def detect_self_masking(self, X) -> dict:
+        """What missingness="auto" decides for the rows of X: {"self_masked": bool `[D]`,
+        "statistic": `[D]` per numeric column, the Wald statistic of its self-masking slope
+        against the slope on the held-out rows (`self_masking.against_reference`; the
+        likelihood ratio against slope 0 where there is no reference), "p_value": `[D]`
+        (chi-squared with one degree of freedom; NaN where not tested), "slope": `[D]` the
+        mechanism's slope per standard deviation of the column (0 where not declared)}. A
+        column is declared self-masked where its p-value is below AUTO_ALPHA (0.01) over the
+        number of columns tested (Bonferroni), so with no self-masked column the chance of
+        declaring any is at most 1% (asymptotically, and where the holes are at random
+        within each column: a MAR mask can be declared, see `missingness`)."""
+        from scipy.stats import chi2
+        X, values, _ = self._prepare(X)
+        a, _, statistic, tested, keep = self._detect(values)
+        p_value = np.where(tested, chi2.sf(statistic, 1), np.nan)
+        return {"self_masked": keep, "statistic": statistic, "p_value": p_value, "slope": a}
+
+    def _detect(self, values: np.ndarray):
+        """missingness="auto": (a, b) `[D]` of the self-masking mechanisms kept (a = b = 0 in the
+        columns where the test does not reject), the statistics, the tested columns and the
+        kept ones (bool `[D]`), from
+        SELF_MASKING_DRAWS joint draws of at most AUTO_ROWS rows of `values`."""
+        numeric = np.array([not c.categorical for c in self.columns_])
+        hidden = np.isnan(values) & numeric
+        tested = numeric & (hidden.sum(0) >= self_masking.MIN_CELLS) & ((~hidden).sum(0) >= self_masking.MIN_CELLS)
+        zeros = np.zeros(len(numeric))
+        if not tested.any():
+            return zeros, zeros, zeros, tested, tested
+        rows = np.arange(len(values))
+        if len(rows) > AUTO_ROWS:
+            rows = np.sort(np.random.default_rng(self.seed_).choice(len(values), AUTO_ROWS, replace=False))
+        sample = values[rows]
+        hidden = np.isnan(sample) & numeric
+        draws = self._draws(sample, SELF_MASKING_DRAWS, self.draws_model_)     # the reference's model
+        z = standardise(self._scores(draws), self.meta_)
+        a, b, statistic, se = self_masking.fit_with_likelihood_ratio(
+            z, standardise(self._scores(np.nan_to_num(sample)), self.meta_), hidden, tested)
+        reference = getattr(self, "mechanism_reference_", None)
+        if reference is not None:
+            statistic = self_masking.against_reference(a, se, statistic, reference["slope"], reference["se"])
+        tested &= (hidden.sum(0) >= self_masking.MIN_CELLS) & ((~hidden).sum(0) >= self_masking.MIN_CELLS)
+        keep = self_masking.self_masked_columns(statistic, tested, AUTO_ALPHA)
+        return np.where(keep, a, 0.0), np.where(keep, b, 0.0), statistic, tested, keep
 
     def transform_draws(self, X, m: int = 5) -> list:
         """Multiple imputation: m completed copies of X, each hole one joint draw from its
@@ -349,12 +447,21 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         holes hold that quantile (0.05 and 0.95 bound a 90% interval), categorical holes the
         most frequent level of the draws; observed cells as given. The draws' levels are
         recalibrated on the held-out rows (`calibrated_levels`), so that a level q holds a
-        share q of fresh values where cells are missing at random."""
+        share q of fresh values where cells are missing at random. With missingness
+        "self-masking", or "auto" where it finds a self-masked column, the draws are weighted
+        by the mechanism (as `transform` weights them) and the quantiles are those of the
+        weighted draws, at the same recalibrated levels."""
         levels = check_quantiles(levels, num_samples)
         X, values, back = self._prepare(X)
         draws = self._draws(values, num_samples, self.draws_model_)
         numeric = np.array([not c.categorical for c in self.columns_])
         mode = self._reduce_draws(draws)
+        logw = self._mechanism_weights(values, draws)
+        if logw is not None:
+            bounds = np.stack([self_masking.weighted_quantiles(
+                draws[..., j], logw, self.calibrated_levels(levels, j if self.calibration == "per-column" else None))
+                for j in range(draws.shape[-1])], -1)
+            return [back(decode(X, np.where(numeric, bound, mode), self.columns_)) for bound in bounds]
         draws = torch.from_numpy(draws)
         if self.calibration == "per-column":
             bounds = np.stack([draw_quantiles(draws[..., j], self.calibrated_levels(levels, j)).numpy()
@@ -440,6 +547,26 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             fill[:, ~numeric] = self._one_pass(values)[:, ~numeric]
         return fill
 
+    def _mechanism_weights(self, values: np.ndarray, draws: np.ndarray) -> np.ndarray | None:
+        """Log weights `[M, N]` of the draws `[M, N, D]` of `values` under the self-masking
+        mechanism that `missingness` assumes (self-masking: estimated on `values` from
+        SELF_MASKING_DRAWS draws of model_; auto: where `_detect` finds one), or None
+        (missing at random: equal weights)."""
+        if self.missingness == "random":
+            return None
+        numeric = np.array([not c.categorical for c in self.columns_])
+        hidden = np.isnan(values) & numeric
+        if self.missingness == "auto":
+            a, b, _, _, keep = self._detect(values)
+            if not (hidden & keep).any():
+                return None
+        else:
+            fitted = self._draws(values, SELF_MASKING_DRAWS, self.model_)
+            a, b = self_masking.fit_mechanism(standardise(self._scores(fitted), self.meta_),
+                                              standardise(self._scores(np.nan_to_num(values)), self.meta_),
+                                              hidden, numeric)
+        return self_masking.log_weights(standardise(self._scores(draws), self.meta_), hidden, a, b)
+
     def _reduce_draws(self, draws: np.ndarray) -> np.ndarray:
         """Mean of the draws per numeric cell, most frequent level per categorical cell."""
         return self.model_.head.reduce_draws(torch.from_numpy(draws)).numpy()
@@ -465,7 +592,10 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                    [str(n) for n in self.feature_names_in_], "steps": self.n_steps_,
                    "levels_pit": None if self.levels_pit_ is None else self.levels_pit_.tolist(),
                    "levels_pit_columns": [None if v is None else v.tolist()
-                                          for v in getattr(self, "levels_pit_columns_", None) or []]}
+                                          for v in getattr(self, "levels_pit_columns_", None) or []],
+                   "mechanism_reference": None if getattr(self, "mechanism_reference_", None) is None else
+                   {k: [None if np.isnan(x) else float(x) for x in v] for k, v in self.mechanism_reference_.items()}}
+        # (json writes an infinite standard error as Infinity, which json reads back)
         imputer["params"]["categorical"] = list(imputer["params"]["categorical"])
         checkpoint.save(path, self.model_.state_dict(), self.config_, {**self.meta_, "imputer": imputer},
                         self.n_steps_)
@@ -492,6 +622,9 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         self.levels_pit_ = None if info.get("levels_pit") is None else np.asarray(info["levels_pit"])
         self.levels_pit_columns_ = [None if v is None else np.asarray(v) for v in info.get("levels_pit_columns", [])] \
             or None
+        reference = info.get("mechanism_reference")
+        self.mechanism_reference_ = None if reference is None else \
+            {k: np.array([np.nan if x is None else x for x in v], dtype=float) for k, v in reference.items()}
         self.n_features_in_ = len(self.columns_)
         self.skipped_rows_ = 0
         if info["feature_names"] is not None:

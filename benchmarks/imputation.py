@@ -79,6 +79,7 @@ MASKS = ("mcar", "mar", "mnar")
 LABELS = {"imputer": "AnyOrderImputer, default (conditional mean)", "imputer_draws": "AnyOrderImputer, mean of 20 draws",
           "imputer_mnar": "AnyOrderImputer, missingness=\"self-masking\"",
           "imputer_draws100": "AnyOrderImputer, mean of 100 draws",
+          "imputer_auto": "AnyOrderImputer, missingness=\"auto\" (conditional mean)",
           "imputer_drawmode": "AnyOrderImputer, mean of 20 draws, categories: most frequent of the draws",
           "imputer_blend": "AnyOrderImputer, (conditional mean + mean of 20 draws) / 2",
           "cmean": "anyorder, conditional mean", "dmean": "anyorder, mean of draws",
@@ -261,22 +262,39 @@ def coverage(truth: torch.Tensor, sample: torch.Tensor, hidden: torch.Tensor, nu
 # ---------------------------------------------------------------- AnyOrderImputer
 
 def imputer_fills(imputer, holes: np.ndarray, categorical: np.ndarray, draws: int,
-                  self_masking: bool = False) -> tuple[dict, dict, np.ndarray]:
+                  self_masking: bool = False, auto: bool = False, lean: bool = False) -> tuple[dict, dict, np.ndarray]:
     """A fitted AnyOrderImputer asked for the masked rows `holes`: ({method: fill},
     {method: transform seconds}, (low, high) 90% bounds from `draws` draws); with
-    `self_masking`, also the fills of missingness="self-masking"."""
+    `self_masking`, also the fills and intervals of missingness="self-masking"; with `auto`,
+    those of missingness="auto" (conditional mean) and, under "auto_detected", what its
+    test found per column (`detect_self_masking`); where it found nothing, its fills and
+    intervals are the default's (identical by construction, tests/test_imputer.py) and are
+    copied rather than recomputed. `lean`: only the default, the mean of 20 draws, the
+    default intervals and the options asked for (a third of the time on a busy machine)."""
     fills, seconds = {}, {}
     ways = [("imputer", "conditional-mean", "random"), ("imputer_draws", "mean", "random")]
-    for name, reduce, missingness in ways + [("imputer_mnar", "mean", "self-masking")] * self_masking:
+    ways += [("imputer_mnar", "mean", "self-masking")] * self_masking
+    found = None
+    if auto:
+        started = time.perf_counter()
+        found = imputer.set_params(missingness="auto").detect_self_masking(holes)
+        detect_seconds = time.perf_counter() - started
+        imputer.set_params(missingness="random")
+        if found["self_masked"].any():
+            ways += [("imputer_auto", "conditional-mean", "auto")]
+    for name, reduce, missingness in ways:
         started = time.perf_counter()
         fills[name] = imputer.set_params(reduce=reduce, missingness=missingness).transform(holes).astype(np.float64)
         seconds[name] = time.perf_counter() - started
+    if found is not None and "imputer_auto" not in fills:
+        fills["imputer_auto"], seconds["imputer_auto"] = fills["imputer"], seconds["imputer"] + detect_seconds
     imputer.set_params(missingness="random", num_samples=100)
-    started = time.perf_counter()
-    fills["imputer_draws100"] = imputer.transform(holes).astype(np.float64)
-    seconds["imputer_draws100"] = time.perf_counter() - started
+    if not lean:
+        started = time.perf_counter()
+        fills["imputer_draws100"] = imputer.transform(holes).astype(np.float64)
+        seconds["imputer_draws100"] = time.perf_counter() - started
     imputer.set_params(num_samples=20)
-    if categorical.any():       # the previous default for categories: the most frequent level of the 20 draws
+    if categorical.any() and not lean:       # the previous default for categories: the most frequent level of the 20 draws
         started = time.perf_counter()
         from anyorder.frames import decode
         X, values, back = imputer._prepare(holes)
@@ -290,13 +308,25 @@ def imputer_fills(imputer, holes: np.ndarray, categorical: np.ndarray, draws: in
     bounds, default = {}, imputer.calibration
     import anyorder.imputer as module
     prior = module.CALIBRATION_PRIOR
-    for name, calibration, weight in (("imputer_pooled", "pooled", prior), ("imputer", "per-column", prior),
-                                      ("imputer_column0", "per-column", 0)):
+    calibrations = (("imputer_pooled", "pooled", prior), ("imputer", "per-column", prior),
+                    ("imputer_column0", "per-column", 0))
+    for name, calibration, weight in calibrations[1:2] if lean else calibrations:
         module.CALIBRATION_PRIOR = weight       # 0: each column's own held-out levels alone
         low, high = imputer.set_params(calibration=calibration).quantiles(holes, (0.05, 0.95), num_samples=draws)
         bounds[name] = np.stack([np.asarray(low, np.float64), np.asarray(high, np.float64)])
     module.CALIBRATION_PRIOR = prior
     imputer.set_params(calibration=default)
+    for name, reduce, missingness in ways[2:]:      # intervals of the weighted draws
+        imputer.set_params(calibration=default)
+        low, high = imputer.set_params(reduce=reduce, missingness=missingness).quantiles(
+            holes, (0.05, 0.95), num_samples=draws)
+        bounds[name] = np.stack([np.asarray(low, np.float64), np.asarray(high, np.float64)])
+    if found is not None:
+        if "imputer_auto" not in bounds:
+            bounds["imputer_auto"] = bounds["imputer"]
+        bounds["auto_detected"] = {k: [None if isinstance(v, float) and math.isnan(v) else v
+                                       for v in np.asarray(found[k]).tolist()] for k in ("self_masked", "p_value")}
+    imputer.set_params(reduce="conditional-mean", missingness="random")
     return fills, seconds, bounds
 
 
@@ -410,6 +440,12 @@ def main() -> None:
     parser.add_argument("--self-masking", action="store_true",
                         help="also score AnyOrderImputer(missingness='self-masking') (the mechanism estimated "
                              "on the masked test rows; meant for --mask mnar)")
+    parser.add_argument("--auto", action="store_true",
+                        help="also score AnyOrderImputer(missingness='auto') (self-masking where a likelihood-ratio "
+                             "test finds it) and record what its test found")
+    parser.add_argument("--lean", action="store_true",
+                        help="AnyOrderImputer: score only the default, the mean of 20 draws, the default intervals "
+                             "and --self-masking / --auto")
     parser.add_argument("--seeds", type=int, default=3, help="mask seeds F..F+S-1 (and the imputer's random_state)")
     parser.add_argument("--first-seed", type=int, default=0, help="F: the first mask seed")
     parser.add_argument("--methods", nargs="+", default=["imputer", "anyorder", *BASELINES],
@@ -496,10 +532,15 @@ def main() -> None:
                         results.setdefault((table, cond, "coverage"), {}).setdefault(
                             "unbiased" if unbiased else "linear", []).append(cover)
                 if imputer is not None:
-                    got, took, bounds = imputer_fills(imputer, holes, categorical, args.draws, args.self_masking)
+                    got, took, bounds = imputer_fills(imputer, holes, categorical, args.draws, args.self_masking,
+                                                       args.auto, args.lean)
                     fills.update(got)
                     seconds.update({k: v + fit_seconds for k, v in took.items()})
                     cells = hidden & ~categorical[None]
+                    detected = bounds.pop("auto_detected", None)
+                    if detected is not None:
+                        for key, value in detected.items():
+                            results.setdefault((table, cond, "auto_detected"), {}).setdefault(key, []).append(value)
                     for kind, bound in bounds.items():
                         inside = (truth >= bound[0]) & (truth <= bound[1])
                         results.setdefault((table, cond, "coverage"), {}).setdefault(kind, []).append(
@@ -611,7 +652,8 @@ def render(records: list[dict]) -> str:
                 if t == "fair":
                     cells.append(mean_se(r.get("accuracy", [])))
             lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
-        kinds = [k for k in ("linear", "unbiased", "imputer", "imputer_pooled", "imputer_column200", "imputer_column0") if any(results.get((t, cond, "coverage"), {}).get(k)
+        kinds = [k for k in ("linear", "unbiased", "imputer", "imputer_pooled", "imputer_column200", "imputer_column0",
+                             "imputer_mnar", "imputer_auto") if any(results.get((t, cond, "coverage"), {}).get(k)
                                                                      for t in tables)]
         if kinds:
             lines += ["", "Coverage of 90% intervals (5% and 95% quantiles of the draws) on hidden numeric cells, "

@@ -1,10 +1,16 @@
 """anyorder.self_masking: the self-masking mechanism recovered by maximum likelihood, and the
-reweighted draws' mean against the self-masked posterior mean computed by quadrature."""
+reweighted draws' mean against the self-masked posterior mean computed by quadrature, the
+likelihood-ratio test against its chi-squared null and its power, and the weighted draws'
+quantiles against `draw_quantiles` and against the hidden truths' coverage."""
 
 import numpy as np
 import pytest
 
-from anyorder.self_masking import fit_mechanism, log_weights, weighted_mean
+import torch
+
+from anyorder.impute import draw_quantiles
+from anyorder.self_masking import (fit_mechanism, fit_with_likelihood_ratio, log_weights, self_masked_columns,
+                                   weighted_mean, weighted_quantiles)
 
 
 def sigmoid(t):
@@ -58,3 +64,63 @@ def test_the_mechanism_is_recovered_and_the_reweighted_mean_is_the_self_masked_p
     # the hidden truths scatter about their posterior means with SD below 0.8: the mean of
     # 200 is within 4 x 0.8 / sqrt(200) = 0.23
     assert fill[rows_hidden, 1].mean() - rows[rows_hidden, 1].mean() == pytest.approx(0, abs=0.23)
+
+
+def test_the_likelihood_ratio_follows_its_chi_squared_null_and_detects_self_masking():
+    # Missing completely at random (slope 0, ~20% holes), exact draws of the hidden values'
+    # conditionals (100 per row, as the imputer takes), 250 rows (the benchmark's test rows):
+    # Wilks gives chi-squared(1), mean 1 and variance 2. Over 60 seeded replications the
+    # mean lies within 4 SE (4 sqrt(2 / 60) = 0.73) of 1, and the share rejected at 5% has
+    # binomial SD 0.028: at most 0.05 + 4 x 0.028, i.e. 9 of 60.
+    statistics = []
+    for seed in range(60):
+        rows, hidden, draws = self_masked_rows(250, 0.0, -1.4, 0.6, seed)
+        _, _, statistic, _ = fit_with_likelihood_ratio(draws[:100], np.where(hidden, 0.0, rows), hidden,
+                                                    np.array([False, True]))
+        assert statistic[0] == 0 and statistic[1] >= 0
+        statistics.append(statistic[1])
+    statistics = np.array(statistics)
+    assert abs(statistics.mean() - 1) < 0.73
+    assert (statistics > 3.841).sum() <= 9          # 3.841: chi-squared(1)'s 95% point
+    # Self-masked with slope 2 (per SD): the statistic's mean is about 60 here, so missing
+    # it at 1% (statistic below 6.63) is a 5-SD event; every one of 5 replications detects
+    # it, and an untested column is never declared
+    for seed in range(5):
+        rows, hidden, draws = self_masked_rows(250, 2.0, -1.4, 0.6, 100 + seed)
+        _, _, statistic, _ = fit_with_likelihood_ratio(draws[:100], np.where(hidden, 0.0, rows), hidden,
+                                                    np.array([False, True]))
+        assert list(self_masked_columns(statistic, np.array([False, True]), 0.01)) == [False, True]
+
+
+def test_self_masked_columns_corrects_for_the_number_of_columns_tested():
+    # chi-squared(1) points: 6.63 at 1%, 9.14 at 0.25% (1% over four columns)
+    statistic = np.array([7.0, 7.0, 9.5, 0.0, 50.0])
+    tested = np.array([True, True, True, True, False])
+    assert list(self_masked_columns(statistic, tested, 0.01)) == [False, False, True, False, False]
+    assert list(self_masked_columns(statistic, tested & [True, False, False, False, False], 0.01)) == \
+        [True, False, False, False, False]
+    assert not self_masked_columns(statistic, np.zeros(5, dtype=bool), 0.01).any()
+
+
+def test_weighted_quantiles_are_draw_quantiles_under_equal_weights_and_cover_self_masked_truths():
+    rng = np.random.default_rng(1)
+    draws = rng.normal(size=(100, 30, 3))
+    levels = (0.001, 0.05, 0.5, 0.95, 0.999)
+    equal = weighted_quantiles(draws, np.full((100, 30), -np.log(100)), levels)
+    assert np.allclose(equal, draw_quantiles(torch.from_numpy(draws), levels).numpy(), rtol=0, atol=1e-12)
+    # Self-masked hidden values (slope 2): the weighted draws' 90% intervals, under the true
+    # mechanism, hold the hidden truths at 0.9 up to the quantiles' discreteness (400 draws,
+    # effective size > 100: the interval's ends move each cell's coverage by a few percent,
+    # unbiased on average) and the binomial SD over ~900 cells (0.01): within 0.04. Weights
+    # that grow with the value put every weighted quantile at or above the unweighted one
+    # (the weighted empirical distribution function lies below the plain one: Chebyshev's
+    # sum inequality), in every cell.
+    a, b, rho = 2.0, -1.5, 0.6
+    rows, hidden, draws = self_masked_rows(3000, a, b, rho, seed=2)
+    logw = log_weights(draws, hidden, np.array([0.0, a]), np.array([0.0, b]))
+    low, high = weighted_quantiles(draws[..., 1], logw, (0.05, 0.95))
+    holes = hidden[:, 1]
+    inside = (rows[holes, 1] >= low[holes]) & (rows[holes, 1] <= high[holes])
+    assert abs(inside.mean() - 0.9) < 0.04
+    plain_low, plain_high = draw_quantiles(torch.from_numpy(draws[..., 1]), (0.05, 0.95)).numpy()
+    assert (low[holes] >= plain_low[holes] - 1e-12).all() and (high[holes] >= plain_high[holes] - 1e-12).all()
