@@ -38,25 +38,34 @@ def _best_seconds(fns, repeats: int) -> list[float]:
 
 
 @functools.lru_cache(maxsize=None)
-def _cpu_bf16_native(threads: int, onednn: bool) -> bool:
-    a32, b32 = torch.randn(2, PROBE_SIZE, PROBE_SIZE, generator=torch.Generator().manual_seed(0))
-    a16, b16 = a32.bfloat16(), b32.bfloat16()
-    fp32, bf16 = _best_seconds([lambda: a32 @ b32, lambda: a16 @ b16], PROBE_REPEATS)
+def _cpu_bf16_native(onednn: bool) -> bool:
+    """The probe, on one thread whatever torch's setting: the kernel is chosen per
+    instruction set, not per thread count, and with more threads the CPU time counts
+    OpenMP workers spinning while other jobs hold the cores (on a busy 2-core machine that
+    took fp32 from 0.5 to 10 ms, within 1.5x of the generic bf16 kernel)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a32, b32 = torch.randn(2, PROBE_SIZE, PROBE_SIZE, generator=torch.Generator().manual_seed(0))
+        a16, b16 = a32.bfloat16(), b32.bfloat16()
+        fp32, bf16 = _best_seconds([lambda: a32 @ b32, lambda: a16 @ b16], PROBE_REPEATS)
+    finally:
+        torch.set_num_threads(threads)
     return bf16 * NATIVE_SPEEDUP <= fp32
 
 
 def bf16_native(device: torch.device | str) -> bool:
     """Whether `device` multiplies bf16 natively (much faster than fp32), cached per device.
 
-    CUDA: compute capability >= 8.0. CPU: a bf16 256x256 matmul (best of 5) beats fp32 by
-    1.5x at the current thread count and oneDNN setting (native kernels: 2-4x faster; the
-    generic fallback: ~50x slower). Other device types: False.
+    CUDA: compute capability >= 8.0. CPU: a bf16 256x256 matmul (best of 5, one thread)
+    beats fp32 by 1.5x at the current oneDNN setting (native kernels: 2-4x faster; the
+    generic fallback: ~20-50x slower). Other device types: False.
     """
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.get_device_capability(device) >= (8, 0)
     if device.type == "cpu":
-        return _cpu_bf16_native(torch.get_num_threads(), torch.backends.mkldnn.enabled)
+        return _cpu_bf16_native(torch.backends.mkldnn.enabled)
     return False
 
 
