@@ -40,6 +40,8 @@ def save(run_dir: str | Path, weights: dict, config: Config, meta: dict, step: i
     written last, so it is never ahead of the weights: if either write fails (a full disk),
     `--resume` restarts from the state and writes both again."""
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise CheckpointError(f"cannot save a checkpoint to {run_dir}: it is a file, and a checkpoint is a folder")
     run_dir.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().float().contiguous().cpu() if v.is_floating_point() else v.contiguous().cpu()
                for k, v in weights.items()}

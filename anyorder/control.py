@@ -11,7 +11,8 @@ action sub-lattice and one network answers
 The behaviour-cloning baselines share the backbone and read the state alone:
 `RegressionPolicy` (MSE) predicts E[a | s], which lands between the modes of a multi-modal
 demonstrator; `MixtureDensityPolicy` is a mixture over the joint action; `DiscretePolicy`
-predicts per-dimension bins, independent given the state.
+predicts per-dimension bins, independent given the state; `DiffusionPolicy` is a DDPM over
+the joint action that conditions on given dimensions by inpainting.
 
 Policies take and return values in the table's own units (`act`, `log_prob`); `loss` reads
 standardised rows as the table pipeline gives them. No environment code lives here.
@@ -134,6 +135,12 @@ class TablePolicy(nn.Module):
         """Standardised rows `[B, D]` -> their actions in table units `[B, A]`."""
         return (x * self.std + self.mean)[:, self.state_dim:]
 
+    def complete(self, x: torch.Tensor, drawn: torch.Tensor, action, observed: torch.Tensor) -> torch.Tensor:
+        """Standardised actions `drawn` `[B, A]` -> table units, with the caller's `action` values
+        copied exactly where `observed` marks them (no round trip through the standardisation)."""
+        filled = self.outputs(torch.cat([x[:, :self.state_dim], drawn], dim=-1))
+        return filled if action is None else torch.where(observed[:, self.state_dim:], action.to(filled), filled)
+
     def _check(self, values, width: int, name: str, rows: int | None = None) -> torch.Tensor:
         if not isinstance(values, torch.Tensor) or values.dim() != 2 or values.shape[1] != width \
                 or (rows is not None and len(values) != rows):
@@ -215,11 +222,6 @@ class StatePolicy(TablePolicy):
         observed[:, :self.state_dim] = True
         return self.network(torch.where(observed, torch.nan_to_num(rows), 0.0), observed)[:, self.state_dim:]
 
-    def complete(self, x: torch.Tensor, drawn: torch.Tensor, action, observed: torch.Tensor) -> torch.Tensor:
-        """Standardised actions `drawn` `[B, A]` -> table units, with the caller's `action` values
-        copied exactly where `observed` marks them (no round trip through the standardisation)."""
-        filled = self.outputs(torch.cat([x[:, :self.state_dim], drawn], dim=-1))
-        return filled if action is None else torch.where(observed[:, self.state_dim:], action.to(filled), filled)
 
 
 class RegressionPolicy(StatePolicy):
@@ -277,8 +279,12 @@ class MixtureDensityPolicy(StatePolicy):
         return -torch.logsumexp(log_w + comp, -1).mean() / self.action_dim
 
     @torch.no_grad()
-    def act(self, state, action=None, given=None, generator=None) -> torch.Tensor:
-        """Draw the dimensions not `given` from p(a_rest | s, a_given): `[B, A]`, table units."""
+    def act(self, state, action=None, given=None, generator=None, temperature: float = 1.0) -> torch.Tensor:
+        """Draw the dimensions not `given` from p(a_rest | s, a_given): `[B, A]`, table units.
+        `temperature` scales the drawn component's noise (as `ConditionalPolicy.act`'s does:
+        the component, hence the mode, is drawn as it is; 0 gives its mean)."""
+        if temperature < 0 or not math.isfinite(temperature):
+            raise UserError(f"temperature must be a finite number >= 0, got {temperature}")
         x, observed = self.inputs(state, action, given)
         log_w, comp = self.component_log_probs(x, observed[:, self.state_dim:])
         _, means, log_scales = self.mixture(x)
@@ -286,7 +292,7 @@ class MixtureDensityPolicy(StatePolicy):
         k = k.unsqueeze(1).expand(-1, self.action_dim, 1)
         mu, log_s = means.gather(-1, k)[..., 0], log_scales.gather(-1, k)[..., 0]
         noise = torch.randn(mu.shape, generator=generator, device=mu.device)
-        return self.complete(x, mu + log_s.exp() * noise, action, observed)
+        return self.complete(x, mu + temperature * log_s.exp() * noise, action, observed)
 
     def log_prob(self, state, action, given=None) -> torch.Tensor:
         """log p(a_rest | s, a_given) per row `[B]`, a density in the table's units (exact: a
@@ -342,6 +348,61 @@ class DiscretePolicy(StatePolicy):
         log_p = torch.log_softmax(self.params(x), -1).gather(-1, self.bin_of(x[:, self.state_dim:]).unsqueeze(-1))
         width = math.log(2 * self.bound / self.bins)
         return (log_p[..., 0] - width - self.std[self.state_dim:].log()).sum(-1)
+
+
+class DiffusionPolicy(TablePolicy):
+    """A diffusion policy (DDPM over the joint action given the state, as Chi et al.'s
+    Diffusion Policy): a residual MLP of the same backbone reads [state, noisy action, t/T]
+    and predicts the noise; `steps` = T, a cosine noise schedule (Nichol & Dhariwal). A draw
+    runs the T ancestral steps from N(0, I). Given some action dimensions, `act` conditions
+    by inpainting (RePaint without resampling): after every step the given dimensions are
+    replaced by the given values noised to that step's level, and by the values themselves at
+    the end — an approximation of p(a_rest | s, a_given), not an exact conditional."""
+
+    def __init__(self, state_dim: int, action_dim: int, mean=None, std=None, width: int = 256,
+                 depth: int = 4, steps: int = 50):
+        super().__init__(state_dim, action_dim, mean, std)
+        if steps < 1:
+            raise UserError(f"steps must be >= 1, got {steps}")
+        self.steps = steps
+        self.network = ResMLP(self.dim + 1, None, 1, width, depth)
+        t = torch.arange(steps + 1, dtype=torch.float64) / steps
+        alpha_bar = torch.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+        alpha_bar = alpha_bar / alpha_bar[0]
+        beta = (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
+        alpha_bar = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - beta, 0)])
+        self.register_buffer("alpha_bar", alpha_bar.float())     # [T + 1], alpha_bar[0] = 1
+        self.register_buffer("beta", torch.cat([torch.zeros(1), beta.float()]))   # [T + 1], beta[0] unused
+
+    def noise(self, state: torch.Tensor, noisy: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Predicted noise `[B, A]` for standardised states `[B, S]`, noisy actions `[B, A]`, steps `[B]`."""
+        x = torch.cat([state, noisy, (t.float() / self.steps).unsqueeze(-1)], dim=-1)
+        return self.network(x, torch.ones_like(x, dtype=torch.bool))[:, self.state_dim:self.dim, 0]
+
+    def loss(self, rows: torch.Tensor, generator=None) -> torch.Tensor:
+        """The noise-prediction MSE (DDPM's simple loss) per action dimension; rows standardised `[B, D]`."""
+        state, action = rows[:, :self.state_dim], rows[:, self.state_dim:]
+        t = torch.randint(1, self.steps + 1, (len(rows),), generator=generator).to(rows.device)
+        eps = torch.randn(action.shape, generator=generator).to(rows.device)
+        a_bar = self.alpha_bar[t].unsqueeze(-1)
+        return (self.noise(state, a_bar.sqrt() * action + (1 - a_bar).sqrt() * eps, t) - eps).square().mean()
+
+    @torch.no_grad()
+    def act(self, state, action=None, given=None, generator=None) -> torch.Tensor:
+        """Draw the dimensions not `given` by T ancestral steps, inpainting the given ones: `[B, A]`."""
+        x, observed = self.inputs(state, action, given)
+        s, known, mask = x[:, :self.state_dim], x[:, self.state_dim:], observed[:, self.state_dim:]
+        randn = (lambda: torch.randn(known.shape, generator=generator, device=known.device))
+        a = randn()
+        for t in range(self.steps, 0, -1):
+            a_bar, a_bar_prev, beta = self.alpha_bar[t], self.alpha_bar[t - 1], self.beta[t]
+            eps = self.noise(s, a, torch.full((len(a),), t, device=a.device))
+            mean = (a - beta / (1 - a_bar).sqrt() * eps) / (1 - beta).sqrt()
+            spread = (beta * (1 - a_bar_prev) / (1 - a_bar)).sqrt()
+            a = mean + spread * randn() if t > 1 else mean
+            if t > 1:
+                a = torch.where(mask, a_bar_prev.sqrt() * known + (1 - a_bar_prev).sqrt() * randn(), a)
+        return self.complete(x, a, action, observed)
 
 
 class SharedAutonomy:

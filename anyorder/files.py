@@ -8,15 +8,19 @@ write itself (a full disk is ENOSPC however the serialiser reports it: torch.sav
 turns its stream's errors into a RuntimeError, so the stream records the first one); and a
 temporary file whose writer was killed (SIGKILL, power loss) is recognised as stale — its
 process is gone and nobody holds its lock — and removed by the next write into the folder
-(`remove_stale`). Files of other programs never match the name pattern.
+(`remove_stale`). Files of other programs never match the name pattern. A target that
+exists and is neither a regular file nor a folder (a device such as /dev/null, a pipe) is
+written straight into: renaming over it would put a regular file in the device's place.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import io
 import os
 import re
+import stat
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -51,8 +55,13 @@ class _Recording(io.RawIOBase):
 def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     """Call `write(stream)` to fill `path` (a binary stream to write to), then rename it into
     place, synced to disk. Raises the OSError of the failed write, its filename `path`; the
-    temporary file is removed on any failure. Stale temporary files in the folder go first."""
+    temporary file is removed on any failure. Stale temporary files in the folder go first.
+    A device or pipe is written into as it stands (there is nothing to rename into place)."""
     path = Path(path)
+    if not path.name:           # "", "." or "/": a folder, and no name to put a temporary file under
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if _is_special(path):
+        return _write_into(path, write)
     remove_stale(path.parent)
     tmp = temporary(path)
     stream = None
@@ -74,6 +83,32 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
         raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _is_special(path: Path) -> bool:
+    """Whether `path` (its link's target) exists and is neither a regular file nor a folder."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _write_into(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """`write` straight into a device or pipe, its OSError naming `path`."""
+    try:
+        with open(path, "wb") as file:
+            stream = _Recording(file)
+            try:
+                write(stream)
+                file.flush()
+            except Exception:
+                if stream.error is not None:
+                    raise stream.error from None
+                raise
+    except OSError as err:
+        err.filename = str(path)
+        raise
 
 
 def _alive(pid: int) -> bool:

@@ -11,6 +11,7 @@ only when a DataFrame is passed.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,8 +68,13 @@ def is_missing(value) -> bool:
         return True
 
 
-def _sorted_levels(values) -> list:
-    found = {v for v in values if not is_missing(v)}
+def _sorted_levels(values, name) -> list:
+    try:
+        found = {v for v in values if not is_missing(v)}
+    except TypeError:           # unhashable: a list or dict in a cell
+        i, value = next((i, v) for i, v in enumerate(values) if not isinstance(v, Hashable))
+        raise UserError(f"column {name!r} has the value {value!r} (row {i}), a {type(value).__name__}; cells must be "
+                        "numbers, text, booleans or missing") from None
     try:
         return sorted(found)
     except TypeError:        # mixed types: by their text
@@ -107,7 +113,7 @@ def _categorical(name, values, dtype) -> Column:
     elif str(dtype) in ("bool", "boolean"):
         levels = [False, True]
     else:
-        levels = _sorted_levels(np.asarray(values, dtype=object).tolist())
+        levels = _sorted_levels(np.asarray(values, dtype=object).tolist(), name)
     return Column(name, True, levels, dtype, False)
 
 
@@ -130,7 +136,12 @@ def encode(X, columns: list[Column]) -> np.ndarray:
     for j, column in enumerate(columns):
         values = _column_values(X, j)
         if not column.categorical:
-            out[:, j] = _numbers(values)
+            try:
+                out[:, j] = _numbers(values)
+            except (TypeError, ValueError):
+                i, value = _first_non_number(values)
+                raise UserError(f"column {column.name!r} is numeric (as in fit) but has the value {value!r} "
+                                f"(row {i}), which is not a number") from None
             continue
         ids = {level: i for i, level in enumerate(column.levels)}
         cells = np.asarray(values, dtype=object).tolist()
@@ -153,6 +164,17 @@ def _numbers(values) -> np.ndarray:
     if values.dtype == object:
         return np.asarray([np.nan if is_missing(v) else float(v) for v in values.tolist()], dtype=np.float64)
     return values.astype(np.float64)
+
+
+def _first_non_number(values) -> tuple[int, object]:
+    """(row, value) of the first cell of a column that is neither missing nor a number."""
+    for i, value in enumerate(np.asarray(values, dtype=object).tolist()):
+        try:
+            if not is_missing(value):
+                float(value)
+        except (TypeError, ValueError):
+            return i, value
+    raise AssertionError("every cell is a number")        # only called after a conversion failed
 
 
 def decode(X, filled: np.ndarray, columns: list[Column]):

@@ -320,10 +320,19 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                 continue
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise UserError(f"{name} must be an integer >= 1, got {value!r}")
-        if self.max_time is not None and not (isinstance(self.max_time, (int, float)) and self.max_time > 0):
+        if self.max_time is not None and not (_is_number(self.max_time) and self.max_time > 0):
             raise UserError(f"max_time must be a number of seconds > 0, or None, got {self.max_time!r}")
-        if not 0 <= self.validation_fraction < 1:
-            raise UserError(f"validation_fraction must lie in [0, 1), got {self.validation_fraction!r}")
+        if not (_is_number(self.learning_rate) and 0 < self.learning_rate < math.inf):
+            raise UserError(f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
+        if not (_is_number(self.validation_fraction) and 0 <= self.validation_fraction < 1):
+            raise UserError(f"validation_fraction must be a number in [0, 1), got {self.validation_fraction!r}")
+        if isinstance(self.categorical, (str, bytes)) or not isinstance(self.categorical, (list, tuple, np.ndarray)):
+            raise UserError(f"categorical must be a list of column names (or indices), got {self.categorical!r}")
+        if self.threads is not None and not (isinstance(self.threads, (int, np.integer))
+                                             and not isinstance(self.threads, bool) and self.threads >= 1):
+            raise UserError(f"threads must be an integer >= 1, or None, got {self.threads!r}")
+        if not isinstance(self.device, str):
+            raise UserError(f"device must be text (cpu, cuda, cuda:1, auto), got {self.device!r}")
 
     def _config(self) -> Config:
         steps = int(self.max_steps)
@@ -339,7 +348,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
     @contextlib.contextmanager
     def _threads(self):
         before = torch.get_num_threads()
-        if self.threads:
+        if self.threads is not None:
             torch.set_num_threads(int(self.threads))
         try:
             yield
@@ -563,6 +572,9 @@ def _check_input(X):
             raise ValueError("Complex data not supported")
     if X.shape[1] < 1:
         raise ValueError(f"0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
+    if X.shape[0] < 1:
+        raise ValueError(f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 is required "
+                         "by AnyOrderImputer.")
     numeric = X.select_dtypes("number").to_numpy(dtype=np.float64, na_value=np.nan) if is_frame(X) else (
         X.astype(np.float64) if X.dtype.kind in "iuf" else None)
     if numeric is not None and np.isinf(numeric).any():
@@ -570,6 +582,11 @@ def _check_input(X):
         raise ValueError(f"Input X contains infinity (inf) at row {row}, column {column}; only NaN marks a "
                          "missing cell")
     return X, back
+
+
+def _is_number(value) -> bool:
+    """A real number that is not a bool (True is no number of seconds); NaN fails every comparison."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
 def _same(out):

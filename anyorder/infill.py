@@ -21,12 +21,20 @@ from .errors import UserError
 HOLE = "_"
 
 
+def as_bytes(text: bytes | str) -> bytes:
+    """A prompt or marker as the bytes it stands for: text as UTF-8, where the lone surrogates
+    by which Python's argv and file-name decoding keep bytes that are not UTF-8 (e.g. a prompt
+    `$'\\xff_'` in bash) turn back into those very bytes."""
+    return text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
+
+
 def parse_spans(text: str) -> list[tuple[int, int]]:
-    """"3:5,10:12" -> [(3, 5), (10, 12)]: half-open byte spans [start, end)."""
+    """"3:5,10:12" -> [(3, 5), (10, 12)]: half-open byte spans [start, end) of ASCII digits."""
     spans = []
     for item in text.split(","):
-        start, sep, end = item.strip().partition(":")
-        if not sep or not start.strip().isdigit() or not end.strip().isdigit() or int(start) >= int(end):
+        start, sep, end = (part.strip() for part in item.partition(":"))
+        digits = [part.isascii() and part.isdigit() for part in (start, end)]
+        if not sep or not all(digits) or int(start) >= int(end):
             raise UserError(f"--holes takes byte spans START:END (END > START >= 0) separated by commas, "
                             f"e.g. 3:5,10:12; got {text!r}")
         spans.append((int(start), int(end)))
@@ -115,9 +123,7 @@ def infill(model, meta: dict, text: bytes | str, marker: bytes | str | None = No
     necessarily valid UTF-8: a byte model may draw half a character). `marker`, `spans`:
     see `prompt_holes`; `budget`: steps / policy as in `AnyOrderModel.sample`."""
     vocab = vocabulary_of(meta)
-    raw = text.encode("utf-8") if isinstance(text, str) else text
-    marker = marker.encode("utf-8") if isinstance(marker, str) else marker
-    prompt, holes = prompt_holes(raw, vocab, marker, spans)
+    prompt, holes = prompt_holes(as_bytes(text), vocab, None if marker is None else as_bytes(marker), spans)
     tokens, holes = prompt_tokens(prompt, holes, vocab, continuation)
     device = next(model.parameters()).device
 

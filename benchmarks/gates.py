@@ -41,6 +41,11 @@ passes a segment half the time. In the two-gate task the operator's vy (±1/3 pe
     python benchmarks/gates.py --threads 1                 # 200 demos, 1500 steps, 500 episodes; 11 min at load 10
     python benchmarks/gates.py --task parity --threads 1   # the four-gate task, as long
     python benchmarks/gates.py --quick --threads 1         # a smoke run, about a minute
+
+`--min-log-scale F` sets both mixtures' log-scale floor (MAC's and the mixture density's
+alike); the results then go to files named with `_floorF`. `--diffusion` adds a diffusion
+policy (`DiffusionPolicy`, its own 2 x 2 grid: denoising steps 20 or 100) alone and as an
+assistant that inpaints the operator's dimension (files named with `_diffusion`).
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ import torch
 from anyorder.control import SharedAutonomy
 from anyorder.data.tables import load_table, write_table
 from common import machine, set_threads
-from policy_bench import add_flags, grid, grid_flags, grid_note, mean_se, results_table, save, tune, tuning_table
+from policy_bench import DIFFUSION, METHODS, add_flags, grid, grid_flags, grid_note, mean_se, results_table, save, tune, tuning_table
 
 TASKS = {"pair": np.array([[1.2, 1.0, 1.0], [0.6, -1.0, -1.0]]),
          "parity": np.array([[1.0, 1.0, 1.0], [1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0]])}
@@ -152,6 +157,8 @@ def policies(best: dict, seed: int) -> dict:
             best["BC (mixture density)"], mask, seed, conditioned=False)
         rows[lead + "BC (MSE) assistant"] = team(best["BC (MSE)"], mask, seed)
         rows[lead + "BC (discretised) assistant"] = team(best["BC (discretised)"], mask, seed)
+        if "diffusion policy" in best:
+            rows[lead + "diffusion-policy assistant (inpainting)"] = team(best["diffusion policy"], mask, seed)
     return rows
 
 
@@ -212,13 +219,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_flags(parser, "gates", demos=200, episodes=500, tune_episodes=100, steps=1500, width=128)
     parser.add_argument("--quick", action="store_true", help="100 demos, 300 steps, 100 episodes")
+    parser.add_argument("--diffusion", action="store_true",
+                        help="add a diffusion policy (DDPM over the joint action; as an assistant it inpaints "
+                             "the operator's dims) with its own 2 x 2 grid (denoising steps 20 or 100)")
     parser.add_argument("--task", choices=list(TASKS), default="pair",
                         help="pair: two next gates (far-upper-left, near-lower-right); parity: four, at the "
                              "cube's corners of even parity, every dimension revealing the route alike")
     args = parser.parse_args()
     global GATES
     GATES = TASKS[args.task]
-    stem = "gates" if args.task == "pair" else f"gates_{args.task}"
+    stem = ("gates" if args.task == "pair" else f"gates_{args.task}") + \
+        ("" if args.min_log_scale is None else f"_floor{args.min_log_scale:g}") + ("_diffusion" if args.diffusion else "")
     if args.quick:
         args.demos, args.steps, args.episodes, args.tune_episodes = 100, 300, 100, 50
     set_threads(args.threads)
@@ -235,7 +246,7 @@ def main() -> None:
           "{:.2f} ± {:.2f}".format(*mean_se(demo_passed)))
 
     tune_seeds = range(TUNE_SEEDS, TUNE_SEEDS + args.tune_episodes)
-    lrs, methods = grid(args)
+    lrs, methods = grid(args, METHODS + ((DIFFUSION,) if args.diffusion else ()))
     kept = []   # every configuration's policy, in the order of `trials`
 
     def score(policy):
@@ -253,7 +264,7 @@ def main() -> None:
            for dim, mask in ARRANGEMENTS.items()}
     command = (f"python benchmarks/gates.py --threads {args.threads} --demos {args.demos} --episodes "
                f"{args.episodes} --tune-episodes {args.tune_episodes} --steps {args.steps} {grid_flags(args)}"
-               + ("" if args.task == "pair" else f" --task {args.task}"))
+               + ("" if args.task == "pair" else f" --task {args.task}") + (" --diffusion" if args.diffusion else ""))
     lines = [f"# Gates: a coupled, multimodal demonstrator (3 action dimensions, {len(GATES)} next gates)", "",
              machine(torch.device("cpu")), "",
              f"Command: `{command}` (width {args.width}, depth {args.depth}, batch {args.batch_size}, "

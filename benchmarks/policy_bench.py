@@ -9,6 +9,7 @@ episodes (seeds apart from the evaluation seeds) and the best kept.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 import math
@@ -19,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anyorder.control import ConditionalPolicy, DiscretePolicy, MeanOfDraws, MixtureDensityPolicy, RegressionPolicy, fit
+from anyorder.control import (ConditionalPolicy, DiffusionPolicy, DiscretePolicy, MeanOfDraws, MixtureDensityPolicy,
+                              RegressionPolicy, fit)
 from common import add_threads_flag
 
 
@@ -27,15 +29,17 @@ from common import add_threads_flag
 class Method:
     """A policy class, and the knob its grid varies (a constructor option, or fit's weight_decay).
     `draws` > 0 decodes the trained policy by the mean of that many of its draws (`MeanOfDraws`)
-    instead of one draw: the same training, another way to act."""
+    instead of one draw: the same training, another way to act. `options` are fixed
+    constructor options ((name, value) pairs) every configuration shares."""
     name: str
     cls: type
     knob: str
     values: tuple
     draws: int = 0
+    options: tuple = ()
 
     def build(self, data, state_dim: int, sizes: dict, value):
-        options = {} if self.knob == "weight_decay" else {self.knob: value}
+        options = dict(self.options) if self.knob == "weight_decay" else {**dict(self.options), self.knob: value}
         return self.cls.for_table(data, state_dim, **sizes, **options)
 
 
@@ -46,6 +50,7 @@ METHODS = (
     Method("BC (discretised)", DiscretePolicy, "bins", (11, 31)),
 )
 LRS = (1e-3, 3e-3)
+DIFFUSION = Method("diffusion policy", DiffusionPolicy, "steps", (20, 100))   # denoising steps T
 MAC_MEAN = Method("MAC (mean of 16 draws)", ConditionalPolicy, "components", (3, 10), draws=16)
 
 
@@ -60,6 +65,9 @@ def add_flags(parser, name: str, demos: int, episodes: int, tune_episodes: int, 
     parser.add_argument("--lrs", type=float, nargs="+", default=list(LRS), help="the tuning grid's learning rates")
     parser.add_argument("--single", action="store_true",
                         help="one configuration per method (the first lr, the first value of its knob), untuned")
+    parser.add_argument("--min-log-scale", type=float,
+                        help="the log-scale floor (standardised units) of every mixture's components, MAC's "
+                             "and the mixture density's alike (default: the classes' own, -7)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--width", type=int, default=width)
     parser.add_argument("--depth", type=int, default=3)
@@ -70,7 +78,11 @@ def add_flags(parser, name: str, demos: int, episodes: int, tune_episodes: int, 
 
 
 def grid(args, methods=METHODS) -> tuple[tuple, tuple]:
-    """(learning rates, methods) of the tuning grid the flags ask for."""
+    """(learning rates, methods) of the tuning grid the flags ask for; `--min-log-scale` goes
+    to every method with a mixture head (a constructor option `min_log_scale`)."""
+    if args.min_log_scale is not None:
+        methods = tuple(replace(m, options=m.options + (("min_log_scale", args.min_log_scale),))
+                        if "min_log_scale" in inspect.signature(m.cls).parameters else m for m in methods)
     if args.single:
         return tuple(args.lrs[:1]), tuple(replace(m, values=m.values[:1]) for m in methods)
     return tuple(args.lrs), tuple(methods)
@@ -85,7 +97,8 @@ def grid_note(args, what: str) -> str:
 
 def grid_flags(args) -> str:
     """The grid's flags as a command line would give them."""
-    return f"--lrs {' '.join(f'{lr:g}' for lr in args.lrs)}" + (" --single" if args.single else "")
+    return (f"--lrs {' '.join(f'{lr:g}' for lr in args.lrs)}" + (" --single" if args.single else "")
+            + ("" if args.min_log_scale is None else f" --min-log-scale {args.min_log_scale:g}"))
 
 
 def mean_se(values: np.ndarray) -> tuple[float, float]:
@@ -105,7 +118,7 @@ def tune(data, state_dim: int, sizes: dict, score, steps: int, batch_size: int, 
         grid = list(itertools.product(lrs, method.values))
         for lr, value in grid:
             tick = time.perf_counter()
-            key = (method.cls, method.knob, value, lr)
+            key = (method.cls, method.knob, value, lr, method.options)
             if key not in trained:
                 torch.manual_seed(seed)
                 trained[key] = method.build(data, state_dim, sizes, value)

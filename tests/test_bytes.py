@@ -168,3 +168,26 @@ def test_cli_infilling_options(tmp_path, byte_model, capsys):
         assert main(["sample", run, *argv]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
+
+
+def test_prompts_that_are_not_utf8_and_odd_outputs(tmp_path, byte_model, capsys):
+    """argv bytes that are not UTF-8 reach the model as those very bytes (Python keeps them
+    as lone surrogates); spans take ASCII digits only; an empty --output is refused."""
+    model, config, meta = byte_model
+    checkpoint.save(tmp_path / "run", model.state_dict(), config, meta, step=0)
+    run = str(tmp_path / "run")
+    prompt = b"\xff_\xfe".decode("utf-8", "surrogateescape")          # what bash's $'\xff_\xfe' gives Python
+    assert main(["sample", run, "--quiet", "--text", prompt, "--num", "1", "--output", str(tmp_path / "f")]) == 0
+    filled = (tmp_path / "f").read_bytes()
+    assert len(filled) == 3 and filled[0] == 0xFF and filled[2] == 0xFE
+    marker = b"\xfe".decode("utf-8", "surrogateescape")
+    assert main(["sample", run, "--quiet", "--text", prompt, "--hole-marker", marker, "--num", "1"]) == 0
+    assert parse_spans(" 1 : 3 ") == [(1, 3)]
+    capsys.readouterr()
+    for argv, message in [(["--text", "hello", "--holes", "\u00b2:3"], "START:END"),   # isdigit(), yet no int
+                          (["--text", "hello", "--holes", "\u0661:3"], "START:END"),   # an Arabic-Indic one
+                          (["--text", "h_", "--output", ""], "--output"),
+                          (["--text", "h_", "--output", "", "--num", "2"], "--output")]:
+        assert main(["sample", run, "--quiet", *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from anyorder import lattice
-from anyorder.control import (ConditionalPolicy, DiscretePolicy, MeanOfDraws, MixtureDensityPolicy,
+from anyorder.control import (ConditionalPolicy, DiffusionPolicy, DiscretePolicy, MeanOfDraws, MixtureDensityPolicy,
                               RegressionPolicy, SharedAutonomy, fit, policy_nodes)
 from anyorder.errors import UserError
 from anyorder.data.base import Dataset
@@ -53,7 +53,7 @@ def test_policy_nodes_keep_the_state_under_other_protocols():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def demos(tmp_path_factory):
     """A demonstrator with two modes z = ±1 that also decide the second action dimension."""
     rng = np.random.default_rng(0)
     n = 4000
@@ -63,7 +63,12 @@ def trained(tmp_path_factory):
     a2 = 0.5 * z + 0.5 * s[:, 1] + 0.1 * rng.standard_normal(n)
     path = tmp_path_factory.mktemp("demos") / "demos.csv"
     write_table(path, ["s1", "s2", "a1", "a2"], np.column_stack([s, a1, a2]))
-    data = load_table(path, valid_fraction=0.1, test_fraction=0.0)
+    return load_table(path, valid_fraction=0.1, test_fraction=0.0)
+
+
+@pytest.fixture(scope="module")
+def trained(demos):
+    data = demos
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny networks: extra threads only add overhead
     try:
@@ -256,6 +261,50 @@ def test_mixture_density_conditions_on_the_given_dims(trained):
         assert abs(filled[:, 1].mean().item() - (0.5 * sign + 0.5 * STATE[1])) < 0.1
     joint = mdn.act(states(n), generator=torch.Generator().manual_seed(7))
     assert ((joint[:, 0] > 0) == (joint[:, 1] > 0.5 * STATE[1])).float().mean() > 0.95
+
+
+def test_mixture_density_temperature_scales_the_component_noise(trained):
+    """With the same generator, a draw at temperature t picks the same component and noise as
+    at 1, so its offset from that component's mean is exactly t times as large (float32
+    rounding of values near 2, well under 1e-5); temperature 0 gives the component's mean."""
+    *_, mdn = trained
+    n = 500
+    draw = {t: mdn.act(states(n), generator=torch.Generator().manual_seed(8), temperature=t) for t in (0.0, 0.3, 1.0)}
+    x, _ = mdn.inputs(states(n))
+    _, means, _ = mdn.mixture(x)
+    means = mdn.outputs(torch.cat([x[:, :2, None].expand(-1, -1, means.shape[-1]), means], 1).transpose(1, 2)
+                        .flatten(0, 1)).view(n, -1, 2)            # [n, K, A] in table units
+    assert ((draw[0.0][:, None] - means).abs().amax(-1).amin(-1) < 1e-5).all()
+    assert torch.allclose(draw[0.3] - draw[0.0], 0.3 * (draw[1.0] - draw[0.0]), atol=1e-5)
+    with pytest.raises(UserError, match="temperature"):
+        mdn.act(states(2), temperature=-1.0)
+
+
+def test_diffusion_policy_draws_the_coupled_modes_and_inpaints(demos):
+    """Trained briefly on the two-mode demonstrator: joint draws put a1 and a2 on the same
+    mode (their signs agree; a mean between the modes would not), and given a1 on one mode,
+    inpainting draws a2 near that mode's value (0.5 z + 0.5 s2), the given a1 copied exactly.
+    The thresholds leave room for a short training: the modes sit 1 apart in a2, 0.1 noise."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        policy = DiffusionPolicy.for_table(demos, 2, width=64, depth=2, steps=20)
+        fit(policy, demos, steps=600, batch_size=256, lr=3e-3, seed=0, progress=False)
+        n = 2000
+        joint = policy.act(states(n), generator=torch.Generator().manual_seed(1))
+        assert ((joint[:, 0] > 0) == (joint[:, 1] > 0.5 * STATE[1])).float().mean() > 0.9
+        assert (joint[:, 0].abs() - MODE).abs().median() < 0.2
+        for sign in (1.0, -1.0):
+            operator = torch.tensor([[sign * MODE, float("nan")]]).expand(n, 2)
+            given = torch.tensor([[True, False]]).expand(n, 2)
+            filled = policy.act(states(n), operator, given, generator=torch.Generator().manual_seed(2))
+            assert torch.equal(filled[:, 0], operator[:, 0])
+            assert (filled[:, 1] - (0.5 * sign + 0.5 * STATE[1])).abs().median() < 0.2
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(UserError, match="steps"):
+        DiffusionPolicy(2, 2, steps=0)
 
 
 def test_discrete_policy_recovers_known_bin_masses():

@@ -245,6 +245,41 @@ def test_parameters_are_checked_with_one_line_errors():
         assert imputer.transform(np.array([[None, 1.0]], dtype=object))[0, 0] in ("a", "b")
 
 
+def test_every_parameter_and_argument_of_the_wrong_type_or_range_is_one_line(tmp_path):
+    """Each parameter is checked where fit starts, whatever its type (a string where a number
+    goes, a bool for seconds, a negative thread count that torch would refuse with a
+    RuntimeError), and so are quantiles' num_samples, empty inputs, text in numeric columns
+    and a file where `save` makes its folder."""
+    X, _ = numeric_table(n=40)
+    for bad, message in ((dict(learning_rate="x"), "learning_rate"), (dict(learning_rate=math.inf), "learning_rate"),
+                         (dict(validation_fraction="0.1"), "validation_fraction"),
+                         (dict(validation_fraction=None), "validation_fraction"),
+                         (dict(categorical=None), "categorical"), (dict(categorical="a"), "categorical"),
+                         (dict(threads=-2), "threads"), (dict(threads=0), "threads"), (dict(threads=2.5), "threads"),
+                         (dict(device=3), "device"), (dict(max_time=True), "max_time")):
+        with pytest.raises(ValueError, match=message) as caught:
+            AnyOrderImputer(**{**TINY, **bad}).fit(X)
+        assert "\n" not in str(caught.value)
+    imputer = AnyOrderImputer(**{**TINY, "max_steps": 3}).fit(np.array([[1.0, "a"], [2.0, "b"], [np.nan, "a"]] * 5,
+                                                                       dtype=object))
+    for bad in (2.5, "100", True):
+        with pytest.raises(ValueError, match="num_samples must be an integer"):
+            imputer.quantiles(np.array([[np.nan, "a"]], dtype=object), num_samples=bad)
+    with pytest.raises(ValueError, match="0 sample"):
+        imputer.transform(np.empty((0, 2), dtype=object))
+    with pytest.raises(ValueError, match="column 0 is numeric .* 'x' \\(row 1\\)"):
+        imputer.transform(np.array([[1.0, "a"], ["x", "b"]], dtype=object))
+    for table, message in ((np.array([[1.0, "a"], [2.0, None], [3.0, "a"]] * 5, dtype=object), "column '1' is constant"),
+                           (np.array([[1.0, {}], [2.0, None], [3.0, "a"]] * 5, dtype=object), "column 1 .* a dict")):
+        with pytest.raises(ValueError, match=message):
+            AnyOrderImputer(**TINY).fit(table)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("kept")
+    with pytest.raises(ValueError, match="it is a file, and a checkpoint is a folder"):
+        imputer.save(notes)
+    assert notes.read_text() == "kept"
+
+
 def test_the_quantile_transform_maps_back_into_the_observed_range_and_saves(tmp_path):
     rng = np.random.default_rng(4)
     x = np.stack([rng.lognormal(size=300) * 100, rng.normal(size=300)], 1)

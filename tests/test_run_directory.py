@@ -231,6 +231,26 @@ def test_stale_partial_files_are_removed_but_live_ones_kept(tmp_path):
     assert (tmp_path / "new.csv").read_bytes() == b"done"
 
 
+def test_a_pipe_or_device_is_written_into_and_a_nameless_path_refused(tmp_path):
+    """Renaming a temporary file over a device or pipe (`compress RUN IN /dev/null`) would put
+    a regular file in its place: such a target is written into as it stands. A path with no
+    name ("" or ".") is a folder's, an OSError naming it."""
+    import os
+    import stat
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    reader = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)          # a reader, so that the writer's open returns
+    try:
+        files.write_atomic(pipe, lambda f: f.write(b"through"))
+        assert os.read(reader, 100) == b"through"
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode) and sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+    for nameless in ("", "."):
+        with pytest.raises(IsADirectoryError):
+            files.write_atomic(nameless, lambda f: f.write(b"x"))
+
+
 def test_fit_policy_refuses_an_unwritable_run_directory_before_measuring(tmp_path, monkeypatch, capsys):
     run = train(tiny_config(tmp_path / "run", "train.steps=2"), progress=False)
     monkeypatch.setattr(budget, "step_losses", lambda *a, **k: pytest.fail("step losses were measured"))

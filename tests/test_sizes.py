@@ -107,3 +107,21 @@ def test_a_killed_imputations_partial_file_is_cleaned_by_the_next(tmp_path):
     impute_file(_model(), meta, tmp_path / "in.csv", tmp_path / "other.csv", num_samples=2)
     assert not left.exists() and (tmp_path / "other.csv").exists()
     assert not list(tmp_path.glob(".*" + files.SUFFIX))
+
+
+@pytest.mark.parametrize("kind,given", [
+    ("resmlp", dict(dim=4, num_classes=None, out_features=5, levels=[None, 3, None, 2])),
+    ("path-transformer", dict(dim=4, num_classes=None, out_features=5, levels=[None, 3, None, 2])),
+    ("transformer", dict(dim=8, num_classes=27, out_features=27))])
+def test_a_network_larger_than_memory_is_refused_before_it_is_built(monkeypatch, kind, given):
+    """The network is sized on the meta device: refused by its parameters' exact bytes
+    (counted here from the same network built for real), not built page by page until the
+    kernel's OOM killer stops the process (AnyOrderImputer(width=10**9): ~24 GB granted)."""
+    from anyorder.nets import build_net
+    spec = {"kind": kind, "width": 16, "depth": 1, **({} if kind == "resmlp" else {"heads": 2})}
+    real = sum(p.numel() * p.element_size() for p in build_net(spec, **given).parameters())
+    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": real - 1)
+    with pytest.raises(UserError, match=f"net kind '{kind}' .* needs at least"):
+        build_net(spec, **given)
+    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": real)
+    assert sum(p.numel() * p.element_size() for p in build_net(spec, **given).parameters()) == real

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from anyorder.data.base import DataError
-from anyorder.data.tables import load_table, read_table, standardise, unstandardise, write_table
+from anyorder.data.tables import load_table, read_table, standardise, table_dataset, unstandardise, write_table
 
 
 def write(path, text, compress=False):
@@ -327,3 +327,17 @@ def test_binary_and_too_small_tables_say_what_is_wrong(tmp_path):
     with pytest.raises(DataError, match="3 rows are too few for a valid split of 0.1.*valid_fraction=0"):
         load_table(small)
     assert len(load_table(small, valid_fraction=0, test_fraction=0).train) == 3
+
+
+@pytest.mark.parametrize("scale", [1e300, 1e-300])
+def test_columns_of_huge_or_tiny_values_standardise_as_their_unscaled_selves(scale):
+    """A column's mean and std are those of the column scaled into [-1, 1], scaled back: a
+    sum of squares of values near 1e160 overflows float64 (its std was inf, every fill -inf)."""
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(30, 2)) * [1.0, 5.0] + [3.0, -1.0]
+    table[rng.random(table.shape) < 0.2] = np.nan
+    names, levels = ["a", "b"], [None, None]
+    plain = table_dataset("t", names, table, levels, [None, None], 0.0, 0.0, 0)
+    scaled = table_dataset("t", names, table * scale, levels, [None, None], 0.0, 0.0, 0)
+    assert np.allclose(scaled.meta["std"], np.asarray(plain.meta["std"]) * scale, rtol=1e-12, atol=0)
+    assert torch.allclose(scaled.train, plain.train, atol=1e-6, equal_nan=True)

@@ -379,8 +379,12 @@ def _column_stats(train: np.ndarray, names: list[str], source: str) -> tuple[np.
     for j, name in enumerate(names):
         if not observed[:, j].any():
             raise DataError(f"{source}: column {name!r} is entirely missing in the train split")
-    mean = np.nanmean(train, axis=0)
-    std = np.nanstd(train, axis=0)
+    # On each column scaled into [-1, 1] first: the sums of squares of values near 1e160
+    # (or sums of values near 1e308) overflow float64, an infinite std turned every fill into -inf.
+    scale = np.nanmax(np.abs(train), axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    mean = np.nanmean(train / scale, axis=0) * scale
+    std = np.nanstd(train / scale, axis=0) * scale
     for j, name in enumerate(names):
         if not std[j] > 0:
             raise DataError(f"{source}: column {name!r} is constant in the train split "
@@ -454,6 +458,10 @@ def table_dataset(source: str, names: list[str], table: np.ndarray, levels: list
     rows with no observed cell skipped (a warning says how many), the rest split by a
     seeded shuffle, numeric columns standardised with train statistics; see `load_table`."""
     path = source
+    for name, found in zip(names, levels):
+        if found is not None and len(found) < 2:
+            raise DataError(f"{path}: column {name!r} is constant (every cell is "
+                            f"{found[0] if found else 'missing'!r} or missing); drop it, it carries no information")
     empty = np.isnan(table).all(1)
     if empty.all():
         raise DataError(f"{path}: every row is entirely missing; there is nothing to train on")

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import memory
+from .. import files, memory
 from ..arguments import count, probability
 from ..errors import UserError
 from ..paths import output_file
@@ -405,15 +405,15 @@ class TextIO(DataIO):
     def sample(self, args, meta, rows, generator, fill):
         if args.text is None and args.text_file is None and not args.continue_:
             return super().sample(args, meta, rows, generator, fill)
-        from ..infill import fill_windows, parse_spans, prompt_holes, prompt_tokens
+        from ..infill import as_bytes, fill_windows, parse_spans, prompt_holes, prompt_tokens
         vocab = vocabulary_of(meta)
-        raw = args.text.encode("utf-8") if args.text is not None else b""
+        raw = as_bytes(args.text) if args.text is not None else b""
         if args.text_file is not None:
             try:
                 raw = Path(args.text_file).read_bytes()
             except OSError as err:
                 raise UserError(f"--text-file {args.text_file}: {err.strerror or err}") from None
-        marker = None if args.hole_marker is None else args.hole_marker.encode("utf-8")
+        marker = None if args.hole_marker is None else as_bytes(args.hole_marker)
         spans = None if args.holes is None else parse_spans(args.holes)
         prompt, holes = prompt_holes(raw, vocab, marker, spans)
         shown = _shown(prompt, holes, marker or HOLE.encode())
@@ -427,7 +427,7 @@ class TextIO(DataIO):
             data = vocab.to_bytes(row)
             print(f"filled:   {data.decode('utf-8', 'replace')}")
             if args.output is not None:
-                args.outputs[i].write_bytes(data)
+                files.write_atomic(args.outputs[i], lambda f: f.write(data))
         if args.output is not None:
             print(f"wrote {', '.join(map(str, args.outputs))}")
 
@@ -462,5 +462,6 @@ def _shown(data: bytes, holes, marker: bytes) -> str:
 
 
 def _numbered(path: Path, num: int) -> list[Path]:
-    """`path` for one fill; path.1.suffix, path.2.suffix, … for several."""
-    return [path] if num == 1 else [path.with_name(f"{path.stem}.{i}{path.suffix}") for i in range(1, num + 1)]
+    """`path` for one fill; path.1.suffix, path.2.suffix, … for several (a path without a
+    name, "" or a folder's, as it is: `output_file` refuses it)."""
+    return [path] if num == 1 or not path.name else [path.with_name(f"{path.stem}.{i}{path.suffix}") for i in range(1, num + 1)]

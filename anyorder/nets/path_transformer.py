@@ -51,11 +51,12 @@ class ValueEmbedding(nn.Module):
         if self.categorical:
             self.token = nn.Embedding(num_classes, width)
             return
-        sizes = torch.tensor([k or 0 for k in (levels or [None] * dim)])
-        if len(sizes) != dim:
-            raise UserError(f"PathTransformer: levels need one entry per column ({dim}), got {len(sizes)}")
+        counts = [k or 0 for k in (levels or [None] * dim)]     # summed as a list: `build_net` sizes us on the meta device
+        if len(counts) != dim:
+            raise UserError(f"PathTransformer: levels need one entry per column ({dim}), got {len(counts)}")
+        sizes = torch.tensor(counts)
         self.scale = nn.Parameter(torch.zeros(dim, width))
-        self.level = nn.Embedding(max(1, int(sizes.sum())), width)
+        self.level = nn.Embedding(max(1, sum(counts)), width)
         self.register_buffer("sizes", sizes, persistent=False)
         self.register_buffer("offsets", sizes.cumsum(0) - sizes, persistent=False)
 

@@ -58,11 +58,14 @@ class ResMLP(NodeNetwork):
             if num_classes is not None or len(levels) != dim:
                 raise UserError(f"ResMLP: levels are for continuous-valued tables, one entry per column "
                                 f"({dim}), got {len(levels)} with num_classes={num_classes}")
-            sizes = torch.tensor([k or 0 for k in levels])
-            self.register_buffer("numeric", sizes == 0, persistent=False)
-            self.register_buffer("categorical", (sizes > 0).nonzero().squeeze(-1), persistent=False)
-            self.register_buffer("offsets", (sizes.cumsum(0) - sizes)[sizes > 0], persistent=False)
-            self.one_hot_width = int(sizes.sum())
+            sizes = [k or 0 for k in levels]            # lists, not tensors: `build_net` sizes us on the meta device
+            starts = [sum(sizes[:j]) for j in range(dim)]
+            self.register_buffer("numeric", torch.tensor([k == 0 for k in sizes]), persistent=False)
+            self.register_buffer("categorical", torch.tensor([j for j, k in enumerate(sizes) if k], dtype=torch.long),
+                                 persistent=False)
+            self.register_buffer("offsets", torch.tensor([starts[j] for j, k in enumerate(sizes) if k],
+                                                         dtype=torch.long), persistent=False)
+            self.one_hot_width = sum(sizes)
             in_features += self.one_hot_width
         self.input = nn.Linear(in_features, width)
         self.blocks = nn.ModuleList(ResidualBlock(width) for _ in range(depth))
