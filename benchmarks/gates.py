@@ -143,6 +143,17 @@ def demonstrator(seed: int):
     return act
 
 
+def demonstrations(episodes: int, seed: int, folder: Path):
+    """The demonstrator's first `episodes` episodes (seeded) recorded as a table in `folder`:
+    (gates passed per episode, the table as a Dataset with 5% of its rows held out, its rows)."""
+    passed, (states, actions), _ = rollout(demonstrator(seed), range(DEMO_SEEDS, DEMO_SEEDS + episodes))
+    folder.mkdir(parents=True, exist_ok=True)
+    table = folder / "demonstrations.csv"
+    write_table(table, STATE_COLUMNS + ACTION_COLUMNS, np.hstack([states, actions]))
+    return passed, load_table(table, valid_fraction=0.05, test_fraction=0.0, seed=seed,
+                              numeric=STATE_COLUMNS + ACTION_COLUMNS), len(states)
+
+
 def policies(best: dict, seed: int) -> dict:
     """Every row of the table: name -> act."""
     rows = {"demonstrator": demonstrator(seed + 1)}
@@ -236,13 +247,8 @@ def main() -> None:
     print(machine(torch.device("cpu")))
     started = time.perf_counter()
 
-    demo_passed, (states, actions), _ = rollout(demonstrator(args.seed), range(DEMO_SEEDS, DEMO_SEEDS + args.demos))
-    args.runs.mkdir(parents=True, exist_ok=True)
-    table = args.runs / "demonstrations.csv"
-    write_table(table, STATE_COLUMNS + ACTION_COLUMNS, np.hstack([states, actions]))
-    data = load_table(table, valid_fraction=0.05, test_fraction=0.0, seed=args.seed,
-                      numeric=STATE_COLUMNS + ACTION_COLUMNS)
-    print(f"demonstrations: {args.demos} episodes, {len(states)} rows, gates passed "
+    demo_passed, data, rows = demonstrations(args.demos, args.seed, args.runs)
+    print(f"demonstrations: {args.demos} episodes, {rows} rows, gates passed "
           "{:.2f} ± {:.2f}".format(*mean_se(demo_passed)))
 
     tune_seeds = range(TUNE_SEEDS, TUNE_SEEDS + args.tune_episodes)
@@ -268,7 +274,7 @@ def main() -> None:
     lines = [f"# Gates: a coupled, multimodal demonstrator (3 action dimensions, {len(GATES)} next gates)", "",
              machine(torch.device("cpu")), "",
              f"Command: `{command}` (width {args.width}, depth {args.depth}, batch {args.batch_size}, "
-             f"seed {args.seed}); {len(states)} demonstration rows; {time.perf_counter() - started:.0f} s in all.", "",
+             f"seed {args.seed}); {rows} demonstration rows; {time.perf_counter() - started:.0f} s in all.", "",
              "Reward: gates passed per episode (0..10).", ""]
     lines += results_table(results, "BC (MSE) alone", "gates passed")
     for dim, mask in ARRANGEMENTS.items():

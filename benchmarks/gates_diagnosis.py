@@ -32,7 +32,6 @@ import torch
 
 import gates
 from anyorder.control import ConditionalPolicy, MixtureDensityPolicy, SharedAutonomy, fit
-from anyorder.data.tables import load_table, write_table
 from common import machine, set_threads
 
 CONFIGS = {  # the configurations gates.py --task parity chose at 1500 steps (results/gates_parity.md)
@@ -130,12 +129,7 @@ def main() -> None:
     set_threads(args.threads)
     gates.GATES = gates.TASKS["parity"]
     print(machine(torch.device("cpu")))
-    _, (states, actions), _ = gates.rollout(gates.demonstrator(0), range(gates.DEMO_SEEDS, gates.DEMO_SEEDS + 200))
-    table = gates.Path(__file__).resolve().parent.parent / "runs" / "gates_diagnosis" / "demonstrations.csv"
-    table.parent.mkdir(parents=True, exist_ok=True)
-    write_table(table, gates.STATE_COLUMNS + gates.ACTION_COLUMNS, np.hstack([states, actions]))
-    data = load_table(table, valid_fraction=0.05, test_fraction=0.0, seed=0,
-                      numeric=gates.STATE_COLUMNS + gates.ACTION_COLUMNS)
+    _, data, _ = gates.demonstrations(200, 0, gates.Path(__file__).resolve().parent.parent / "runs" / "gates_diagnosis")
     _, (t_states, t_actions), _ = gates.rollout(gates.demonstrator(1), range(gates.TUNE_SEEDS, gates.TUNE_SEEDS + 100))
     keep = (np.abs(t_actions) < gates.SPEED - 1e-9).all(-1)
     t_states, t_actions = t_states[keep], t_actions[keep]

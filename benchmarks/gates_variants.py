@@ -28,14 +28,12 @@ import argparse
 import math
 import time
 
-import numpy as np
 import torch
 
 import gates
 import gates_diagnosis
 from anyorder import control, lattice
 from anyorder.control import ConditionalPolicy, MixtureDensityPolicy, fit
-from anyorder.data.tables import load_table, write_table
 from common import machine, set_threads
 
 MAC_NODES, ALL_TARGETS = control.policy_nodes, lattice.targets
@@ -71,12 +69,7 @@ def main() -> None:
     set_threads(args.threads)
     gates.GATES = gates.TASKS["parity"]
     print(machine(torch.device("cpu")))
-    _, (states, actions), _ = gates.rollout(gates.demonstrator(0), range(gates.DEMO_SEEDS, gates.DEMO_SEEDS + 200))
-    table = gates.Path(__file__).resolve().parent.parent / "runs" / "gates_variants" / "demonstrations.csv"
-    table.parent.mkdir(parents=True, exist_ok=True)
-    write_table(table, gates.STATE_COLUMNS + gates.ACTION_COLUMNS, np.hstack([states, actions]))
-    data = load_table(table, valid_fraction=0.05, test_fraction=0.0, seed=0,
-                      numeric=gates.STATE_COLUMNS + gates.ACTION_COLUMNS)
+    _, data, _ = gates.demonstrations(200, 0, gates.Path(__file__).resolve().parent.parent / "runs" / "gates_variants")
     for spec in args.specs:
         kind, lr, components, floor, *extra = spec.split(",")
         options = dict(item.split("=") for item in extra)
