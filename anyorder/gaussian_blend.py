@@ -61,16 +61,14 @@ class GaussianFill:
         precision = torch.from_numpy(self.precision)
         eye = torch.eye(len(self.mean), dtype=torch.float64)
         for start in range(0, len(z), ROWS_PER_SOLVE):
-            h = torch.from_numpy(hidden[start:start + ROWS_PER_SOLVE])
-            d = torch.from_numpy(np.where(hidden[start:start + ROWS_PER_SOLVE], 0.0,
-                                          z[start:start + ROWS_PER_SOLVE] - self.mean))
+            block, holes = z[start:start + ROWS_PER_SOLVE], hidden[start:start + ROWS_PER_SOLVE]   # views of z
+            h = torch.from_numpy(holes)
+            d = torch.from_numpy(np.where(holes, 0.0, block - self.mean))
             both = (h.unsqueeze(-1) & h.unsqueeze(-2)).double()
             systems = precision * both + eye * (~h).double().unsqueeze(-1)
             rhs = torch.where(h, -(d @ precision), 0.0)
-            solved = torch.linalg.solve(systems, rhs.unsqueeze(-1)).squeeze(-1)
-            block = z[start:start + ROWS_PER_SOLVE]
-            block[hidden[start:start + ROWS_PER_SOLVE]] = (solved + torch.from_numpy(self.mean)).numpy()[
-                hidden[start:start + ROWS_PER_SOLVE]]
+            solved = torch.linalg.solve(systems, rhs.unsqueeze(-1)).squeeze(-1).numpy() + self.mean
+            block[holes] = solved[holes]
         out[:, self.numeric] = z
         return out
 

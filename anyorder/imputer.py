@@ -147,9 +147,9 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         rows, and each numeric hole's conditional-mean fill becomes g + w (a - g), a the
         network's conditional mean, g the Gaussian's, w in [0, 1] per column the
         least-squares weight on the held-out rows with cells hidden at random
-        (`anyorder.gaussian_blend`); set after fit, "none" turns it off. On small tables of nearly linear columns the Gaussian
-        fills better than a network trained for a minute (breast-cancer features, 455 rows:
-        0.288 against 0.384 NRMSE); where the network is better its weight goes to 1. Only
+        (`anyorder.gaussian_blend`); set after fit, "none" turns it off. On small tables of
+        nearly linear columns the Gaussian fills better than a network trained for a minute
+        (breast-cancer features, 455 rows: 0.288 against 0.384 NRMSE); where the network is better its weight goes to 1. Only
         reduce="conditional-mean" blends: draws and intervals stay the network's. none: the
         network alone.
     calibration : {"per-column", "pooled"}, default "per-column"
@@ -264,21 +264,15 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         promises."""
         self.levels_pit_columns_ = None
         self.mechanism_reference_ = None
-        if rows is None or len(rows) < 10:
+        masked = self._masked_held_out(rows, rate, self.seed_ + 1)
+        if masked is None:
             return None
-        rows = rows[:CALIBRATION_CELLS]
-        copies = min(20, -(-CALIBRATION_CELLS // len(rows)))
-        rows = rows.repeat(copies, 1)
-        generator = torch.Generator().manual_seed(self.seed_ + 1)
-        numeric = torch.tensor([not c.categorical for c in self.columns_])
-        hidden = (torch.rand(rows.shape, generator=generator) < rate) & ~torch.isnan(rows) & numeric
-        if int(hidden.sum()) < CALIBRATION_MIN:
-            return None
+        rows, hidden, copies, generator = masked
         with self._threads():
             draws = impute(self.draws_model_, torch.where(hidden, math.nan, rows), num_samples=CALIBRATION_DRAWS,
                            reduce="sample", generator=generator, floor=self._floor())
         self.mechanism_reference_ = self._reference(draws.double().numpy(), rows.double().numpy(),
-                                                    hidden.numpy(), numeric.numpy(), copies)
+                                                    hidden.numpy(), self._numeric(), copies)
         ordered = draws.sort(0).values.double().numpy()         # [M, R, D]
         truth, m = rows.double().numpy(), len(ordered)
         below = (ordered < truth).sum(0)                         # the truth's place lies in [below - 1, below]
@@ -305,7 +299,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         complete = ~np.isnan(rows).any(1)
         draws, rows, hidden = draws[:, complete], rows[complete], hidden[complete]
         a, _, _, se = self_masking.fit_with_likelihood_ratio(draws, rows, hidden, numeric)
-        enough = numeric & (hidden.sum(0) >= self_masking.MIN_CELLS) & ((~hidden).sum(0) >= self_masking.MIN_CELLS)
+        enough = self_masking.estimable(hidden, numeric)
         fitted = enough & np.isfinite(se)
         return {"slope": np.where(fitted, a, np.where(enough, 0.0, np.nan)),
                 "se": np.where(fitted, se * np.sqrt(copies), np.where(enough, np.inf, np.nan))}
@@ -315,20 +309,39 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         column's blend weight, measured on masked copies of the held-out rows `valid` as in
         `_calibrate`; (None, None) with blend="none", no numeric column or too few held-out
         cells (the network alone)."""
-        numeric = np.array([not c.categorical for c in self.columns_])
-        if self.blend == "none" or not numeric.any() or valid is None or len(valid) < 10:
+        numeric = self._numeric()
+        held_out = None if self.blend == "none" or not numeric.any() else \
+            self._masked_held_out(valid, rate, self.seed_ + 2)
+        if held_out is None:
             return None, None
+        rows, hidden, _, _ = held_out
         gaussian = GaussianFill.fit(train.double().numpy(), numeric)
-        rows = valid[:CALIBRATION_CELLS].repeat(min(20, -(-CALIBRATION_CELLS // len(valid[:CALIBRATION_CELLS]))), 1)
-        generator = torch.Generator().manual_seed(self.seed_ + 2)
-        hidden = (torch.rand(rows.shape, generator=generator) < rate) & ~torch.isnan(rows) & torch.from_numpy(numeric)
-        if int(hidden.sum()) < CALIBRATION_MIN:
-            return None, None
         masked = torch.where(hidden, math.nan, rows)
         with self._threads():
             network = impute(self.model_, masked, reduce="conditional-mean", floor=self._floor()).double().numpy()
         weights = blend_weights(rows.double().numpy(), network, gaussian.fill(masked.double().numpy()), hidden.numpy())
         return gaussian, weights
+
+    def _masked_held_out(self, rows: torch.Tensor | None, rate: float, seed: int):
+        """Held-out rows `[V, D]` (model units) with numeric cells hidden at random at `rate`:
+        the first CALIBRATION_CELLS of them, repeated in enough masked copies (at most 20) for
+        CALIBRATION_CELLS rows. (rows, hidden bool, copies, the generator that drew the mask,
+        to draw on with), or None with fewer than 10 rows or CALIBRATION_MIN hidden cells."""
+        if rows is None or len(rows) < 10:
+            return None
+        rows = rows[:CALIBRATION_CELLS]
+        copies = min(20, -(-CALIBRATION_CELLS // len(rows)))
+        rows = rows.repeat(copies, 1)
+        generator = torch.Generator().manual_seed(seed)
+        numeric = torch.from_numpy(self._numeric())
+        hidden = (torch.rand(rows.shape, generator=generator) < rate) & ~torch.isnan(rows) & numeric
+        if int(hidden.sum()) < CALIBRATION_MIN:
+            return None
+        return rows, hidden, copies, generator
+
+    def _numeric(self) -> np.ndarray:
+        """Bool `[D]`: which columns are numeric."""
+        return np.array([not c.categorical for c in self.columns_])
 
     def _with_weights(self, state: dict | None):
         """A copy of model_ with other weights (None: model_ itself)."""
@@ -405,7 +418,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             fill = self._draws(values, 1, self.model_)[0]
         elif self.reduce == "mean":
             fill = self._reduce_draws(self._draws(values, self.num_samples, self.model_))
-            categorical = np.array([c.categorical for c in self.columns_])
+            categorical = ~self._numeric()
             if categorical.any():       # the mode of each hole's own conditional, not of 20 draws
                 fill[:, categorical] = self._one_pass(values)[:, categorical]
         else:
@@ -414,10 +427,10 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             a, b, _, _, keep = self._detect(values)
             rows = (np.isnan(values) & keep).any(1)
             if rows.any():      # rows with a hole in a self-masked column: their numeric holes reweighted
-                numeric = np.array([not c.categorical for c in self.columns_])
+                numeric = self._numeric()
                 draws = self._draws(values[rows], max(int(self.num_samples), SELF_MASKING_DRAWS), self.model_)
                 hidden = np.isnan(values[rows]) & numeric
-                logw = self_masking.log_weights(standardise(self._scores(draws), self.meta_), hidden, a, b)
+                logw = self_masking.log_weights(self._model_units(draws), hidden, a, b)
                 if self.reduce == "sample":
                     generator = np.random.default_rng(self.seed_)
                     pick = [generator.choice(len(draws), p=w / w.sum()) for w in np.exp(logw).T]
@@ -449,9 +462,9 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         columns where the test does not reject), the statistics, the tested columns and the
         kept ones (bool `[D]`), from
         SELF_MASKING_DRAWS joint draws of at most AUTO_ROWS rows of `values`."""
-        numeric = np.array([not c.categorical for c in self.columns_])
+        numeric = self._numeric()
         hidden = np.isnan(values) & numeric
-        tested = numeric & (hidden.sum(0) >= self_masking.MIN_CELLS) & ((~hidden).sum(0) >= self_masking.MIN_CELLS)
+        tested = self_masking.estimable(hidden, numeric)
         zeros = np.zeros(len(numeric))
         if not tested.any():
             return zeros, zeros, zeros, tested, tested
@@ -461,13 +474,13 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         sample = values[rows]
         hidden = np.isnan(sample) & numeric
         draws = self._draws(sample, SELF_MASKING_DRAWS, self.draws_model_)     # the reference's model
-        z = standardise(self._scores(draws), self.meta_)
+        z = self._model_units(draws)
         a, b, statistic, se = self_masking.fit_with_likelihood_ratio(
-            z, standardise(self._scores(np.nan_to_num(sample)), self.meta_), hidden, tested)
-        reference = getattr(self, "mechanism_reference_", None)
+            z, self._model_units(np.nan_to_num(sample)), hidden, tested)
+        reference = self.mechanism_reference_
         if reference is not None:
             statistic = self_masking.against_reference(a, se, statistic, reference["slope"], reference["se"])
-        tested &= (hidden.sum(0) >= self_masking.MIN_CELLS) & ((~hidden).sum(0) >= self_masking.MIN_CELLS)
+        tested = self_masking.estimable(hidden, tested)
         keep = self_masking.self_masked_columns(statistic, tested, AUTO_ALPHA)
         return np.where(keep, a, 0.0), np.where(keep, b, 0.0), statistic, tested, keep
 
@@ -491,7 +504,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         levels = check_quantiles(levels, num_samples)
         X, values, back = self._prepare(X)
         draws = self._draws(values, num_samples, self.draws_model_)
-        numeric = np.array([not c.categorical for c in self.columns_])
+        numeric = self._numeric()
         mode = self._reduce_draws(draws)
         logw = self._mechanism_weights(values, draws)
         if logw is not None:
@@ -540,8 +553,12 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             out[:, j] = transform.forward(values[:, j])
         return out
 
+    def _model_units(self, values: np.ndarray) -> np.ndarray:
+        """X's units -> the model's standardised units (`_scores`, then the table's scaling)."""
+        return standardise(self._scores(values), self.meta_)
+
     def _query(self, values: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(standardise(self._scores(values), self.meta_)).float()
+        return torch.from_numpy(self._model_units(values)).float()
 
     def _file_units(self, x: torch.Tensor) -> np.ndarray:
         """Model units -> X's units (float64), raised to 0 in nonnegative columns."""
@@ -582,10 +599,10 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         estimated on `values` itself (`anyorder.self_masking`); categorical holes: the most
         likely level of their one-pass conditional."""
         draws = self._draws(values, max(int(self.num_samples), SELF_MASKING_DRAWS), self.model_)
-        numeric = np.array([not c.categorical for c in self.columns_])
+        numeric = self._numeric()
         hidden = np.isnan(values) & numeric
-        z = standardise(self._scores(draws), self.meta_)
-        a, b = self_masking.fit_mechanism(z, standardise(self._scores(np.nan_to_num(values)), self.meta_),
+        z = self._model_units(draws)
+        a, b = self_masking.fit_mechanism(z, self._model_units(np.nan_to_num(values)),
                                           hidden, numeric)
         fill = self_masking.weighted_mean(draws, self_masking.log_weights(z, hidden, a, b))
         if (~numeric).any():
@@ -599,7 +616,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         (missing at random: equal weights)."""
         if self.missingness == "random":
             return None
-        numeric = np.array([not c.categorical for c in self.columns_])
+        numeric = self._numeric()
         hidden = np.isnan(values) & numeric
         if self.missingness == "auto":
             a, b, _, _, keep = self._detect(values)
@@ -607,10 +624,10 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                 return None
         else:
             fitted = self._draws(values, SELF_MASKING_DRAWS, self.model_)
-            a, b = self_masking.fit_mechanism(standardise(self._scores(fitted), self.meta_),
-                                              standardise(self._scores(np.nan_to_num(values)), self.meta_),
+            a, b = self_masking.fit_mechanism(self._model_units(fitted),
+                                              self._model_units(np.nan_to_num(values)),
                                               hidden, numeric)
-        return self_masking.log_weights(standardise(self._scores(draws), self.meta_), hidden, a, b)
+        return self_masking.log_weights(self._model_units(draws), hidden, a, b)
 
     def _reduce_draws(self, draws: np.ndarray) -> np.ndarray:
         """Mean of the draws per numeric cell, most frequent level per categorical cell."""
@@ -637,8 +654,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                    [str(n) for n in self.feature_names_in_], "steps": self.n_steps_,
                    "levels_pit": None if self.levels_pit_ is None else self.levels_pit_.tolist(),
                    "levels_pit_columns": [None if v is None else v.tolist()
-                                          for v in getattr(self, "levels_pit_columns_", None) or []],
-                   "mechanism_reference": None if getattr(self, "mechanism_reference_", None) is None else
+                                          for v in self.levels_pit_columns_ or []],
+                   "mechanism_reference": None if self.mechanism_reference_ is None else
                    {k: [None if np.isnan(x) else float(x) for x in v] for k, v in self.mechanism_reference_.items()},
                    "gaussian": None if self.gaussian_ is None else self.gaussian_.to_json(),
                    "blend_weights": None if self.blend_weights_ is None else self.blend_weights_.tolist()}

@@ -28,6 +28,12 @@ MIN_CELLS = 20      # hidden and observed cells a column needs for its mechanism
 SEPARATION = 20.0   # a fitted slope beyond this (per SD) means the likelihood has no finite maximum
 
 
+def estimable(hidden: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """Bool `[D]`: the `columns` whose holes (`hidden` `[N, D]`) leave at least MIN_CELLS hidden
+    and MIN_CELLS observed cells, the least a mechanism is estimated from."""
+    return columns & (hidden.sum(0) >= MIN_CELLS) & ((~hidden).sum(0) >= MIN_CELLS)
+
+
 def fit_mechanism(draws: np.ndarray, values: np.ndarray, hidden: np.ndarray, columns: np.ndarray,
                   iterations: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Maximum-likelihood self-masking slopes a `[D]` and intercepts b `[D]` (see the module)
@@ -61,11 +67,9 @@ def fit_with_likelihood_ratio(draws: np.ndarray, values: np.ndarray, hidden: np.
     no mechanism can be told from that misfit."""
     m, n, d = draws.shape
     a, b, statistic, se = np.zeros(d), np.zeros(d), np.zeros(d), np.full(d, np.nan)
-    for j in np.flatnonzero(columns):
+    for j in np.flatnonzero(estimable(hidden, columns)):
         holes = hidden[:, j]
         count, rows = int(holes.sum()), len(holes)
-        if count < MIN_CELLS or rows - count < MIN_CELLS:
-            continue
         seen = torch.from_numpy(values[~holes, j]).double()
         guessed = torch.from_numpy(draws[:, holes, j]).double()         # [M, H]
         params = torch.tensor([0.0, float(np.log(holes.mean() / (1 - holes.mean())))], dtype=torch.float64,
