@@ -32,7 +32,7 @@ from tqdm import tqdm
 from . import lattice
 from .data.base import Dataset
 from .errors import UserError
-from .heads import MixtureOfGaussiansHead
+from .heads import MixtureOfGaussiansHead, check_temperature
 from .model import AnyOrderModel
 from .nets.resmlp import ResMLP
 from .sampling import draw
@@ -283,8 +283,7 @@ class MixtureDensityPolicy(StatePolicy):
         """Draw the dimensions not `given` from p(a_rest | s, a_given): `[B, A]`, table units.
         `temperature` scales the drawn component's noise (as `ConditionalPolicy.act`'s does:
         the component, hence the mode, is drawn as it is; 0 gives its mean)."""
-        if temperature < 0 or not math.isfinite(temperature):
-            raise UserError(f"temperature must be a finite number >= 0, got {temperature}")
+        check_temperature(temperature)
         x, observed = self.inputs(state, action, given)
         log_w, comp = self.component_log_probs(x, observed[:, self.state_dim:])
         _, means, log_scales = self.mixture(x)

@@ -25,6 +25,12 @@ def _finite(params: torch.Tensor) -> torch.Tensor:
     return params
 
 
+def check_temperature(temperature: float) -> None:
+    """A UserError unless `temperature` (the scale of every head's draws) is finite and >= 0."""
+    if temperature < 0 or not math.isfinite(temperature):
+        raise UserError(f"temperature must be a finite number >= 0, got {temperature}")
+
+
 def _sample_logits(logits: torch.Tensor, temperature: float, generator) -> torch.Tensor:
     """One category per row of logits `[N, K]` (float32, -inf for impossible ones) -> `[N]`;
     temperature 0 gives the mode."""

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from . import budget, lattice
 from .errors import UserError
-from .heads import Head
+from .heads import Head, check_temperature
 from .nets.base import NodeNetwork, PathNetwork
 
 
@@ -520,8 +520,7 @@ class AnyOrderModel(nn.Module):
         drew (`conditionals`); progress: a bar counting them."""
         x = self._check_x(x)
         observed = self._check_mask(observed, x, "observed")
-        if temperature < 0 or not math.isfinite(temperature):
-            raise UserError(f"temperature must be a finite number >= 0, got {temperature}")
+        check_temperature(temperature)
         self._check_values(x, observed, "observed values")
         policy = self._policy(steps, policy)
         x = torch.where(observed, x, self.head.blank(x))
