@@ -177,7 +177,7 @@ class ACEModel(AnyOrderModel):
     # ---------------------------------------------------------------- training
     def losses(self, x: torch.Tensor, node: torch.Tensor | None = None, generator=None):
         """(proposal NLL, energy NLL), each the core's mean over targets at the same nodes."""
-        x = self._check_x(x)
+        x = self._check_x(x, generator=generator)
         present = ~torch.isnan(x)
         x = torch.where(present, x, self.head.blank(x))
         self._check_values(x, present)
@@ -284,7 +284,7 @@ class ACEModel(AnyOrderModel):
                          model: str | None = None, num_importance: int | None = None) -> torch.Tensor:
         """ACE's imputation: every unobserved x_j replaced by E[x_j | x_observed] in one pass
         (proposal: the mixture mean; energy: the importance-weighted mean of proposal draws)."""
-        x = self._check_x(x)
+        x = self._check_x(x, generator=generator)
         observed = self._check_mask(observed, x, "observed")
         with self._using(model, num_importance, generator):
             x = torch.where(observed, x, self.head.blank(x))

@@ -9,6 +9,7 @@ import torch
 from . import checkpoint
 from .config import Config, ConfigError
 from .data import Dataset
+from .errors import UserError
 from .heads import CategoricalHead, MixtureOfGaussiansHead, TableHead
 from .model import AnyOrderModel
 from .nets import build_net
@@ -37,6 +38,10 @@ MODEL_KINDS = {"aoarm": _aoarm, "ace": _ace}     # model.kind -> builder(config,
 
 def build_model(config: Config, meta: dict) -> AnyOrderModel:
     """The model a config describes, for data described by `meta` (see `describe`)."""
+    missing = [key for key in ("kind", "dim", "num_classes") if key not in meta]
+    if missing:
+        raise UserError(f"meta lacks {', '.join(missing)}: pass describe(dataset) (anyorder.build) or the meta "
+                        "that load_model returns, not the dataset's own .meta")
     m = config.model
     if m.kind not in MODEL_KINDS:
         raise ConfigError(f"unknown model.kind {m.kind!r}; expected one of {', '.join(MODEL_KINDS)}")

@@ -9,7 +9,9 @@ kind, the one place where the two kinds differ: every query means the same with 
 
 from __future__ import annotations
 
+import itertools
 import math
+import numbers
 from contextlib import contextmanager
 
 import torch
@@ -325,6 +327,18 @@ class PathWalk(Walk):
 WALKS = {"node": NodeWalk(), "path": PathWalk()}
 
 
+def _check_generator(generator, device: torch.device) -> None:
+    """A call's generator: None (torch's global one) or a torch.Generator on `device`'s kind,
+    so that a wrong argument is a one-line error, not torch's deep in a draw."""
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise UserError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if generator.device.type != device.type:
+        raise UserError(f"the generator draws on {generator.device}, the model runs on {device}: "
+                        f"make it with torch.Generator(device={device.type!r})")
+
+
 class AnyOrderModel(nn.Module):
     """An any-order autoregressive model trained and queried along one protocol.
 
@@ -356,12 +370,18 @@ class AnyOrderModel(nn.Module):
         self._policy_in_use = None      # set by query_options(steps=..., policy=...)
 
     # ---------------------------------------------------------------- inputs
-    def _check_x(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+    def _check_x(self, x: torch.Tensor, name: str = "x", generator=None) -> torch.Tensor:
+        """x `[B, D]` as the walks take it (integer levels as int64), checked against the
+        model: shape, device, and the generator any draw of the call uses."""
         if not isinstance(x, torch.Tensor) or x.dim() != 2:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise UserError(f"{name} must be a tensor [batch, D], got {shape}")
         if x.shape[1] != self.dim:
             raise UserError(f"{name} has {x.shape[1]} variables per row, the network expects {self.dim}")
+        device = next(itertools.chain(self.parameters(), self.buffers()), x).device   # a network with neither: x's
+        if x.device != device:
+            raise UserError(f"{name} is on {x.device}, the model on {device}: move one of them with .to()")
+        _check_generator(generator, device)
         return x if x.is_floating_point() else x.long()
 
     def _check_mask(self, mask: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
@@ -425,6 +445,7 @@ class AnyOrderModel(nn.Module):
         """What the network trains on for `batch` rows: nodes `[B, D]` bool for a node network,
         paths `[B, D]` int64 for a path network. The trainer draws one global batch from one
         generator and gives each data-parallel process its rows."""
+        _check_generator(generator, torch.device("cpu") if device is None else torch.device(device))
         return self.walk.draw_training(self, batch, generator, device)
 
     def loss(self, x: torch.Tensor, drawn: torch.Tensor | None = None, generator=None) -> torch.Tensor:
@@ -435,7 +456,7 @@ class AnyOrderModel(nn.Module):
         row, the NLL summed over the path's edges / D. NaN cells of continuous data are
         missing: never observed, never targets.
         """
-        x = self._check_x(x)
+        x = self._check_x(x, generator=generator)
         present = ~torch.isnan(x) if x.is_floating_point() else torch.ones_like(x, dtype=torch.bool)
         x = torch.where(present, x, self.head.blank(x))
         self._check_values(x, present)
@@ -448,8 +469,8 @@ class AnyOrderModel(nn.Module):
     def _query(self, x, target, given, estimator, num_draws, generator, policy=None):
         if estimator not in ("exact", "one-step"):
             raise UserError(f"unknown estimator {estimator!r}; expected 'exact' or 'one-step'")
-        if num_draws < 1:
-            raise UserError(f"num_draws must be >= 1, got {num_draws}")
+        if isinstance(num_draws, bool) or not isinstance(num_draws, numbers.Integral) or num_draws < 1:
+            raise UserError(f"num_draws must be an integer >= 1, got {num_draws!r}")
         if (target & given).any():
             raise UserError("target and given overlap: a variable cannot be both asked and observed")
         if not target.any(-1).all():
@@ -472,7 +493,7 @@ class AnyOrderModel(nn.Module):
         steps / policy: the exact likelihood of the K-step sampler instead (see `sample`);
         K = |e| gives the exact value above.
         """
-        x = self._check_x(x)
+        x = self._check_x(x, generator=generator)
         mask = torch.ones_like(x, dtype=torch.bool) if mask is None else self._check_mask(mask, x, "mask")
         policy = self._policy(steps, policy, estimator)
         return self._query(x, mask, torch.zeros_like(mask), estimator, num_draws, generator, policy)
@@ -488,7 +509,7 @@ class AnyOrderModel(nn.Module):
         along marginal paths; both agree for a consistent model. steps / policy (chain only):
         the exact conditional of the K-step sampler `sample(..., steps=, policy=)`.
         """
-        x = self._check_x(x)
+        x = self._check_x(x, generator=generator)
         target = self._check_mask(target, x, "target")
         given = self._check_mask(given, x, "given")
         policy = self._policy(steps, policy, estimator)
@@ -518,7 +539,7 @@ class AnyOrderModel(nn.Module):
         values are returned unchanged. steps=K or policy=[0, b_1, …, b_K]: K steps, each
         drawing a block of the path at once, independently, from what the steps before it
         drew (`conditionals`); progress: a bar counting them."""
-        x = self._check_x(x)
+        x = self._check_x(x, generator=generator)
         observed = self._check_mask(observed, x, "observed")
         check_temperature(temperature)
         self._check_values(x, observed, "observed values")
@@ -539,7 +560,7 @@ class AnyOrderModel(nn.Module):
         variables of earlier steps. Sampling, K-step likelihoods and compression all walk
         this, so they cannot drift apart; a node network takes one pass per step, a path
         network one cache step."""
-        x = self._check_x(x)
+        x = self._check_x(x, generator=generator)
         target = self._check_mask(target, x, "target")
         given = torch.zeros_like(target) if given is None else self._check_mask(given, x, "given")
         if (target & given).any():
@@ -562,7 +583,7 @@ class AnyOrderModel(nn.Module):
     def conditional_mean(self, x: torch.Tensor, observed: torch.Tensor, generator=None) -> torch.Tensor:
         """Every unobserved x_j replaced by the head's point estimate of p(x_j | x_observed)
         (the one-pass imputation: the mean, or the mode of a discrete variable); `[B, D]` -> `[B, D]`."""
-        x = self._check_x(x)
+        x = self._check_x(x, generator=generator)
         observed = self._check_mask(observed, x, "observed")
         return self.walk.conditional_mean(self, x, observed)
 

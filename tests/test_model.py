@@ -173,6 +173,13 @@ def test_bits_per_dim_normalises_by_dimension():
                                       torch.ones(1, D, dtype=torch.bool)), "overlap"),
     (lambda m: m.sample(torch.zeros(1, D, dtype=torch.long), torch.zeros(1, D, dtype=torch.bool), -1.0),
      "temperature"),
+    (lambda m: m.log_prob(torch.zeros(2, D, dtype=torch.long), estimator="one-step", num_draws=2.5), "num_draws"),
+    (lambda m: m.log_prob(torch.zeros(2, D, dtype=torch.long), estimator="one-step", num_draws=True), "num_draws"),
+    (lambda m: m.sample(torch.zeros(1, D, dtype=torch.long), torch.zeros(1, D, dtype=torch.bool), generator=5),
+     "torch.Generator"),
+    (lambda m: m.loss(torch.zeros(2, D, dtype=torch.long), generator=0), "torch.Generator"),
+    (lambda m: m.draw_training(2, generator="seed"), "torch.Generator"),
+    (lambda m: m.log_prob(torch.zeros(2, D, dtype=torch.long, device="meta")), "is on meta"),
 ])
 def test_bad_input_is_a_clear_error(call, message):
     with pytest.raises(ValueError, match=message):

@@ -232,6 +232,16 @@ def test_path_preset_trains_resumes_and_answers_queries(tmp_path):
         assert torch.isfinite(model.log_prob(filled)).all()
 
 
+def test_an_empty_batch_answers_every_query_with_no_rows():
+    model = tiny_model().eval()
+    x = torch.zeros(0, D, dtype=torch.long)
+    none = torch.zeros(0, D, dtype=torch.bool)
+    assert model.log_prob(x).shape == (0,) and model.log_prob(x, steps=2).shape == (0,)
+    assert model.conditional_log_prob(x, ~none, none).shape == (0,)
+    assert model.sample(x, none).shape == (0, D) and model.conditional_mean(x, none).shape == (0, D)
+    assert model.loss(x).item() == 0.0
+
+
 def test_bad_input_is_a_clear_error():
     model = tiny_model()
     x = torch.zeros(2, D, dtype=torch.long)

@@ -258,7 +258,7 @@ class PathTransformer(PathNetwork):
             a_c = _attend(q_c, k_c, v_c, content_bias, p)
             h = block.update(h, torch.cat([a_c, a_q], 2))
         queries = h if self.blocks else h[:, Lc:]       # the last block kept the query slots only
-        out = self.head(self.ln_f(queries)).view(B, S, Lq, -1)
+        out = self.head(self.ln_f(queries)).view(B, S, Lq, self.head.out_features)
         where = torch.where(q_valid, q_var, D)[:, None, :, None].expand_as(out)   # padding -> column D
         params = out.new_zeros(B, S, D + 1, out.shape[-1]).scatter(2, where, out)[:, :, :D]
         return params if streams else params[:, 0]
