@@ -250,3 +250,10 @@ def test_sampling_a_fully_observed_batch_returns_it(kind):
     x = torch.randint(3, (4, 5), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(model.sample(x.clone(), torch.ones(4, 5, dtype=torch.bool)), x)
+
+
+def test_build_model_refuses_a_dataset_s_own_meta():
+    from anyorder.build import build_model
+    from anyorder.config import load_config
+    with pytest.raises(ValueError, match="meta lacks kind, num_classes: pass describe"):
+        build_model(load_config("text-cpu"), {"dim": 8, "vocab": "abc"})
