@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from . import lattice
 from .data.base import Dataset
-from .errors import UserError
+from .errors import UserError, check_count
 from .heads import MixtureOfGaussiansHead, check_temperature
 from .model import AnyOrderModel
 from .nets.resmlp import ResMLP
@@ -434,9 +434,7 @@ class MeanOfDraws:
     a regressor does, between them. `given` dimensions are copied through exactly."""
 
     def __init__(self, policy: Policy, draws: int = 16):
-        if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
-            raise UserError(f"draws must be an integer >= 1, got {draws!r}")
-        self.policy, self.draws = policy, draws
+        self.policy, self.draws = policy, check_count(draws, "draws")
 
     def act(self, state, action=None, given=None, generator=None) -> torch.Tensor:
         """The mean of `draws` draws of the wrapped policy's `act`, row by row: `[B, A]`."""

@@ -7,6 +7,8 @@ line; any other exception is a bug and keeps its traceback. It subclasses ValueE
 `except ValueError` around library calls keeps working.
 """
 
+import numbers
+
 
 class UserError(ValueError):
     """A problem with the user's input, arguments, files or checkpoints (not a bug)."""
@@ -15,3 +17,11 @@ class UserError(ValueError):
 class Notice(UserWarning):
     """Something a user should know that does not stop the work (a damaged cache measured
     again, a run without a checkpoint started again); the command line prints it on one line."""
+
+
+def check_count(value, name: str, minimum: int = 1) -> int:
+    """`value` as a count of things (draws, rows, steps): an integer (numpy's too, never a
+    bool) of at least `minimum`, else the one-line error every count argument gives."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise UserError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)

@@ -9,14 +9,16 @@ its standard error over rows.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import numbers
 
 import torch
 from tqdm import tqdm
 
 from . import lattice
-from .errors import UserError
+from .errors import UserError, check_count
 from .model import AnyOrderModel, bits_per_dim
 
 
@@ -49,8 +51,17 @@ def row_log_likelihoods(model: AnyOrderModel, rows: torch.Tensor, /, estimator: 
     `infill_given(seed)`, per row of `rows [N, D]`: {"joint": [N], "marginal": [N], "infill": [N]}
     in nats, on the CPU (for paired comparisons of models). `log_prob_options` are the
     model's query options (ACE: model="energy" | "proposal", num_importance; steps, policy)."""
+    if not isinstance(rows, torch.Tensor) or rows.dim() != 2:
+        shape = tuple(rows.shape) if isinstance(rows, torch.Tensor) else type(rows).__name__
+        raise UserError(f"rows must be a tensor [N, D], got {shape}")
     if len(rows) == 0:
         raise UserError("no rows to evaluate")
+    batch_size = check_count(batch_size, "batch_size")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise UserError(f"seed must be an integer, got {seed!r}")
+    if autocast is not None and not isinstance(autocast, contextlib.AbstractContextManager):
+        raise UserError(f"autocast must be None or a context such as torch.autocast('cpu', dtype=torch.bfloat16), "
+                        f"got {autocast!r}")
     n, dim = rows.shape
     device = next(itertools.chain(model.parameters(), model.buffers())).device   # an oracle net has buffers only
     masks, given = marginal_masks(n, dim, seed), infill_given(n, dim, seed)

@@ -12,7 +12,6 @@ of its marginals), as scikit-learn's imputers fill such rows too.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import torch
@@ -20,7 +19,7 @@ from tqdm import tqdm
 
 from . import memory
 from .data.base import DataError
-from .errors import UserError
+from .errors import UserError, check_count
 from .heads import count_levels
 
 REDUCTIONS = ("mean", "sample", "conditional-mean")
@@ -131,9 +130,8 @@ def check_quantiles(quantiles, num_samples: int | None) -> tuple[float, ...]:
         raise UserError(f"quantiles must be numbers in (0, 1), got {quantiles!r}") from None
     if not levels or not all(0 < q < 1 for q in levels):
         raise UserError(f"quantiles must be numbers strictly between 0 and 1, got {list(levels)}")
-    if num_samples is not None and (not isinstance(num_samples, numbers.Integral) or isinstance(num_samples, bool)
-                                    or num_samples < 1):
-        raise UserError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+    if num_samples is not None:
+        check_count(num_samples, "num_samples")
     tail = min(min(q, 1 - q) for q in levels)
     needed = math.ceil(1 / tail - 1e-9)
     if num_samples is not None and num_samples < needed:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import numbers
 from contextlib import contextmanager
 
 import torch
@@ -19,7 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import budget, lattice
-from .errors import UserError
+from .errors import UserError, check_count
 from .heads import Head, check_temperature
 from .nets.base import NodeNetwork, PathNetwork
 
@@ -469,8 +468,7 @@ class AnyOrderModel(nn.Module):
     def _query(self, x, target, given, estimator, num_draws, generator, policy=None):
         if estimator not in ("exact", "one-step"):
             raise UserError(f"unknown estimator {estimator!r}; expected 'exact' or 'one-step'")
-        if isinstance(num_draws, bool) or not isinstance(num_draws, numbers.Integral) or num_draws < 1:
-            raise UserError(f"num_draws must be an integer >= 1, got {num_draws!r}")
+        check_count(num_draws, "num_draws")
         if (target & given).any():
             raise UserError("target and given overlap: a variable cannot be both asked and observed")
         if not target.any(-1).all():
@@ -598,8 +596,8 @@ class AnyOrderModel(nn.Module):
         if estimator != "exact":
             raise UserError("steps / policy give the exact likelihood of the K-step sampler; "
                             "use estimator='exact'")
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-            raise UserError(f"steps must be an integer >= 1, got {steps!r}")
+        if steps is not None:
+            steps = check_count(steps, "steps")
         if policy is None:
             return torch.arange(steps + 1)
         policy = budget.check_policy(policy)

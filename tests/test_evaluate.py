@@ -1,8 +1,10 @@
 """`anyorder.evaluate`: the three queries `anyorder eval` reports, against enumeration."""
 
+import pytest
 import torch
 
 from anyorder import AnyOrderModel, CategoricalHead
+from anyorder.errors import UserError
 from anyorder.evaluate import evaluate, infill_given, marginal_masks, report_lines, row_log_likelihoods
 from anyorder.model import bits_per_dim
 from tiny import OracleNet, all_configs
@@ -46,3 +48,19 @@ def test_report_has_every_query_in_both_units_and_prints_the_asked_one():
     assert len(bpd) == 4 and all(line.endswith(" bpd") for line in bpd[1:]) and "lower is better" in bpd[0]
     assert f"{report['infill_bpd']:9.4f}" in bpd[3] and "infilling, 50% observed" in bpd[3]
     assert f"{report['joint_loglik']:9.4f}" in nats[1] and "higher is better" in nats[0]
+
+
+def test_bad_arguments_are_one_line_errors():
+    D, K = 3, 2
+    table = torch.rand(*(K,) * D, generator=torch.Generator().manual_seed(3)).double() + 0.05
+    model = AnyOrderModel(OracleNet(table / table.sum()), CategoricalHead(K))
+    x = all_configs(D, K)
+    for options, message in (({"batch_size": 0}, "batch_size must be an integer >= 1"),
+                             ({"batch_size": 2.5}, "batch_size must be an integer >= 1"),
+                             ({"seed": "a"}, "seed must be an integer"),
+                             ({"autocast": "bf16"}, "autocast must be None or a context")):
+        with pytest.raises(UserError, match=message):
+            evaluate(model, x, progress=False, **options)
+    for rows in (x.numpy(), x[0], x[:0]):
+        with pytest.raises(UserError, match="rows must be a tensor|no rows"):
+            evaluate(model, rows, progress=False)
