@@ -21,8 +21,9 @@ standardised rows as the table pipeline gives them. No environment code lives he
 from __future__ import annotations
 
 import math
+import numbers
 from contextlib import nullcontext
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -60,6 +61,7 @@ def policy_nodes(batch: int, state_dim: int, action_dim: int, protocol: str = "n
     return order < (state_dim + given + steps).unsqueeze(-1)
 
 
+@runtime_checkable
 class Policy(Protocol):
     """Anything that acts: `act(state [B, S], action [B, A] | None, given [B, A] bool | None)
     -> action [B, A]`, keeping the `given` dimensions of `action` and choosing the rest."""
@@ -96,7 +98,7 @@ class TablePolicy(nn.Module):
         if categorical:
             raise UserError(f"a policy models numeric columns; {categorical} were loaded as categorical: "
                             f"load the table with numeric={categorical}")
-        if not 1 <= state_dim < data.dim:
+        if isinstance(state_dim, bool) or not isinstance(state_dim, numbers.Integral) or not 1 <= state_dim < data.dim:
             raise UserError(f"state_dim must lie in 1..{data.dim - 1} (the table has {data.dim} "
                              f"columns: state first, then action), got {state_dim}")
         return cls(state_dim, data.dim - state_dim, mean=data.meta.get("mean"), std=data.meta.get("std"),
@@ -315,7 +317,7 @@ class DiscretePolicy(StatePolicy):
 
     def __init__(self, state_dim: int, action_dim: int, mean=None, std=None, width: int = 256,
                  depth: int = 4, bins: int = 21, bound: float = 3.0):
-        if bins < 2 or not bound > 0:
+        if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins < 2 or not bound > 0:
             raise UserError(f"need bins >= 2 and bound > 0, got {bins}, {bound}")
         super().__init__(state_dim, action_dim, mean, std, bins, width, depth)
         self.bins, self.bound = bins, bound
@@ -404,6 +406,14 @@ class DiffusionPolicy(TablePolicy):
         return self.complete(x, a, action, observed)
 
 
+def _check_policies(**policies) -> None:
+    """Each argument acts (has `Policy`'s `act`), or a one-line error naming it."""
+    for name, policy in policies.items():
+        if not isinstance(policy, Policy):
+            raise UserError(f"{name} must be a policy (an object with act(state, action, given, generator)), "
+                            f"got {type(policy).__name__}")
+
+
 class SharedAutonomy:
     """An operator sets `operator_dims` `[A]` bool of the action; the assistant fills the rest
     given the state and the operator's values (MAC as assistant: p(a_rest | s, a_operator))."""
@@ -411,6 +421,7 @@ class SharedAutonomy:
     def __init__(self, operator: Policy, assistant: Policy, operator_dims: torch.Tensor, conditioned: bool = True):
         if not isinstance(operator_dims, torch.Tensor) or operator_dims.dtype != torch.bool or operator_dims.dim() != 1:
             raise UserError("operator_dims must be a 1-D torch.bool tensor over the action dimensions")
+        _check_policies(operator=operator, assistant=assistant)
         self.operator, self.assistant, self.operator_dims = operator, assistant, operator_dims
         self.conditioned = conditioned
 
@@ -419,6 +430,9 @@ class SharedAutonomy:
         operator's values when `conditioned`, else draws from p(a | s) alone (the ablation of
         what conditioning buys: its own draw of the operator's dims is thrown away)."""
         proposal = self.operator.act(state, action, given, generator=generator)
+        if len(self.operator_dims) != proposal.shape[-1]:
+            raise UserError(f"operator_dims has {len(self.operator_dims)} entries, the action {proposal.shape[-1]} "
+                            "dimensions")
         mask = self.operator_dims.to(proposal.device).expand_as(proposal)
         mask = mask if given is None else mask | given
         if self.conditioned:
@@ -434,6 +448,7 @@ class MeanOfDraws:
     a regressor does, between them. `given` dimensions are copied through exactly."""
 
     def __init__(self, policy: Policy, draws: int = 16):
+        _check_policies(policy=policy)
         self.policy, self.draws = policy, check_count(draws, "draws")
 
     def act(self, state, action=None, given=None, generator=None) -> torch.Tensor:
@@ -444,7 +459,7 @@ class MeanOfDraws:
         rows = len(state)
         repeat = (lambda t: None if t is None else t.repeat(self.draws, 1))
         drawn = self.policy.act(repeat(state), repeat(action), repeat(given), generator=generator)
-        mean = drawn.view(self.draws, rows, -1).mean(0)
+        mean = drawn.view(self.draws, rows, drawn.shape[-1]).mean(0)
         return mean if given is None else torch.where(given.to(mean.device), action.to(mean), mean)
 
 
@@ -466,9 +481,9 @@ def fit(policy: TablePolicy, data: Dataset, steps: int = 2000, batch_size: int =
     """Train any `TablePolicy` on a table Dataset's train rows: AdamW (decoupled
     `weight_decay`), linear warm-up then a cosine to zero, gradient clipping. Returns the
     loss of every step."""
-    if steps < 1 or batch_size < 1 or not lr > 0 or weight_decay < 0:
-        raise UserError(f"need steps >= 1, batch_size >= 1, lr > 0 and weight_decay >= 0, got "
-                         f"{steps}, {batch_size}, {lr}, {weight_decay}")
+    steps, batch_size = check_count(steps, "steps"), check_count(batch_size, "batch_size")
+    if not lr > 0 or not weight_decay >= 0:
+        raise UserError(f"need lr > 0 and weight_decay >= 0, got {lr}, {weight_decay}")
     if data.dim != policy.dim:
         raise UserError(f"the table has {data.dim} columns, the policy expects {policy.dim} (state then action)")
     device = policy.mean.device

@@ -9,12 +9,13 @@ ran in bf16: low-precision softmax/Gumbel sampling silently lowers the temperatu
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import UserError
+from .errors import UserError, check_count
 
 
 def _finite(params: torch.Tensor) -> torch.Tensor:
@@ -143,9 +144,11 @@ class MixtureOfGaussiansHead(Head):
 
     def __init__(self, components: int = 10, min_log_scale: float = -7.0, max_log_scale: float = 5.0):
         super().__init__()
-        if components < 1:
-            raise UserError(f"components must be >= 1, got {components}")
-        self.components = components
+        self.components = check_count(components, "components")
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+                   for v in (min_log_scale, max_log_scale)) or not min_log_scale < 0 < max_log_scale:
+            raise UserError(f"min_log_scale and max_log_scale must be finite numbers, min < 0 < max (training "
+                            f"starts at a log-scale of 0), got {min_log_scale!r} and {max_log_scale!r}")
         self.params_per_variable = 3 * components
         self.min_log_scale, self.max_log_scale = min_log_scale, max_log_scale
 

@@ -158,7 +158,7 @@ def test_shared_autonomy_keeps_the_operator_dims(trained):
     assert (actions[:, 0].abs() - MODE).abs().lt(0.5).float().mean() > 0.8
 
 
-def test_bad_inputs_name_the_argument(trained):
+def test_bad_inputs_name_the_argument(trained, demos):
     policy, *_ = trained
     with pytest.raises(ValueError, match="state"):
         policy.act(torch.zeros(3, 5))
@@ -174,6 +174,28 @@ def test_bad_inputs_name_the_argument(trained):
         fit(policy, None, weight_decay=-1.0)              # refused before the data is read
     with pytest.raises(ValueError, match="bins"):
         DiscretePolicy(2, 2, bins=1)
+    for bad in ({"bins": 2.5}, {"components": 0}, {"min_log_scale": float("nan")}, {"min_log_scale": "-3"},
+                {"min_log_scale": 1.0}):
+        kind = DiscretePolicy if "bins" in bad else MixtureDensityPolicy
+        with pytest.raises(UserError, match="bins|components|min_log_scale"):
+            kind(2, 2, **bad)
+    with pytest.raises(UserError, match="state_dim must lie in"):
+        ConditionalPolicy.for_table(demos, 2.5)
+    with pytest.raises(UserError, match="batch_size must be an integer"):
+        fit(policy, None, batch_size=2.5)
+    with pytest.raises(UserError, match="operator_dims has 3 entries, the action 2"):
+        SharedAutonomy(Fixed(torch.zeros(2, 2)), policy, torch.tensor([True, False, False])).act(states(2))
+    with pytest.raises(UserError, match="assistant must be a policy"):
+        SharedAutonomy(Fixed(torch.zeros(2, 2)), "mac", torch.tensor([True, False]))
+    with pytest.raises(UserError, match="policy must be a policy"):
+        MeanOfDraws("mac", 4)
+
+
+def test_an_empty_batch_of_states_gives_no_actions(trained, demos):
+    policies = (*trained, DiscretePolicy.for_table(demos, 2, width=8, depth=1),
+                DiffusionPolicy.for_table(demos, 2, width=8, depth=1))
+    for policy in (*policies, MeanOfDraws(trained[0], 3)):
+        assert policy.act(torch.zeros(0, 2)).shape == (0, 2)
 
 
 class Fixed:

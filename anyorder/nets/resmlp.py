@@ -97,7 +97,7 @@ class ResMLP(NodeNetwork):
         h = self.input(self._features(x_in, observed))
         for block in self.blocks:
             h = block(h)
-        out = self.output(F.gelu(self.norm(h))).view(len(h), self.dim, -1)
+        out = self.output(F.gelu(self.norm(h))).view(len(h), self.dim, self.out_features + self.context)
         return out[..., :self.out_features], out[..., self.out_features:]
 
     def forward(self, x_in: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
