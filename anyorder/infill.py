@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from .data.text import Vocabulary, vocabulary_of
-from .errors import UserError
+from .errors import UserError, check_count
 
 HOLE = "_"
 
@@ -25,6 +25,8 @@ def as_bytes(text: bytes | str) -> bytes:
     """A prompt or marker as the bytes it stands for: text as UTF-8, where the lone surrogates
     by which Python's argv and file-name decoding keep bytes that are not UTF-8 (e.g. a prompt
     `$'\\xff_'` in bash) turn back into those very bytes."""
+    if not isinstance(text, (str, bytes)):
+        raise UserError(f"a prompt or marker must be str or bytes, got {type(text).__name__}")
     return text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
 
 
@@ -117,18 +119,21 @@ def fill_windows(tokens: torch.Tensor, holes: torch.Tensor, dim: int, num: int,
 @torch.no_grad()
 def infill(model, meta: dict, text: bytes | str, marker: bytes | str | None = None,
            spans: list[tuple[int, int]] | None = None, continuation: int = 0, num: int = 1,
-           temperature: float = 1.0, generator: torch.Generator | None = None, **budget) -> list[bytes]:
+           temperature: float = 1.0, generator: torch.Generator | None = None, *, steps: int | None = None,
+           policy=None) -> list[bytes]:
     """`num` fills of a text model's prompt: the prompt's bytes (cleaned first for a text8
     model) with every hole drawn and `continuation` more bytes after it, as bytes (not
     necessarily valid UTF-8: a byte model may draw half a character). `marker`, `spans`:
-    see `prompt_holes`; `budget`: steps / policy as in `AnyOrderModel.sample`."""
+    see `prompt_holes`; steps / policy: a step budget, as in `AnyOrderModel.sample`."""
+    num = check_count(num, "num")
     vocab = vocabulary_of(meta)
     prompt, holes = prompt_holes(as_bytes(text), vocab, None if marker is None else as_bytes(marker), spans)
     tokens, holes = prompt_tokens(prompt, holes, vocab, continuation)
     device = next(model.parameters()).device
 
     def fill(x, observed):
-        return model.sample(x.to(device), observed.to(device), temperature, generator, **budget).cpu()
+        return model.sample(x.to(device), observed.to(device), temperature, generator, steps=steps,
+                            policy=policy).cpu()
 
     return [vocab.to_bytes(row) for row in fill_windows(tokens, holes, meta["dim"], num, fill)]
 
@@ -137,8 +142,7 @@ def prompt_tokens(prompt: bytes, holes: np.ndarray, vocab: Vocabulary,
                   continuation: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokens `[L + continuation]` int64 and holes `[L + continuation]` bool of a prompt
     (the continuation: holes after it)."""
-    if continuation < 0:
-        raise UserError(f"the continuation must be a number of bytes >= 0, got {continuation}")
+    check_count(continuation, "the continuation (bytes after the prompt)", minimum=0)
     tokens = torch.from_numpy(vocab.ids(prompt, "the prompt").astype(np.int64))
     holes = torch.from_numpy(np.concatenate([holes, np.ones(continuation, bool)]))
     tokens = torch.cat([tokens, torch.zeros(continuation, dtype=torch.long)])

@@ -141,6 +141,11 @@ def test_infill_gives_back_every_observed_byte(byte_model, path_model, net):
         for fill in fills:
             assert len(fill) == len(prompt) + extra
             assert all(fill[i] == prompt[i] for i in keep)
+    for options, message in (({"text": 5}, "str or bytes, got int"), ({"num": 2.5}, "num must be an integer"),
+                             ({"continuation": 2.5}, "continuation .* must be an integer >= 0"),
+                             ({"continuation": -1}, "continuation .* must be an integer >= 0")):
+        with pytest.raises(UserError, match=message):
+            infill(model, meta, **{"text": b"ab_d", **options})
 
 
 def test_cli_infilling_options(tmp_path, byte_model, capsys):

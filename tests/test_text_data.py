@@ -9,6 +9,7 @@ import torch
 from anyorder.data import text
 from anyorder.data.base import DataError
 from anyorder.data.text import VOCAB, clean_text, decode, encode, load_text
+from anyorder.errors import UserError
 from anyorder.infill import prompt_holes
 
 EMBEDDED_PLAYS = ["hamlet", "julius_caesar", "lear", "macbeth", "midsummer_nights_dream",
@@ -171,3 +172,11 @@ def test_binary_files_are_refused_and_prompts_cleaned(tmp_path):
         load_text("file", noise, seq_len=8)
     cleaned, holes = prompt_holes(b"To BE, or 2_!", text.vocabulary_of({"vocab": VOCAB}))
     assert cleaned == b"to be or two  " and holes.tolist() == [False] * 13 + [True]
+
+
+def test_text_functions_refuse_other_types_in_one_line():
+    for call, message in ((lambda: encode(5), "encode takes str, got int"),
+                          (lambda: clean_text(b"abc"), "clean_text takes str"),
+                          (lambda: decode(torch.tensor([1.5])), "ids must be integers")):
+        with pytest.raises(UserError, match=message):
+            call()

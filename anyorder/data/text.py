@@ -77,6 +77,9 @@ def clean_text(raw: str, keep: str = "") -> str:
 
     Vectorised over bytes (a translate table and numpy), about a second per 100 MB.
     """
+    if not isinstance(raw, str) or not isinstance(keep, str):
+        raise UserError(f"clean_text takes str (decode bytes first), got {type(raw).__name__}"
+                        f"{'' if isinstance(keep, str) else ' and keep ' + type(keep).__name__}")
     return _clean_bytes(raw.encode("utf-8", "replace"), keep.encode("ascii")).decode("ascii")
 
 
@@ -93,6 +96,8 @@ def _ids(text: bytes, name: str) -> np.ndarray:
 
 def encode(text: str) -> torch.Tensor:
     """Clean text -> token ids `[len(text)]` int64 (space = 0, a = 1 … z = 26)."""
+    if not isinstance(text, str):
+        raise UserError(f"encode takes str, got {type(text).__name__}")
     try:
         raw = text.encode("ascii")
     except UnicodeEncodeError as err:
@@ -104,6 +109,8 @@ def encode(text: str) -> torch.Tensor:
 def decode(ids: torch.Tensor) -> str | list:
     """Token ids `[L]` -> str; `[B, L]` -> list of B strings (nested lists for more dims)."""
     ids = torch.as_tensor(ids)
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise UserError(f"decode: ids must be integers, got {ids.dtype}")
     if ids.dim() > 1:
         return [decode(row) for row in ids]
     if ids.numel() and (ids.min() < 0 or ids.max() >= len(VOCAB)):
