@@ -1,4 +1,4 @@
-"""A coupled, multimodal demonstrator: what conditioning on the operator buys a shared-autonomy assistant.
+"""Coupled, multimodal demonstrators: what conditioning on the operator buys a shared-autonomy assistant.
 
 The task (numpy, fully seeded, no extra packages): a point flies through a chain of gates in
 3-D. Each segment starts at the last gate; two next gates appear, far-upper-left G+ =
@@ -38,8 +38,21 @@ policy that models the three-way coupling succeeds; an assistant ignoring the op
 passes a segment half the time. In the two-gate task the operator's vy (±1/3 per step,
 0.05 noise) names the route outright and every conditioning assistant sits at the ceiling.
 
+`--task formation` (results/gates_formation.*) flies three planar craft at once, one policy
+for all six action dimensions (vx1, vy1, vx2, vy2, vx3, vy3). Each craft's next gate is one
+of three in its own plane, (1, 1), (0, -1) or (-1, 1) from its last, drawn per segment and
+craft independently, so the joint action has 27 modes at a segment's start; a segment passes
+when every craft ends within 0.25 of its gate. Within a craft the dimensions are coupled:
+its vx names its gate, its vy = +1 leaves a coin between x = ±1. Arrangements: the operator
+holds every craft's vy (the assistant fills the vx's) or every craft's vx. A joint mixture
+needs a component per combination (27) where a per-dimension conditional needs two; the
+mixture density's grid is 256 or 512 components (`--mixture-components`; MAC's stays 3 or 10) and
+both mixtures' log-scale floor is -3 (a third of the demonstrator's noise in every
+column's standardised units) unless --min-log-scale says otherwise.
+
     python benchmarks/gates.py --threads 1                 # 200 demos, 1500 steps, 500 episodes; 11 min at load 10
     python benchmarks/gates.py --task parity --threads 1   # the four-gate task, as long
+    python benchmarks/gates.py --task formation --episodes 1000 --threads 1   # 11 min at load 6
     python benchmarks/gates.py --quick --threads 1         # a smoke run, about a minute
 
 `--min-log-scale F` sets both mixtures' log-scale floor (MAC's and the mixture density's
@@ -68,10 +81,15 @@ CRAFT_GATES = np.array([[1.0, 1.0], [0.0, -1.0], [-1.0, 1.0]])   # one craft's n
 TASKS = {"pair": np.array([[1.2, 1.0, 1.0], [0.6, -1.0, -1.0]]),
          "parity": np.array([[1.0, 1.0, 1.0], [1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0]]),
          # three craft, each choosing among CRAFT_GATES on its own: 27 joint gates in 6-D
-         "formation": np.array([np.concatenate(g) for g in itertools.product(CRAFT_GATES, repeat=3)])}
+         "formation": np.array([np.concatenate(g) for g in itertools.product(CRAFT_GATES, repeat=3)]),
+         # four craft: 81 joint gates in 8-D
+         "formation4": np.array([np.concatenate(g) for g in itertools.product(CRAFT_GATES, repeat=4)])}
 STEPS, RADIUS, SEGMENTS, NOISE, SPEED = 3, 0.25, 10, 0.05, 0.4
 DEMO_SEEDS, TUNE_SEEDS = 100_000, 10_000
-FORMATION_COMPONENTS = (32, 64)   # the mixture density's grid on the formation: both above its 27 modes
+# The mixture density's components grid on the formation, far above its 27 joint modes: a
+# first run with 32 or 64 and a check with 128 and 256 (tuning episodes) found it gaining
+# with every doubling, so it gets the two largest.
+FORMATION_COMPONENTS = (256, 512)
 
 
 def use_task(task: str) -> None:
@@ -119,7 +137,7 @@ def passes(offset: np.ndarray) -> np.ndarray:
 
 def rollout(act, seeds, paths: bool = False):
     """Fly one episode per seed in lockstep; `act(state [n, D + 1], intent [n]) -> action [n, D]`
-    (D action dims, 3 or 6). Returns (gates passed `[N]`, (states, actions) of every step,
+    (D action dims, 3, 6 or 8). Returns (gates passed `[N]`, (states, actions) of every step,
     positions `[T, N, D]` if paths)."""
     intents = np.stack([np.random.default_rng(seed).integers(0, len(GATES), SEGMENTS) for seed in seeds])
     n = len(intents)
@@ -268,17 +286,21 @@ def main() -> None:
                              "the operator's dims) with its own 2 x 2 grid (denoising steps 20 or 100)")
     parser.add_argument("--task", choices=list(TASKS), default="pair",
                         help="pair: two next gates (far-upper-left, near-lower-right); parity: four, at the "
-                             "cube's corners of even parity, every dimension revealing the route alike")
+                             "cube's corners of even parity, every dimension revealing the route alike; "
+                             "formation: three planar craft, three gates each (6 action dims, 27 joint modes); "
+                             "formation4: four such craft (8 action dims, 81 joint modes)")
+    parser.add_argument("--mixture-components", type=int, nargs=2, default=list(FORMATION_COMPONENTS),
+                        help="the mixture density's two components values on the formation (its knob's grid)")
     args = parser.parse_args()
     use_task(args.task)
     stem = ("gates" if args.task == "pair" else f"gates_{args.task}") + \
         ("" if args.min_log_scale is None else f"_floor{args.min_log_scale:g}") + ("_diffusion" if args.diffusion else "")
-    if args.task == "formation":
+    if args.task.startswith("formation"):
         # The floor from the demonstrator's noise (a third of it, in each column's standardised
         # units: log((0.05 / 3) / 0.27..0.32) = -2.8..-2.95), for both mixtures alike; and the
         # mixture density's components grid above the formation's 27 joint modes.
         args.min_log_scale = -3.0 if args.min_log_scale is None else args.min_log_scale
-        methods = tuple(replace(m, values=FORMATION_COMPONENTS) if m.cls is MixtureDensityPolicy else m
+        methods = tuple(replace(m, values=tuple(args.mixture_components)) if m.cls is MixtureDensityPolicy else m
                         for m in METHODS)
     else:
         methods = METHODS
@@ -311,17 +333,18 @@ def main() -> None:
            for dim, mask in ARRANGEMENTS.items()}
     command = (f"python benchmarks/gates.py --threads {args.threads} --demos {args.demos} --episodes "
                f"{args.episodes} --tune-episodes {args.tune_episodes} --steps {args.steps} {grid_flags(args)}"
-               + ("" if args.task == "pair" else f" --task {args.task}") + (" --diffusion" if args.diffusion else ""))
+               + ("" if args.task == "pair" else f" --task {args.task}") + (" --diffusion" if args.diffusion else "")
+               + (f" --mixture-components {' '.join(map(str, args.mixture_components))}" if args.task.startswith("formation") else ""))
     lines = [f"# Gates: a coupled, multimodal demonstrator ({len(ACTION_COLUMNS)} action dimensions, "
              f"{len(GATES)} next gates)", "",
              machine(torch.device("cpu")), "",
              f"Command: `{command}` (width {args.width}, depth {args.depth}, batch {args.batch_size}, "
              f"seed {args.seed}); {rows} demonstration rows; {time.perf_counter() - started:.0f} s in all.", "",
              "Reward: gates passed per episode (0..10).", ""]
-    if args.task == "formation":
+    if args.task.startswith("formation"):
         lines += [f"Both mixtures' log-scale floor: {args.min_log_scale:g} (a third of the demonstrator's noise "
                   "in each column's standardised units); the mixture density's components grid: "
-                  f"{' or '.join(map(str, FORMATION_COMPONENTS))} (the formation has 27 joint modes); MAC's: 3 or 10.", ""]
+                  f"{' or '.join(map(str, args.mixture_components))} (the formation has {len(GATES)} joint modes); MAC's: 3 or 10.", ""]
     lines += results_table(results, "BC (MSE) alone", "gates passed")
     for dim, mask in ARRANGEMENTS.items():
         lines += ["", f"Operator on {dim}: the MAC assistant's paired gap to each other assistant", "",
