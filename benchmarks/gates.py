@@ -52,7 +52,7 @@ column's standardised units) unless --min-log-scale says otherwise.
 
     python benchmarks/gates.py --threads 1                 # 200 demos, 1500 steps, 500 episodes; 11 min at load 10
     python benchmarks/gates.py --task parity --threads 1   # the four-gate task, as long
-    python benchmarks/gates.py --task formation --episodes 1000 --threads 1   # 11 min at load 6
+    python benchmarks/gates.py --task formation --episodes 1000 --threads 1   # 25 min at load 5-8
     python benchmarks/gates.py --quick --threads 1         # a smoke run, about a minute
 
 `--min-log-scale F` sets both mixtures' log-scale floor (MAC's and the mixture density's
@@ -87,8 +87,8 @@ TASKS = {"pair": np.array([[1.2, 1.0, 1.0], [0.6, -1.0, -1.0]]),
 STEPS, RADIUS, SEGMENTS, NOISE, SPEED = 3, 0.25, 10, 0.05, 0.4
 DEMO_SEEDS, TUNE_SEEDS = 100_000, 10_000
 # The mixture density's components grid on the formation, far above its 27 joint modes: a
-# first run with 32 or 64 and a check with 128 and 256 (tuning episodes) found it gaining
-# with every doubling, so it gets the two largest.
+# first run with 32 or 64 and a check with 128 and 256 (scored as an assistant on the tuning
+# episodes) found it gaining with every doubling up to 256, so it gets 256 or 512.
 FORMATION_COMPONENTS = (256, 512)
 
 
