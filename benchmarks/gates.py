@@ -1,4 +1,4 @@
-"""A coupled, multimodal demonstrator: what conditioning on the operator buys a shared-autonomy assistant.
+"""Coupled, multimodal demonstrators: what conditioning on the operator buys a shared-autonomy assistant.
 
 The task (numpy, fully seeded, no extra packages): a point flies through a chain of gates in
 3-D. Each segment starts at the last gate; two next gates appear, far-upper-left G+ =
@@ -38,8 +38,21 @@ policy that models the three-way coupling succeeds; an assistant ignoring the op
 passes a segment half the time. In the two-gate task the operator's vy (±1/3 per step,
 0.05 noise) names the route outright and every conditioning assistant sits at the ceiling.
 
+`--task formation` (results/gates_formation.*) flies three planar craft at once, one policy
+for all six action dimensions (vx1, vy1, vx2, vy2, vx3, vy3). Each craft's next gate is one
+of three in its own plane, (1, 1), (0, -1) or (-1, 1) from its last, drawn per segment and
+craft independently, so the joint action has 27 modes at a segment's start; a segment passes
+when every craft ends within 0.25 of its gate. Within a craft the dimensions are coupled:
+its vx names its gate, its vy = +1 leaves a coin between x = ±1. Arrangements: the operator
+holds every craft's vy (the assistant fills the vx's) or every craft's vx. A joint mixture
+needs a component per combination (27) where a per-dimension conditional needs two; the
+mixture density's grid is 256 or 512 components (`--mixture-components`; MAC's stays 3 or 10) and
+both mixtures' log-scale floor is -3 (a third of the demonstrator's noise in every
+column's standardised units) unless --min-log-scale says otherwise.
+
     python benchmarks/gates.py --threads 1                 # 200 demos, 1500 steps, 500 episodes; 11 min at load 10
     python benchmarks/gates.py --task parity --threads 1   # the four-gate task, as long
+    python benchmarks/gates.py --task formation --episodes 1000 --threads 1   # 25 min at load 5-8
     python benchmarks/gates.py --quick --threads 1         # a smoke run, about a minute
 
 `--min-log-scale F` sets both mixtures' log-scale floor (MAC's and the mixture density's
@@ -51,25 +64,51 @@ assistant that inpaints the operator's dimension (files named with `_diffusion`)
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from anyorder.control import SharedAutonomy
+from anyorder.control import MixtureDensityPolicy, SharedAutonomy
 from anyorder.data.tables import load_table, write_table
 from common import machine, set_threads
 from policy_bench import DIFFUSION, METHODS, add_flags, grid, grid_flags, grid_note, mean_se, results_table, save, tune, tuning_table
 
+CRAFT_GATES = np.array([[1.0, 1.0], [0.0, -1.0], [-1.0, 1.0]])   # one craft's next gates in its (x, y) plane
 TASKS = {"pair": np.array([[1.2, 1.0, 1.0], [0.6, -1.0, -1.0]]),
-         "parity": np.array([[1.0, 1.0, 1.0], [1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0]])}
-GATES = TASKS["pair"]   # the next gates of the task flown (set by `main` from --task)
+         "parity": np.array([[1.0, 1.0, 1.0], [1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0]]),
+         # three craft, each choosing among CRAFT_GATES on its own: 27 joint gates in 6-D
+         "formation": np.array([np.concatenate(g) for g in itertools.product(CRAFT_GATES, repeat=3)]),
+         # four craft: 81 joint gates in 8-D
+         "formation4": np.array([np.concatenate(g) for g in itertools.product(CRAFT_GATES, repeat=4)])}
 STEPS, RADIUS, SEGMENTS, NOISE, SPEED = 3, 0.25, 10, 0.05, 0.4
-STATE_COLUMNS = ["dx", "dy", "dz", "phase"]
-ACTION_COLUMNS = ["vx", "vy", "vz"]
 DEMO_SEEDS, TUNE_SEEDS = 100_000, 10_000
-ARRANGEMENTS = {"vy": torch.tensor([False, True, False]), "vx": torch.tensor([True, False, False])}
+# The mixture density's components grid on the formation, far above its 27 joint modes: a
+# first run with 32 or 64 and a check with 128 and 256 (scored as an assistant on the tuning
+# episodes) found it gaining with every doubling up to 256, so it gets 256 or 512.
+FORMATION_COMPONENTS = (256, 512)
+
+
+def use_task(task: str) -> None:
+    """Set the module's task globals: the next gates, the table's columns and the operator
+    arrangements (name -> the operator's action dims). The 3-D tasks fly one point (vx, vy,
+    vz; the operator holds vy or vx); the formation flies three planar craft (vx1, vy1, ...;
+    the operator holds every craft's vx, or every craft's vy)."""
+    global GATES, STATE_COLUMNS, ACTION_COLUMNS, ARRANGEMENTS
+    GATES = TASKS[task]
+    if GATES.shape[1] == 3:
+        STATE_COLUMNS, ACTION_COLUMNS = ["dx", "dy", "dz", "phase"], ["vx", "vy", "vz"]
+    else:
+        crafts = range(1, GATES.shape[1] // 2 + 1)
+        STATE_COLUMNS = [f"d{a}{i}" for i in crafts for a in "xy"] + ["phase"]
+        ACTION_COLUMNS = [f"v{a}{i}" for i in crafts for a in "xy"]
+    ARRANGEMENTS = {dim: torch.tensor([c.startswith(dim) for c in ACTION_COLUMNS]) for dim in ("vy", "vx")}
+
+
+use_task("pair")   # `main` sets the task flown from --task
 
 
 class Pilot:
@@ -82,20 +121,29 @@ class Pilot:
 
     def act(self, state, action=None, given=None, generator=None) -> torch.Tensor:
         s = state.numpy().astype(np.float64)
-        left = STEPS - np.rint(s[:, 3] * STEPS)
-        drawn = (GATES[self.intent] - s[:, :3]) / left[:, None] + NOISE * self.rng.standard_normal((len(s), 3))
+        left = STEPS - np.rint(s[:, -1] * STEPS)
+        drawn = (GATES[self.intent] - s[:, :-1]) / left[:, None] + NOISE * self.rng.standard_normal(s[:, :-1].shape)
         drawn = torch.from_numpy(drawn).float()
         return drawn if given is None else torch.where(given, action, drawn)
 
 
+def passes(offset: np.ndarray) -> np.ndarray:
+    """Whether each offset `[n, D]` ends a segment at a gate: within RADIUS of one, in 3-D; in
+    the formation, every craft within RADIUS of its part of one gate (its own next gate)."""
+    plane = 3 if GATES.shape[1] == 3 else 2
+    parts = (offset[:, None] - GATES).reshape(len(offset), len(GATES), GATES.shape[1] // plane, plane)
+    return (np.linalg.norm(parts, axis=-1).max(-1) < RADIUS).any(-1)
+
+
 def rollout(act, seeds, paths: bool = False):
-    """Fly one episode per seed in lockstep; `act(state [n, 4], intent [n]) -> action [n, 3]`.
-    Returns (gates passed `[N]`, (states, actions) of every step, positions `[T, N, 3]` if paths)."""
+    """Fly one episode per seed in lockstep; `act(state [n, D + 1], intent [n]) -> action [n, D]`
+    (D action dims, 3, 6 or 8). Returns (gates passed `[N]`, (states, actions) of every step,
+    positions `[T, N, D]` if paths)."""
     intents = np.stack([np.random.default_rng(seed).integers(0, len(GATES), SEGMENTS) for seed in seeds])
     n = len(intents)
-    offset, start = np.zeros((n, 3)), np.zeros((n, 3))
+    offset, start = np.zeros((n, GATES.shape[1])), np.zeros((n, GATES.shape[1]))
     step, segment, done = np.zeros(n, int), np.zeros(n, int), np.zeros(n, bool)
-    states, actions, where = [], [], [np.zeros((n, 3))]
+    states, actions, where = [], [], [np.zeros_like(offset)]
     while not done.all():
         live = np.flatnonzero(~done)
         state = np.column_stack([offset[live], step[live] / STEPS])
@@ -105,7 +153,7 @@ def rollout(act, seeds, paths: bool = False):
         offset[live] += action
         step[live] += 1
         end = live[step[live] == STEPS]
-        passed = np.linalg.norm(offset[end, None] - GATES, axis=-1).min(-1) < RADIUS
+        passed = passes(offset[end])
         segment[end[passed]] += 1
         start[end[passed]] += offset[end[passed]]
         offset[end[passed]], step[end[passed]] = 0.0, 0
@@ -211,16 +259,19 @@ def plot_paths(best: dict, path: Path, seed: int) -> None:
     flights = {"demonstrator": demonstrator(seed + 1),
                "operator vy + MAC assistant": team(best["MAC"], ARRANGEMENTS["vy"], seed),
                "operator vy + MAC ignoring the operator": team(best["MAC"], ARRANGEMENTS["vy"], seed, False)}
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    if GATES.shape[1] == 3:
+        views = [(1, 2, "y", "z", "from behind: the routes move y and z together"), (0, 1, "x", "y", "from above")]
+    else:
+        views = [(2 * i, 2 * i + 1, f"x{i + 1}", f"y{i + 1}", f"craft {i + 1}") for i in range(GATES.shape[1] // 2)]
+    fig, axes = plt.subplots(1, len(views), figsize=(5 * len(views), 4))
     for name, act in flights.items():
         passed, _, where = rollout(act, [0], paths=True)
         where = where[:, 0]
-        label = f"{name}: {passed[0]:.0f} gates"
-        axes[0].plot(where[:, 1], where[:, 2], marker=".", label=label)
-        axes[1].plot(where[:, 0], where[:, 1], marker=".", label=label)
-    axes[0].set(xlabel="y", ylabel="z", title="from behind: the routes move y and z together")
-    axes[1].set(xlabel="x", ylabel="y", title="from above")
-    axes[1].legend(fontsize=7)
+        for ax, (i, j, *_) in zip(axes, views):
+            ax.plot(where[:, i], where[:, j], marker=".", label=f"{name}: {passed[0]:.0f} gates")
+    for ax, (_, _, x, y, title) in zip(axes, views):
+        ax.set(xlabel=x, ylabel=y, title=title)
+    axes[-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -235,12 +286,24 @@ def main() -> None:
                              "the operator's dims) with its own 2 x 2 grid (denoising steps 20 or 100)")
     parser.add_argument("--task", choices=list(TASKS), default="pair",
                         help="pair: two next gates (far-upper-left, near-lower-right); parity: four, at the "
-                             "cube's corners of even parity, every dimension revealing the route alike")
+                             "cube's corners of even parity, every dimension revealing the route alike; "
+                             "formation: three planar craft, three gates each (6 action dims, 27 joint modes); "
+                             "formation4: four such craft (8 action dims, 81 joint modes)")
+    parser.add_argument("--mixture-components", type=int, nargs=2, default=list(FORMATION_COMPONENTS),
+                        help="the mixture density's two components values on the formation (its knob's grid)")
     args = parser.parse_args()
-    global GATES
-    GATES = TASKS[args.task]
+    use_task(args.task)
     stem = ("gates" if args.task == "pair" else f"gates_{args.task}") + \
         ("" if args.min_log_scale is None else f"_floor{args.min_log_scale:g}") + ("_diffusion" if args.diffusion else "")
+    if args.task.startswith("formation"):
+        # The floor from the demonstrator's noise (a third of it, in each column's standardised
+        # units: log((0.05 / 3) / 0.27..0.32) = -2.8..-2.95), for both mixtures alike; and the
+        # mixture density's components grid above the formation's 27 joint modes.
+        args.min_log_scale = -3.0 if args.min_log_scale is None else args.min_log_scale
+        methods = tuple(replace(m, values=tuple(args.mixture_components)) if m.cls is MixtureDensityPolicy else m
+                        for m in METHODS)
+    else:
+        methods = METHODS
     if args.quick:
         args.demos, args.steps, args.episodes, args.tune_episodes = 100, 300, 100, 50
     set_threads(args.threads)
@@ -252,7 +315,7 @@ def main() -> None:
           "{:.2f} ± {:.2f}".format(*mean_se(demo_passed)))
 
     tune_seeds = range(TUNE_SEEDS, TUNE_SEEDS + args.tune_episodes)
-    lrs, methods = grid(args, METHODS + ((DIFFUSION,) if args.diffusion else ()))
+    lrs, methods = grid(args, methods + ((DIFFUSION,) if args.diffusion else ()))
     kept = []   # every configuration's policy, in the order of `trials`
 
     def score(policy):
@@ -270,12 +333,18 @@ def main() -> None:
            for dim, mask in ARRANGEMENTS.items()}
     command = (f"python benchmarks/gates.py --threads {args.threads} --demos {args.demos} --episodes "
                f"{args.episodes} --tune-episodes {args.tune_episodes} --steps {args.steps} {grid_flags(args)}"
-               + ("" if args.task == "pair" else f" --task {args.task}") + (" --diffusion" if args.diffusion else ""))
-    lines = [f"# Gates: a coupled, multimodal demonstrator (3 action dimensions, {len(GATES)} next gates)", "",
+               + ("" if args.task == "pair" else f" --task {args.task}") + (" --diffusion" if args.diffusion else "")
+               + (f" --mixture-components {' '.join(map(str, args.mixture_components))}" if args.task.startswith("formation") else ""))
+    lines = [f"# Gates: a coupled, multimodal demonstrator ({len(ACTION_COLUMNS)} action dimensions, "
+             f"{len(GATES)} next gates)", "",
              machine(torch.device("cpu")), "",
              f"Command: `{command}` (width {args.width}, depth {args.depth}, batch {args.batch_size}, "
              f"seed {args.seed}); {rows} demonstration rows; {time.perf_counter() - started:.0f} s in all.", "",
              "Reward: gates passed per episode (0..10).", ""]
+    if args.task.startswith("formation"):
+        lines += [f"Both mixtures' log-scale floor: {args.min_log_scale:g} (a third of the demonstrator's noise "
+                  "in each column's standardised units); the mixture density's components grid: "
+                  f"{' or '.join(map(str, args.mixture_components))} (the formation has {len(GATES)} joint modes); MAC's: 3 or 10.", ""]
     lines += results_table(results, "BC (MSE) alone", "gates passed")
     for dim, mask in ARRANGEMENTS.items():
         lines += ["", f"Operator on {dim}: the MAC assistant's paired gap to each other assistant", "",
