@@ -15,16 +15,25 @@ own action (DART), so the rows also show how to return to the script's paths.
 The state is the robot's joint positions and velocities (18) and the three tasks' object
 joints (4); reward = subtasks completed per episode (0..3), episodes of 550 steps.
 Policies (same backbone, rows, steps and tuning budget; see policy_bench.py): MAC, BC (MSE),
-BC (mixture density), BC (discretised) alone, and shared autonomy with BC (MSE) as a proxy
-operator on one part of the joints and an assistant on the rest, both arrangements: the
-shoulder and elbow (joints 1-4) or the wrist and fingers (joints 5-7, fingers 1-2).
+BC (mixture density), BC (discretised) and, with `--diffusion`, a diffusion policy (DDPM over
+the joint action, its own 2 x 2 grid: denoising steps 20 or 100) alone, and shared autonomy
+with BC (MSE) as a proxy operator on one part of the joints and an assistant on the rest (MAC
+conditioned, MAC ignoring the operator, the mixture density's exact conditional, the
+diffusion policy inpainting the operator's joints), both arrangements: the shoulder and
+elbow (joints 1-4) or the wrist and fingers (joints 5-7, fingers 1-2).
 Every policy runs the same seeded episodes (seeds 0..N-1; tuning 10000+, demonstrations
 100000+), so gaps are paired. Needs `pip install -e .[kitchen]` (mujoco==3.3.7); the frame
 strip needs `MUJOCO_GL=osmesa` and libosmesa6 on a machine without a display.
 
     MUJOCO_GL=osmesa python benchmarks/kitchen.py --threads 1            # 60 demos, 3000 steps, 20 episodes, < 1 h
+    MUJOCO_GL=osmesa python benchmarks/kitchen.py --reuse-demos --min-log-scale -4.6 --diffusion --threads 1
     MUJOCO_GL=osmesa python benchmarks/kitchen.py --quick --threads 1    # a smoke run, minutes
     MUJOCO_GL=osmesa python benchmarks/kitchen.py --decoding --reuse-demos --single --lrs 0.003 --threads 1   # 22 min
+
+`--min-log-scale F` floors the log-scales of both mixtures' components alike (MAC's and the
+mixture density's); the run prints the floor the demonstrator's noise suggests (`noise_floor`:
+log(0.02 / (3 x the widest action column's std)), -4.57 on the default demonstrations), and
+its files are named with `_floorF` (and `_diffusion` with `--diffusion`).
 
 `--decoding` asks whether MAC alone loses to BC because it samples: the same demonstrations
 and seeds, and three methods on the same grid — MAC drawing its action (as above), MAC
@@ -37,6 +46,7 @@ per method, the one the default run's grid chose (lr 3e-3 and each method's firs
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 import numpy as np
@@ -45,8 +55,8 @@ import torch
 from anyorder.control import MeanOfDraws, SharedAutonomy
 from anyorder.data.tables import load_table, write_table
 from common import machine, set_threads
-from policy_bench import (MAC_MEAN, METHODS, add_flags, frame_strip, grid, grid_flags, grid_note, mean_se, results_table,
-                          save, tune, tuning_table)
+from policy_bench import (DIFFUSION, MAC_MEAN, METHODS, add_flags, frame_strip, grid, grid_flags, grid_note, mean_se,
+                          results_table, save, tune, tuning_table)
 
 TASKS = ("microwave", "light switch", "slide cabinet")
 OBSERVED = list(range(18)) + [26, 27, 28, 31]   # robot q, q̇; light switch (2), slide cabinet, microwave
@@ -54,6 +64,7 @@ JOINTS = [f"joint{i}" for i in range(1, 8)] + ["finger1", "finger2"]
 STATE_COLUMNS = [f"q_{j}" for j in JOINTS] + [f"v_{j}" for j in JOINTS] + \
     ["light_switch", "light_joint", "slide_cabinet", "microwave"]
 MAX_STEPS = 550
+NOISE = 0.02                                    # std of the script's own action noise (recorded)
 DEMO_SEEDS, TUNE_SEEDS = 100_000, 10_000
 ARRANGEMENTS = {"1-4": torch.tensor([True] * 4 + [False] * 5),
                 "5-9": torch.tensor([False] * 4 + [True] * 5)}
@@ -75,7 +86,7 @@ class Script:
     turn of the hand about the vertical, speed) phases built from a random subtask order and per-subtask styles, followed by
     damped-least-squares control of the end-effector site."""
 
-    def __init__(self, env, rng: np.random.Generator, noise: float = 0.02):
+    def __init__(self, env, rng: np.random.Generator, noise: float = NOISE):
         import mujoco
         self.mujoco, self.env, self.rng, self.noise = mujoco, env.unwrapped, rng, noise
         model, data = self.env.model, self.env.data
@@ -152,7 +163,7 @@ def completed(env) -> int:
     return len(env.unwrapped.episode_task_completions)
 
 
-def demonstrate(gym, seeds, noise: float = 0.02, dart: float = 0.0):
+def demonstrate(gym, seeds, noise: float = NOISE, dart: float = 0.0):
     """Run the scripted demonstrator once per seed: (subtasks `[N]`, (states, actions)).
 
     With `dart` > 0 the environment executes each action plus N(0, dart²) per joint while the
@@ -208,7 +219,21 @@ def policies(best: dict, seed: int, arrangements=tuple(ARRANGEMENTS)) -> dict:
             SharedAutonomy(best["BC (MSE)"], best["MAC"], mask, conditioned=False), seed)
         rows[lead + "mixture-density assistant"] = learned(
             SharedAutonomy(best["BC (MSE)"], best["BC (mixture density)"], mask), seed)
+        if "diffusion policy" in best:
+            rows[lead + "diffusion-policy assistant (inpainting)"] = learned(
+                SharedAutonomy(best["BC (MSE)"], best["diffusion policy"], mask), seed)
     return rows
+
+
+def noise_floor(data, noise: float = NOISE) -> float:
+    """The log-scale floor (standardised units) the demonstrator's own noise suggests for every
+    mixture: a third of the script's N(0, noise²) action noise in the widest action column's
+    standardised units, log(noise / (3 max_j std_j)), so that the floor lies under every
+    continuous scale in the recorded actions. A lower floor lets a component shrink onto the
+    point masses the clip to ±1 leaves (the fingers' commands sit exactly at ±1 in half of
+    the rows), where the likelihood grows without bound; a higher one blurs the noise itself."""
+    std = torch.as_tensor(data.meta["std"], dtype=torch.float64)[len(STATE_COLUMNS):]
+    return math.log(noise / (3 * float(std.max())))
 
 
 def main() -> None:
@@ -225,6 +250,9 @@ def main() -> None:
     parser.add_argument("--reuse-demos", action="store_true",
                         help="read the demonstration table an earlier run with the same --demos and --dart wrote "
                              "under --runs instead of recording it again (the recording is seeded: same rows)")
+    parser.add_argument("--diffusion", action="store_true",
+                        help="add a diffusion policy (DDPM over the joint action; as an assistant it inpaints the "
+                             "operator's joints) with its own 2 x 2 grid (denoising steps 20 or 100)")
     parser.add_argument("--quick", action="store_true", help="10 demos, 200 steps, 4 episodes, one lr")
     args = parser.parse_args()
     if args.quick:
@@ -264,10 +292,15 @@ def main() -> None:
                      "(N(0, {:g}²) on the executed actions) completes {:.2f} ± {:.2f} subtasks ({:.0f} s)".format(
                          args.dart, *mean_se(demo_scores), time.perf_counter() - started))
     print(demo_note, flush=True)
+    floor_note = ("the demonstrator's noise suggests a log-scale floor of {:.2f} (log(0.02 / (3 × the widest action "
+                  "column's std))); this run's floor: {}".format(
+                      noise_floor(data), "the classes' own, -7" if args.min_log_scale is None else
+                      f"{args.min_log_scale:g}, both mixtures alike"))
+    print(floor_note, flush=True)
 
     tune_seeds = range(TUNE_SEEDS, TUNE_SEEDS + args.tune_episodes)
     lrs, methods = grid(args, [m for m in METHODS if m.name in ("MAC", "BC (MSE)")] + [MAC_MEAN]
-                        if args.decoding else METHODS)
+                        if args.decoding else METHODS + ((DIFFUSION,) if args.diffusion else ()))
     best, trials = tune(data, len(STATE_COLUMNS), dict(width=args.width, depth=args.depth),
                         lambda policy: rollout(gym, learned(policy, args.seed), tune_seeds)[0].mean(),
                         args.steps, args.batch_size, args.seed, lrs=lrs, methods=methods)
@@ -288,15 +321,19 @@ def main() -> None:
               f"({time.perf_counter() - tick:.0f} s)", flush=True)
     command = (f"MUJOCO_GL=osmesa python benchmarks/kitchen.py --threads {args.threads} --demos {args.demos} "
                f"--episodes {args.episodes} --tune-episodes {args.tune_episodes} --steps {args.steps} --dart {args.dart:g} "
-               f"{grid_flags(args)} " + ("--decoding" if args.decoding else f"--operator {' '.join(args.operator)}"))
+               f"{grid_flags(args)} " + ("--decoding" if args.decoding else f"--operator {' '.join(args.operator)}")
+               + (" --diffusion" if args.diffusion and not args.decoding else ""))
     lines = ["# FrankaKitchen-v1: full and shared autonomy, scripted demonstrations", "",
              machine(torch.device("cpu")), "",
              f"Command: `{command}` (width {args.width}, depth {args.depth}, batch {args.batch_size}, seed "
              f"{args.seed}); {rows} demonstration rows; {time.perf_counter() - started:.0f} s in all.", "",
              f"Reward: subtasks completed per episode (0..3: {', '.join(TASKS)}), {MAX_STEPS} steps.", ""]
     lines += results_table(results, "BC (MSE) alone", "subtasks")
-    lines += ["", demo_note + ".", "", grid_note(args, "subtasks"), ""] + tuning_table(trials)
-    name = "kitchen_decoding" if args.decoding else "kitchen"
+    lines += ["", demo_note + ".", "", floor_note[0].upper() + floor_note[1:] + ".", "",
+              grid_note(args, "subtasks"), ""] + tuning_table(trials)
+    name = ("kitchen_decoding" if args.decoding else "kitchen") + \
+        ("" if args.min_log_scale is None else f"_floor{args.min_log_scale:g}") + \
+        ("_diffusion" if args.diffusion and not args.decoding else "")
     save(args.out, name, lines, command, results, trials, "FrankaKitchen-v1 (scripted demonstrations)",
          "subtasks completed")
     if not args.operator:
@@ -305,8 +342,8 @@ def main() -> None:
     try:
         team = policies(best, args.seed, args.operator[:1])[f"BC operator (joints {args.operator[0]}) + MAC assistant"]
         _, frames = rollout(gym, team, [0], render=MAX_STEPS // 10)
-        frame_strip(frames, args.out / "kitchen_frames.png", count=len(frames))
-        print(f"wrote {args.out / 'kitchen.md'}, kitchen.json, kitchen.png, kitchen_frames.png")
+        frame_strip(frames, args.out / f"{name}_frames.png", count=len(frames))
+        print(f"wrote {args.out / name}.md, .json, .png, {name}_frames.png")
     except Exception as error:  # rendering needs an OpenGL backend; the figures above stand without it
         print(f"no frame strip ({type(error).__name__}: {error}); set MUJOCO_GL=osmesa and install libosmesa6")
 
