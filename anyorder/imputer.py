@@ -64,6 +64,11 @@ BLENDS = ("gaussian", "none")
 CALIBRATION_CELLS = 500     # held-out rows (masked copies of them where fewer) that calibrate the intervals
 CALIBRATION_MIN = 100       # hidden cells needed to calibrate at all
 SELF_MASKING_DRAWS = 100    # joint draws to reweight for missingness="self-masking"
+# `quantiles` draws this many times num_samples in rows whose draws a missingness mechanism
+# weights: importance weights leave fewer effective draws, and a tilted upper tail beyond the
+# largest draw cannot be reached (exact draws of a normal conditional with SD 0.4-1.0 under a
+# slope of 2 per SD: 100 draws cover 0.85-0.88 at 90%, 1000 draws 0.89-0.90)
+WEIGHTED_DRAWS = 10
 AUTO_ALPHA = 0.01           # missingness="auto": family-wise level of the test for self-masked columns
 AUTO_ROWS = 500             # rows (a seeded sample, where more) on which missingness="auto" tests
 CALIBRATION_PRIOR = 200     # pooled cells' weight against a column's own (calibration="per-column")
@@ -287,8 +292,10 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
 
     def _reference(self, draws: np.ndarray, rows: np.ndarray, hidden: np.ndarray, numeric: np.ndarray,
                    copies: int) -> dict:
-        """missingness="auto"'s reference: per numeric column, the self-masking slope and its
-        standard error fitted on held-out rows whose holes are at random by construction
+        """missingness="auto"'s reference: per numeric column, the own-value slope of the
+        missingness model conditioned on the other numeric columns' observed cells
+        (`self_masking.fit_conditioned`)
+        and its standard error, fitted on held-out rows whose holes are at random by construction
         (`self_masking.against_reference`); the rows come in `copies` masked copies, so the
         standard error is widened by sqrt(copies), as if the copies were one (conservative:
         their masks differ). In model (standardised) units, as `_detect` fits them. Rows with
@@ -298,7 +305,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         Columns with too few cells get NaN: `_detect` then tests them against slope 0."""
         complete = ~np.isnan(rows).any(1)
         draws, rows, hidden = draws[:, complete], rows[complete], hidden[complete]
-        a, _, _, se = self_masking.fit_with_likelihood_ratio(draws, rows, hidden, numeric)
+        a, _, _, se = self_masking.fit_conditioned(draws, hidden, numeric, numeric & ~np.isnan(rows).any(0))
         enough = self_masking.estimable(hidden, numeric)
         fitted = enough & np.isfinite(se)
         return {"slope": np.where(fitted, a, np.where(enough, 0.0, np.nan)),
@@ -424,13 +431,14 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         else:
             fill = self._one_pass(values)
         if self.missingness == "auto":
-            a, b, _, _, keep = self._detect(values)
+            a, b, _, _, keep, weights = self._detect(values)
             rows = (np.isnan(values) & keep).any(1)
             if rows.any():      # rows with a hole in a self-masked column: their numeric holes reweighted
                 numeric = self._numeric()
                 draws = self._draws(values[rows], max(int(self.num_samples), SELF_MASKING_DRAWS), self.model_)
                 hidden = np.isnan(values[rows]) & numeric
-                logw = self_masking.log_weights(self._model_units(draws), hidden, a, b)
+                logw = self_masking.log_weights(self._model_units(draws), hidden, a, b,
+                                                self._offset(values[rows], weights))
                 if self.reduce == "sample":
                     generator = np.random.default_rng(self.seed_)
                     pick = [generator.choice(len(draws), p=w / w.sum()) for w in np.exp(logw).T]
@@ -453,36 +461,39 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         within each column: a MAR mask can be declared, see `missingness`)."""
         from scipy.stats import chi2
         X, values, _ = self._prepare(X)
-        a, _, statistic, tested, keep = self._detect(values)
+        a, _, statistic, tested, keep, _ = self._detect(values)
         p_value = np.where(tested, chi2.sf(statistic, 1), np.nan)
         return {"self_masked": keep, "statistic": statistic, "p_value": p_value, "slope": a}
 
     def _detect(self, values: np.ndarray):
-        """missingness="auto": (a, b) `[D]` of the self-masking mechanisms kept (a = b = 0 in the
-        columns where the test does not reject), the statistics, the tested columns and the
-        kept ones (bool `[D]`), from
-        SELF_MASKING_DRAWS joint draws of at most AUTO_ROWS rows of `values`."""
+        """missingness="auto": (a, b) `[D]` of the missingness models kept (a = b = 0 in the
+        columns where the test does not reject), the Wald statistics of their own-value slopes,
+        the tested columns and the kept ones (bool `[D]`), and the kept models' coefficients C
+        `[D, D]` on the numeric columns with no hole in `values` (zero rows elsewhere), from
+        SELF_MASKING_DRAWS joint draws of at most AUTO_ROWS rows of `values`. Each column's
+        model conditions on those always-observed columns (`self_masking.fit_conditioned`), so
+        holes that follow them (MAR) are not taken for self-masking."""
         numeric = self._numeric()
         hidden = np.isnan(values) & numeric
         tested = self_masking.estimable(hidden, numeric)
         zeros = np.zeros(len(numeric))
         if not tested.any():
-            return zeros, zeros, zeros, tested, tested
+            return zeros, zeros, zeros, tested, tested, np.zeros((len(numeric), len(numeric)))
         rows = np.arange(len(values))
         if len(rows) > AUTO_ROWS:
             rows = np.sort(np.random.default_rng(self.seed_).choice(len(values), AUTO_ROWS, replace=False))
         sample = values[rows]
         hidden = np.isnan(sample) & numeric
         draws = self._draws(sample, SELF_MASKING_DRAWS, self.draws_model_)     # the reference's model
-        z = self._model_units(draws)
-        a, b, statistic, se = self_masking.fit_with_likelihood_ratio(
-            z, self._model_units(np.nan_to_num(sample)), hidden, tested)
+        a, b, weights, se = self_masking.fit_conditioned(self._model_units(draws), hidden, tested,
+                                                         numeric & ~np.isnan(values).any(0))
+        statistic = self_masking.wald(a, se)
         reference = self.mechanism_reference_
         if reference is not None:
             statistic = self_masking.against_reference(a, se, statistic, reference["slope"], reference["se"])
         tested = self_masking.estimable(hidden, tested)
         keep = self_masking.self_masked_columns(statistic, tested, AUTO_ALPHA)
-        return np.where(keep, a, 0.0), np.where(keep, b, 0.0), statistic, tested, keep
+        return np.where(keep, a, 0.0), np.where(keep, b, 0.0), statistic, tested, keep, weights * keep[:, None]
 
     def transform_draws(self, X, m: int = 5) -> list:
         """Multiple imputation: m completed copies of X, each hole one joint draw from its
@@ -498,27 +509,43 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         most frequent level of the draws; observed cells as given. The draws' levels are
         recalibrated on the held-out rows (`calibrated_levels`), so that a level q holds a
         share q of fresh values where cells are missing at random. With missingness
-        "self-masking", or "auto" where it finds a self-masked column, the draws are weighted
-        by the mechanism (as `transform` weights them) and the quantiles are those of the
-        weighted draws, at the same recalibrated levels."""
+        "self-masking", or "auto" where it finds a self-masked column, the rows with a hole
+        in such a column get WEIGHTED_DRAWS times num_samples draws, weighted by the mechanism
+        (as `transform` weights them), and the quantiles are those of the weighted draws, at
+        the same recalibrated levels."""
         levels = check_quantiles(levels, num_samples)
         X, values, back = self._prepare(X)
         draws = self._draws(values, num_samples, self.draws_model_)
         numeric = self._numeric()
         mode = self._reduce_draws(draws)
-        logw = self._mechanism_weights(values, draws)
-        if logw is not None:
-            bounds = np.stack([self_masking.weighted_quantiles(
-                draws[..., j], logw, self.calibrated_levels(levels, j if self.calibration == "per-column" else None))
-                for j in range(draws.shape[-1])], -1)
-            return [back(decode(X, np.where(numeric, bound, mode), self.columns_)) for bound in bounds]
         draws = torch.from_numpy(draws)
         if self.calibration == "per-column":
             bounds = np.stack([draw_quantiles(draws[..., j], self.calibrated_levels(levels, j)).numpy()
                                for j in range(draws.shape[-1])], -1)
         else:
             bounds = draw_quantiles(draws, self.calibrated_levels(levels)).numpy()
+        mechanism = self._mechanism(values)
+        if mechanism is not None:
+            self._weighted_bounds(values, mechanism, levels, num_samples * WEIGHTED_DRAWS, bounds)
         return [back(decode(X, np.where(numeric, bound, mode), self.columns_)) for bound in bounds]
+
+    def _weighted_bounds(self, values: np.ndarray, mechanism, levels, m: int, bounds: np.ndarray) -> None:
+        """Overwrite `bounds` `[Q, N, D]` in the rows with a hole that `mechanism` weights by the
+        quantiles of m fresh joint draws under the mechanism's weights, at the recalibrated
+        levels (rows the mechanism leaves alone keep the unweighted quantiles, which equal
+        weights would give too). Rows in chunks of at most 2^22 drawn values."""
+        a, b, offset = mechanism
+        hidden = np.isnan(values) & self._numeric()
+        rows = np.flatnonzero((hidden & (a != 0)).any(1))
+        per_column = self.calibration == "per-column"
+        step = max(1, 2 ** 22 // (m * values.shape[1]))
+        for start in range(0, len(rows), step):
+            chunk = rows[start:start + step]
+            draws = self._draws(values[chunk], m, self.draws_model_)
+            logw = self_masking.log_weights(self._model_units(draws), hidden[chunk], a, b, offset[chunk])
+            for j in range(values.shape[1]):
+                bounds[:, chunk, j] = self_masking.weighted_quantiles(
+                    draws[..., j], logw, self.calibrated_levels(levels, j if per_column else None))
 
     def calibrated_levels(self, levels, column: int | None = None) -> tuple[float, ...]:
         """The levels of the draws' quantiles that held-out rows showed to hold the requested
@@ -609,25 +636,32 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             fill[:, ~numeric] = self._one_pass(values)[:, ~numeric]
         return fill
 
-    def _mechanism_weights(self, values: np.ndarray, draws: np.ndarray) -> np.ndarray | None:
-        """Log weights `[M, N]` of the draws `[M, N, D]` of `values` under the self-masking
-        mechanism that `missingness` assumes (self-masking: estimated on `values` from
-        SELF_MASKING_DRAWS draws of model_; auto: where `_detect` finds one), or None
-        (missing at random: equal weights)."""
+    def _mechanism(self, values: np.ndarray):
+        """The missingness mechanism that `missingness` assumes for the rows `values`, as
+        (a `[D]`, b `[D]`, offset `[N, D]`) for `self_masking.log_weights` (self-masking:
+        estimated on `values` from SELF_MASKING_DRAWS draws of model_, no offset; auto: the
+        columns `_detect` keeps, with their models' part from the rows' observed cells), or
+        None (missing at random, or "auto" with no hole in a kept column: equal weights)."""
         if self.missingness == "random":
             return None
         numeric = self._numeric()
         hidden = np.isnan(values) & numeric
         if self.missingness == "auto":
-            a, b, _, _, keep = self._detect(values)
+            a, b, _, _, keep, weights = self._detect(values)
             if not (hidden & keep).any():
                 return None
-        else:
-            fitted = self._draws(values, SELF_MASKING_DRAWS, self.model_)
-            a, b = self_masking.fit_mechanism(self._model_units(fitted),
-                                              self._model_units(np.nan_to_num(values)),
-                                              hidden, numeric)
-        return self_masking.log_weights(self._model_units(draws), hidden, a, b)
+            return a, b, self._offset(values, weights)
+        fitted = self._draws(values, SELF_MASKING_DRAWS, self.model_)
+        a, b = self_masking.fit_mechanism(self._model_units(fitted), self._model_units(np.nan_to_num(values)),
+                                          hidden, numeric)
+        return a, b, np.zeros(values.shape)
+
+    def _offset(self, values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Each cell's part `[N, D]` of its missingness logit that the always-observed columns
+        give under the kept models' coefficients `weights` (`_detect`'s C; its nonzero columns
+        have no hole in `values`)."""
+        observed = self._model_units(np.where(np.isnan(values), 0.0, values))
+        return np.where((weights != 0).any(0), observed, 0.0) @ weights.T
 
     def _reduce_draws(self, draws: np.ndarray) -> np.ndarray:
         """Mean of the draws per numeric cell, most frequent level per categorical cell."""
