@@ -141,7 +141,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         column get reweighted draws (their mean, or one weighted draw for reduce="sample"),
         every other cell the `reduce` fill, identical to missingness="random" where nothing
         is declared. `detect_self_masking` says what it found. Costs 100 joint draws of up
-        to 500 rows per transform. The default: on four tables (two or three seeds) it declared
+        to 500 rows per transform. The default: on four tables over three seeds it declared
         nothing where holes were at random (MCAR 20% and 50%, MAR 20%: fills and intervals
         the same as "random") and won every table under self-masking MNAR, where "random"
         loses (docs/imputation.md).
