@@ -89,3 +89,23 @@ def blend_weights(truth: np.ndarray, network: np.ndarray, gaussian: np.ndarray, 
     spread = (gap * gap).sum(0)
     weights = np.divide((gap * target).sum(0), spread, out=np.ones(truth.shape[1]), where=spread > 0)
     return np.clip(weights, 0.0, 1.0)
+
+
+def significant_weights(truth: np.ndarray, network: np.ndarray, gaussian: np.ndarray, hidden: np.ndarray,
+                        weights: np.ndarray, z: float = 2.0) -> np.ndarray:
+    """`weights` where the blend's gain over `network` is significant, 1 elsewhere: per column,
+    the mean over its hidden cells of (network - truth)^2 - (blend - truth)^2 must exceed z
+    of its standard errors. The weight is fitted on the same ~100 cells per column of ~150
+    held-out rows, so in-sample it always looks at least as good as the network; on MAGIC and
+    house_16H that noise alone gave the Gaussian a share that cost 0.01 NRMSE on fresh rows,
+    while where it is truly better (nearly linear tables) its gain is many standard errors."""
+    out = np.array(weights, np.float64)
+    for j in range(truth.shape[1]):
+        cells = hidden[:, j]
+        if cells.sum() < 2 or out[j] == 1.0:
+            continue
+        blend = gaussian[cells, j] + out[j] * (network[cells, j] - gaussian[cells, j])
+        gain = (network[cells, j] - truth[cells, j]) ** 2 - (blend - truth[cells, j]) ** 2
+        if not gain.mean() > z * gain.std(ddof=1) / np.sqrt(cells.sum()):
+            out[j] = 1.0
+    return out
