@@ -153,7 +153,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         training rows with cells hidden at random: ~1 CPU second per column of 5000 rows);
         the mean is then blended with a multivariate normal's conditional mean g as
         g + w (mean - g), w in [0, 1] per column the least-squares weight on the held-out
-        rows with cells hidden at random, kept only where its held-out gain is beyond two
+        rows with cells hidden at random, kept only where its held-out gain is beyond 1.5
         standard errors (`gaussian_blend.significant_weights`), 1 (no Gaussian) elsewhere.
         gaussian: the previous default, the network's fill a alone blended as g + w (a - g)
         with the least-squares w (`anyorder.gaussian_blend`). On small tables of nearly

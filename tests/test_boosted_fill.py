@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from anyorder.gaussian_blend import blend_weights, significant_weights
+from anyorder.gaussian_blend import GAIN_SE, blend_weights, significant_weights
 
 pytest.importorskip("sklearn")
 
@@ -57,7 +57,7 @@ def test_fitted_trees_fill_every_numeric_hole_and_survive_save_and_load(tmp_path
     assert np.array_equal(again.fill(query), filled, equal_nan=True)
 
 
-def test_the_gaussian_keeps_its_weight_only_where_its_held_out_gain_is_beyond_two_standard_errors():
+def test_the_gaussian_keeps_its_weight_only_where_its_held_out_gain_is_significant():
     rng = np.random.default_rng(2)
     truth = rng.normal(size=(200, 3))
     network = truth + rng.normal(size=(200, 3))
@@ -71,7 +71,7 @@ def test_the_gaussian_keeps_its_weight_only_where_its_held_out_gain_is_beyond_tw
         h = hidden[:, j]
         blend = gaussian[h, j] + weights[j] * (network[h, j] - gaussian[h, j])
         gain = (network[h, j] - truth[h, j]) ** 2 - (blend - truth[h, j]) ** 2
-        keep = gain.mean() > 2 * gain.std(ddof=1) / np.sqrt(h.sum())
+        keep = gain.mean() > GAIN_SE * gain.std(ddof=1) / np.sqrt(h.sum())
         assert got[j] == (weights[j] if keep else 1.0)
     assert got[0] == weights[0] < 0.1 and got[2] == 1.0
 
