@@ -9,9 +9,10 @@ categorical ones: a softmax over their levels) the MAC way on the imputation que
 stopping), in memory. `transform` fills the missing cells of each row given its observed
 cells; observed cells come back exactly as given (the input's own values, dtypes and
 container: a DataFrame, or an array). `transform_draws` gives m joint draws (multiple
-imputation), `quantiles` per-cell intervals. Point fills come from the last weights of
-training, draws and intervals from the weights with the best held-out likelihood
-(`draws_model_`): on MAGIC the former fill better, the latter are calibrated; the intervals'
+imputation), `quantiles` per-cell intervals. Numeric point fills are the mean of the one
+pass of the last weights of training, of the weights with the best held-out likelihood
+(`draws_model_`) and of boosted trees, blended with a Gaussian (`blend`); draws and
+intervals come from `draws_model_` (calibrated, where the last weights fill better); the intervals'
 levels are then recalibrated on held-out rows (`quantiles`). Rows with no observed cell are skipped in
 `fit` (a warning says how many) and filled from the model's joint in `transform`. A
 numeric column never negative in `fit` is never filled below 0. `save` / `load` use the
