@@ -19,6 +19,7 @@ import torch
 
 ROWS_PER_SOLVE = 2048           # rows per batched solve: [R, C, C] float64 systems
 RIDGE = 1e-3                    # added to the covariance's diagonal (standardised units)
+GAIN_SE = 1.5                   # standard errors of held-out gain a column's Gaussian weight must show
 
 
 class GaussianFill:
@@ -89,3 +90,27 @@ def blend_weights(truth: np.ndarray, network: np.ndarray, gaussian: np.ndarray, 
     spread = (gap * gap).sum(0)
     weights = np.divide((gap * target).sum(0), spread, out=np.ones(truth.shape[1]), where=spread > 0)
     return np.clip(weights, 0.0, 1.0)
+
+
+def significant_weights(truth: np.ndarray, network: np.ndarray, gaussian: np.ndarray, hidden: np.ndarray,
+                        weights: np.ndarray, z: float = None) -> np.ndarray:
+    """`weights` where the blend's gain over `network` is significant, 1 elsewhere: per column,
+    the mean over its hidden cells of (network - truth)^2 - (blend - truth)^2 must exceed z
+    (default GAIN_SE) of its standard errors. The weight is fitted on the same ~100 cells per
+    column of ~150 held-out rows, so in-sample the blend always looks at least as good; on
+    MAGIC and house_16H that noise alone gave the Gaussian a share that cost up to 0.04 NRMSE
+    on fresh rows (house_16H seed 2), while where the Gaussian is truly better (nearly linear
+    tables) its gain stands out. GAIN_SE = 1.5 was chosen on those tables and on
+    breast-cancer features (seed 0: 2 SE dropped the Gaussian from 10 of 31 columns, +0.03
+    NRMSE; 1 SE let it back into MAGIC and house_16H, up to +0.03)."""
+    z = GAIN_SE if z is None else z
+    out = np.array(weights, np.float64)
+    for j in range(truth.shape[1]):
+        cells = hidden[:, j]
+        if cells.sum() < 2 or out[j] == 1.0:
+            continue
+        blend = gaussian[cells, j] + out[j] * (network[cells, j] - gaussian[cells, j])
+        gain = (network[cells, j] - truth[cells, j]) ** 2 - (blend - truth[cells, j]) ** 2
+        if not gain.mean() > z * gain.std(ddof=1) / np.sqrt(cells.sum()):
+            out[j] = 1.0
+    return out

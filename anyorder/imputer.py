@@ -9,9 +9,10 @@ categorical ones: a softmax over their levels) the MAC way on the imputation que
 stopping), in memory. `transform` fills the missing cells of each row given its observed
 cells; observed cells come back exactly as given (the input's own values, dtypes and
 container: a DataFrame, or an array). `transform_draws` gives m joint draws (multiple
-imputation), `quantiles` per-cell intervals. Point fills come from the last weights of
-training, draws and intervals from the weights with the best held-out likelihood
-(`draws_model_`): on MAGIC the former fill better, the latter are calibrated; the intervals'
+imputation), `quantiles` per-cell intervals. Numeric point fills are the mean of the one
+pass of the last weights of training, of the weights with the best held-out likelihood
+(`draws_model_`) and of boosted trees, blended with a Gaussian (`blend`); draws and
+intervals come from `draws_model_` (calibrated, where the last weights fill better); the intervals'
 levels are then recalibrated on held-out rows (`quantiles`). Rows with no observed cell are skipped in
 `fit` (a warning says how many) and filled from the model's joint in `transform`. A
 numeric column never negative in `fit` is never filled below 0. `save` / `load` use the
@@ -45,7 +46,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
 
 from . import checkpoint, self_masking
-from .gaussian_blend import GaussianFill, blend_weights
+from .boosted_fill import BoostedFill
+from .gaussian_blend import GaussianFill, blend_weights, significant_weights
 from .build import build_model
 from .config import Config, load_config
 from .data.tables import floors, table_dataset, unstandardise, standardise
@@ -60,7 +62,8 @@ DRAWS = "draws"        # the folder of a saved imputer that holds the draws' wei
 TRANSFORMS = ("none", "quantile")
 MISSINGNESS = ("random", "self-masking", "auto")
 CALIBRATIONS = ("pooled", "per-column")
-BLENDS = ("gaussian", "none")
+BLENDS = ("stack", "gaussian", "none")
+TREES = "trees.safetensors"     # a saved imputer's boosted trees (blend="stack")
 CALIBRATION_CELLS = 500     # held-out rows (masked copies of them where fewer) that calibrate the intervals
 CALIBRATION_MIN = 100       # hidden cells needed to calibrate at all
 SELF_MASKING_DRAWS = 100    # joint draws to reweight for missingness="self-masking"
@@ -150,16 +153,23 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         (`anyorder.column_transforms`), mapped back into its observed range; pair it with
         reduce="mean" (the mean of the mapped draws), since a conditional mean of the
         scores maps back to a conditional median.
-    blend : {"gaussian", "none"}, default "gaussian"
-        gaussian: a multivariate normal is fitted to the numeric columns of the training
-        rows, and each numeric hole's conditional-mean fill becomes g + w (a - g), a the
-        network's conditional mean, g the Gaussian's, w in [0, 1] per column the
-        least-squares weight on the held-out rows with cells hidden at random
-        (`anyorder.gaussian_blend`); set after fit, "none" turns it off. On small tables of
-        nearly linear columns the Gaussian fills better than a network trained for a minute
-        (breast-cancer features, 455 rows: 0.288 against 0.384 NRMSE); where the network is better its weight goes to 1. Only
-        reduce="conditional-mean" blends: draws and intervals stay the network's. none: the
-        network alone.
+    blend : {"stack", "gaussian", "none"}, default "stack"
+        How the numeric holes' conditional-mean fills are made (only reduce="conditional-mean"
+        blends: draws and intervals stay the network's). stack: three estimates of each
+        hole's conditional mean, averaged: the network's one pass with its last weights, with
+        its weights of best held-out likelihood, and gradient-boosted trees per column
+        (`anyorder.boosted_fill`, scikit-learn's HistGradientBoostingRegressor, fitted on the
+        training rows with cells hidden at random: ~1 CPU second per column of 5000 rows);
+        the mean is then blended with a multivariate normal's conditional mean g as
+        g + w (mean - g), w in [0, 1] per column the least-squares weight on the held-out
+        rows with cells hidden at random, kept only where its held-out gain is beyond 1.5
+        standard errors (`gaussian_blend.significant_weights`), 1 (no Gaussian) elsewhere.
+        gaussian: the previous default, the network's fill a alone blended as g + w (a - g)
+        with the least-squares w (`anyorder.gaussian_blend`). On small tables of nearly
+        linear columns the Gaussian fills better than a network trained for a minute
+        (breast-cancer features, 455 rows: 0.288 against 0.384 NRMSE). none: the network
+        alone. Set after fit, any of them applies ("stack" falls back to "gaussian" where
+        fit grew no trees, i.e. was not fitted with "stack").
     calibration : {"per-column", "pooled"}, default "per-column"
         How `quantiles` recalibrates its levels on the held-out rows: pooled over the
         numeric columns, or per column, each column's held-out levels shrunk towards the
@@ -185,7 +195,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
 
     def __init__(self, max_time=75.0, budget_clock="cpu", max_steps=20000, width=256, depth=4, components=10, batch_size=256,
                  learning_rate=1e-3, validation_fraction=0.1, n_iter_no_change=None, reduce="conditional-mean",
-                 num_samples=20, missingness="auto", blend="gaussian", calibration="per-column", numeric_transform="none", categorical=(), random_state=None, device="cpu", threads=1, verbose=False):
+                 num_samples=20, missingness="auto", blend="stack", calibration="per-column", numeric_transform="none", categorical=(), random_state=None, device="cpu", threads=1, verbose=False):
         self.max_time = max_time
         self.budget_clock = budget_clock
         self.max_steps = max_steps
@@ -253,7 +263,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         missing = float(np.isnan(values).mean())
         rate = min(0.5, max(0.1, missing)) if missing else 0.2
         self.levels_pit_ = self._calibrate(data.splits.get("valid"), rate)
-        self.gaussian_, self.blend_weights_ = self._fit_blend(data.split("train"), data.splits.get("valid"), rate)
+        self.gaussian_, self.trees_, self.blend_weights_, self.stack_weights_ = self._fit_blend(
+            data.split("train"), data.splits.get("valid"), rate)
         self.n_steps_, self.fit_seconds_ = trained.steps, trained.seconds
         return self
 
@@ -315,22 +326,46 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                 "se": np.where(fitted, se * np.sqrt(copies), np.where(enough, np.inf, np.nan))}
 
     def _fit_blend(self, train: torch.Tensor, valid: torch.Tensor | None, rate: float):
-        """The Gaussian of the numeric columns (fitted on `train`, model units) and each
-        column's blend weight, measured on masked copies of the held-out rows `valid` as in
-        `_calibrate`; (None, None) with blend="none", no numeric column or too few held-out
-        cells (the network alone)."""
+        """(gaussian, trees, weights, stack weights): the Gaussian of the numeric columns and,
+        for blend="stack", their boosted trees (both fitted on `train`, model units); each
+        column's weight of the network against the Gaussian, and of the stacked estimate
+        (`_stacked`) against the Gaussian where its gain is significant
+        (`significant_weights`; None without trees), measured on masked copies of the
+        held-out rows `valid` as in `_calibrate`. All None with blend="none", no numeric
+        column or too few held-out cells (the network alone)."""
         numeric = self._numeric()
         held_out = None if self.blend == "none" or not numeric.any() else \
             self._masked_held_out(valid, rate, self.seed_ + 2)
         if held_out is None:
-            return None, None
+            return None, None, None, None
         rows, hidden, _, _ = held_out
         gaussian = GaussianFill.fit(train.double().numpy(), numeric)
+        trees = BoostedFill.fit(train.double().numpy(), numeric, rate, self.seed_, threads=self.threads) \
+            if self.blend == "stack" else None
         masked = torch.where(hidden, math.nan, rows)
         with self._threads():
             network = impute(self.model_, masked, reduce="conditional-mean", floor=self._floor()).double().numpy()
-        weights = blend_weights(rows.double().numpy(), network, gaussian.fill(masked.double().numpy()), hidden.numpy())
-        return gaussian, weights
+        truth, fills, hidden = rows.double().numpy(), gaussian.fill(masked.double().numpy()), hidden.numpy()
+        weights = blend_weights(truth, network, fills, hidden)
+        if trees is None:
+            return gaussian, None, weights, None
+        stacked = self._stacked(masked, network, trees)
+        stack = significant_weights(truth, stacked, fills, hidden, blend_weights(truth, stacked, fills, hidden))
+        return gaussian, trees, weights, stack
+
+    def _stacked(self, query: torch.Tensor, network: np.ndarray, trees: BoostedFill) -> np.ndarray:
+        """The mean of three estimates of each hole's conditional mean `[N, D]` (model units):
+        the network's one pass with the last weights (`network`), with the weights of best
+        held-out likelihood (`draws_model_`, where they differ) and the boosted trees'.
+        Their errors are partly independent, so the mean fills better than any one (measured
+        on MAGIC and house_16H, docs/imputation.md); an equal mean, since weights fitted on
+        ~150 held-out rows moved fills more by their noise than by what they learned."""
+        estimates = [network, trees.fill(query.double().numpy())]
+        if self.draws_model_ is not self.model_:
+            with self._threads():
+                estimates.append(impute(self.draws_model_, query, reduce="conditional-mean",
+                                        floor=self._floor()).double().numpy())
+        return np.mean(estimates, 0)
 
     def _masked_held_out(self, rows: torch.Tensor | None, rate: float, seed: int):
         """Held-out rows `[V, D]` (model units) with numeric cells hidden at random at `rate`:
@@ -607,14 +642,18 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
 
     def _one_pass(self, values: np.ndarray) -> np.ndarray:
         """Each hole's conditional mean (most likely level), numeric ones blended with the
-        Gaussian's where `fit` measured a weight (blend="gaussian")."""
+        Gaussian's where `fit` measured a weight: the network's (blend="gaussian"), or the
+        stacked estimate's (blend="stack", `_stacked`; the network's where `fit` grew no trees)."""
         query = self._query(values)
         with self._threads():
             filled = impute(self.model_, query, reduce="conditional-mean", floor=self._floor())
-        if self.blend == "gaussian" and self.blend_weights_ is not None:
+        if self.blend != "none" and self.blend_weights_ is not None:
             network = filled.double().numpy()
+            estimate, weights = network, self.blend_weights_
+            if self.blend == "stack" and self.trees_ is not None:
+                estimate, weights = self._stacked(query, network, self.trees_), self.stack_weights_
             gaussian = self.gaussian_.fill(query.double().numpy())
-            blended = gaussian + self.blend_weights_ * (network - gaussian)
+            blended = gaussian + weights * (estimate - gaussian)
             filled = torch.from_numpy(np.where(self.gaussian_.numeric, blended, network))
         return self._file_units(filled)
 
@@ -697,11 +736,14 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                    "mechanism_reference": None if self.mechanism_reference_ is None else
                    {k: [None if np.isnan(x) else float(x) for x in v] for k, v in self.mechanism_reference_.items()},
                    "gaussian": None if self.gaussian_ is None else self.gaussian_.to_json(),
-                   "blend_weights": None if self.blend_weights_ is None else self.blend_weights_.tolist()}
+                   "blend_weights": None if self.blend_weights_ is None else self.blend_weights_.tolist(),
+                   "stack_weights": None if self.stack_weights_ is None else self.stack_weights_.tolist()}
         # (json writes an infinite standard error as Infinity, which json reads back)
         imputer["params"]["categorical"] = list(imputer["params"]["categorical"])
         checkpoint.save(path, self.model_.state_dict(), self.config_, {**self.meta_, "imputer": imputer},
                         self.n_steps_)
+        if self.trees_ is not None:
+            self.trees_.save(Path(path) / TREES)
         if self.draws_model_ is not self.model_:
             checkpoint.save(Path(path) / DRAWS, self.draws_model_.state_dict(), self.config_, self.meta_, self.n_steps_)
 
@@ -730,6 +772,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             {k: np.array([np.nan if x is None else x for x in v], dtype=float) for k, v in reference.items()}
         self.gaussian_ = None if info.get("gaussian") is None else GaussianFill.from_json(info["gaussian"])
         self.blend_weights_ = None if info.get("blend_weights") is None else np.asarray(info["blend_weights"])
+        self.stack_weights_ = None if info.get("stack_weights") is None else np.asarray(info["stack_weights"])
+        self.trees_ = BoostedFill.load(Path(path) / TREES) if (Path(path) / TREES).is_file() else None
         self.n_features_in_ = len(self.columns_)
         self.skipped_rows_ = 0
         if info["feature_names"] is not None:

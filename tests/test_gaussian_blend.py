@@ -64,7 +64,8 @@ def test_the_imputer_blends_numeric_holes_as_measured_and_keeps_everything_else(
     X = np.stack([z, 2 * z + 0.1 * rng.normal(size=300), rng.normal(size=300)], 1)
     given = np.where(rng.random(X.shape) < 0.25, np.nan, X)
     given[np.isnan(given).all(1), 0] = X[np.isnan(given).all(1), 0]
-    imputer = AnyOrderImputer(max_steps=30, width=16, depth=1, components=2, random_state=0).fit(given)
+    imputer = AnyOrderImputer(max_steps=30, width=16, depth=1, components=2, blend="gaussian",
+                               random_state=0).fit(given)
     assert imputer.blend_weights_.shape == (3,) and ((0 <= imputer.blend_weights_) & (imputer.blend_weights_ <= 1)).all()
     blended = imputer.transform(given)
     network = imputer.set_params(blend="none").transform(given)

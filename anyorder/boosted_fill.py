@@ -1,0 +1,132 @@
+"""Gradient-boosted trees per numeric column: a second, non-network candidate for the imputer's fills.
+
+A network trained for a minute on a thousand rows and a Gaussian are two estimates of a
+hidden cell's conditional mean; trees grown on the same rows (HyperImpute's imputers pick
+boosted trees for most columns) make errors of their own, so a blend of the three fills
+better than either network or Gaussian (`anyorder.gaussian_blend.blend_weights`). Each
+numeric column j gets scikit-learn's HistGradientBoostingRegressor predicting x_j from the
+other columns, trained on the rows with x_j observed in COPIES copies, each with the other
+cells hidden at random at the rate the imputer expects (the trees route a missing value to
+the side learned for it, so a row's holes need no fill first: one pass, no chaining).
+
+The fitted trees are kept as plain arrays (feature, threshold, missing-goes-left, children,
+leaf value) and evaluated here in numpy, so a saved imputer needs no scikit-learn of a
+particular version to load, and its JSON holds no pickled object.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+COPIES = 2              # masked copies of the training rows per column's trees
+ITERATIONS = 100        # boosting rounds per column
+LEAVES = 31             # leaves per tree (scikit-learn's default)
+FIELDS = ("feature", "threshold", "missing_left", "left", "right", "leaf", "value", "depth")
+
+
+class BoostedFill:
+    """Per numeric column (`numeric`: bool `[D]`), a baseline and an ensemble of trees in
+    `trees[j]`: a dict of int/float arrays `[T, nodes]` (padded), or None for a column with
+    no trees (too few observed cells: filled with its baseline)."""
+
+    def __init__(self, numeric: np.ndarray, baseline: np.ndarray, trees: list):
+        self.numeric, self.baseline, self.trees = np.asarray(numeric, bool), np.asarray(baseline, float), trees
+
+    @classmethod
+    def fit(cls, rows: np.ndarray, numeric: np.ndarray, rate: float, seed: int,
+            iterations: int = ITERATIONS, threads: int | None = 1) -> "BoostedFill":
+        """Trees for each numeric column of `rows` `[N, D]` (model units, NaN where missing)."""
+        from sklearn.ensemble import HistGradientBoostingRegressor
+        from threadpoolctl import threadpool_limits
+        numeric = np.asarray(numeric, bool)
+        rows = np.asarray(rows, np.float64)
+        generator = np.random.default_rng(seed)
+        masked = np.concatenate([np.where(generator.random(rows.shape) < rate, np.nan, rows) for _ in range(COPIES)])
+        target = np.tile(rows, (COPIES, 1))
+        baseline, trees = np.zeros(rows.shape[1]), [None] * rows.shape[1]
+        for j in np.flatnonzero(numeric):
+            seen = ~np.isnan(target[:, j])
+            if seen.sum() < 20:
+                baseline[j] = np.nanmean(rows[:, j]) if (~np.isnan(rows[:, j])).any() else 0.0
+                continue
+            model = HistGradientBoostingRegressor(max_iter=iterations, max_leaf_nodes=LEAVES, early_stopping=False,
+                                                  random_state=seed)
+            with threadpool_limits(threads):
+                model.fit(np.delete(masked[seen], j, 1), target[seen, j])
+            baseline[j], trees[j] = tree_arrays(model)
+        return cls(numeric, baseline, trees)
+
+    def predict(self, rows: np.ndarray, column: int) -> np.ndarray:
+        """Column `column`'s prediction `[N]` from the other cells of `rows` `[N, D]` (NaN allowed)."""
+        out = np.full(len(rows), self.baseline[column])
+        tree = self.trees[column]
+        if tree is None or not len(rows):
+            return out
+        x = np.delete(np.asarray(rows, np.float64), column, 1)
+        count = tree["feature"].shape[0]
+        node = np.zeros((len(rows), count), dtype=np.int64)          # every row at every tree's root
+        which = np.arange(count)
+        for _ in range(tree["depth"]):
+            leaf = tree["leaf"][which, node]
+            feature = tree["feature"][which, node]
+            value = np.take_along_axis(x, feature, 1)
+            left = np.where(np.isnan(value), tree["missing_left"][which, node], value <= tree["threshold"][which, node])
+            step = np.where(left, tree["left"][which, node], tree["right"][which, node])
+            node = np.where(leaf, node, step)
+        return out + tree["value"][which, node].sum(1)
+
+    def fill(self, rows: np.ndarray) -> np.ndarray:
+        """`rows` `[N, D]` with each missing numeric cell set to its column's prediction."""
+        out = np.array(rows, np.float64)
+        for j in np.flatnonzero(self.numeric):
+            holes = np.isnan(rows[:, j])
+            if holes.any():
+                out[holes, j] = self.predict(np.asarray(rows, np.float64)[holes], j)
+        return out
+
+    def save(self, path) -> None:
+        """Write the trees as a safetensors file (arrays only; nothing executable)."""
+        from safetensors.numpy import save_file
+        arrays = {"numeric": self.numeric.astype(np.uint8), "baseline": self.baseline}
+        for j, tree in enumerate(self.trees):
+            for key, value in (tree or {}).items():
+                value = np.atleast_1d(np.asarray(value))
+                arrays[f"{j}.{key}"] = value.astype(np.uint8) if value.dtype == bool else value
+        save_file(arrays, str(path))
+
+    @classmethod
+    def load(cls, path) -> "BoostedFill":
+        from safetensors.numpy import load_file
+        arrays = load_file(str(path))
+        numeric = arrays["numeric"].astype(bool)
+        trees = []
+        for j in range(len(numeric)):
+            if f"{j}.depth" not in arrays:
+                trees.append(None)
+                continue
+            tree = {key: arrays[f"{j}.{key}"] for key in FIELDS}
+            tree.update({"missing_left": tree["missing_left"].astype(bool), "leaf": tree["leaf"].astype(bool),
+                         "depth": int(tree["depth"].reshape(-1)[0])})
+            trees.append(tree)
+        return cls(numeric, arrays["baseline"], trees)
+
+
+def tree_arrays(model) -> tuple[float, dict]:
+    """A fitted HistGradientBoostingRegressor (numeric features) -> (its baseline prediction,
+    its trees as padded arrays `[T, M]` plus the deepest leaf's depth, the steps `predict` walks)."""
+    return float(np.ravel(model._baseline_prediction)[0]), _pack([p[0].nodes for p in model._predictors])
+
+
+def _pack(nodes: list) -> dict:
+    """scikit-learn's tree records (one structured array per tree) -> padded arrays."""
+    size = max(len(n) for n in nodes)
+
+    def pad(field, dtype, fill):
+        out = np.full((len(nodes), size), fill, dtype=dtype)
+        for i, n in enumerate(nodes):
+            out[i, :len(n)] = n[field]
+        return out
+    return {"feature": pad("feature_idx", np.int64, 0), "threshold": pad("num_threshold", np.float64, 0.0),
+            "missing_left": pad("missing_go_to_left", bool, True), "left": pad("left", np.int64, 0),
+            "right": pad("right", np.int64, 0), "leaf": pad("is_leaf", bool, True),
+            "value": pad("value", np.float64, 0.0), "depth": int(max(n["depth"].max() for n in nodes))}

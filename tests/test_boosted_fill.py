@@ -1,0 +1,102 @@
+"""The boosted-tree candidate of the imputer's stacked fill: its numpy walk of the trees against
+scikit-learn's own predictions (missing values included), its save / load, the significance gate
+of the Gaussian's weight against its formula, and the imputer's stacked fill against
+g + w (mean of the three estimates - g) computed by hand."""
+
+import numpy as np
+import pytest
+import torch
+
+from anyorder.gaussian_blend import GAIN_SE, blend_weights, significant_weights
+
+pytest.importorskip("sklearn")
+
+
+def _table(rows=400, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 4))
+    x[:, 0] = np.sin(2 * x[:, 1]) + x[:, 2] ** 2 + 0.1 * rng.normal(size=rows)
+    return x, rng
+
+
+def test_the_trees_predict_what_scikit_learn_predicts_with_holes_anywhere():
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from anyorder.boosted_fill import BoostedFill, tree_arrays
+    x, rng = _table()
+    features = np.where(rng.random((len(x), 3)) < 0.3, np.nan, x[:, 1:])
+    model = HistGradientBoostingRegressor(max_iter=40, early_stopping=False, random_state=0).fit(features, x[:, 0])
+    baseline, trees = tree_arrays(model)
+    fill = BoostedFill(np.array([True, False, False, False]), np.array([baseline, 0, 0, 0]), [trees, None, None, None])
+    query = np.where(rng.random(x.shape) < 0.4, np.nan, x)         # fresh holes, some rows with none observed
+    query[:5, 1:] = np.nan
+    want = model.predict(query[:, 1:])
+    # the same leaf values summed in another order: float64 rounding of 40 terms
+    assert np.allclose(fill.predict(query, 0), want, rtol=1e-12, atol=1e-12)
+    filled = fill.fill(query)
+    holes = np.isnan(query[:, 0])
+    assert np.allclose(filled[holes, 0], want[holes], rtol=1e-12, atol=1e-12)
+    assert np.array_equal(filled[~holes, 0], query[~holes, 0])
+    assert np.array_equal(np.isnan(filled[:, 1:]), np.isnan(query[:, 1:]))      # no trees: left as given
+
+
+def test_fitted_trees_fill_every_numeric_hole_and_survive_save_and_load(tmp_path):
+    from anyorder.boosted_fill import BoostedFill
+    x, rng = _table()
+    x[:, 3] = rng.integers(0, 3, len(x))                                # a categorical column: no trees
+    numeric = np.array([True, True, True, False])
+    fill = BoostedFill.fit(np.where(rng.random(x.shape) < 0.1, np.nan, x), numeric, rate=0.2, seed=0)
+    assert fill.trees[3] is None
+    query = np.where(rng.random(x.shape) < 0.3, np.nan, x)
+    filled = fill.fill(query)
+    assert not np.isnan(filled[:, numeric]).any()
+    # column 0 is a function of columns 1, 2: the trees beat its mean by far where both are seen
+    seen = np.isnan(query[:, 0]) & ~np.isnan(query[:, 1:3]).any(1)
+    assert np.mean((filled[seen, 0] - x[seen, 0]) ** 2) < 0.5 * np.var(x[:, 0])
+    fill.save(tmp_path / "trees.safetensors")
+    again = BoostedFill.load(tmp_path / "trees.safetensors")
+    assert np.array_equal(again.fill(query), filled, equal_nan=True)
+
+
+def test_the_gaussian_keeps_its_weight_only_where_its_held_out_gain_is_significant():
+    rng = np.random.default_rng(2)
+    truth = rng.normal(size=(200, 3))
+    network = truth + rng.normal(size=(200, 3))
+    gaussian = np.stack([truth[:, 0] + 0.1 * rng.normal(size=200),       # far better: kept
+                         truth[:, 1] + rng.normal(size=200),             # as good: gain is noise
+                         network[:, 2] + 0.01 * rng.normal(size=200)], 1)  # the same: gain ~0
+    hidden = rng.random((200, 3)) < 0.6
+    weights = blend_weights(truth, network, gaussian, hidden)
+    got = significant_weights(truth, network, gaussian, hidden, weights)
+    for j in range(3):          # the rule, cell by cell
+        h = hidden[:, j]
+        blend = gaussian[h, j] + weights[j] * (network[h, j] - gaussian[h, j])
+        gain = (network[h, j] - truth[h, j]) ** 2 - (blend - truth[h, j]) ** 2
+        keep = gain.mean() > GAIN_SE * gain.std(ddof=1) / np.sqrt(h.sum())
+        assert got[j] == (weights[j] if keep else 1.0)
+    assert got[0] == weights[0] < 0.1 and got[2] == 1.0
+
+
+def test_the_stacked_fill_is_the_gaussian_blend_of_the_mean_of_the_three_estimates(tmp_path):
+    from anyorder import AnyOrderImputer
+    from anyorder.impute import impute
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=300)
+    X = np.stack([z, 2 * z + 0.1 * rng.normal(size=300), rng.normal(size=300), np.sin(3 * z)], 1)
+    given = np.where(rng.random(X.shape) < 0.25, np.nan, X)
+    given[np.isnan(given).all(1), 0] = X[np.isnan(given).all(1), 0]
+    imputer = AnyOrderImputer(max_steps=40, width=16, depth=1, components=2, random_state=0).fit(given)
+    assert imputer.blend == "stack" and imputer.trees_ is not None
+    assert imputer.draws_model_ is not imputer.model_          # two sets of weights: three estimates
+    stacked = imputer.transform(given)
+    query = imputer._query(given)
+    network = impute(imputer.model_, query, reduce="conditional-mean").double().numpy()
+    best = impute(imputer.draws_model_, query, reduce="conditional-mean").double().numpy()
+    trees = imputer.trees_.fill(query.double().numpy())
+    gaussian = imputer.gaussian_.fill(query.double().numpy())
+    mean = (network + best + trees) / 3
+    want = imputer._file_units(torch.from_numpy(gaussian + imputer.stack_weights_ * (mean - gaussian)))
+    holes = np.isnan(given)
+    assert np.allclose(stacked[holes], want[holes], rtol=1e-6, atol=1e-6)
+    assert np.array_equal(stacked[~holes], given[~holes])
+    imputer.save(tmp_path / "imputer")
+    assert np.array_equal(AnyOrderImputer.load(tmp_path / "imputer").transform(given), stacked)
