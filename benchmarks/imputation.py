@@ -81,7 +81,8 @@ FAIR_NUMERIC = ["age", "yrs_married", "children", "educ", "affairs"]
 UNSEEN_TABLES = ("randhie", "diabetes", "breast_cancer")
 BASELINES = ("mean", "knn", "iterative", "missforest", "hyperimpute", "gain", "miwae")
 MASKS = ("mcar", "mar", "mnar")
-LABELS = {"imputer": "AnyOrderImputer, default (conditional mean, Gaussian blend)",
+LABELS = {"imputer": "AnyOrderImputer, default (conditional mean, blend as fitted: stack unless --imputer blend=…)",
+          "imputer_gaussian": "AnyOrderImputer, the same fit with blend=\"gaussian\" (the previous default)",
           "imputer_network": "AnyOrderImputer, conditional mean of the network alone (blend=\"none\")", "imputer_draws": "AnyOrderImputer, mean of 20 draws",
           "imputer_mnar": "AnyOrderImputer, missingness=\"self-masking\"",
           "imputer_draws100": "AnyOrderImputer, mean of 100 draws",
@@ -297,11 +298,14 @@ def imputer_fills(imputer, holes: np.ndarray, categorical: np.ndarray, draws: in
     copied rather than recomputed. `lean`: only the default, the mean of 20 draws, the
     default intervals and the options asked for (a third of the time on a busy machine)."""
     fills, seconds = {}, {}
-    if imputer.blend == "gaussian":       # the same fit's network alone, for the paired difference
+    fitted_blend = imputer.blend
+    for name, other in (("imputer_network", "none"), ("imputer_gaussian", "gaussian")):   # the same fit's other
+        if fitted_blend in ("none", other) or (other == "gaussian" and fitted_blend != "stack"):   # blends, paired
+            continue
         started = time.perf_counter()
-        fills["imputer_network"] = imputer.set_params(reduce="conditional-mean", blend="none").transform(holes).astype(np.float64)
-        seconds["imputer_network"] = time.perf_counter() - started
-        imputer.set_params(blend="gaussian")
+        fills[name] = imputer.set_params(reduce="conditional-mean", blend=other).transform(holes).astype(np.float64)
+        seconds[name] = time.perf_counter() - started
+    imputer.set_params(blend=fitted_blend)
     ways = [("imputer", "conditional-mean", "random"), ("imputer_draws", "mean", "random")]
     ways += [("imputer_mnar", "mean", "self-masking")] * self_masking
     found = None

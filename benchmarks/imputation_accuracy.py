@@ -6,9 +6,9 @@ in --fits as pickles, so that a rerun re-scores them without training again), th
 250 test rows get the same MCAR mask, and every fill below is scored from that one fit
 (NRMSE on the hidden numeric cells, ACE's definition):
 
-  stack (default)     blend="stack": mean of the network (last weights), the network (best
+  stack               blend="stack": mean of the network (last weights), the network (best
                       held-out weights) and boosted trees, Gaussian where significant
-  gaussian            blend="gaussian" (the previous default): g + w (a - g)
+  gaussian            blend="gaussian" (the default): g + w (a - g)
   network             blend="none": a, the network's one pass
   trees, snapshot     the trees alone, the best-held-out weights' one pass alone
   draws               the mean of --draws joint draws of the network
