@@ -81,7 +81,7 @@ FAIR_NUMERIC = ["age", "yrs_married", "children", "educ", "affairs"]
 UNSEEN_TABLES = ("randhie", "diabetes", "breast_cancer")
 BASELINES = ("mean", "knn", "iterative", "missforest", "hyperimpute", "gain", "miwae")
 MASKS = ("mcar", "mar", "mnar")
-LABELS = {"imputer": "AnyOrderImputer, default (conditional mean, blend as fitted: stack unless --imputer blend=…)",
+LABELS = {"imputer": "AnyOrderImputer, default (conditional mean, blend as fitted: gaussian unless --imputer blend=…)",
           "imputer_gaussian": "AnyOrderImputer, the same fit with blend=\"gaussian\" (the previous default)",
           "imputer_network": "AnyOrderImputer, conditional mean of the network alone (blend=\"none\")", "imputer_draws": "AnyOrderImputer, mean of 20 draws",
           "imputer_mnar": "AnyOrderImputer, missingness=\"self-masking\"",
