@@ -84,7 +84,7 @@ def test_the_stacked_fill_is_the_gaussian_blend_of_the_mean_of_the_three_estimat
     X = np.stack([z, 2 * z + 0.1 * rng.normal(size=300), rng.normal(size=300), np.sin(3 * z)], 1)
     given = np.where(rng.random(X.shape) < 0.25, np.nan, X)
     given[np.isnan(given).all(1), 0] = X[np.isnan(given).all(1), 0]
-    imputer = AnyOrderImputer(max_steps=40, width=16, depth=1, components=2, random_state=0).fit(given)
+    imputer = AnyOrderImputer(max_steps=40, width=16, depth=1, components=2, blend="stack", random_state=0).fit(given)
     assert imputer.blend == "stack" and imputer.trees_ is not None
     assert imputer.draws_model_ is not imputer.model_          # two sets of weights: three estimates
     stacked = imputer.transform(given)
