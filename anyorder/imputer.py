@@ -52,7 +52,7 @@ from .build import build_model
 from .config import Config, load_config
 from .data.tables import floors, table_dataset, unstandardise, standardise
 from .column_transforms import QuantileNormal
-from .errors import UserError
+from .errors import UserError, check_count
 from .frames import Column, decode, encode, infer_columns, is_frame
 from .impute import REDUCTIONS, check_quantiles, draw_quantiles, impute
 from .timed_training import CLOCKS, budget_clock, train_in_memory
@@ -417,8 +417,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             value = getattr(self, name)
             if name == "n_iter_no_change" and value is None:
                 continue
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise UserError(f"{name} must be an integer >= 1, got {value!r}")
+            check_count(value, name)
         if self.max_time is not None and not (_is_number(self.max_time) and self.max_time > 0):
             raise UserError(f"max_time must be a number of seconds > 0, or None, got {self.max_time!r}")
         if not (_is_number(self.learning_rate) and 0 < self.learning_rate < math.inf):
@@ -540,8 +539,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
     def transform_draws(self, X, m: int = 5) -> list:
         """Multiple imputation: m completed copies of X, each hole one joint draw from its
         row's conditional (the draws of a row are jointly consistent)."""
-        if not isinstance(m, (int, np.integer)) or m < 1:
-            raise UserError(f"m must be an integer >= 1, got {m!r}")
+        m = check_count(m, "m")
         X, values, back = self._prepare(X)
         return [back(decode(X, draw, self.columns_)) for draw in self._draws(values, int(m), self.draws_model_)]
 

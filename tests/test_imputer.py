@@ -266,6 +266,8 @@ def test_every_parameter_and_argument_of_the_wrong_type_or_range_is_one_line(tmp
     for bad in (2.5, "100", True):
         with pytest.raises(ValueError, match="num_samples must be an integer"):
             imputer.quantiles(np.array([[np.nan, "a"]], dtype=object), num_samples=bad)
+        with pytest.raises(ValueError, match="m must be an integer >= 1"):
+            imputer.transform_draws(np.array([[np.nan, "a"]], dtype=object), m=bad)
     with pytest.raises(ValueError, match="0 sample"):
         imputer.transform(np.empty((0, 2), dtype=object))
     with pytest.raises(ValueError, match="column 0 is numeric .* 'x' \\(row 1\\)"):
