@@ -98,7 +98,7 @@ def step_losses(model, rows: torch.Tensor, batch_size: int = 64, generator=None,
         raise UserError("every row of given must observe the same number of variables, fewer than D")
     n, dim = rows.shape
     m = dim - int(sizes[0])
-    device = next(model.parameters()).device
+    device = model.device
     total = torch.zeros(m, m, dtype=torch.float64, device=device)
     batches = range(0, n, batch_size)
     for start in tqdm(batches, desc="step losses (batches)", disable=not progress, dynamic_ncols=True):

@@ -192,7 +192,7 @@ def _filler(model, args):
     """`fill(x, observed)`: the unobserved part sampled on the model's device, back on the CPU,
     in chunks of rows whose head parameters take at most SAMPLE_CHUNK_BYTES; one generator
     seeded with --seed for every call (a long prompt takes several)."""
-    device = next(model.parameters()).device
+    device = model.device
     gen = torch.Generator(device=device).manual_seed(args.seed)
     budgeted = dict(args.budget, progress=not args.quiet) if args.budget else {}
 

@@ -191,10 +191,6 @@ def _environment(device: torch.device) -> bytes:
     return hashlib.sha256(name.encode()).digest()[:4]
 
 
-def _device(model: AnyOrderModel) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _check_model(model: AnyOrderModel, meta: dict, policy: list[int] | None = None) -> None:
     """Refuse, before any work, a model that cannot code: continuous, a random protocol, in
     training mode, or one whose walk `path_conditionals` cannot take (asked on zero rows)."""
@@ -207,7 +203,7 @@ def _check_model(model: AnyOrderModel, meta: dict, policy: list[int] | None = No
     if model.training:
         raise CompressionError("the model is in training mode; call model.eval() first "
                                "(dropout would make the probabilities irreproducible)")
-    empty = torch.zeros(0, meta["dim"], dtype=torch.long, device=_device(model))
+    empty = torch.zeros(0, meta["dim"], dtype=torch.long, device=model.device)
     next(path_conditionals(model, empty, empty.bool(), policy), None)
 
 
@@ -351,7 +347,7 @@ def compress(model: AnyOrderModel, fingerprint: bytes, content: Content, out: Bi
     threads = threads or torch.get_num_threads()
     if not 1 <= threads < 1 << 16:
         raise CompressionError(f"threads must lie in 1..65535, got {threads}")
-    device = _device(model)
+    device = model.device
     precision = coding_precision(precision, device)
     header = _Header(fingerprint, _environment(device), device.type, threads, batch_size, content.kind,
                      content.layout, policy, precision).pack()
@@ -396,7 +392,7 @@ def decompress(model: AnyOrderModel, fingerprint: bytes, source: BinaryIO, meta:
                                "with the model that compressed it")
     if not _valid_policy(header.policy, dim):
         raise CompressionError(f"{name} has a damaged header (its step policy does not fit {dim} variables)")
-    device = _device(model)
+    device = model.device
     if header.device != device.type:
         raise CompressionError(f"{name} was compressed on {header.device} and must be decompressed on "
                                f"{header.device} too (--device {header.device}); this model is on {device.type}")
@@ -475,7 +471,7 @@ def compress_file(model: AnyOrderModel, config, meta: dict, source: str | Path, 
     policy = None if steps is None or steps >= meta["dim"] else uniform_policy(meta["dim"], steps)
     _check_model(model, meta, policy)
     _check_paths(source, target)
-    precision = coding_precision(precision, _device(model))
+    precision = coding_precision(precision, model.device)
     content = read_content(source, meta)
     fingerprint = model_fingerprint(model, config, meta)
     words = []

@@ -10,7 +10,6 @@ its standard error over rows.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import numbers
 
@@ -63,7 +62,7 @@ def row_log_likelihoods(model: AnyOrderModel, rows: torch.Tensor, /, estimator: 
         raise UserError(f"autocast must be None or a context such as torch.autocast('cpu', dtype=torch.bfloat16), "
                         f"got {autocast!r}")
     n, dim = rows.shape
-    device = next(itertools.chain(model.parameters(), model.buffers())).device   # an oracle net has buffers only
+    device = model.device
     masks, given = marginal_masks(n, dim, seed), infill_given(n, dim, seed)
     step_gen = torch.Generator(device=device).manual_seed(seed)
     queries = {"joint": lambda x, s: model.log_prob(x, None, estimator, num_draws, step_gen),

@@ -62,11 +62,10 @@ def impute(model, table: torch.Tensor, /, num_samples: int = 1, reduce: str = "m
     table = _check_table(table)
     if reduce not in REDUCTIONS:
         raise UserError(f"unknown reduce {reduce!r}; expected one of {', '.join(REDUCTIONS)}")
-    if num_samples < 1 or batch_size < 1:
-        raise UserError(f"num_samples and batch_size must be >= 1, got {num_samples}, {batch_size}")
+    num_samples, batch_size = check_count(num_samples, "num_samples"), check_count(batch_size, "batch_size")
     floor = _check_floor(floor, table)
     missing = torch.isnan(table)
-    device = next(model.parameters()).device
+    device = model.device
     draws = 1 if reduce == "conditional-mean" else num_samples
     # Every draw of every cell is kept until reduced, twice (the batches, then their concatenation).
     memory.check_fits(2 * 4 * draws * table.numel(), f"num_samples {num_samples} for {len(table)} rows")

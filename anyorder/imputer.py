@@ -659,7 +659,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
 
     def _draws(self, values: np.ndarray, m: int, model) -> np.ndarray:
         """m joint draws `[m, N, D]` of `model` in X's units, from a generator seeded by `seed_`."""
-        generator = torch.Generator(device=next(model.parameters()).device).manual_seed(self.seed_)
+        generator = torch.Generator(device=model.device).manual_seed(self.seed_)
         with self._threads():
             draws = impute(model, self._query(values), num_samples=m, reduce="sample",
                            generator=generator, floor=self._floor())

@@ -129,7 +129,7 @@ def infill(model, meta: dict, text: bytes | str, marker: bytes | str | None = No
     vocab = vocabulary_of(meta)
     prompt, holes = prompt_holes(as_bytes(text), vocab, None if marker is None else as_bytes(marker), spans)
     tokens, holes = prompt_tokens(prompt, holes, vocab, continuation)
-    device = next(model.parameters()).device
+    device = model.device
 
     def fill(x, observed):
         return model.sample(x.to(device), observed.to(device), temperature, generator, steps=steps,

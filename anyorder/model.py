@@ -368,6 +368,13 @@ class AnyOrderModel(nn.Module):
         self.walk.check(self)
         self._policy_in_use = None      # set by query_options(steps=..., policy=...)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights live (its first parameter's device; a network of buffers
+        alone, such as an exact oracle, its first buffer's; the CPU with neither): where its
+        inputs and generators must be."""
+        return next(itertools.chain(self.parameters(), self.buffers()), torch.empty(0)).device
+
     # ---------------------------------------------------------------- inputs
     def _check_x(self, x: torch.Tensor, name: str = "x", generator=None) -> torch.Tensor:
         """x `[B, D]` as the walks take it (integer levels as int64), checked against the
@@ -377,7 +384,7 @@ class AnyOrderModel(nn.Module):
             raise UserError(f"{name} must be a tensor [batch, D], got {shape}")
         if x.shape[1] != self.dim:
             raise UserError(f"{name} has {x.shape[1]} variables per row, the network expects {self.dim}")
-        device = next(itertools.chain(self.parameters(), self.buffers()), x).device   # a network with neither: x's
+        device = self.device
         if x.device != device:
             raise UserError(f"{name} is on {x.device}, the model on {device}: move one of them with .to()")
         _check_generator(generator, device)

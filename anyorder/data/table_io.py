@@ -135,7 +135,7 @@ def impute_file(model, meta: dict, input, output, num_samples: int = 10, reduce:
     levels = meta.get("levels") or [None] * len(expected)
     raw = encode_cells(list(expected), cells, lines, levels, input)
     places = written_decimals(decimals, meta, cells)
-    device = next(model.parameters()).device
+    device = model.device
     generator = torch.Generator(device=device).manual_seed(seed)
     x = torch.from_numpy(standardise(raw, meta)).float()
     floor = floors(meta)
