@@ -21,7 +21,6 @@ standardised rows as the table pipeline gives them. No environment code lives he
 from __future__ import annotations
 
 import math
-import numbers
 from contextlib import nullcontext
 from typing import Protocol, runtime_checkable
 
@@ -32,7 +31,7 @@ from tqdm import tqdm
 
 from . import lattice
 from .data.base import Dataset
-from .errors import UserError, check_count
+from .errors import UserError, check_count, is_integer
 from .heads import MixtureOfGaussiansHead, check_temperature
 from .model import AnyOrderModel
 from .nets.resmlp import ResMLP
@@ -98,7 +97,7 @@ class TablePolicy(nn.Module):
         if categorical:
             raise UserError(f"a policy models numeric columns; {categorical} were loaded as categorical: "
                             f"load the table with numeric={categorical}")
-        if isinstance(state_dim, bool) or not isinstance(state_dim, numbers.Integral) or not 1 <= state_dim < data.dim:
+        if not is_integer(state_dim) or not 1 <= state_dim < data.dim:
             raise UserError(f"state_dim must lie in 1..{data.dim - 1} (the table has {data.dim} "
                              f"columns: state first, then action), got {state_dim}")
         return cls(state_dim, data.dim - state_dim, mean=data.meta.get("mean"), std=data.meta.get("std"),
@@ -317,7 +316,7 @@ class DiscretePolicy(StatePolicy):
 
     def __init__(self, state_dim: int, action_dim: int, mean=None, std=None, width: int = 256,
                  depth: int = 4, bins: int = 21, bound: float = 3.0):
-        if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins < 2 or not bound > 0:
+        if not is_integer(bins) or bins < 2 or not bound > 0:
             raise UserError(f"need bins >= 2 and bound > 0, got {bins}, {bound}")
         super().__init__(state_dim, action_dim, mean, std, bins, width, depth)
         self.bins, self.bound = bins, bound
@@ -363,9 +362,7 @@ class DiffusionPolicy(TablePolicy):
     def __init__(self, state_dim: int, action_dim: int, mean=None, std=None, width: int = 256,
                  depth: int = 4, steps: int = 50):
         super().__init__(state_dim, action_dim, mean, std)
-        if steps < 1:
-            raise UserError(f"steps must be >= 1, got {steps}")
-        self.steps = steps
+        self.steps = check_count(steps, "steps")
         self.network = ResMLP(self.dim + 1, None, 1, width, depth)
         t = torch.arange(steps + 1, dtype=torch.float64) / steps
         alpha_bar = torch.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2

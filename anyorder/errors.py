@@ -19,9 +19,14 @@ class Notice(UserWarning):
     again, a run without a checkpoint started again); the command line prints it on one line."""
 
 
+def is_integer(value) -> bool:
+    """An integer, Python's or numpy's, and not a bool (True is no count, seed or size)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def check_count(value, name: str, minimum: int = 1) -> int:
-    """`value` as a count of things (draws, rows, steps): an integer (numpy's too, never a
-    bool) of at least `minimum`, else the one-line error every count argument gives."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    """`value` as a count of things (draws, rows, steps): an integer (`is_integer`) of at
+    least `minimum`, else the one-line error every count argument gives."""
+    if not is_integer(value) or value < minimum:
         raise UserError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)

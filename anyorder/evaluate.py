@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 
 import torch
 from tqdm import tqdm
 
 from . import lattice
-from .errors import UserError, check_count
+from .errors import UserError, check_count, is_integer
 from .model import AnyOrderModel, bits_per_dim
 
 
@@ -56,7 +55,7 @@ def row_log_likelihoods(model: AnyOrderModel, rows: torch.Tensor, /, estimator: 
     if len(rows) == 0:
         raise UserError("no rows to evaluate")
     batch_size = check_count(batch_size, "batch_size")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+    if not is_integer(seed):
         raise UserError(f"seed must be an integer, got {seed!r}")
     if autocast is not None and not isinstance(autocast, contextlib.AbstractContextManager):
         raise UserError(f"autocast must be None or a context such as torch.autocast('cpu', dtype=torch.bfloat16), "

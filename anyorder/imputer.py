@@ -52,7 +52,7 @@ from .build import build_model
 from .config import Config, load_config
 from .data.tables import floors, table_dataset, unstandardise, standardise
 from .column_transforms import QuantileNormal
-from .errors import UserError, check_count
+from .errors import UserError, check_count, is_integer
 from .frames import Column, decode, encode, infer_columns, is_frame
 from .impute import REDUCTIONS, check_quantiles, draw_quantiles, impute
 from .timed_training import CLOCKS, budget_clock, train_in_memory
@@ -426,8 +426,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             raise UserError(f"validation_fraction must be a number in [0, 1), got {self.validation_fraction!r}")
         if isinstance(self.categorical, (str, bytes)) or not isinstance(self.categorical, (list, tuple, np.ndarray)):
             raise UserError(f"categorical must be a list of column names (or indices), got {self.categorical!r}")
-        if self.threads is not None and not (isinstance(self.threads, (int, np.integer))
-                                             and not isinstance(self.threads, bool) and self.threads >= 1):
+        if self.threads is not None and not (is_integer(self.threads) and self.threads >= 1):
             raise UserError(f"threads must be an integer >= 1, or None, got {self.threads!r}")
         if not isinstance(self.device, str):
             raise UserError(f"device must be text (cpu, cuda, cuda:1, auto), got {self.device!r}")

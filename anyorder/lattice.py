@@ -15,12 +15,11 @@ a training path may pack a second sequence of targets after the same o, marked D
 from __future__ import annotations
 
 import functools
-import numbers
 import re
 
 import torch
 
-from .errors import UserError
+from .errors import UserError, is_integer
 from .sampling import cumulative, draw
 
 QUERIES = ("card-uniform", "full", "bernoulli", "inpaint")
@@ -79,7 +78,7 @@ NATURAL_SHARE = 0.5         # natural-strided's default share of exact natural t
 
 
 def _check_size(batch: int, dim: int) -> None:
-    if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in (batch, dim)):
+    if not (is_integer(batch) and is_integer(dim)):
         raise UserError(f"batch and dim must be integers, got batch={batch!r}, dim={dim!r}")
     if batch < 0 or dim < 1:
         raise UserError(f"need batch >= 0 and dim >= 1, got batch={batch}, dim={dim}")
