@@ -468,22 +468,20 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                 fill[:, categorical] = self._one_pass(values)[:, categorical]
         else:
             fill = self._one_pass(values)
-        if self.missingness == "auto":
-            a, b, _, _, keep, weights = self._detect(values)
-            rows = (np.isnan(values) & keep).any(1)
-            if rows.any():      # rows with a hole in a self-masked column: their numeric holes reweighted
-                numeric = self._numeric()
-                draws = self._draws(values[rows], max(int(self.num_samples), SELF_MASKING_DRAWS), self.model_)
-                hidden = np.isnan(values[rows]) & numeric
-                logw = self_masking.log_weights(self._model_units(draws), hidden, a, b,
-                                                self._offset(values[rows], weights))
-                if self.reduce == "sample":
-                    generator = np.random.default_rng(self.seed_)
-                    pick = [generator.choice(len(draws), p=w / w.sum()) for w in np.exp(logw).T]
-                    moved = draws[pick, np.arange(len(pick))]
-                else:
-                    moved = self_masking.weighted_mean(draws, logw)
-                fill[np.ix_(rows, numeric)] = moved[:, numeric]
+        mechanism = self._mechanism(values) if self.missingness == "auto" else None
+        if mechanism is not None:      # rows with a hole in a self-masked column: their numeric holes reweighted
+            a, b, offset, rows = mechanism
+            numeric = self._numeric()
+            draws = self._draws(values[rows], max(int(self.num_samples), SELF_MASKING_DRAWS), self.model_)
+            hidden = np.isnan(values[rows]) & numeric
+            logw = self_masking.log_weights(self._model_units(draws), hidden, a, b, offset[rows])
+            if self.reduce == "sample":
+                generator = np.random.default_rng(self.seed_)
+                pick = [generator.choice(len(draws), p=w / w.sum()) for w in np.exp(logw).T]
+                moved = draws[pick, np.arange(len(pick))]
+            else:
+                moved = self_masking.weighted_mean(draws, logw)
+            fill[np.ix_(rows, numeric)] = moved[:, numeric]
         return back(decode(X, fill, self.columns_))
 
     def detect_self_masking(self, X) -> dict:
@@ -573,9 +571,9 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         quantiles of m fresh joint draws under the mechanism's weights, at the recalibrated
         levels (rows the mechanism leaves alone keep the unweighted quantiles, which equal
         weights would give too). Rows in chunks of at most 2^22 drawn values."""
-        a, b, offset = mechanism
+        a, b, offset, weighted = mechanism
         hidden = np.isnan(values) & self._numeric()
-        rows = np.flatnonzero((hidden & (a != 0)).any(1))
+        rows = np.flatnonzero(weighted)
         per_column = self.calibration == "per-column"
         step = max(1, 2 ** 22 // (m * values.shape[1]))
         for start in range(0, len(rows), step):
@@ -683,21 +681,22 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         """The missingness mechanism that `missingness` assumes for the rows `values`, as
         (a `[D]`, b `[D]`, offset `[N, D]`) for `self_masking.log_weights` (self-masking:
         estimated on `values` from SELF_MASKING_DRAWS draws of model_, no offset; auto: the
-        columns `_detect` keeps, with their models' part from the rows' observed cells), or
-        None (missing at random, or "auto" with no hole in a kept column: equal weights)."""
+        columns `_detect` keeps, with their models' part from the rows' observed cells) and
+        the rows it weights (bool `[N]`: a hole in a column it models), or None (missing at
+        random, or "auto" with no hole in a kept column: equal weights). `transform` and
+        `quantiles` both weigh what this returns."""
         if self.missingness == "random":
             return None
         numeric = self._numeric()
         hidden = np.isnan(values) & numeric
         if self.missingness == "auto":
             a, b, _, _, keep, weights = self._detect(values)
-            if not (hidden & keep).any():
-                return None
-            return a, b, self._offset(values, weights)
+            rows = (hidden & keep).any(1)
+            return (a, b, self._offset(values, weights), rows) if rows.any() else None
         fitted = self._draws(values, SELF_MASKING_DRAWS, self.model_)
         a, b = self_masking.fit_mechanism(self._model_units(fitted), self._model_units(np.nan_to_num(values)),
                                           hidden, numeric)
-        return a, b, np.zeros(values.shape)
+        return a, b, np.zeros(values.shape), (hidden & (a != 0)).any(1)
 
     def _offset(self, values: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """Each cell's part `[N, D]` of its missingness logit that the always-observed columns
