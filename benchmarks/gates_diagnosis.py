@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     set_threads(args.threads)
-    gates.GATES = gates.TASKS["parity"]
+    gates.use_task("parity")
     print(machine(torch.device("cpu")))
     _, data, _ = gates.demonstrations(200, 0, gates.Path(__file__).resolve().parent.parent / "runs" / "gates_diagnosis")
     _, (t_states, t_actions), _ = gates.rollout(gates.demonstrator(1), range(gates.TUNE_SEEDS, gates.TUNE_SEEDS + 100))

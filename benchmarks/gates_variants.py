@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     set_threads(args.threads)
-    gates.GATES = gates.TASKS["parity"]
+    gates.use_task("parity")
     print(machine(torch.device("cpu")))
     _, data, _ = gates.demonstrations(200, 0, gates.Path(__file__).resolve().parent.parent / "runs" / "gates_variants")
     for spec in args.specs:

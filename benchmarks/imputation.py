@@ -477,7 +477,7 @@ def main() -> None:
                         help="also score AnyOrderImputer(missingness='self-masking') (the mechanism estimated "
                              "on the masked test rows; meant for --mask mnar)")
     parser.add_argument("--auto", action="store_true",
-                        help="also score AnyOrderImputer(missingness='auto') (self-masking where a likelihood-ratio "
+                        help="also score AnyOrderImputer(missingness='auto') (self-masking where its per-column Wald "
                              "test finds it) and record what its test found")
     parser.add_argument("--lean", action="store_true",
                         help="AnyOrderImputer: score only the default, the mean of 20 draws, the default intervals "
