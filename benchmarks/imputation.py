@@ -79,10 +79,11 @@ FAIR_NUMERIC = ["age", "yrs_married", "children", "educ", "affairs"]
 # diabetes progression study (442 rows) and the Wisconsin breast-cancer features (569 rows, 30
 # skewed measurements); every column numeric, the target kept as a column.
 UNSEEN_TABLES = ("randhie", "diabetes", "breast_cancer")
+PAIRED_BLENDS = {"gaussian": ("none",), "stack": ("none", "gaussian"), "none": ()}   # fitted blend -> also scored
 BASELINES = ("mean", "knn", "iterative", "missforest", "hyperimpute", "gain", "miwae")
 MASKS = ("mcar", "mar", "mnar")
 LABELS = {"imputer": "AnyOrderImputer, default (conditional mean, blend as fitted: gaussian unless --imputer blend=…)",
-          "imputer_gaussian": "AnyOrderImputer, the same fit with blend=\"gaussian\" (the previous default)",
+          "imputer_gaussian": "AnyOrderImputer, the same fit with blend=\"gaussian\" (the default)",
           "imputer_network": "AnyOrderImputer, conditional mean of the network alone (blend=\"none\")", "imputer_draws": "AnyOrderImputer, mean of 20 draws",
           "imputer_mnar": "AnyOrderImputer, missingness=\"self-masking\"",
           "imputer_draws100": "AnyOrderImputer, mean of 100 draws",
@@ -299,9 +300,8 @@ def imputer_fills(imputer, holes: np.ndarray, categorical: np.ndarray, draws: in
     default intervals and the options asked for (a third of the time on a busy machine)."""
     fills, seconds = {}, {}
     fitted_blend = imputer.blend
-    for name, other in (("imputer_network", "none"), ("imputer_gaussian", "gaussian")):   # the same fit's other
-        if fitted_blend in ("none", other) or (other == "gaussian" and fitted_blend != "stack"):   # blends, paired
-            continue
+    for other in PAIRED_BLENDS[fitted_blend]:           # the same fit's other blends, for paired differences
+        name = "imputer_network" if other == "none" else f"imputer_{other}"
         started = time.perf_counter()
         fills[name] = imputer.set_params(reduce="conditional-mean", blend=other).transform(holes).astype(np.float64)
         seconds[name] = time.perf_counter() - started
