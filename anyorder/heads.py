@@ -28,7 +28,11 @@ def _finite(params: torch.Tensor) -> torch.Tensor:
 
 def check_temperature(temperature: float) -> None:
     """A UserError unless `temperature` (the scale of every head's draws) is finite and >= 0."""
-    if temperature < 0 or not math.isfinite(temperature):
+    try:
+        bad = isinstance(temperature, (bool, str, bytes)) or temperature < 0 or not math.isfinite(temperature)
+    except TypeError:           # None, a list: not a number at all
+        bad = True
+    if bad:
         raise UserError(f"temperature must be a finite number >= 0, got {temperature}")
 
 

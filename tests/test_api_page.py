@@ -32,8 +32,7 @@ def split_parameters(text: str) -> list[str]:
     """"a, b=(1, 2), *, c=None" -> ["a", "b", "*", "c"]: top-level commas only, names only."""
     names, depth, current = [], 0, ""
     for char in text + ",":
-        depth += char in "([{" and 1 or 0
-        depth -= char in ")]}" and 1 or 0
+        depth += (char in "([{") - (char in ")]}")
         if char == "," and depth == 0:
             names.append(re.split(r"[=\s\[]", current.strip(), maxsplit=1)[0])
             current = ""

@@ -173,6 +173,8 @@ def test_bits_per_dim_normalises_by_dimension():
                                       torch.ones(1, D, dtype=torch.bool)), "overlap"),
     (lambda m: m.sample(torch.zeros(1, D, dtype=torch.long), torch.zeros(1, D, dtype=torch.bool), -1.0),
      "temperature"),
+    (lambda m: m.sample(torch.zeros(1, D, dtype=torch.long), torch.zeros(1, D, dtype=torch.bool), "0.5"),
+     "temperature"),
     (lambda m: m.log_prob(torch.zeros(2, D, dtype=torch.long), estimator="one-step", num_draws=2.5), "num_draws"),
     (lambda m: m.log_prob(torch.zeros(2, D, dtype=torch.long), estimator="one-step", num_draws=True), "num_draws"),
     (lambda m: m.sample(torch.zeros(1, D, dtype=torch.long), torch.zeros(1, D, dtype=torch.bool), generator=5),
