@@ -62,7 +62,8 @@ DRAWS = "draws"        # the folder of a saved imputer that holds the draws' wei
 TRANSFORMS = ("none", "quantile")
 MISSINGNESS = ("random", "self-masking", "auto")
 CALIBRATIONS = ("pooled", "per-column")
-BLENDS = ("gaussian", "stack", "none")
+BLENDS = ("auto", "gaussian", "stack", "none")
+STACK_ROWS = 1000        # blend="auto" stacks on tables of at least this many rows, blends the Gaussian below
 TREES = "trees.safetensors"     # a saved imputer's boosted trees (blend="stack")
 CALIBRATION_CELLS = 500     # held-out rows (masked copies of them where fewer) that calibrate the intervals
 CALIBRATION_MIN = 100       # hidden cells needed to calibrate at all
@@ -153,25 +154,25 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         (`anyorder.column_transforms`), mapped back into its observed range; pair it with
         reduce="mean" (the mean of the mapped draws), since a conditional mean of the
         scores maps back to a conditional median.
-    blend : {"gaussian", "stack", "none"}, default "gaussian"
+    blend : {"auto", "gaussian", "stack", "none"}, default "auto"
         How the numeric holes' conditional-mean fills are made (only reduce="conditional-mean"
-        blends: draws and intervals stay the network's). stack: three estimates of each
-        hole's conditional mean, averaged: the network's one pass with its last weights, with
-        its weights of best held-out likelihood, and gradient-boosted trees per column
-        (`anyorder.boosted_fill`, scikit-learn's HistGradientBoostingRegressor, fitted on the
-        training rows with cells hidden at random: ~1 CPU second per column of 5000 rows);
-        the mean is then blended with a multivariate normal's conditional mean g as
-        g + w (mean - g), w in [0, 1] per column the least-squares weight on the held-out
-        rows with cells hidden at random, kept only where its held-out gain is beyond 1.5
+        blends: draws and intervals stay the network's). gaussian: the network's fill a
+        blended with a multivariate normal's conditional mean g as g + w (a - g), w in [0, 1]
+        per column the least-squares weight on the held-out rows with cells hidden at random
+        (`anyorder.gaussian_blend`). stack: three estimates of each hole's conditional mean,
+        averaged: the network's one pass with its last weights, with its weights of best
+        held-out likelihood, and gradient-boosted trees per column (`anyorder.boosted_fill`,
+        scikit-learn's HistGradientBoostingRegressor, fitted on the training rows with cells
+        hidden at random: ~1 CPU second per column of 5000 rows); the mean is then blended
+        with g the same way, its weight kept only where the held-out gain is beyond 1.5
         standard errors (`gaussian_blend.significant_weights`), 1 (no Gaussian) elsewhere.
-        gaussian (the default): the network's fill a alone blended as g + w (a - g) with the
-        least-squares w (`anyorder.gaussian_blend`). stack fills the larger tables better
-        (1500 rows: MAGIC, house_16H, houses) and the small ones worse (diabetes, 354 rows:
-        +0.021 NRMSE), so it is asked for, not the default. On small tables of nearly
-        linear columns the Gaussian fills better than a network trained for a minute
-        (breast-cancer features, 455 rows: 0.288 against 0.384 NRMSE). none: the network
-        alone. Set after fit, any of them applies ("stack" falls back to "gaussian" where
-        fit grew no trees, i.e. was not fitted with "stack").
+        auto (the default): stack on tables of at least STACK_ROWS (1000) rows, gaussian on
+        smaller ones (`blend_` says which): the stack fills tables of 1500 rows better
+        (MAGIC, house_16H, houses, randhie: 0.008-0.027 NRMSE) and tables of a few hundred
+        worse (diabetes, 354 rows: +0.021; breast-cancer, 455: +0.009), where trees grown on
+        so few rows add noise and the significance test keeps too little of the Gaussian.
+        none: the network alone. Set after fit, any of them applies ("stack" falls back to
+        "gaussian" where fit grew no trees, i.e. `blend_` is not "stack").
     calibration : {"per-column", "pooled"}, default "per-column"
         How `quantiles` recalibrates its levels on the held-out rows: pooled over the
         numeric columns, or per column, each column's held-out levels shrunk towards the
@@ -197,7 +198,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
 
     def __init__(self, max_time=75.0, budget_clock="cpu", max_steps=20000, width=256, depth=4, components=10, batch_size=256,
                  learning_rate=1e-3, validation_fraction=0.1, n_iter_no_change=None, reduce="conditional-mean",
-                 num_samples=20, missingness="auto", blend="gaussian", calibration="per-column", numeric_transform="none", categorical=(), random_state=None, device="cpu", threads=1, verbose=False):
+                 num_samples=20, missingness="auto", blend="auto", calibration="per-column", numeric_transform="none", categorical=(), random_state=None, device="cpu", threads=1, verbose=False):
         self.max_time = max_time
         self.budget_clock = budget_clock
         self.max_steps = max_steps
@@ -265,6 +266,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         missing = float(np.isnan(values).mean())
         rate = min(0.5, max(0.1, missing)) if missing else 0.2
         self.levels_pit_ = self._calibrate(data.splits.get("valid"), rate)
+        self.blend_ = self._chosen_blend(len(values) - self.skipped_rows_)
         self.gaussian_, self.trees_, self.blend_weights_, self.stack_weights_ = self._fit_blend(
             data.split("train"), data.splits.get("valid"), rate)
         self.n_steps_, self.fit_seconds_ = trained.steps, trained.seconds
@@ -336,14 +338,14 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         held-out rows `valid` as in `_calibrate`. All None with blend="none", no numeric
         column or too few held-out cells (the network alone)."""
         numeric = self._numeric()
-        held_out = None if self.blend == "none" or not numeric.any() else \
+        held_out = None if self.blend_ == "none" or not numeric.any() else \
             self._masked_held_out(valid, rate, self.seed_ + 2)
         if held_out is None:
             return None, None, None, None
         rows, hidden, _, _ = held_out
         gaussian = GaussianFill.fit(train.double().numpy(), numeric)
         trees = BoostedFill.fit(train.double().numpy(), numeric, rate, self.seed_, threads=self.threads) \
-            if self.blend == "stack" else None
+            if self.blend_ == "stack" else None
         masked = torch.where(hidden, math.nan, rows)
         with self._threads():
             network = impute(self.model_, masked, reduce="conditional-mean", floor=self._floor()).double().numpy()
@@ -354,6 +356,13 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         stacked = self._stacked(masked, network, trees)
         stack = significant_weights(truth, stacked, fills, hidden, blend_weights(truth, stacked, fills, hidden))
         return gaussian, trees, weights, stack
+
+    def _chosen_blend(self, rows: int) -> str:
+        """The blend `fit` prepares for a table of `rows` rows: `blend` itself, or for "auto"
+        the stack from STACK_ROWS rows up and the Gaussian below (see `blend`)."""
+        if self.blend != "auto":
+            return self.blend
+        return "stack" if rows >= STACK_ROWS else "gaussian"
 
     def _stacked(self, query: torch.Tensor, network: np.ndarray, trees: BoostedFill) -> np.ndarray:
         """The mean of three estimates of each hole's conditional mean `[N, D]` (model units):
@@ -644,10 +653,11 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         query = self._query(values)
         with self._threads():
             filled = impute(self.model_, query, reduce="conditional-mean", floor=self._floor())
-        if self.blend != "none" and self.blend_weights_ is not None:
+        blend = self.blend_ if self.blend == "auto" else self.blend
+        if blend != "none" and self.blend_weights_ is not None:
             network = filled.double().numpy()
             estimate, weights = network, self.blend_weights_
-            if self.blend == "stack" and self.trees_ is not None:
+            if blend == "stack" and self.trees_ is not None:
                 estimate, weights = self._stacked(query, network, self.trees_), self.stack_weights_
             gaussian = self.gaussian_.fill(query.double().numpy())
             blended = gaussian + weights * (estimate - gaussian)
@@ -735,7 +745,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                    {k: [None if np.isnan(x) else float(x) for x in v] for k, v in self.mechanism_reference_.items()},
                    "gaussian": None if self.gaussian_ is None else self.gaussian_.to_json(),
                    "blend_weights": None if self.blend_weights_ is None else self.blend_weights_.tolist(),
-                   "stack_weights": None if self.stack_weights_ is None else self.stack_weights_.tolist()}
+                   "stack_weights": None if self.stack_weights_ is None else self.stack_weights_.tolist(),
+                   "blend": self.blend_}
         # (json writes an infinite standard error as Infinity, which json reads back)
         imputer["params"]["categorical"] = list(imputer["params"]["categorical"])
         checkpoint.save(path, self.model_.state_dict(), self.config_, {**self.meta_, "imputer": imputer},
@@ -772,6 +783,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         self.blend_weights_ = None if info.get("blend_weights") is None else np.asarray(info["blend_weights"])
         self.stack_weights_ = None if info.get("stack_weights") is None else np.asarray(info["stack_weights"])
         self.trees_ = BoostedFill.load(Path(path) / TREES) if (Path(path) / TREES).is_file() else None
+        self.blend_ = info.get("blend", self.blend)        # imputers saved before blend="auto" name theirs in params
         self.n_features_in_ = len(self.columns_)
         self.skipped_rows_ = 0
         if info["feature_names"] is not None:

@@ -82,8 +82,8 @@ UNSEEN_TABLES = ("randhie", "diabetes", "breast_cancer")
 PAIRED_BLENDS = {"gaussian": ("none",), "stack": ("none", "gaussian"), "none": ()}   # fitted blend -> also scored
 BASELINES = ("mean", "knn", "iterative", "missforest", "hyperimpute", "gain", "miwae")
 MASKS = ("mcar", "mar", "mnar")
-LABELS = {"imputer": "AnyOrderImputer, default (conditional mean, blend as fitted: gaussian unless --imputer blend=…)",
-          "imputer_gaussian": "AnyOrderImputer, the same fit with blend=\"gaussian\" (the default)",
+LABELS = {"imputer": "AnyOrderImputer, default (conditional mean, blend=\"auto\": the stack from 1000 rows, else gaussian)",
+          "imputer_gaussian": "AnyOrderImputer, the same fit with blend=\"gaussian\"",
           "imputer_network": "AnyOrderImputer, conditional mean of the network alone (blend=\"none\")", "imputer_draws": "AnyOrderImputer, mean of 20 draws",
           "imputer_mnar": "AnyOrderImputer, missingness=\"self-masking\"",
           "imputer_draws100": "AnyOrderImputer, mean of 100 draws",
@@ -299,13 +299,13 @@ def imputer_fills(imputer, holes: np.ndarray, categorical: np.ndarray, draws: in
     copied rather than recomputed. `lean`: only the default, the mean of 20 draws, the
     default intervals and the options asked for (a third of the time on a busy machine)."""
     fills, seconds = {}, {}
-    fitted_blend = imputer.blend
+    fitted_blend = imputer.blend_        # what the fit prepared ("auto" resolved by the table's size)
     for other in PAIRED_BLENDS[fitted_blend]:           # the same fit's other blends, for paired differences
         name = "imputer_network" if other == "none" else f"imputer_{other}"
         started = time.perf_counter()
         fills[name] = imputer.set_params(reduce="conditional-mean", blend=other).transform(holes).astype(np.float64)
         seconds[name] = time.perf_counter() - started
-    imputer.set_params(blend=fitted_blend)
+    imputer.set_params(blend="auto" if imputer.blend == "auto" else fitted_blend)
     ways = [("imputer", "conditional-mean", "random"), ("imputer_draws", "mean", "random")]
     ways += [("imputer_mnar", "mean", "self-masking")] * self_masking
     found = None

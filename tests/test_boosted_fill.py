@@ -100,3 +100,27 @@ def test_the_stacked_fill_is_the_gaussian_blend_of_the_mean_of_the_three_estimat
     assert np.array_equal(stacked[~holes], given[~holes])
     imputer.save(tmp_path / "imputer")
     assert np.array_equal(AnyOrderImputer.load(tmp_path / "imputer").transform(given), stacked)
+
+
+def test_the_default_blend_stacks_from_a_thousand_rows_and_blends_the_gaussian_below(tmp_path):
+    """blend="auto" prepares the stack (trees grown, stack weights) on a table of STACK_ROWS rows
+    and the Gaussian blend on one a row short; its fills are those of the blend it chose
+    (the same fit with that blend set explicitly), and a saved imputer keeps the choice."""
+    from anyorder import AnyOrderImputer
+    from anyorder.imputer import STACK_ROWS
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=STACK_ROWS)
+    X = np.stack([z, z + 0.3 * rng.normal(size=STACK_ROWS), np.cos(2 * z)], 1)
+    given = np.where(rng.random(X.shape) < 0.2, np.nan, X)
+    given[np.isnan(given).all(1), 0] = X[np.isnan(given).all(1), 0]
+    tiny = dict(max_steps=10, width=8, depth=1, components=2, missingness="random", random_state=0)
+    for rows, chosen in ((STACK_ROWS, "stack"), (STACK_ROWS - 1, "gaussian")):
+        imputer = AnyOrderImputer(**tiny).fit(given[:rows])
+        assert imputer.blend == "auto" and imputer.blend_ == chosen
+        assert (imputer.trees_ is not None) == (chosen == "stack")
+        filled = imputer.transform(given[:rows])
+        assert np.array_equal(imputer.set_params(blend=chosen).transform(given[:rows]), filled)
+        imputer.set_params(blend="auto").save(tmp_path / chosen)
+        loaded = AnyOrderImputer.load(tmp_path / chosen)
+        assert loaded.blend_ == chosen and np.array_equal(loaded.transform(given[:rows]), filled)
+    assert not np.array_equal(imputer.set_params(blend="none").transform(given[:rows]), filled)
