@@ -5,9 +5,13 @@ hidden cell's conditional mean; trees grown on the same rows (HyperImpute's impu
 boosted trees for most columns) make errors of their own, so a blend of the three fills
 better than either network or Gaussian (`anyorder.gaussian_blend.blend_weights`). Each
 numeric column j gets scikit-learn's HistGradientBoostingRegressor predicting x_j from the
-other columns, trained on the rows with x_j observed in COPIES copies, each with the other
+other columns, trained on the rows with x_j observed in several copies, each with the other
 cells hidden at random at the rate the imputer expects (the trees route a missing value to
-the side learned for it, so a row's holes need no fill first: one pass, no chaining).
+the side learned for it, so a row's holes need no fill first: one pass, no chaining). Each
+copy is another pattern of holes to learn the routes from; a table of 1350 rows in 4 or 8
+copies instead of 2 filled MAGIC and house_16H better (trees alone 0.03 NRMSE, the stack
+0.01), so small tables get more copies, up to SAMPLES masked rows (`copies`), and a large
+one keeps 2, which holds the fit's time.
 
 The fitted trees are kept as plain arrays (feature, threshold, missing-goes-left, children,
 leaf value) and evaluated here in numpy, so a saved imputer needs no scikit-learn of a
@@ -18,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-COPIES = 2              # masked copies of the training rows per column's trees
+COPIES = (2, 8)         # fewest and most masked copies of the training rows per column's trees
+SAMPLES = 8000          # masked rows the copies aim for (small tables get more copies, `copies`)
 ITERATIONS = 100        # boosting rounds per column
 LEAVES = 31             # leaves per tree (scikit-learn's default)
 FIELDS = ("feature", "threshold", "missing_left", "left", "right", "leaf", "value", "depth")
@@ -41,8 +46,9 @@ class BoostedFill:
         numeric = np.asarray(numeric, bool)
         rows = np.asarray(rows, np.float64)
         generator = np.random.default_rng(seed)
-        masked = np.concatenate([np.where(generator.random(rows.shape) < rate, np.nan, rows) for _ in range(COPIES)])
-        target = np.tile(rows, (COPIES, 1))
+        count = copies(len(rows))
+        masked = np.concatenate([np.where(generator.random(rows.shape) < rate, np.nan, rows) for _ in range(count)])
+        target = np.tile(rows, (count, 1))
         baseline, trees = np.zeros(rows.shape[1]), [None] * rows.shape[1]
         for j in np.flatnonzero(numeric):
             seen = ~np.isnan(target[:, j])
@@ -109,6 +115,11 @@ class BoostedFill:
                          "depth": int(tree["depth"].reshape(-1)[0])})
             trees.append(tree)
         return cls(numeric, arrays["baseline"], trees)
+
+
+def copies(rows: int) -> int:
+    """Masked copies of `rows` training rows: enough for SAMPLES masked rows, within COPIES."""
+    return int(np.clip(-(-SAMPLES // max(rows, 1)), *COPIES))
 
 
 def tree_arrays(model) -> tuple[float, dict]:

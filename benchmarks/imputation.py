@@ -374,6 +374,53 @@ def fit_imputer(params: dict, rows: np.ndarray, categorical: np.ndarray, seed: i
     return imputer, time.perf_counter() - started
 
 
+def kept_fit(fits: Path | None, table: str, params: dict, rows: np.ndarray, categorical: np.ndarray, seed: int):
+    """`fit_imputer`, or with `fits` the imputer pickled there by an earlier run with the same
+    table, seed and params, its blend (Gaussian, trees, weights) fitted again by the current
+    code (`refresh_blend`): a change to the blend or the calibration is scored without
+    training anew."""
+    import pickle
+    if fits is None:
+        return fit_imputer(params, rows, categorical, seed)
+    tag = "-".join(f"{k}={v}" for k, v in sorted(params.items()))
+    path = fits / f"{table}-{seed}{'-' + tag if tag else ''}.pkl"
+    if path.exists():
+        with path.open("rb") as f:
+            record = pickle.load(f)
+        return refresh_blend(record["imputer"], rows), record["fit_seconds"]
+    imputer, seconds = fit_imputer(params, rows, categorical, seed)
+    fits.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        pickle.dump({"imputer": imputer, "fit_seconds": seconds, "load": os.getloadavg()[0]}, f)
+    return imputer, seconds
+
+
+def fit_split(imputer, rows: np.ndarray):
+    """The train and held-out rows (model units) of an imputer fitted on `rows`, rebuilt as `fit` builds them."""
+    from anyorder.data.tables import table_dataset
+    from anyorder.frames import encode
+    values = encode(rows, imputer.columns_)
+    names = [str(c.name) for c in imputer.columns_]
+    levels = [[str(v) for v in c.levels] if c.categorical else None for c in imputer.columns_]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = table_dataset("X", names, imputer._scores(values), levels, [None] * len(names),
+                             imputer.validation_fraction, 0.0, imputer.seed_)
+    return data.split("train"), data.splits.get("valid")
+
+
+def refresh_blend(imputer, rows: np.ndarray):
+    """`imputer` (fitted on `rows`, which have no missing cell: holes at 20% as `fit` would
+    choose) with its interval calibration, missingness reference and blend fitted again by the
+    current code."""
+    train, valid = fit_split(imputer, rows)
+    imputer.levels_pit_ = imputer._calibrate(valid, 0.2)
+    imputer.blend_ = imputer._chosen_blend(len(rows))
+    imputer.gaussian_, imputer.trees_, imputer.blend_weights_, imputer.stack_weights_ = \
+        imputer._fit_blend(train, valid, 0.2)
+    return imputer
+
+
 def parse_params(items: list[str]) -> dict:
     """KEY=VALUE items -> AnyOrderImputer keyword arguments (values parsed as YAML)."""
     import yaml
@@ -501,6 +548,9 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=HERE / "results" / "imputation-baselines.json",
                         help="baseline scores already measured (read, and extended); 'none' for no cache")
     parser.add_argument("--runs", type=Path, default=HERE.parent / "runs" / "imputation")
+    parser.add_argument("--fits", type=Path, default=None,
+                        help="keep each fitted AnyOrderImputer here as a pickle and reuse it on a rerun, its blend "
+                             "refitted by the current code (training is the slow part; the blend is seconds)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 600 train, 100 test rows, 100 steps, 1 seed")
     parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
                         help="write one report (--out) from the .json records of earlier runs, then stop")
@@ -549,8 +599,8 @@ def main() -> None:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             imputer = None
             if "imputer" in methods:        # one fit per seed on the train rows answers every condition
-                imputer, fit_seconds = fit_imputer(parse_params(args.imputer), train_rows.double().numpy(),
-                                                   categorical, seed)
+                imputer, fit_seconds = kept_fit(args.fits, table, parse_params(args.imputer),
+                                                train_rows.double().numpy(), categorical, seed)
                 print(f"  AnyOrderImputer seed {seed}: {imputer.n_steps_} steps, fit {fit_seconds:.1f} s", flush=True)
             for mask, rate in conditions:
                 cond = condition_label(mask, rate)

@@ -37,7 +37,6 @@ import math
 import os
 import pickle
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +44,6 @@ import torch
 from scipy.optimize import nnls
 
 import imputation as bench
-from anyorder.data.tables import table_dataset
 from anyorder.impute import impute
 
 HERE = Path(__file__).resolve().parent
@@ -84,15 +82,7 @@ def split(imputer, train_rows: np.ndarray | None):
     """The fit's own train and held-out rows (model units), rebuilt as `fit` builds them."""
     if hasattr(imputer, "_train_rows"):         # pickles of the first runs kept them
         return imputer._train_rows, imputer._valid_rows
-    from anyorder.frames import encode
-    values = encode(train_rows, imputer.columns_)
-    names = [str(c.name) for c in imputer.columns_]
-    levels = [[str(v) for v in c.levels] if c.categorical else None for c in imputer.columns_]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        data = table_dataset("X", names, imputer._scores(values), levels, [None] * len(names),
-                             imputer.validation_fraction, 0.0, imputer.seed_)
-    return data.split("train"), data.splits.get("valid")
+    return bench.fit_split(imputer, train_rows)
 
 
 def candidates(imputer, rows: np.ndarray, draws: int) -> dict:
