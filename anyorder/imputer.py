@@ -670,8 +670,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         numeric = self._numeric()
         hidden = np.isnan(values) & numeric
         z = self._model_units(draws)
-        a, b = self_masking.fit_mechanism(z, self._model_units(np.nan_to_num(values)),
-                                          hidden, numeric)
+        a, b, _, _ = self_masking.fit_conditioned(z, hidden, numeric)
         fill = self_masking.weighted_mean(draws, self_masking.log_weights(z, hidden, a, b))
         if (~numeric).any():
             fill[:, ~numeric] = self._one_pass(values)[:, ~numeric]
@@ -694,8 +693,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             rows = (hidden & keep).any(1)
             return (a, b, self._offset(values, weights), rows) if rows.any() else None
         fitted = self._draws(values, SELF_MASKING_DRAWS, self.model_)
-        a, b = self_masking.fit_mechanism(self._model_units(fitted), self._model_units(np.nan_to_num(values)),
-                                          hidden, numeric)
+        a, b, _, _ = self_masking.fit_conditioned(self._model_units(fitted), hidden, numeric)
         return a, b, np.zeros(values.shape), (hidden & (a != 0)).any(1)
 
     def _offset(self, values: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -34,20 +34,9 @@ def estimable(hidden: np.ndarray, columns: np.ndarray) -> np.ndarray:
     return columns & (hidden.sum(0) >= MIN_CELLS) & ((~hidden).sum(0) >= MIN_CELLS)
 
 
-def fit_mechanism(draws: np.ndarray, values: np.ndarray, hidden: np.ndarray, columns: np.ndarray,
-                  iterations: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    """Maximum-likelihood self-masking slopes a `[D]` and intercepts b `[D]` (see the module)
-    from joint draws `[M, N, D]`, the rows `[N, D]` (any value in hidden cells), the holes
-    `hidden` `[N, D]` and the columns to estimate `columns` `[D]` bool; all in the same
-    (standardised) units. Columns not estimated, or with fewer than MIN_CELLS hidden or
-    observed cells, get a = 0 (missing completely at random): their weights are constant."""
-    a, b, _, _ = fit_with_likelihood_ratio(draws, values, hidden, columns, iterations)
-    return a, b
-
-
 def fit_with_likelihood_ratio(draws: np.ndarray, values: np.ndarray, hidden: np.ndarray, columns: np.ndarray,
                    iterations: int = 100) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """`fit_mechanism`'s (a, b), the slope's standard error `[D]` (from the observed
+    """`fit_conditioned`'s (a, b) without covariates, the slope's standard error `[D]` (from the observed
     information, the inverse Hessian of the negative log-likelihood at the optimum; NaN
     where not estimated) and, per column, the likelihood-ratio statistic `[D]` of the
     fitted mechanism against the same column missing at random (a = 0, b the logit of its
@@ -106,24 +95,28 @@ def fit_with_likelihood_ratio(draws: np.ndarray, values: np.ndarray, hidden: np.
     return a, b, statistic, se
 
 
-def fit_conditioned(draws: np.ndarray, hidden: np.ndarray, columns: np.ndarray, covariates: np.ndarray,
+def fit_conditioned(draws: np.ndarray, hidden: np.ndarray, columns: np.ndarray, covariates: np.ndarray | None = None,
                     iterations: int = 100) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per column j in `columns`, the maximum-likelihood logistic model of "cell j hidden" on
-    its own value and the values of the `covariates` columns (bool `[D]`; those with a hole
-    in any row are left out, so every covariate is observed): logit P(hidden_ij) = a_j x_ij +
-    sum_k c_jk x_ik + b_j. (a `[D]`, b `[D]`, C `[D, D]` with c_jk in row j and a zero
-    diagonal, the standard error of a `[D]`.)
+    its own value and the values of the `covariates` columns (bool `[D]`, None for none;
+    those with a hole in any row are left out, so every covariate is observed): logit
+    P(hidden_ij) = a_j x_ij + sum_k c_jk x_ik + b_j. (a `[D]`, b `[D]`, C `[D, D]` with c_jk
+    in row j and a zero diagonal, the standard error of a `[D]`.) Without covariates this is
+    the self-masking mechanism of the module, sigmoid(a_j x_j + b_j), which
+    missingness="self-masking" assumes; missingness="auto" conditions on the always-observed
+    numeric columns.
 
     Holes that follow always-observed columns (missing at random: MAR, as in the logistic
     MAR simulators of MIWAE and HyperImpute, and wherever holes depend on covariates that are
     always recorded) are explained by the c_jk, so a_j, the dependence on the cell's own value
-    beyond them, is 0; under self-masking it is not. Without the c_jk (`fit_with_likelihood_ratio`)
-    the slope is not 0 under such MAR: the holes of column j follow the observed columns,
-    these predict x_j, and a self-masking slope mimics that. The own value of a hidden cell
-    enters through the model's draws of it given the row's observed cells (`draws` `[M, N, D]`,
-    observed cells holding their values): a hidden cell's likelihood is the average over the
-    draws of P(hidden_ij | x_ij^(m), covariates), an observed one's P(observed_ij | x_ij,
-    covariates), the other columns' holes taken as not informative about their values.
+    beyond them, is 0; under self-masking it is not. Without the c_jk the slope is not 0
+    under such MAR: the holes of column j follow the observed columns, these predict x_j,
+    and a self-masking slope mimics that. The own value of a hidden cell enters through the
+    model's draws of it given the row's observed cells (`draws` `[M, N, D]`, in the same
+    (standardised) units for every row, observed cells holding their values): a hidden
+    cell's likelihood is the average over the draws of P(hidden_ij | x_ij^(m), covariates),
+    an observed one's P(observed_ij | x_ij, covariates), the other columns' holes taken as
+    not informative about their values.
     Columns with holes of their own are no covariates: conditioning on their observed values
     and hole indicators was tried, and where every column is self-masked (correlated columns,
     each hole telling of its neighbours' large values) the indicators took up most of the
@@ -136,10 +129,12 @@ def fit_conditioned(draws: np.ndarray, hidden: np.ndarray, columns: np.ndarray, 
     asymptotically chi-squared with one degree of freedom, provided the draws follow the
     holes' conditionals. Columns not estimable (`estimable`), and columns whose likelihood has
     no finite maximum (a coefficient beyond SEPARATION per SD, or no finite standard error:
-    separable data), get a = b = 0, a zero row of C and a standard error of NaN."""
+    separable data, as where a mixture of Gaussians meets a column with a point mass), get
+    a = b = 0 (missing completely at random: their weights are constant), a zero row of C
+    and a standard error of NaN."""
     m, n, d = draws.shape
     a, b, weights, se = np.zeros(d), np.zeros(d), np.zeros((d, d)), np.full(d, np.nan)
-    given = covariates & ~hidden.any(0)
+    given = (np.zeros(d, dtype=bool) if covariates is None else covariates) & ~hidden.any(0)
     for j in np.flatnonzero(estimable(hidden, columns)):
         used = [k for k in np.flatnonzero(given) if k != j and draws[0, :, k].std() > 0]
         design = torch.from_numpy(np.ascontiguousarray(draws[0][:, used])).double()     # [N, K]

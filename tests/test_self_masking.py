@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from anyorder.impute import draw_quantiles
-from anyorder.self_masking import (fit_conditioned, fit_mechanism, fit_with_likelihood_ratio,
+from anyorder.self_masking import (fit_conditioned, fit_with_likelihood_ratio,
                                    log_weights, self_masked_columns, wald, weighted_mean, weighted_quantiles)
 
 
@@ -20,7 +20,7 @@ def sigmoid(t):
 def self_masked_rows(n, a, b, rho, seed):
     """Standard bivariate normal rows (correlation rho); column 1 hidden with probability
     sigmoid(a x1 + b); exact joint draws of column 1 given column 0 (the model a complete-data
-    fit would learn), 400 per row."""
+    fit would learn), 400 per row, observed cells holding their values (as the imputer's draws)."""
     rng = np.random.default_rng(seed)
     x0 = rng.normal(size=n)
     x1 = rho * x0 + np.sqrt(1 - rho ** 2) * rng.normal(size=n)
@@ -28,14 +28,14 @@ def self_masked_rows(n, a, b, rho, seed):
     hidden = np.zeros((n, 2), dtype=bool)
     hidden[:, 1] = rng.random(n) < sigmoid(a * x1 + b)
     draws = np.repeat(rows[None], 400, 0)
-    draws[:, :, 1] = rho * x0 + np.sqrt(1 - rho ** 2) * rng.normal(size=(400, n))
+    draws[:, :, 1] = np.where(hidden[:, 1], rho * x0 + np.sqrt(1 - rho ** 2) * rng.normal(size=(400, n)), x1)
     return rows, hidden, draws
 
 
 def test_the_mechanism_is_recovered_and_the_reweighted_mean_is_the_self_masked_posterior_mean():
     a, b, rho = 2.0, -1.5, 0.6
     rows, hidden, draws = self_masked_rows(3000, a, b, rho, seed=0)
-    got_a, got_b = fit_mechanism(draws, np.where(hidden, 0.0, rows), hidden, np.array([False, True]))
+    got_a, got_b, _, _ = fit_conditioned(draws, hidden, np.array([False, True]))
     # 3000 rows, ~900 hidden: the slope's standard error is about 0.15 (Fisher information of
     # the logistic likelihood at this design); 0.6 is four of them
     assert got_a[0] == 0 and got_b[0] == 0                 # a column not asked for stays random
