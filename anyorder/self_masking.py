@@ -34,67 +34,6 @@ def estimable(hidden: np.ndarray, columns: np.ndarray) -> np.ndarray:
     return columns & (hidden.sum(0) >= MIN_CELLS) & ((~hidden).sum(0) >= MIN_CELLS)
 
 
-def fit_with_likelihood_ratio(draws: np.ndarray, values: np.ndarray, hidden: np.ndarray, columns: np.ndarray,
-                   iterations: int = 100) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """`fit_conditioned`'s (a, b) without covariates, the slope's standard error `[D]` (from the observed
-    information, the inverse Hessian of the negative log-likelihood at the optimum; NaN
-    where not estimated) and, per column, the likelihood-ratio statistic `[D]` of the
-    fitted mechanism against the same column missing at random (a = 0, b the logit of its
-    share of holes, the maximum likelihood there in closed form): 2 (log L(a, b) − log L(0, b0)).
-
-    Each column's likelihood is the probability of its own pattern of holes given the rows'
-    observed cells, under "this column self-masked, the others' holes not informative about
-    their values": a proper likelihood of one free slope, so under the null (slope 0, an
-    interior point) the statistic is asymptotically chi-squared with one degree of freedom
-    (Wilks), provided the draws follow the hidden values' conditionals. At a = 0 every
-    draw's factor is the same sigmoid(b), so the null's likelihood is exact whatever the
-    draws, and the statistic is >= 0 (clipped there against the optimiser's rounding).
-    Columns not estimated get a = b = 0 and a statistic of 0, and so do columns whose
-    likelihood has no finite maximum (a slope beyond SEPARATION per SD, or no finite
-    standard error): the model's draws and the observed values are then separable, as where
-    a mixture of Gaussians meets a column with a point mass (fair's affairs, mostly 0), and
-    no mechanism can be told from that misfit."""
-    m, n, d = draws.shape
-    a, b, statistic, se = np.zeros(d), np.zeros(d), np.zeros(d), np.full(d, np.nan)
-    for j in np.flatnonzero(estimable(hidden, columns)):
-        holes = hidden[:, j]
-        count, rows = int(holes.sum()), len(holes)
-        seen = torch.from_numpy(values[~holes, j]).double()
-        guessed = torch.from_numpy(draws[:, holes, j]).double()         # [M, H]
-        params = torch.tensor([0.0, float(np.log(holes.mean() / (1 - holes.mean())))], dtype=torch.float64,
-                              requires_grad=True)
-        optimiser = torch.optim.LBFGS([params], max_iter=iterations, line_search_fn="strong_wolfe")
-
-        def negative_log_likelihood(at=None):
-            slope, intercept = (params if at is None else at)[0], (params if at is None else at)[1]
-            observed = torch.nn.functional.logsigmoid(-(slope * seen + intercept)).sum()
-            missing = (torch.logsumexp(torch.nn.functional.logsigmoid(slope * guessed + intercept), 0)
-                       - np.log(m)).sum()
-            return -(observed + missing)
-
-        def loss():
-            optimiser.zero_grad()
-            value = negative_log_likelihood() / n
-            value.backward()
-            return value
-
-        optimiser.step(loss)
-        with torch.no_grad():
-            fitted = -float(negative_log_likelihood())
-        hessian = torch.autograd.functional.hessian(negative_log_likelihood, params.detach().clone()).numpy()
-        with np.errstate(all="ignore"):
-            variance = np.linalg.pinv(hessian)[0, 0]
-        se[j] = np.sqrt(variance) if variance > 0 else np.nan
-        null = count * np.log(count / rows) + (rows - count) * np.log(1 - count / rows)
-        slope, intercept = (float(v) for v in params.detach())
-        if not (abs(slope) <= SEPARATION and np.isfinite(se[j])):
-            se[j] = np.nan
-            continue
-        a[j], b[j] = slope, intercept
-        statistic[j] = max(0.0, 2 * (fitted - null))
-    return a, b, statistic, se
-
-
 def fit_conditioned(draws: np.ndarray, hidden: np.ndarray, columns: np.ndarray, covariates: np.ndarray | None = None,
                     iterations: int = 100) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per column j in `columns`, the maximum-likelihood logistic model of "cell j hidden" on
@@ -188,15 +127,15 @@ def against_reference(a: np.ndarray, se: np.ndarray, statistic: np.ndarray, refe
     in a column (e.g. a zero-inflated one blurred by a mixture of Gaussians) shows a slope
     even where holes are at random, and shows it on the reference holes too; testing
     against slope 0 there declares self-masking that is not, testing against the reference
-    does not. Where a column has no reference (NaN), its likelihood-ratio `statistic`; where
-    it has one but a has no finite standard error here, 0 (not testable)."""
+    does not. Where a column has no reference (NaN), its `statistic` (`wald`'s, against slope
+    0); where it has one but a has no finite standard error here, 0 (not testable)."""
     with np.errstate(invalid="ignore"):
         wald = (a - reference_a) ** 2 / (se ** 2 + reference_se ** 2)
     return np.where(np.isnan(reference_se), statistic, np.where(np.isfinite(wald), wald, 0.0))
 
 
 def self_masked_columns(statistic: np.ndarray, tested: np.ndarray, alpha: float) -> np.ndarray:
-    """Bool `[D]`: the columns whose likelihood-ratio statistic (`fit_with_likelihood_ratio`) rejects
+    """Bool `[D]`: the columns whose Wald statistic (`wald`, `against_reference`) rejects
     "missing at random within the column" at family-wise level `alpha` over the `tested`
     columns (Bonferroni: each column at alpha / their number, against chi-squared with one
     degree of freedom). Under the null for every column, some column is declared
