@@ -124,7 +124,7 @@ def tree_arrays(model) -> tuple[float, dict]:
     except (AttributeError, IndexError, KeyError, ValueError) as err:
         from sklearn import __version__
         raise UserError(f'blend="stack" reads the trees of scikit-learn\'s HistGradientBoostingRegressor from '
-                        f'private attributes that scikit-learn {__version__} no longer has as 1.6-1.9 did '
+                        f'private attributes of scikit-learn 1.6-1.9 that {__version__} lacks '
                         f'({str(err).splitlines()[0]}): use blend="gaussian", or scikit-learn 1.6-1.9') from None
 
 
