@@ -76,10 +76,12 @@ def fit_conditioned(draws: np.ndarray, hidden: np.ndarray, columns: np.ndarray, 
     given = (np.zeros(d, dtype=bool) if covariates is None else covariates) & ~hidden.any(0)
     for j in np.flatnonzero(estimable(hidden, columns)):
         used = [k for k in np.flatnonzero(given) if k != j and draws[0, :, k].std() > 0]
+        holes = hidden[:, j]
+        at_holes = torch.from_numpy(holes)
         design = torch.from_numpy(np.ascontiguousarray(draws[0][:, used])).double()     # [N, K]
-        own = torch.from_numpy(np.ascontiguousarray(draws[:, :, j])).double()        # [M, N]
-        sign = torch.from_numpy(np.where(hidden[:, j], 1.0, -1.0))                   # hidden: +, observed: -
-        rate = float(hidden[:, j].mean())
+        guessed = torch.from_numpy(np.ascontiguousarray(draws[:, holes, j])).double()  # [M, H]
+        seen = torch.from_numpy(draws[0, ~holes, j]).double()                         # [N - H]
+        rate = float(holes.mean())
         start = torch.zeros(len(used) + 2, dtype=torch.float64)
         start[-1] = float(np.log(rate / (1 - rate)))
         params = start.clone().requires_grad_(True)
@@ -87,8 +89,10 @@ def fit_conditioned(draws: np.ndarray, hidden: np.ndarray, columns: np.ndarray, 
                                       tolerance_grad=1e-9, tolerance_change=1e-14)
 
         def negative_log_likelihood(theta):
-            logit = theta[0] * own + (design @ theta[1:-1] + theta[-1])       # [M, N]
-            return -(torch.logsumexp(torch.nn.functional.logsigmoid(sign * logit), 0) - np.log(m)).sum()
+            given_part = design @ theta[1:-1] + theta[-1]                       # [N]
+            hidden_cells = torch.nn.functional.logsigmoid(theta[0] * guessed + given_part[at_holes])
+            observed_cells = torch.nn.functional.logsigmoid(-(theta[0] * seen + given_part[~at_holes]))
+            return -((torch.logsumexp(hidden_cells, 0) - np.log(m)).sum() + observed_cells.sum())
 
         def loss():
             optimiser.zero_grad()
