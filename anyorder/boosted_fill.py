@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import UserError
+
 COPIES = (2, 8)         # fewest and most masked copies of the training rows per column's trees
 SAMPLES = 8000          # masked rows the copies aim for (small tables get more copies, `copies`)
 ITERATIONS = 100        # boosting rounds per column
@@ -124,8 +126,17 @@ def copies(rows: int) -> int:
 
 def tree_arrays(model) -> tuple[float, dict]:
     """A fitted HistGradientBoostingRegressor (numeric features) -> (its baseline prediction,
-    its trees as padded arrays `[T, M]` plus the deepest leaf's depth, the steps `predict` walks)."""
-    return float(np.ravel(model._baseline_prediction)[0]), _pack([p[0].nodes for p in model._predictors])
+    its trees as padded arrays `[T, M]` plus the deepest leaf's depth, the steps `predict` walks).
+    scikit-learn keeps both only in private attributes (`_baseline_prediction`, `_predictors`
+    and each tree's `nodes` records; no public attribute or method gives them in 1.6-1.9), so
+    a version that renames them gives a one-line UserError that says so, not a traceback."""
+    try:
+        return float(np.ravel(model._baseline_prediction)[0]), _pack([p[0].nodes for p in model._predictors])
+    except (AttributeError, IndexError, KeyError, ValueError) as err:
+        from sklearn import __version__
+        raise UserError(f'blend="stack" reads the trees of scikit-learn\'s HistGradientBoostingRegressor from '
+                        f'private attributes of scikit-learn 1.6-1.9 that {__version__} lacks '
+                        f'({str(err).splitlines()[0]}): use blend="gaussian", or scikit-learn 1.6-1.9') from None
 
 
 def _pack(nodes: list) -> dict:

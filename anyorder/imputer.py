@@ -265,31 +265,30 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         self.meta_ = {"kind": "table", "dim": data.dim, "num_classes": None, **data.meta}
         missing = float(np.isnan(values).mean())
         rate = min(0.5, max(0.1, missing)) if missing else 0.2
-        self.levels_pit_ = self._calibrate(data.splits.get("valid"), rate)
+        self.levels_pit_, self.levels_pit_columns_ = self._calibrate(data.splits.get("valid"), rate)
         self.blend_ = self._chosen_blend(len(values) - self.skipped_rows_)
         self.gaussian_, self.trees_, self.blend_weights_, self.stack_weights_ = self._fit_blend(
             data.split("train"), data.splits.get("valid"), rate)
         self.n_steps_, self.fit_seconds_ = trained.steps, trained.seconds
         return self
 
-    def _calibrate(self, rows: torch.Tensor | None, rate: float) -> list | None:
+    def _calibrate(self, rows: torch.Tensor | None, rate: float) -> tuple[np.ndarray | None, list | None]:
         """Where the held-out truth falls among the draws: per hidden numeric cell of the
         held-out rows `[V, D]` (model units; cells hidden at random at `rate`, in enough masked
         copies of each row for `CALIBRATION_CELLS` rows), the level q at which the draws'
         quantile (`draw_quantiles`' places) equals the truth; sorted `[K]`, pooled over the
         columns (a column's own levels, from the ~150 held-out rows of a 1500-row table,
-        moved its coverage by ±0.03 between seeds), or None without held-out rows. Each
-        column's own levels go to `levels_pit_columns_`, which calibration="per-column"
-        shrinks towards the pooled ones (`calibrated_levels`).
+        moved its coverage by ±0.03 between seeds), and each column's own levels (a list of
+        `[K_j]` or None), which calibration="per-column" shrinks towards the pooled ones
+        (`calibrated_levels`); (None, None) without held-out rows.
         `quantiles` asks the draws for the levels at which this empirical distribution
         reaches the requested ones (Kuleshov et al. 2018, quantile recalibration): an
         interval the model makes too narrow or too wide on fresh rows covers what it
         promises."""
-        self.levels_pit_columns_ = None
         self.mechanism_reference_ = None
         masked = self._masked_held_out(rows, rate, self.seed_ + 1)
         if masked is None:
-            return None
+            return None, None
         rows, hidden, copies, generator = masked
         with self._threads():
             draws = impute(self.draws_model_, torch.where(hidden, math.nan, rows), num_samples=CALIBRATION_DRAWS,
@@ -304,9 +303,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         frac = np.where(high > low, (truth - low) / np.where(high > low, high - low, 1.0), 0.5)
         level = (np.clip(below - 1 + np.clip(frac, 0, 1), -0.5, m - 0.5) + 1) / (m + 1)
         hidden = hidden.numpy()
-        self.levels_pit_columns_ = [np.sort(level[hidden[:, j], j]) if hidden[:, j].any() else None
-                                    for j in range(len(self.columns_))]
-        return np.sort(level[hidden])
+        return np.sort(level[hidden]), [np.sort(level[hidden[:, j], j]) if hidden[:, j].any() else None
+                                        for j in range(len(self.columns_))]
 
     def _reference(self, draws: np.ndarray, rows: np.ndarray, hidden: np.ndarray, numeric: np.ndarray,
                    copies: int) -> dict:
@@ -598,10 +596,10 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         `levels` of the truth (the levels themselves without held-out rows); see `_calibrate`.
         With a `column`: from that column's own held-out levels, shrunk towards the pooled
         ones as if these were CALIBRATION_PRIOR cells of the column (calibration="per-column")."""
-        pooled = getattr(self, "levels_pit_", None)
+        check_is_fitted(self, "model_")
+        pooled, by_column = self.levels_pit_, self.levels_pit_columns_
         if pooled is None:
             return tuple(float(q) for q in levels)
-        by_column = getattr(self, "levels_pit_columns_", None)
         own = by_column[column] if column is not None and by_column else None
         if own is None or not len(own):
             return tuple(float(q) for q in np.quantile(pooled, levels))
@@ -680,8 +678,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         numeric = self._numeric()
         hidden = np.isnan(values) & numeric
         z = self._model_units(draws)
-        a, b = self_masking.fit_mechanism(z, self._model_units(np.nan_to_num(values)),
-                                          hidden, numeric)
+        a, b, _, _ = self_masking.fit_conditioned(z, hidden, numeric)
         fill = self_masking.weighted_mean(draws, self_masking.log_weights(z, hidden, a, b))
         if (~numeric).any():
             fill[:, ~numeric] = self._one_pass(values)[:, ~numeric]
@@ -704,8 +701,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             rows = (hidden & keep).any(1)
             return (a, b, self._offset(values, weights), rows) if rows.any() else None
         fitted = self._draws(values, SELF_MASKING_DRAWS, self.model_)
-        a, b = self_masking.fit_mechanism(self._model_units(fitted), self._model_units(np.nan_to_num(values)),
-                                          hidden, numeric)
+        a, b, _, _ = self_masking.fit_conditioned(self._model_units(fitted), hidden, numeric)
         return a, b, np.zeros(values.shape), (hidden & (a != 0)).any(1)
 
     def _offset(self, values: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -34,96 +34,28 @@ def estimable(hidden: np.ndarray, columns: np.ndarray) -> np.ndarray:
     return columns & (hidden.sum(0) >= MIN_CELLS) & ((~hidden).sum(0) >= MIN_CELLS)
 
 
-def fit_mechanism(draws: np.ndarray, values: np.ndarray, hidden: np.ndarray, columns: np.ndarray,
-                  iterations: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    """Maximum-likelihood self-masking slopes a `[D]` and intercepts b `[D]` (see the module)
-    from joint draws `[M, N, D]`, the rows `[N, D]` (any value in hidden cells), the holes
-    `hidden` `[N, D]` and the columns to estimate `columns` `[D]` bool; all in the same
-    (standardised) units. Columns not estimated, or with fewer than MIN_CELLS hidden or
-    observed cells, get a = 0 (missing completely at random): their weights are constant."""
-    a, b, _, _ = fit_with_likelihood_ratio(draws, values, hidden, columns, iterations)
-    return a, b
-
-
-def fit_with_likelihood_ratio(draws: np.ndarray, values: np.ndarray, hidden: np.ndarray, columns: np.ndarray,
-                   iterations: int = 100) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """`fit_mechanism`'s (a, b), the slope's standard error `[D]` (from the observed
-    information, the inverse Hessian of the negative log-likelihood at the optimum; NaN
-    where not estimated) and, per column, the likelihood-ratio statistic `[D]` of the
-    fitted mechanism against the same column missing at random (a = 0, b the logit of its
-    share of holes, the maximum likelihood there in closed form): 2 (log L(a, b) − log L(0, b0)).
-
-    Each column's likelihood is the probability of its own pattern of holes given the rows'
-    observed cells, under "this column self-masked, the others' holes not informative about
-    their values": a proper likelihood of one free slope, so under the null (slope 0, an
-    interior point) the statistic is asymptotically chi-squared with one degree of freedom
-    (Wilks), provided the draws follow the hidden values' conditionals. At a = 0 every
-    draw's factor is the same sigmoid(b), so the null's likelihood is exact whatever the
-    draws, and the statistic is >= 0 (clipped there against the optimiser's rounding).
-    Columns not estimated get a = b = 0 and a statistic of 0, and so do columns whose
-    likelihood has no finite maximum (a slope beyond SEPARATION per SD, or no finite
-    standard error): the model's draws and the observed values are then separable, as where
-    a mixture of Gaussians meets a column with a point mass (fair's affairs, mostly 0), and
-    no mechanism can be told from that misfit."""
-    m, n, d = draws.shape
-    a, b, statistic, se = np.zeros(d), np.zeros(d), np.zeros(d), np.full(d, np.nan)
-    for j in np.flatnonzero(estimable(hidden, columns)):
-        holes = hidden[:, j]
-        count, rows = int(holes.sum()), len(holes)
-        seen = torch.from_numpy(values[~holes, j]).double()
-        guessed = torch.from_numpy(draws[:, holes, j]).double()         # [M, H]
-        params = torch.tensor([0.0, float(np.log(holes.mean() / (1 - holes.mean())))], dtype=torch.float64,
-                              requires_grad=True)
-        optimiser = torch.optim.LBFGS([params], max_iter=iterations, line_search_fn="strong_wolfe")
-
-        def negative_log_likelihood(at=None):
-            slope, intercept = (params if at is None else at)[0], (params if at is None else at)[1]
-            observed = torch.nn.functional.logsigmoid(-(slope * seen + intercept)).sum()
-            missing = (torch.logsumexp(torch.nn.functional.logsigmoid(slope * guessed + intercept), 0)
-                       - np.log(m)).sum()
-            return -(observed + missing)
-
-        def loss():
-            optimiser.zero_grad()
-            value = negative_log_likelihood() / n
-            value.backward()
-            return value
-
-        optimiser.step(loss)
-        with torch.no_grad():
-            fitted = -float(negative_log_likelihood())
-        hessian = torch.autograd.functional.hessian(negative_log_likelihood, params.detach().clone()).numpy()
-        with np.errstate(all="ignore"):
-            variance = np.linalg.pinv(hessian)[0, 0]
-        se[j] = np.sqrt(variance) if variance > 0 else np.nan
-        null = count * np.log(count / rows) + (rows - count) * np.log(1 - count / rows)
-        slope, intercept = (float(v) for v in params.detach())
-        if not (abs(slope) <= SEPARATION and np.isfinite(se[j])):
-            se[j] = np.nan
-            continue
-        a[j], b[j] = slope, intercept
-        statistic[j] = max(0.0, 2 * (fitted - null))
-    return a, b, statistic, se
-
-
-def fit_conditioned(draws: np.ndarray, hidden: np.ndarray, columns: np.ndarray, covariates: np.ndarray,
+def fit_conditioned(draws: np.ndarray, hidden: np.ndarray, columns: np.ndarray, covariates: np.ndarray | None = None,
                     iterations: int = 100) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per column j in `columns`, the maximum-likelihood logistic model of "cell j hidden" on
-    its own value and the values of the `covariates` columns (bool `[D]`; those with a hole
-    in any row are left out, so every covariate is observed): logit P(hidden_ij) = a_j x_ij +
-    sum_k c_jk x_ik + b_j. (a `[D]`, b `[D]`, C `[D, D]` with c_jk in row j and a zero
-    diagonal, the standard error of a `[D]`.)
+    its own value and the values of the `covariates` columns (bool `[D]`, None for none;
+    those with a hole in any row are left out, so every covariate is observed): logit
+    P(hidden_ij) = a_j x_ij + sum_k c_jk x_ik + b_j. (a `[D]`, b `[D]`, C `[D, D]` with c_jk
+    in row j and a zero diagonal, the standard error of a `[D]`.) Without covariates this is
+    the self-masking mechanism of the module, sigmoid(a_j x_j + b_j), which
+    missingness="self-masking" assumes; missingness="auto" conditions on the always-observed
+    numeric columns.
 
     Holes that follow always-observed columns (missing at random: MAR, as in the logistic
     MAR simulators of MIWAE and HyperImpute, and wherever holes depend on covariates that are
     always recorded) are explained by the c_jk, so a_j, the dependence on the cell's own value
-    beyond them, is 0; under self-masking it is not. Without the c_jk (`fit_with_likelihood_ratio`)
-    the slope is not 0 under such MAR: the holes of column j follow the observed columns,
-    these predict x_j, and a self-masking slope mimics that. The own value of a hidden cell
-    enters through the model's draws of it given the row's observed cells (`draws` `[M, N, D]`,
-    observed cells holding their values): a hidden cell's likelihood is the average over the
-    draws of P(hidden_ij | x_ij^(m), covariates), an observed one's P(observed_ij | x_ij,
-    covariates), the other columns' holes taken as not informative about their values.
+    beyond them, is 0; under self-masking it is not. Without the c_jk the slope is not 0
+    under such MAR: the holes of column j follow the observed columns, these predict x_j,
+    and a self-masking slope mimics that. The own value of a hidden cell enters through the
+    model's draws of it given the row's observed cells (`draws` `[M, N, D]`, in the same
+    (standardised) units for every row, observed cells holding their values): a hidden
+    cell's likelihood is the average over the draws of P(hidden_ij | x_ij^(m), covariates),
+    an observed one's P(observed_ij | x_ij, covariates), the other columns' holes taken as
+    not informative about their values.
     Columns with holes of their own are no covariates: conditioning on their observed values
     and hole indicators was tried, and where every column is self-masked (correlated columns,
     each hole telling of its neighbours' large values) the indicators took up most of the
@@ -136,16 +68,20 @@ def fit_conditioned(draws: np.ndarray, hidden: np.ndarray, columns: np.ndarray, 
     asymptotically chi-squared with one degree of freedom, provided the draws follow the
     holes' conditionals. Columns not estimable (`estimable`), and columns whose likelihood has
     no finite maximum (a coefficient beyond SEPARATION per SD, or no finite standard error:
-    separable data), get a = b = 0, a zero row of C and a standard error of NaN."""
+    separable data, as where a mixture of Gaussians meets a column with a point mass), get
+    a = b = 0 (missing completely at random: their weights are constant), a zero row of C
+    and a standard error of NaN."""
     m, n, d = draws.shape
     a, b, weights, se = np.zeros(d), np.zeros(d), np.zeros((d, d)), np.full(d, np.nan)
-    given = covariates & ~hidden.any(0)
+    given = (np.zeros(d, dtype=bool) if covariates is None else covariates) & ~hidden.any(0)
     for j in np.flatnonzero(estimable(hidden, columns)):
         used = [k for k in np.flatnonzero(given) if k != j and draws[0, :, k].std() > 0]
+        holes = hidden[:, j]
+        at_holes = torch.from_numpy(holes)
         design = torch.from_numpy(np.ascontiguousarray(draws[0][:, used])).double()     # [N, K]
-        own = torch.from_numpy(np.ascontiguousarray(draws[:, :, j])).double()        # [M, N]
-        sign = torch.from_numpy(np.where(hidden[:, j], 1.0, -1.0))                   # hidden: +, observed: -
-        rate = float(hidden[:, j].mean())
+        guessed = torch.from_numpy(np.ascontiguousarray(draws[:, holes, j])).double()  # [M, H]
+        seen = torch.from_numpy(draws[0, ~holes, j]).double()                         # [N - H]
+        rate = float(holes.mean())
         start = torch.zeros(len(used) + 2, dtype=torch.float64)
         start[-1] = float(np.log(rate / (1 - rate)))
         params = start.clone().requires_grad_(True)
@@ -153,8 +89,10 @@ def fit_conditioned(draws: np.ndarray, hidden: np.ndarray, columns: np.ndarray, 
                                       tolerance_grad=1e-9, tolerance_change=1e-14)
 
         def negative_log_likelihood(theta):
-            logit = theta[0] * own + (design @ theta[1:-1] + theta[-1])       # [M, N]
-            return -(torch.logsumexp(torch.nn.functional.logsigmoid(sign * logit), 0) - np.log(m)).sum()
+            given_part = design @ theta[1:-1] + theta[-1]                       # [N]
+            hidden_cells = torch.nn.functional.logsigmoid(theta[0] * guessed + given_part[at_holes])
+            observed_cells = torch.nn.functional.logsigmoid(-(theta[0] * seen + given_part[~at_holes]))
+            return -((torch.logsumexp(hidden_cells, 0) - np.log(m)).sum() + observed_cells.sum())
 
         def loss():
             optimiser.zero_grad()
@@ -193,15 +131,15 @@ def against_reference(a: np.ndarray, se: np.ndarray, statistic: np.ndarray, refe
     in a column (e.g. a zero-inflated one blurred by a mixture of Gaussians) shows a slope
     even where holes are at random, and shows it on the reference holes too; testing
     against slope 0 there declares self-masking that is not, testing against the reference
-    does not. Where a column has no reference (NaN), its likelihood-ratio `statistic`; where
-    it has one but a has no finite standard error here, 0 (not testable)."""
+    does not. Where a column has no reference (NaN), its `statistic` (`wald`'s, against slope
+    0); where it has one but a has no finite standard error here, 0 (not testable)."""
     with np.errstate(invalid="ignore"):
         wald = (a - reference_a) ** 2 / (se ** 2 + reference_se ** 2)
     return np.where(np.isnan(reference_se), statistic, np.where(np.isfinite(wald), wald, 0.0))
 
 
 def self_masked_columns(statistic: np.ndarray, tested: np.ndarray, alpha: float) -> np.ndarray:
-    """Bool `[D]`: the columns whose likelihood-ratio statistic (`fit_with_likelihood_ratio`) rejects
+    """Bool `[D]`: the columns whose Wald statistic (`wald`, `against_reference`) rejects
     "missing at random within the column" at family-wise level `alpha` over the `tested`
     columns (Bonferroni: each column at alpha / their number, against chi-squared with one
     degree of freedom). Under the null for every column, some column is declared

@@ -39,6 +39,25 @@ def test_the_trees_predict_what_scikit_learn_predicts_with_holes_anywhere():
     assert np.array_equal(np.isnan(filled[:, 1:]), np.isnan(query[:, 1:]))      # no trees: left as given
 
 
+def test_a_scikit_learn_without_the_private_tree_attributes_is_a_one_line_error():
+    # the trees are read from private attributes (no public way exists): a scikit-learn that
+    # renames the attribute or a field of the tree records gives a UserError naming the blend
+    from numpy.lib import recfunctions
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from anyorder.boosted_fill import tree_arrays
+    from anyorder.errors import UserError
+    x, _ = _table(rows=100)
+    model = HistGradientBoostingRegressor(max_iter=3, early_stopping=False, random_state=0).fit(x[:, 1:], x[:, 0])
+    tree = model._predictors[0][0]
+    tree.nodes = recfunctions.rename_fields(tree.nodes, {"feature_idx": "feature_index"})
+    with pytest.raises(UserError, match='blend="stack" .* scikit-learn 1.6-1.9 that .* lacks') as caught:
+        tree_arrays(model)
+    assert "\n" not in str(caught.value)
+    del model._predictors
+    with pytest.raises(UserError, match='use blend="gaussian"'):
+        tree_arrays(model)
+
+
 def test_fitted_trees_fill_every_numeric_hole_and_survive_save_and_load(tmp_path):
     from anyorder.boosted_fill import BoostedFill
     x, rng = _table()

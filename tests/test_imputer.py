@@ -14,9 +14,10 @@ import torch
 
 pytest.importorskip("sklearn")
 from sklearn.utils.estimator_checks import check_estimator  # noqa: E402
+from sklearn.exceptions import NotFittedError  # noqa: E402
 
-from anyorder import AnyOrderImputer  # noqa: E402
-from anyorder.self_masking import against_reference, fit_with_likelihood_ratio, self_masked_columns  # noqa: E402
+from anyorder import AnyOrderImputer, checkpoint  # noqa: E402
+from anyorder.self_masking import against_reference, fit_conditioned, self_masked_columns  # noqa: E402
 
 TINY = dict(max_steps=30, width=16, depth=1, components=2, random_state=0)
 
@@ -136,7 +137,7 @@ def test_column_transformer_and_set_output():
 
 def test_save_load_and_pickle_give_identical_transforms(tmp_path):
     X, _ = numeric_table(n=80)
-    imputer = AnyOrderImputer(**TINY, reduce="mean", num_samples=4).fit(X)
+    imputer = AnyOrderImputer(**TINY, reduce="mean", num_samples=4, validation_fraction=0.2).fit(X)   # 16 held out
     first = imputer.transform(X)
     assert np.array_equal(first, imputer.transform(X))          # same random_state: the same draws
     imputer.save(tmp_path / "imputer")
@@ -148,6 +149,21 @@ def test_save_load_and_pickle_give_identical_transforms(tmp_path):
     assert len(draws) == 3 and not np.array_equal(draws[0], draws[1])
     assert imputer.draws_model_ is not imputer.model_          # draws: the best held-out weights
     assert all(np.array_equal(a, b) for a, b in zip(draws, imputer.transform_draws(X, m=3)))
+    # the held-out levels travel with the weights; an imputer saved before they were kept per
+    # column loads with none and calibrates every column with the pooled levels
+    assert imputer.levels_pit_ is not None and len(imputer.levels_pit_columns_) == 3
+    random = dict(missingness="random")
+    assert np.array_equal(np.stack(loaded.set_params(**random).quantiles(X, num_samples=20)),
+                          np.stack(imputer.set_params(**random).quantiles(X, num_samples=20)))
+    weights, config, meta, step = checkpoint.read(tmp_path / "imputer")
+    del meta["imputer"]["levels_pit_columns"]
+    checkpoint.save(tmp_path / "imputer", weights, config, meta, step)
+    older = AnyOrderImputer.load(tmp_path / "imputer").set_params(**random)
+    assert older.levels_pit_columns_ is None
+    assert np.array_equal(np.stack(older.quantiles(X, num_samples=20)),
+                          np.stack(imputer.set_params(calibration="pooled").quantiles(X, num_samples=20)))
+    with pytest.raises(NotFittedError):
+        AnyOrderImputer().calibrated_levels((0.05, 0.95))
 
 
 def test_rows_with_nothing_observed_are_skipped_in_fit_and_filled_in_transform():
@@ -217,7 +233,8 @@ def test_recalibration_on_held_out_rows_restores_the_nominal_coverage():
     X[:, 2] -= 1.0
     imputer = zeroed(AnyOrderImputer(**{**TINY, "max_steps": 2}).fit(X))
     rng = np.random.default_rng(3)
-    imputer.levels_pit_ = imputer._calibrate(torch.from_numpy(rng.normal(0, 1.3, size=(500, 3))).float(), 0.6)
+    held_out = torch.from_numpy(rng.normal(0, 1.3, size=(500, 3))).float()
+    imputer.levels_pit_, imputer.levels_pit_columns_ = imputer._calibrate(held_out, 0.6)
     mean, std = np.asarray(imputer.meta_["mean"]), np.asarray(imputer.meta_["std"])
     fresh = rng.normal(0, 1.3, size=(2000, 3)) * std + mean
     query = fresh.copy()
@@ -394,8 +411,7 @@ def test_self_masking_moves_the_fills_of_self_masked_holes_towards_the_hidden_la
     values = encode_for(imputer, mar_holes)
     hidden = np.isnan(values)
     draws = imputer._model_units(imputer._draws(values, 100, imputer.draws_model_))
-    alone, _, _, se = fit_with_likelihood_ratio(draws, imputer._model_units(np.nan_to_num(values)), hidden,
-                                                np.ones(3, dtype=bool))
+    alone, _, _, se = fit_conditioned(draws, hidden, np.ones(3, dtype=bool))
     reference = imputer.mechanism_reference_
     statistic = against_reference(alone, se, np.zeros(3), reference["slope"], reference["se"])
     assert self_masked_columns(statistic, np.array([False, True, True]), 0.01).any()
@@ -414,7 +430,8 @@ def test_per_column_recalibration_fixes_columns_miscalibrated_in_opposite_ways()
     imputer = zeroed(AnyOrderImputer(**{**TINY, "max_steps": 2}).fit(X))
     rng = np.random.default_rng(3)
     scale = np.array([1.3, 0.7, 1.0])
-    imputer.levels_pit_ = imputer._calibrate(torch.from_numpy(rng.normal(size=(500, 3)) * scale).float(), 0.6)
+    held_out = torch.from_numpy(rng.normal(size=(500, 3)) * scale).float()
+    imputer.levels_pit_, imputer.levels_pit_columns_ = imputer._calibrate(held_out, 0.6)
     mean, std = np.asarray(imputer.meta_["mean"]), np.asarray(imputer.meta_["std"])
     fresh = rng.normal(size=(4000, 3)) * scale * std + mean
     query = fresh.copy()

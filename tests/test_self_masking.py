@@ -1,6 +1,6 @@
 """anyorder.self_masking: the self-masking mechanism recovered by maximum likelihood, and the
 reweighted draws' mean against the self-masked posterior mean computed by quadrature, the
-likelihood-ratio test against its chi-squared null and its power, and the weighted draws'
+slope's Wald test against its chi-squared null and its power, and the weighted draws'
 quantiles against `draw_quantiles` and against the hidden truths' coverage."""
 
 import numpy as np
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from anyorder.impute import draw_quantiles
-from anyorder.self_masking import (fit_conditioned, fit_mechanism, fit_with_likelihood_ratio,
-                                   log_weights, self_masked_columns, wald, weighted_mean, weighted_quantiles)
+from anyorder.self_masking import (fit_conditioned, log_weights, self_masked_columns, wald, weighted_mean,
+                                   weighted_quantiles)
 
 
 def sigmoid(t):
@@ -20,7 +20,7 @@ def sigmoid(t):
 def self_masked_rows(n, a, b, rho, seed):
     """Standard bivariate normal rows (correlation rho); column 1 hidden with probability
     sigmoid(a x1 + b); exact joint draws of column 1 given column 0 (the model a complete-data
-    fit would learn), 400 per row."""
+    fit would learn), 400 per row, observed cells holding their values (as the imputer's draws)."""
     rng = np.random.default_rng(seed)
     x0 = rng.normal(size=n)
     x1 = rho * x0 + np.sqrt(1 - rho ** 2) * rng.normal(size=n)
@@ -28,14 +28,14 @@ def self_masked_rows(n, a, b, rho, seed):
     hidden = np.zeros((n, 2), dtype=bool)
     hidden[:, 1] = rng.random(n) < sigmoid(a * x1 + b)
     draws = np.repeat(rows[None], 400, 0)
-    draws[:, :, 1] = rho * x0 + np.sqrt(1 - rho ** 2) * rng.normal(size=(400, n))
+    draws[:, :, 1] = np.where(hidden[:, 1], rho * x0 + np.sqrt(1 - rho ** 2) * rng.normal(size=(400, n)), x1)
     return rows, hidden, draws
 
 
 def test_the_mechanism_is_recovered_and_the_reweighted_mean_is_the_self_masked_posterior_mean():
     a, b, rho = 2.0, -1.5, 0.6
     rows, hidden, draws = self_masked_rows(3000, a, b, rho, seed=0)
-    got_a, got_b = fit_mechanism(draws, np.where(hidden, 0.0, rows), hidden, np.array([False, True]))
+    got_a, got_b, _, _ = fit_conditioned(draws, hidden, np.array([False, True]))
     # 3000 rows, ~900 hidden: the slope's standard error is about 0.15 (Fisher information of
     # the logistic likelihood at this design); 0.6 is four of them
     assert got_a[0] == 0 and got_b[0] == 0                 # a column not asked for stays random
@@ -66,30 +66,30 @@ def test_the_mechanism_is_recovered_and_the_reweighted_mean_is_the_self_masked_p
     assert fill[rows_hidden, 1].mean() - rows[rows_hidden, 1].mean() == pytest.approx(0, abs=0.23)
 
 
-def test_the_likelihood_ratio_follows_its_chi_squared_null_and_detects_self_masking():
+def test_the_wald_statistic_without_covariates_follows_its_chi_squared_null_and_detects_self_masking():
     # Missing completely at random (slope 0, ~20% holes), exact draws of the hidden values'
     # conditionals (100 per row, as the imputer takes), 250 rows (the benchmark's test rows):
-    # Wilks gives chi-squared(1), mean 1 and variance 2. Over 60 seeded replications the
-    # mean lies within 4 SE (4 sqrt(2 / 60) = 0.73) of 1, and the share rejected at 5% has
-    # binomial SD 0.028: at most 0.05 + 4 x 0.028, i.e. 9 of 60.
+    # the slope's Wald statistic is asymptotically chi-squared(1), mean 1 and variance 2 (the
+    # test missingness="auto" runs where no column is always observed). Over 60 seeded
+    # replications the mean lies within 4 SE (4 sqrt(2 / 60) = 0.73) of 1, and the share
+    # rejected at 5% has binomial SD 0.028: at most 0.05 + 4 x 0.028, i.e. 9 of 60.
     statistics = []
     for seed in range(60):
         rows, hidden, draws = self_masked_rows(250, 0.0, -1.4, 0.6, seed)
-        _, _, statistic, _ = fit_with_likelihood_ratio(draws[:100], np.where(hidden, 0.0, rows), hidden,
-                                                    np.array([False, True]))
-        assert statistic[0] == 0 and statistic[1] >= 0
+        a, _, _, se = fit_conditioned(draws[:100], hidden, np.array([False, True]))
+        statistic = wald(a, se)
+        assert statistic[0] == 0 and np.isfinite(se[1])
         statistics.append(statistic[1])
     statistics = np.array(statistics)
     assert abs(statistics.mean() - 1) < 0.73
     assert (statistics > 3.841).sum() <= 9          # 3.841: chi-squared(1)'s 95% point
-    # Self-masked with slope 2 (per SD): the statistic's mean is about 60 here, so missing
-    # it at 1% (statistic below 6.63) is a 5-SD event; every one of 5 replications detects
-    # it, and an untested column is never declared
+    # Self-masked with slope 2 (per SD): the statistic's mean is about 25 here, its SD about
+    # 3 (20 seeds), so missing it at 1% (statistic below 6.63) is a 6-SD event; every one of
+    # 5 replications detects it, and an untested column is never declared
     for seed in range(5):
         rows, hidden, draws = self_masked_rows(250, 2.0, -1.4, 0.6, 100 + seed)
-        _, _, statistic, _ = fit_with_likelihood_ratio(draws[:100], np.where(hidden, 0.0, rows), hidden,
-                                                    np.array([False, True]))
-        assert list(self_masked_columns(statistic, np.array([False, True]), 0.01)) == [False, True]
+        a, _, _, se = fit_conditioned(draws[:100], hidden, np.array([False, True]))
+        assert list(self_masked_columns(wald(a, se), np.array([False, True]), 0.01)) == [False, True]
 
 
 def test_self_masked_columns_corrects_for_the_number_of_columns_tested():
@@ -195,7 +195,7 @@ def test_missing_at_random_is_not_taken_for_self_masking_and_self_masking_is_fou
     # (slope 2) or not at all (MCAR); draws exact. The conditioned slope of column 1 is 0 in truth, so
     # its Wald statistic is chi-squared(1): over 20 seeded replications of 250 rows its mean
     # is within 4 SE (4 sqrt(2 / 20) = 1.26) of 1 and at most 0.05 + 4 x 0.049 of them, i.e.
-    # 4, exceed the 5% point. The unconditioned slope (self-masking alone) is not 0 under MAR:
+    # 4, exceed the 5% point. The slope without covariates (self-masking alone) is not 0 under MAR:
     # its statistic rejects in most of 5 replications (the reason for conditioning).
     conditioned, alone, found = [], [], []
     columns, covariates = np.array([False, True, True]), np.ones(3, dtype=bool)
@@ -204,9 +204,8 @@ def test_missing_at_random_is_not_taken_for_self_masking_and_self_masking_is_fou
         a, _, _, se = fit_conditioned(draws, hidden, columns, covariates)
         conditioned.append(wald(a, se)[1:])
         if seed < 5:
-            _, _, statistic, _ = fit_with_likelihood_ratio(draws, np.where(hidden, 0.0, rows), hidden,
-                                                           np.array([False, True, False]))
-            alone.append(statistic[1])
+            a, _, _, se = fit_conditioned(draws, hidden, np.array([False, True, False]))
+            alone.append(wald(a, se)[1])
     conditioned, alone = np.array(conditioned), np.array(alone)
     for column in (0, 1):                        # MAR column 1, MCAR column 2
         assert abs(conditioned[:, column].mean() - 1) < 1.26
