@@ -326,3 +326,26 @@ def test_the_score_test_is_chi_squared_at_random_and_finds_self_masking_that_sep
         assert np.isnan(se[1])
         statistic = score_against(draws, hidden, columns, covariates, zero, zero)
         assert statistic[0] == 0 and statistic[1] > 6.63
+
+
+def test_draws_below_the_columns_least_value_make_the_fit_separable_and_clipping_them_does_not():
+    # A model that blurs the point mass at 0 (the zeros of the hidden cells drawn as
+    # N(-1, 0.3^2), nearly all below 0, as a mixture of Gaussians can) under holes completely
+    # at random: no observed cell is ever below 0, so a slope towards -infinity (every draw
+    # below 0 hidden) raises the likelihood without bound: no finite maximum, no standard
+    # error. Clipped to the column's range [0, max], those draws sit on 0 with the observed
+    # zeros, and the fit is finite (the imputer clips to each column's range in `fit` before
+    # fitting the held-out reference and the rows to fill). 3 replications.
+    columns, covariates = np.array([False, True]), np.ones(2, dtype=bool)
+    for seed in range(3):
+        rows, hidden, draws = zero_inflated_rows(250, False, 201 + seed)
+        rng = np.random.default_rng(seed)
+        blurred = draws.copy()
+        blurred[:, :, 1] = np.where((blurred[:, :, 1] == 0) & hidden[None, :, 1],
+                                    -1 + 0.3 * rng.normal(size=blurred.shape[:2]), blurred[:, :, 1])
+        _, _, _, se = fit_conditioned(blurred, hidden, columns, covariates)
+        assert np.isnan(se[1])
+        clipped = blurred.copy()
+        clipped[:, :, 1] = np.clip(clipped[:, :, 1], 0.0, rows[:, 1].max())
+        _, _, _, se = fit_conditioned(clipped, hidden, columns, covariates)
+        assert np.isfinite(se[1])
