@@ -349,10 +349,10 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         no observed cell is ever there, so a missingness model that hides every such draw
         fits the holes perfectly (no finite maximum; fair's affairs in the benchmark, 39% of
         whose held-out draws fell below its least value). Clipped, those draws sit on the
-        least value, where observed cells are too. (affairs stays untestable: the model's
-        mass at 0 sits 0.0006 SD above the true 0, and the held-out fit tells the two
-        apart with a slope of -20 per SD.) Unclipped where no range was kept (an imputer
-        fitted before it was)."""
+        least value, where observed cells are too. (affairs stays untestable: with a point
+        mass, a logistic in the own value can act as a step between the point and the
+        rest, and its held-out fit is best there, at a slope of -20 per SD.) Unclipped
+        where no range was kept (an imputer fitted before it was)."""
         reference = self.mechanism_reference_
         if reference is None or "low" not in reference:
             return draws
