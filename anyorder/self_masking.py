@@ -35,7 +35,8 @@ def estimable(hidden: np.ndarray, columns: np.ndarray) -> np.ndarray:
 
 
 def fit_conditioned(draws: np.ndarray, hidden: np.ndarray, columns: np.ndarray, covariates: np.ndarray | None = None,
-                    iterations: int = 100) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                    iterations: int = 100, clusters: np.ndarray | None = None, separated: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per column j in `columns`, the maximum-likelihood logistic model of "cell j hidden" on
     its own value and the values of the `covariates` columns (bool `[D]`, None for none;
     those with a hole in any row are left out, so every covariate is observed): logit
@@ -49,13 +50,12 @@ def fit_conditioned(draws: np.ndarray, hidden: np.ndarray, columns: np.ndarray, 
     MAR simulators of MIWAE and HyperImpute, and wherever holes depend on covariates that are
     always recorded) are explained by the c_jk, so a_j, the dependence on the cell's own value
     beyond them, is 0; under self-masking it is not. Without the c_jk the slope is not 0
-    under such MAR: the holes of column j follow the observed columns, these predict x_j,
-    and a self-masking slope mimics that. The own value of a hidden cell enters through the
-    model's draws of it given the row's observed cells (`draws` `[M, N, D]`, in the same
-    (standardised) units for every row, observed cells holding their values): a hidden
-    cell's likelihood is the average over the draws of P(hidden_ij | x_ij^(m), covariates),
-    an observed one's P(observed_ij | x_ij, covariates), the other columns' holes taken as
-    not informative about their values.
+    under such MAR: the holes of column j follow the observed columns,
+    these predict x_j, and a self-masking slope mimics that. The own value of a hidden cell
+    enters through the model's draws of it given the row's observed cells (`draws` `[M, N, D]`,
+    observed cells holding their values): a hidden cell's likelihood is the average over the
+    draws of P(hidden_ij | x_ij^(m), covariates), an observed one's P(observed_ij | x_ij,
+    covariates), the other columns' holes taken as not informative about their values.
     Columns with holes of their own are no covariates: conditioning on their observed values
     and hole indicators was tried, and where every column is self-masked (correlated columns,
     each hole telling of its neighbours' large values) the indicators took up most of the
@@ -66,22 +66,25 @@ def fit_conditioned(draws: np.ndarray, hidden: np.ndarray, columns: np.ndarray, 
     The standard error is from the observed information (the inverse Hessian of the negative
     log-likelihood at the optimum): under a_j = a0 the Wald statistic (a_j - a0)^2 / se^2 is
     asymptotically chi-squared with one degree of freedom, provided the draws follow the
-    holes' conditionals. Columns not estimable (`estimable`), and columns whose likelihood has
+    holes' conditionals. With `clusters` (int `[N]`, rows with the same id are masked copies
+    of one row) the standard error is the cluster-robust sandwich H^-1 (sum over clusters of
+    g_c g_c') H^-1 instead, g_c the summed gradient of the cluster's rows: copies of a row
+    share its values, so their terms are correlated and the observed information alone
+    would overstate what they tell (`_cluster_variance`). Columns not estimable (`estimable`), and columns whose likelihood has
     no finite maximum (a coefficient beyond SEPARATION per SD, or no finite standard error:
-    separable data, as where a mixture of Gaussians meets a column with a point mass), get
-    a = b = 0 (missing completely at random: their weights are constant), a zero row of C
-    and a standard error of NaN."""
+    separable data), get a = b = 0, a zero row of C and a standard error of NaN; with
+    `separated`, they keep the coefficients where the optimiser stopped (far along the ridge
+    towards the supremum: a sharp threshold in the own value, the mechanism's limit), still
+    with a standard error of NaN (`score_against` tests them)."""
     m, n, d = draws.shape
     a, b, weights, se = np.zeros(d), np.zeros(d), np.zeros((d, d)), np.full(d, np.nan)
     given = (np.zeros(d, dtype=bool) if covariates is None else covariates) & ~hidden.any(0)
     for j in np.flatnonzero(estimable(hidden, columns)):
         used = [k for k in np.flatnonzero(given) if k != j and draws[0, :, k].std() > 0]
-        holes = hidden[:, j]
-        at_holes = torch.from_numpy(holes)
         design = torch.from_numpy(np.ascontiguousarray(draws[0][:, used])).double()     # [N, K]
-        guessed = torch.from_numpy(np.ascontiguousarray(draws[:, holes, j])).double()  # [M, H]
-        seen = torch.from_numpy(draws[0, ~holes, j]).double()                         # [N - H]
-        rate = float(holes.mean())
+        own = torch.from_numpy(np.ascontiguousarray(draws[:, :, j])).double()        # [M, N]
+        sign = torch.from_numpy(np.where(hidden[:, j], 1.0, -1.0))                   # hidden: +, observed: -
+        rate = float(hidden[:, j].mean())
         start = torch.zeros(len(used) + 2, dtype=torch.float64)
         start[-1] = float(np.log(rate / (1 - rate)))
         params = start.clone().requires_grad_(True)
@@ -89,10 +92,8 @@ def fit_conditioned(draws: np.ndarray, hidden: np.ndarray, columns: np.ndarray, 
                                       tolerance_grad=1e-9, tolerance_change=1e-14)
 
         def negative_log_likelihood(theta):
-            given_part = design @ theta[1:-1] + theta[-1]                       # [N]
-            hidden_cells = torch.nn.functional.logsigmoid(theta[0] * guessed + given_part[at_holes])
-            observed_cells = torch.nn.functional.logsigmoid(-(theta[0] * seen + given_part[~at_holes]))
-            return -((torch.logsumexp(hidden_cells, 0) - np.log(m)).sum() + observed_cells.sum())
+            logit = theta[0] * own + (design @ theta[1:-1] + theta[-1])       # [M, N]
+            return -(torch.logsumexp(torch.nn.functional.logsigmoid(sign * logit), 0) - np.log(m)).sum()
 
         def loss():
             optimiser.zero_grad()
@@ -104,14 +105,92 @@ def fit_conditioned(draws: np.ndarray, hidden: np.ndarray, columns: np.ndarray, 
         theta = params.detach().clone()
         hessian = torch.autograd.functional.hessian(negative_log_likelihood, theta).numpy()
         with np.errstate(all="ignore"):
-            variance = np.linalg.pinv(hessian)[0, 0]
+            inverse = np.linalg.pinv(hessian)
+            variance = inverse[0, 0] if clusters is None else \
+                _cluster_variance(inverse, own, design, sign, theta, clusters)
         coefficients = theta.numpy()
-        if not (np.all(np.abs(coefficients[:-1]) <= SEPARATION) and np.isfinite(variance) and variance > 0):
+        finite = np.all(np.abs(coefficients[:-1]) <= SEPARATION) and np.isfinite(variance) and variance > 0
+        if not (finite or separated):
             continue
-        se[j] = np.sqrt(variance)
+        se[j] = np.sqrt(variance) if finite else np.nan
         a[j], b[j] = coefficients[0], coefficients[-1]
         weights[j, used] = coefficients[1:-1]
     return a, b, weights, se
+
+
+def score_against(draws: np.ndarray, hidden: np.ndarray, columns: np.ndarray, covariates: np.ndarray,
+                  slope: np.ndarray, slope_se: np.ndarray, iterations: int = 100) -> np.ndarray:
+    """Per column j in `columns`, the score (Rao) statistic `[D]` of `fit_conditioned`'s model
+    against own-value slope `slope[j]`, a slope estimated elsewhere with standard error
+    `slope_se[j]` (0: a known value); 0 in other columns and where the information is not
+    finite. Only the model under the null is fitted (the intercept and the covariates'
+    coefficients, the slope held at slope[j]), so the statistic exists where the full fit has
+    no finite maximum: where the draws and the observed values are separable, as when
+    self-masking hid nearly every nonzero value of a column that is mostly exactly 0 and
+    the model's draws spread where the observed cells do not. With U the score of the slope
+    there and v = [H^-1]_00 from the full Hessian H of the negative log-likelihood (1 / v
+    the slope's information after the other coefficients are profiled out), U v estimates
+    the fitted slope's distance from slope[j] to first order, with variance v + slope_se^2
+    (the two fits use different rows), so the statistic (U v)^2 / (v + slope_se^2) is the
+    Wald statistic of `against_reference` to first order and chi-squared with one degree of
+    freedom under the null."""
+    m, n, d = draws.shape
+    statistic = np.zeros(d)
+    given = covariates & ~hidden.any(0)
+    for j in np.flatnonzero(estimable(hidden, columns)):
+        used = [k for k in np.flatnonzero(given) if k != j and draws[0, :, k].std() > 0]
+        design = torch.from_numpy(np.ascontiguousarray(draws[0][:, used])).double()
+        own = torch.from_numpy(np.ascontiguousarray(draws[:, :, j])).double()
+        sign = torch.from_numpy(np.where(hidden[:, j], 1.0, -1.0))
+        fixed = float(slope[j])
+
+        def negative_log_likelihood(theta):
+            logit = theta[0] * own + (design @ theta[1:-1] + theta[-1])
+            return -(torch.logsumexp(torch.nn.functional.logsigmoid(sign * logit), 0) - np.log(m)).sum()
+
+        rate = float(hidden[:, j].mean())
+        start = torch.zeros(len(used) + 1, dtype=torch.float64)
+        start[-1] = float(np.log(rate / (1 - rate)))
+        params = start.clone().requires_grad_(True)
+        optimiser = torch.optim.LBFGS([params], max_iter=iterations, line_search_fn="strong_wolfe",
+                                      tolerance_grad=1e-9, tolerance_change=1e-14)
+
+        def loss():
+            optimiser.zero_grad()
+            value = negative_log_likelihood(torch.cat([torch.tensor([fixed], dtype=torch.float64), params])) / n
+            value.backward()
+            return value
+
+        optimiser.step(loss)
+        theta = torch.cat([torch.tensor([fixed], dtype=torch.float64), params.detach()]).requires_grad_(True)
+        score = -float(torch.autograd.grad(negative_log_likelihood(theta), theta)[0][0])
+        hessian = torch.autograd.functional.hessian(negative_log_likelihood, theta.detach()).numpy()
+        with np.errstate(all="ignore"):
+            variance = np.linalg.pinv(hessian)[0, 0]
+            value = (score * variance) ** 2 / (variance + float(slope_se[j]) ** 2)
+        if np.isfinite(value) and variance > 0:
+            statistic[j] = value
+    return statistic
+
+
+def _cluster_variance(inverse: np.ndarray, own: torch.Tensor, design: torch.Tensor, sign: torch.Tensor,
+                      theta: torch.Tensor, clusters: np.ndarray) -> float:
+    """The own-value slope's cluster-robust variance: [H^-1 B H^-1]_00 with `inverse` = H^-1
+    and B the sum over clusters of the outer product of their rows' summed score. Row i's
+    negative log-likelihood is -log mean_m sigmoid(s_i L_im), L_im = theta_0 x_im + z_i'c + b
+    (s_i = +1 hidden, -1 observed), whose gradient is -s_i sum_m pi_im sigmoid(-s_i L_im)
+    dL_im/dtheta, pi_im the draws' posterior shares softmax_m(log sigmoid(s_i L_im))."""
+    logit = theta[0] * own + (design @ theta[1:-1] + theta[-1])                      # [M, N]
+    share = torch.softmax(torch.nn.functional.logsigmoid(sign * logit), 0)
+    push = share * torch.sigmoid(-sign * logit)                                      # [M, N]
+    total = push.sum(0)
+    gradient = -sign[:, None] * torch.cat([(push * own).sum(0)[:, None], total[:, None] * design,
+                                           total[:, None]], 1)                       # [N, K + 2]
+    _, index = np.unique(clusters, return_inverse=True)
+    summed = np.zeros((index.max() + 1, gradient.shape[1]))
+    np.add.at(summed, index, gradient.numpy())
+    row = inverse[0]
+    return float(((summed @ row) ** 2).sum())
 
 
 def wald(a: np.ndarray, se: np.ndarray) -> np.ndarray:
@@ -139,16 +218,26 @@ def against_reference(a: np.ndarray, se: np.ndarray, statistic: np.ndarray, refe
 
 
 def self_masked_columns(statistic: np.ndarray, tested: np.ndarray, alpha: float) -> np.ndarray:
-    """Bool `[D]`: the columns whose Wald statistic (`wald`, `against_reference`) rejects
-    "missing at random within the column" at family-wise level `alpha` over the `tested`
-    columns (Bonferroni: each column at alpha / their number, against chi-squared with one
-    degree of freedom). Under the null for every column, some column is declared
-    self-masked with probability at most alpha (asymptotically)."""
+    """Bool `[D]`: the columns whose statistic (chi-squared with one degree of freedom under
+    "missing at random within the column": `against_reference`, `wald`) rejects at
+    family-wise level `alpha` over the `tested` columns, by Holm's step-down procedure: the
+    p-values sorted, the k-th smallest (k = 1, 2, ...) compared with alpha / (m - k + 1), m
+    the number tested, every column declared up to the first that is not below its bound.
+    Under the null for every column, some column is declared with probability at most alpha
+    (asymptotically), as with Bonferroni (each at alpha / m), whose rejections Holm's include:
+    once the strongest columns are declared, the rest are tested among fewer."""
     from scipy.stats import chi2
     count = int(np.count_nonzero(tested))
+    out = np.zeros(len(statistic), dtype=bool)
     if count == 0:
-        return np.zeros(len(statistic), dtype=bool)
-    return tested & (chi2.sf(statistic, 1) < alpha / count)
+        return out
+    columns = np.flatnonzero(tested)
+    p_value = chi2.sf(statistic[columns], 1)
+    for k, position in enumerate(np.argsort(p_value, kind="stable")):
+        if not p_value[position] < alpha / (count - k):
+            break
+        out[columns[position]] = True
+    return out
 
 
 def log_weights(draws: np.ndarray, hidden: np.ndarray, a: np.ndarray, b: np.ndarray,

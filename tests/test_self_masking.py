@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from anyorder.impute import draw_quantiles
-from anyorder.self_masking import (fit_conditioned, log_weights, self_masked_columns, wald, weighted_mean,
-                                   weighted_quantiles)
+from anyorder.self_masking import (fit_conditioned, log_weights, score_against, self_masked_columns, wald,
+                                   weighted_mean, weighted_quantiles)
 
 
 def sigmoid(t):
@@ -230,3 +230,121 @@ def test_offsets_shift_each_cell_like_its_own_intercept():
     a, b, shift = np.array([1.0, -2.0, 0.5]), np.array([0.1, 0.2, -0.3]), np.array([0.7, -1.1, 0.4])
     assert np.allclose(log_weights(draws, hidden, a, b, np.tile(shift, (6, 1))),
                        log_weights(draws, hidden, a, b + shift), rtol=0, atol=1e-12)
+
+
+def test_holm_declares_what_bonferroni_does_and_more_among_fewer():
+    # chi-squared(1) p-values: statistic 20 -> 7.7e-6, 9.0 -> 0.0027, 8.0 -> 0.0047,
+    # 5.0 -> 0.025. Holm at 1% over four columns: 7.7e-6 < 0.01/4 (declared), 0.0027 <
+    # 0.01/3 (declared), 0.0047 < 0.01/2 (declared), 0.025 < 0.01 fails. Bonferroni (each
+    # against 0.0025) declares only the first.
+    statistic = np.array([9.0, 20.0, 8.0, 5.0, 50.0])
+    tested = np.array([True, True, True, True, False])
+    assert list(self_masked_columns(statistic, tested, 0.01)) == [True, True, True, False, False]
+    # the smallest p-value failing its bound stops the procedure, even where the next would
+    # pass its own: 7.5 -> 0.0062 against 0.01/2 fails, 7.0 -> 0.0082 < 0.01 is not reached
+    assert list(self_masked_columns(np.array([7.5, 7.0]), np.array([True, True]), 0.01)) == [False, False]
+    assert list(self_masked_columns(np.array([8.0, 7.0]), np.array([True, True]), 0.01)) == [True, True]
+
+
+def test_the_clustered_standard_error_is_the_slopes_spread_over_replications_of_masked_copies():
+    # 150 rows in 4 copies, each copy's column-2 holes drawn afresh (MCAR, 20%), exact joint
+    # draws: the copies share their values, so the slope varies between replications more
+    # than the observed information of 600 rows says. Over 40 replications the clustered
+    # standard error's mean must match the slopes' standard deviation: the SD's own
+    # sampling error is about 1 / sqrt(2 x 39) = 11% of it, so 35% apart is a 3-SD event
+    # (the sandwich is itself biased low by a few percent with 150 clusters).
+    slopes, clustered, plain = [], [], []
+    columns, covariates = np.array([False, False, True]), np.ones(3, dtype=bool)
+    for seed in range(40):
+        rng = np.random.default_rng(1000 + seed)
+        rows, _, _ = trivariate_rows(150, 0.0, seed, draws=1)
+        rows = np.tile(rows, (4, 1))
+        hidden = np.zeros(rows.shape, dtype=bool)
+        hidden[:, 2] = rng.random(len(rows)) < 0.2
+        draws = np.repeat(rows[None], 20, 0)
+        # exact conditional of x2 given x0, x1 (all correlations 0.5): mean (x0 + x1) / 3, variance 2/3
+        draws[:, hidden[:, 2], 2] = ((rows[hidden[:, 2], 0] + rows[hidden[:, 2], 1]) / 3
+                                     + np.sqrt(2 / 3) * rng.normal(size=(20, hidden[:, 2].sum())))
+        clusters = np.arange(len(rows)) % 150
+        a, _, _, se = fit_conditioned(draws, hidden, columns, covariates, clusters=clusters)
+        _, _, _, se_plain = fit_conditioned(draws, hidden, columns, covariates)
+        slopes.append(a[2]), clustered.append(se[2]), plain.append(se_plain[2])
+    spread = np.std(slopes, ddof=1)
+    assert abs(np.mean(clustered) / spread - 1) < 0.35
+    # and the observed information of the 600 rows, as if they were independent, understates
+    # it (by about half here: the copies' holes fall on the same values)
+    assert np.mean(plain) < 0.75 * spread
+
+
+def zero_inflated_rows(n, self_masked, seed, draws=50):
+    """Column 0 standard normal, always observed; column 1 exactly 0 with probability
+    sigmoid(-1 - x0), else 1 + |N(0.5 x0, 1)| (a point mass and a continuous part, like
+    fair's affairs); column 1 hidden at random (20%) or, self-masked, wherever it is not 0
+    (and 2% of the zeros). Exact draws of the hidden cells from column 1's conditional
+    given x0."""
+    rng = np.random.default_rng(seed)
+    x0 = rng.normal(size=n)
+    zero = lambda size: rng.random(size) < sigmoid(-1 - x0)       # noqa: E731
+    positive = lambda size: 1 + np.abs(0.5 * x0 + rng.normal(size=size))      # noqa: E731
+    x1 = np.where(zero(n), 0.0, positive(n))
+    rows = np.stack([x0, x1], 1)
+    hidden = np.zeros((n, 2), dtype=bool)
+    hidden[:, 1] = ((x1 > 0) | (rng.random(n) < 0.02)) if self_masked else rng.random(n) < 0.2
+    out = np.repeat(rows[None], draws, 0)
+    out[:, :, 1] = np.where(zero((draws, n)), 0.0, positive((draws, n)))
+    out[:, ~hidden[:, 1], 1] = x1[~hidden[:, 1]]
+    return rows, hidden, out
+
+
+def test_the_score_test_is_chi_squared_at_random_and_finds_self_masking_that_separates():
+    # The score test needs only the fit under the null; under it (holes at random in the
+    # zero-inflated column, slope 0 known) the statistic is chi-squared(1): over 30
+    # replications of 250 rows its mean is within 4 SE (4 sqrt(2 / 30) = 1.03) of 1 and at
+    # most 0.05 x 30 + 4 sqrt(0.05 x 0.95 x 30), i.e. 6, exceed the 5% point. Where the
+    # full fit exists, its Wald statistic is the same quantity to first order: over the
+    # replications the two are strongly correlated (0.96 when written; asserted above 0.8).
+    columns, covariates = np.array([False, True]), np.ones(2, dtype=bool)
+    zero = np.zeros(2)
+    null, wald_statistics = [], []
+    for seed in range(30):
+        _, hidden, draws = zero_inflated_rows(250, False, seed)
+        null.append(score_against(draws, hidden, columns, covariates, zero, zero)[1])
+        a, _, _, se = fit_conditioned(draws, hidden, columns, covariates)
+        wald_statistics.append(wald(a, se)[1])
+    null = np.array(null)
+    assert abs(null.mean() - 1) < 1.03 and (null > 3.841).sum() <= 6
+    assert np.corrcoef(null, wald_statistics)[0, 1] > 0.8
+    # Self-masking that hides every nonzero value: the observed cells are 0 and most of the
+    # draws of the hidden ones are not, so the full fit has no finite maximum (no standard
+    # error) and the Wald test cannot speak; the score statistic is far beyond Bonferroni's
+    # 1% point in each of 3 replications (90-150 when written: the draws' nonzero values are
+    # hidden with probability about 1 against about 0.02 for the zeros).
+    for seed in range(3):
+        _, hidden, draws = zero_inflated_rows(250, True, 100 + seed)
+        _, _, _, se = fit_conditioned(draws, hidden, columns, covariates)
+        assert np.isnan(se[1])
+        statistic = score_against(draws, hidden, columns, covariates, zero, zero)
+        assert statistic[0] == 0 and statistic[1] > 6.63
+
+
+def test_draws_below_the_columns_least_value_make_the_fit_separable_and_clipping_them_does_not():
+    # A model that blurs the point mass at 0 (the zeros of the hidden cells drawn as
+    # N(-1, 0.3^2), nearly all below 0, as a mixture of Gaussians can) under holes completely
+    # at random: no observed cell is ever below 0, so a slope towards -infinity (every draw
+    # below 0 hidden) raises the likelihood without bound: no finite maximum, no standard
+    # error. Clipped to the column's range [0, max], those draws sit on 0 with the observed
+    # zeros, and the fit is finite (the imputer clips to each column's range in `fit` before
+    # fitting the held-out reference and the rows to fill). 3 replications.
+    columns, covariates = np.array([False, True]), np.ones(2, dtype=bool)
+    for seed in range(3):
+        rows, hidden, draws = zero_inflated_rows(250, False, 201 + seed)
+        rng = np.random.default_rng(seed)
+        blurred = draws.copy()
+        blurred[:, :, 1] = np.where((blurred[:, :, 1] == 0) & hidden[None, :, 1],
+                                    -1 + 0.3 * rng.normal(size=blurred.shape[:2]), blurred[:, :, 1])
+        _, _, _, se = fit_conditioned(blurred, hidden, columns, covariates)
+        assert np.isnan(se[1])
+        clipped = blurred.copy()
+        clipped[:, :, 1] = np.clip(clipped[:, :, 1], 0.0, rows[:, 1].max())
+        _, _, _, se = fit_conditioned(clipped, hidden, columns, covariates)
+        assert np.isfinite(se[1])
