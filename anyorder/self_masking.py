@@ -76,45 +76,23 @@ def fit_conditioned(draws: np.ndarray, hidden: np.ndarray, columns: np.ndarray, 
     `separated`, they keep the coefficients where the optimiser stopped (far along the ridge
     towards the supremum: a sharp threshold in the own value, the mechanism's limit), still
     with a standard error of NaN (`score_against` tests them)."""
-    m, n, d = draws.shape
+    _, n, d = draws.shape
     a, b, weights, se = np.zeros(d), np.zeros(d), np.zeros((d, d)), np.full(d, np.nan)
     given = (np.zeros(d, dtype=bool) if covariates is None else covariates) & ~hidden.any(0)
     for j in np.flatnonzero(estimable(hidden, columns)):
-        used = [k for k in np.flatnonzero(given) if k != j and draws[0, :, k].std() > 0]
-        design = torch.from_numpy(np.ascontiguousarray(draws[0][:, used])).double()     # [N, K]
-        own = torch.from_numpy(np.ascontiguousarray(draws[:, :, j])).double()        # [M, N]
-        sign = torch.from_numpy(np.where(hidden[:, j], 1.0, -1.0))                   # hidden: +, observed: -
-        rate = float(hidden[:, j].mean())
-        start = torch.zeros(len(used) + 2, dtype=torch.float64)
-        start[-1] = float(np.log(rate / (1 - rate)))
-        params = start.clone().requires_grad_(True)
-        optimiser = torch.optim.LBFGS([params], max_iter=iterations, line_search_fn="strong_wolfe",
-                                      tolerance_grad=1e-9, tolerance_change=1e-14)
-
-        def negative_log_likelihood(theta):
-            logit = theta[0] * own + (design @ theta[1:-1] + theta[-1])       # [M, N]
-            return -(torch.logsumexp(torch.nn.functional.logsigmoid(sign * logit), 0) - np.log(m)).sum()
-
-        def loss():
-            optimiser.zero_grad()
-            value = negative_log_likelihood(params) / n
-            value.backward()
-            return value
-
-        optimiser.step(loss)
-        theta = params.detach().clone()
-        hessian = torch.autograd.functional.hessian(negative_log_likelihood, theta).numpy()
+        likelihood = _ColumnLikelihood(draws, hidden, given, j)
+        theta = _minimise(likelihood, likelihood.start(), iterations, n)
+        hessian = torch.autograd.functional.hessian(likelihood, theta).numpy()
         with np.errstate(all="ignore"):
             inverse = np.linalg.pinv(hessian)
-            variance = inverse[0, 0] if clusters is None else \
-                _cluster_variance(inverse, own, design, sign, theta, clusters)
+            variance = inverse[0, 0] if clusters is None else _cluster_variance(inverse, likelihood, theta, clusters)
         coefficients = theta.numpy()
         finite = np.all(np.abs(coefficients[:-1]) <= SEPARATION) and np.isfinite(variance) and variance > 0
         if not (finite or separated):
             continue
         se[j] = np.sqrt(variance) if finite else np.nan
         a[j], b[j] = coefficients[0], coefficients[-1]
-        weights[j, used] = coefficients[1:-1]
+        weights[j, likelihood.used] = coefficients[1:-1]
     return a, b, weights, se
 
 
@@ -134,35 +112,15 @@ def score_against(draws: np.ndarray, hidden: np.ndarray, columns: np.ndarray, co
     (the two fits use different rows), so the statistic (U v)^2 / (v + slope_se^2) is the
     Wald statistic of `against_reference` to first order and chi-squared with one degree of
     freedom under the null."""
-    m, n, d = draws.shape
+    _, n, d = draws.shape
     statistic = np.zeros(d)
     given = covariates & ~hidden.any(0)
     for j in np.flatnonzero(estimable(hidden, columns)):
-        used = [k for k in np.flatnonzero(given) if k != j and draws[0, :, k].std() > 0]
-        design = torch.from_numpy(np.ascontiguousarray(draws[0][:, used])).double()
-        own = torch.from_numpy(np.ascontiguousarray(draws[:, :, j])).double()
-        sign = torch.from_numpy(np.where(hidden[:, j], 1.0, -1.0))
-        fixed = float(slope[j])
-
-        def negative_log_likelihood(theta):
-            logit = theta[0] * own + (design @ theta[1:-1] + theta[-1])
-            return -(torch.logsumexp(torch.nn.functional.logsigmoid(sign * logit), 0) - np.log(m)).sum()
-
-        rate = float(hidden[:, j].mean())
-        start = torch.zeros(len(used) + 1, dtype=torch.float64)
-        start[-1] = float(np.log(rate / (1 - rate)))
-        params = start.clone().requires_grad_(True)
-        optimiser = torch.optim.LBFGS([params], max_iter=iterations, line_search_fn="strong_wolfe",
-                                      tolerance_grad=1e-9, tolerance_change=1e-14)
-
-        def loss():
-            optimiser.zero_grad()
-            value = negative_log_likelihood(torch.cat([torch.tensor([fixed], dtype=torch.float64), params])) / n
-            value.backward()
-            return value
-
-        optimiser.step(loss)
-        theta = torch.cat([torch.tensor([fixed], dtype=torch.float64), params.detach()]).requires_grad_(True)
+        negative_log_likelihood = _ColumnLikelihood(draws, hidden, given, j)
+        fixed = torch.tensor([float(slope[j])], dtype=torch.float64)
+        rest = _minimise(lambda others: negative_log_likelihood(torch.cat([fixed, others])),
+                         negative_log_likelihood.start()[1:], iterations, n)
+        theta = torch.cat([fixed, rest]).requires_grad_(True)
         score = -float(torch.autograd.grad(negative_log_likelihood(theta), theta)[0][0])
         hessian = torch.autograd.functional.hessian(negative_log_likelihood, theta.detach()).numpy()
         with np.errstate(all="ignore"):
@@ -173,13 +131,58 @@ def score_against(draws: np.ndarray, hidden: np.ndarray, columns: np.ndarray, co
     return statistic
 
 
-def _cluster_variance(inverse: np.ndarray, own: torch.Tensor, design: torch.Tensor, sign: torch.Tensor,
-                      theta: torch.Tensor, clusters: np.ndarray) -> float:
+class _ColumnLikelihood:
+    """Column j's negative log-likelihood of theta = (own-value slope, covariates'
+    coefficients, intercept) in `fit_conditioned`'s model, as a function: the covariates
+    `used` (the `given` columns other than j whose first draw varies), the design `[N, K]`
+    (their values), the own value's draws `own` `[M, N]` and `sign` `[N]` (+1 hidden, -1
+    observed). Each row's term is -log mean_m sigmoid(sign (theta_0 x_m + z'c + b)): a hidden
+    cell's average over its draws, an observed one's at its value (held in every draw)."""
+
+    def __init__(self, draws: np.ndarray, hidden: np.ndarray, given: np.ndarray, j: int):
+        self.used = [k for k in np.flatnonzero(given) if k != j and draws[0, :, k].std() > 0]
+        self.design = torch.from_numpy(np.ascontiguousarray(draws[0][:, self.used])).double()     # [N, K]
+        self.own = torch.from_numpy(np.ascontiguousarray(draws[:, :, j])).double()             # [M, N]
+        self.sign = torch.from_numpy(np.where(hidden[:, j], 1.0, -1.0))                        # hidden: +, observed: -
+        self.rate, self.draws = float(hidden[:, j].mean()), len(draws)
+
+    def __call__(self, theta: torch.Tensor) -> torch.Tensor:
+        logit = theta[0] * self.own + (self.design @ theta[1:-1] + theta[-1])        # [M, N]
+        return -(torch.logsumexp(torch.nn.functional.logsigmoid(self.sign * logit), 0) - np.log(self.draws)).sum()
+
+    def start(self) -> torch.Tensor:
+        """Slope and coefficients 0, the intercept the logit of the column's share of holes."""
+        start = torch.zeros(len(self.used) + 2, dtype=torch.float64)
+        start[-1] = float(np.log(self.rate / (1 - self.rate)))
+        return start
+
+
+def _minimise(objective, start: torch.Tensor, iterations: int, rows: int) -> torch.Tensor:
+    """The argmin of `objective` (a negative log-likelihood summed over `rows` rows) from
+    `start`, by L-BFGS with strong-Wolfe line search on the per-row mean (tolerances tight
+    enough for the Newton-method reference of the tests)."""
+    params = start.clone().requires_grad_(True)
+    optimiser = torch.optim.LBFGS([params], max_iter=iterations, line_search_fn="strong_wolfe",
+                                  tolerance_grad=1e-9, tolerance_change=1e-14)
+
+    def loss():
+        optimiser.zero_grad()
+        value = objective(params) / rows
+        value.backward()
+        return value
+
+    optimiser.step(loss)
+    return params.detach().clone()
+
+
+def _cluster_variance(inverse: np.ndarray, likelihood: _ColumnLikelihood, theta: torch.Tensor,
+                      clusters: np.ndarray) -> float:
     """The own-value slope's cluster-robust variance: [H^-1 B H^-1]_00 with `inverse` = H^-1
     and B the sum over clusters of the outer product of their rows' summed score. Row i's
     negative log-likelihood is -log mean_m sigmoid(s_i L_im), L_im = theta_0 x_im + z_i'c + b
     (s_i = +1 hidden, -1 observed), whose gradient is -s_i sum_m pi_im sigmoid(-s_i L_im)
     dL_im/dtheta, pi_im the draws' posterior shares softmax_m(log sigmoid(s_i L_im))."""
+    own, design, sign = likelihood.own, likelihood.design, likelihood.sign
     logit = theta[0] * own + (design @ theta[1:-1] + theta[-1])                      # [M, N]
     share = torch.softmax(torch.nn.functional.logsigmoid(sign * logit), 0)
     push = share * torch.sigmoid(-sign * logit)                                      # [M, N]
