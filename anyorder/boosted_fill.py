@@ -29,12 +29,16 @@ SAMPLES = 8000          # masked rows the copies aim for (small tables get more 
 ITERATIONS = 100        # boosting rounds per column
 LEAVES = 31             # leaves per tree (scikit-learn's default)
 FIELDS = ("feature", "threshold", "missing_left", "left", "right", "leaf", "value", "depth")
+CLASSIFIER_FIELDS = ("classes", "base")     # a categorical column's level ids and baseline scores
 
 
 class BoostedFill:
-    """Per numeric column (`numeric`: bool `[D]`), a baseline and an ensemble of trees in
-    `trees[j]`: a dict of int/float arrays `[T, nodes]` (padded), or None for a column with
-    no trees (too few observed cells: filled with its baseline)."""
+    """Per numeric column (`numeric`: bool `[D]`), a baseline and an ensemble of regression
+    trees in `trees[j]`: a dict of int/float arrays `[T, nodes]` (padded), or None for a column
+    with no trees (too few observed cells: filled with its baseline). Per categorical column,
+    a classifier's trees in the same form plus "classes" (the level ids it saw) and "base"
+    (its baseline scores, one per ensemble: one for two classes, one per class above), the
+    trees of boosting round i and ensemble k at row i K' + k; None where it has none."""
 
     def __init__(self, numeric: np.ndarray, baseline: np.ndarray, trees: list):
         self.numeric, self.baseline, self.trees = np.asarray(numeric, bool), np.asarray(baseline, float), trees
@@ -42,8 +46,10 @@ class BoostedFill:
     @classmethod
     def fit(cls, rows: np.ndarray, numeric: np.ndarray, rate: float, seed: int,
             iterations: int = ITERATIONS, threads: int | None = 1) -> "BoostedFill":
-        """Trees for each numeric column of `rows` `[N, D]` (model units, NaN where missing)."""
-        from sklearn.ensemble import HistGradientBoostingRegressor
+        """Trees for each column of `rows` `[N, D]` (model units, NaN where missing; categorical
+        columns, `~numeric`, hold level ids): regression trees for the numeric ones, a
+        classifier's for the categorical ones."""
+        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
         from threadpoolctl import threadpool_limits
         numeric = np.asarray(numeric, bool)
         rows = np.asarray(rows, np.float64)
@@ -62,14 +68,49 @@ class BoostedFill:
             with threadpool_limits(threads):
                 model.fit(np.delete(masked[seen], j, 1), target[seen, j])
             baseline[j], trees[j] = tree_arrays(model)
+        for j in np.flatnonzero(~numeric):
+            seen = ~np.isnan(target[:, j])
+            if seen.sum() < 20 or len(np.unique(target[seen, j])) < 2:
+                continue
+            model = HistGradientBoostingClassifier(max_iter=iterations, max_leaf_nodes=LEAVES, early_stopping=False,
+                                                   random_state=seed)
+            with threadpool_limits(threads):
+                model.fit(np.delete(masked[seen], j, 1), target[seen, j].astype(np.int64))
+            trees[j] = classifier_arrays(model)
         return cls(numeric, baseline, trees)
 
     def predict(self, rows: np.ndarray, column: int) -> np.ndarray:
-        """Column `column`'s prediction `[N]` from the other cells of `rows` `[N, D]` (NaN allowed)."""
+        """Numeric column `column`'s prediction `[N]` from the other cells of `rows` `[N, D]` (NaN allowed)."""
         out = np.full(len(rows), self.baseline[column])
         tree = self.trees[column]
         if tree is None or not len(rows):
             return out
+        return out + self._leaf_values(rows, column).sum(1)
+
+    def probabilities(self, rows: np.ndarray, column: int, levels: int) -> np.ndarray | None:
+        """Categorical column `column`'s level probabilities `[N, levels]` from the other cells
+        of `rows` (levels the classifier never saw get 0), or None without a classifier:
+        softmax of the per-class scores (a logistic of the one score for two classes), as
+        scikit-learn's predict_proba."""
+        tree = self.trees[column]
+        if tree is None or "classes" not in tree:
+            return None
+        base = np.asarray(tree["base"], np.float64)
+        scores = base + self._leaf_values(rows, column).reshape(len(rows), -1, len(base)).sum(1)     # [N, K']
+        if len(base) == 1:
+            top = 1 / (1 + np.exp(-scores[:, 0]))
+            known = np.stack([1 - top, top], 1)
+        else:
+            shifted = np.exp(scores - scores.max(1, keepdims=True))
+            known = shifted / shifted.sum(1, keepdims=True)
+        out = np.zeros((len(rows), levels))
+        out[:, np.asarray(tree["classes"], np.int64)] = known
+        return out
+
+    def _leaf_values(self, rows: np.ndarray, column: int) -> np.ndarray:
+        """Every tree's leaf value `[N, T]` for the rows `[N, D]`, column `column`'s trees walked
+        on the other cells (a missing value goes the way its split learned)."""
+        tree = self.trees[column]
         x = np.delete(np.asarray(rows, np.float64), column, 1)
         count = tree["feature"].shape[0]
         node = np.zeros((len(rows), count), dtype=np.int64)          # every row at every tree's root
@@ -81,7 +122,7 @@ class BoostedFill:
             left = np.where(np.isnan(value), tree["missing_left"][which, node], value <= tree["threshold"][which, node])
             step = np.where(left, tree["left"][which, node], tree["right"][which, node])
             node = np.where(leaf, node, step)
-        return out + tree["value"][which, node].sum(1)
+        return tree["value"][which, node]
 
     def fill(self, rows: np.ndarray) -> np.ndarray:
         """`rows` `[N, D]` with each missing numeric cell set to its column's prediction."""
@@ -112,7 +153,7 @@ class BoostedFill:
             if f"{j}.depth" not in arrays:
                 trees.append(None)
                 continue
-            tree = {key: arrays[f"{j}.{key}"] for key in FIELDS}
+            tree = {key: arrays[f"{j}.{key}"] for key in FIELDS + CLASSIFIER_FIELDS if f"{j}.{key}" in arrays}
             tree.update({"missing_left": tree["missing_left"].astype(bool), "leaf": tree["leaf"].astype(bool),
                          "depth": int(tree["depth"].reshape(-1)[0])})
             trees.append(tree)
@@ -130,11 +171,36 @@ def tree_arrays(model) -> tuple[float, dict]:
     scikit-learn keeps both only in private attributes (`_baseline_prediction`, `_predictors`
     and each tree's `nodes` records; no public attribute or method gives them in 1.6-1.9), so
     a version that renames them gives a one-line UserError that says so, not a traceback."""
-    try:
+    with _private_attributes(model):
         return float(np.ravel(model._baseline_prediction)[0]), _pack([p[0].nodes for p in model._predictors])
-    except (AttributeError, IndexError, KeyError, ValueError) as err:
+
+
+def classifier_arrays(model) -> dict:
+    """A fitted HistGradientBoostingClassifier -> its trees as `tree_arrays` packs them, round
+    by round and within a round ensemble by ensemble (one ensemble for two classes, one per
+    class above), plus its "classes" (level ids) and "base" (baseline score per ensemble)."""
+    with _private_attributes(model):
+        trees = _pack([p.nodes for round_ in model._predictors for p in round_])
+        trees.update(classes=np.asarray(model.classes_, np.int64),
+                     base=np.ravel(np.asarray(model._baseline_prediction, np.float64)))
+        return trees
+
+
+class _private_attributes:
+    """Turns a missing or renamed private attribute of a fitted scikit-learn tree model into
+    a one-line UserError (see `tree_arrays`)."""
+
+    def __init__(self, model):
+        self.name = type(model).__name__
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, traceback):
+        if kind is None or not issubclass(kind, (AttributeError, IndexError, KeyError, ValueError)):
+            return False
         from sklearn import __version__
-        raise UserError(f'blend="stack" reads the trees of scikit-learn\'s HistGradientBoostingRegressor from '
+        raise UserError(f'blend="stack" reads the trees of scikit-learn\'s {self.name} from '
                         f'private attributes of scikit-learn 1.6-1.9 that {__version__} lacks '
                         f'({str(err).splitlines()[0]}): use blend="gaussian", or scikit-learn 1.6-1.9') from None
 

@@ -169,6 +169,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         hidden at random: ~1 CPU second per column of 5000 rows); the mean is then blended
         with g the same way, its weight kept only where the held-out gain is beyond 1.5
         standard errors (`gaussian_blend.significant_weights`), 1 (no Gaussian) elsewhere.
+        A categorical hole under the stack takes the most likely level of the mean of the
+        two networks' class probabilities and a boosted-tree classifier's (`_stacked_levels`).
         auto (the default): stack on tables of at least STACK_ROWS (1000) rows, gaussian on
         smaller ones (`blend_` says which): the stack fills tables of 1500 rows better
         (MAGIC, house_16H, houses, randhie: 0.008-0.027 NRMSE) and tables of a few hundred
@@ -708,7 +710,43 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             gaussian = self.gaussian_.fill(query.double().numpy())
             blended = gaussian + weights * (estimate - gaussian)
             filled = torch.from_numpy(np.where(self.gaussian_.numeric, blended, network))
+        if blend == "stack" and self.trees_ is not None:
+            filled = self._stacked_levels(query, filled)
         return self._file_units(filled)
+
+    def _stacked_levels(self, query: torch.Tensor, filled: torch.Tensor) -> torch.Tensor:
+        """`filled` (model units) with each categorical hole of `query` set to the most likely
+        level of the mean of three estimates of its conditional: the network's class
+        probabilities with its last weights and with its best-held-out weights (where they
+        differ), and the boosted trees' classifier's (`BoostedFill.probabilities`; columns
+        without one keep the network's level). On fair's four categorical columns the mean
+        raised the accuracy by 0.014-0.028 over the network's alone (docs/imputation.md)."""
+        out = filled.clone()
+        models = [self.model_] + ([self.draws_model_] if self.draws_model_ is not self.model_ else [])
+        for j, column in enumerate(self.columns_):
+            holes = torch.isnan(query[:, j])
+            if not column.categorical or not holes.any():
+                continue
+            trees = self.trees_.probabilities(query[holes].double().numpy(), j, len(column.levels))
+            if trees is None:
+                continue
+            estimates = [self._level_probabilities(model, query[holes], j, len(column.levels)) for model in models]
+            out[holes, j] = torch.from_numpy(np.mean(estimates + [trees], 0).argmax(1)).to(out.dtype)
+        return out
+
+    def _level_probabilities(self, model, rows: torch.Tensor, column: int, levels: int) -> np.ndarray:
+        """p(x_column = k | the row's observed cells) `[N, levels]` for `rows` `[N, D]` (model
+        units, NaN where missing, `column` missing in every row): the model's exact one-step
+        conditional of each level, all levels in one batch."""
+        observed = ~torch.isnan(rows)
+        x = torch.where(observed, rows, 0.0).repeat(levels, 1)
+        x[:, column] = torch.arange(levels, dtype=x.dtype).repeat_interleave(len(rows))
+        target = torch.zeros_like(observed).repeat(levels, 1)
+        target[:, column] = True
+        with self._threads(), torch.no_grad():
+            log_p = model.conditional_log_prob(x.to(model.device), target.to(model.device),
+                                               observed.repeat(levels, 1).to(model.device))
+        return log_p.double().exp().view(levels, len(rows)).T.cpu().numpy()
 
     def _draws(self, values: np.ndarray, m: int, model) -> np.ndarray:
         """m joint draws `[m, N, D]` of `model` in X's units, from a generator seeded by `seed_`."""

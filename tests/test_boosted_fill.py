@@ -61,13 +61,14 @@ def test_a_scikit_learn_without_the_private_tree_attributes_is_a_one_line_error(
 def test_fitted_trees_fill_every_numeric_hole_and_survive_save_and_load(tmp_path):
     from anyorder.boosted_fill import BoostedFill
     x, rng = _table()
-    x[:, 3] = rng.integers(0, 3, len(x))                                # a categorical column: no trees
+    x[:, 3] = rng.integers(0, 3, len(x))                                # a categorical column: a classifier
     numeric = np.array([True, True, True, False])
     fill = BoostedFill.fit(np.where(rng.random(x.shape) < 0.1, np.nan, x), numeric, rate=0.2, seed=0)
-    assert fill.trees[3] is None
+    assert list(fill.trees[3]["classes"]) == [0, 1, 2]
     query = np.where(rng.random(x.shape) < 0.3, np.nan, x)
     filled = fill.fill(query)
     assert not np.isnan(filled[:, numeric]).any()
+    assert np.array_equal(np.isnan(filled[:, 3]), np.isnan(query[:, 3]))      # fill leaves categorical cells
     # column 0 is a function of columns 1, 2: the trees beat its mean by far where both are seen
     seen = np.isnan(query[:, 0]) & ~np.isnan(query[:, 1:3]).any(1)
     assert np.mean((filled[seen, 0] - x[seen, 0]) ** 2) < 0.5 * np.var(x[:, 0])
@@ -143,3 +144,58 @@ def test_the_default_blend_stacks_from_a_thousand_rows_and_blends_the_gaussian_b
         loaded = AnyOrderImputer.load(tmp_path / chosen)
         assert loaded.blend_ == chosen and np.array_equal(loaded.transform(given[:rows]), filled)
     assert not np.array_equal(imputer.set_params(blend="none").transform(given[:rows]), filled)
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+def test_the_classifier_trees_give_scikit_learns_probabilities_with_holes_anywhere(tmp_path, classes):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from anyorder.boosted_fill import BoostedFill, classifier_arrays
+    x, rng = _table(rows=500)
+    y = np.clip(np.round(x[:, 1] + x[:, 2] + 0.5 * rng.normal(size=len(x))) + 1, 0, classes - 1)
+    features = np.where(rng.random((len(x), 3)) < 0.3, np.nan, x[:, 1:])
+    model = HistGradientBoostingClassifier(max_iter=20, early_stopping=False, random_state=0).fit(features, y.astype(int))
+    fill = BoostedFill(np.array([False, True, True, True]), np.zeros(4), [classifier_arrays(model), None, None, None])
+    query = np.hstack([np.full((len(x), 1), np.nan), np.where(rng.random((len(x), 3)) < 0.4, np.nan, x[:, 1:])])
+    want = np.zeros((len(x), classes + 1))              # one level more than the classifier saw: probability 0
+    want[:, model.classes_] = model.predict_proba(query[:, 1:])
+    assert np.allclose(fill.probabilities(query, 0, classes + 1), want, rtol=0, atol=1e-12)
+    fill.save(tmp_path / "trees.safetensors")
+    loaded = BoostedFill.load(tmp_path / "trees.safetensors")
+    assert np.array_equal(loaded.probabilities(query, 0, classes + 1), fill.probabilities(query, 0, classes + 1))
+    assert fill.probabilities(query, 1, 3) is None
+
+
+def test_the_stacked_level_is_the_most_likely_of_the_mean_of_the_three_class_probabilities():
+    """A categorical hole under blend="stack": the argmax of the mean of the network's softmax
+    (last and best-held-out weights, read off the head's logits in one pass) and the trees'
+    classifier's probabilities; each network's one-step conditionals sum to 1 over the levels."""
+    from anyorder import AnyOrderImputer
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=400)
+    level = np.digitize(z + 0.5 * rng.normal(size=400), [-0.7, 0.0, 0.7])          # 4 levels, ordered by z
+    X = np.stack([z, z + 0.3 * rng.normal(size=400), level.astype(float)], 1)
+    given = np.where(rng.random(X.shape) < 0.25, np.nan, X)
+    given[np.isnan(given).all(1), 0] = X[np.isnan(given).all(1), 0]
+    imputer = AnyOrderImputer(max_steps=40, width=16, depth=1, components=2, blend="stack", categorical=[2],
+                              missingness="random", random_state=0).fit(given)
+    assert imputer.draws_model_ is not imputer.model_
+    filled = imputer.transform(given)
+    query = imputer._query(given)
+    holes = torch.isnan(query[:, 2])
+    observed = ~torch.isnan(query)
+    x = torch.where(observed, query, 0.0)
+    estimates = []
+    for model in (imputer.model_, imputer.draws_model_):
+        with torch.no_grad():
+            params = model(x, observed)
+        logits = model.head._logits(params, model.head._sizes(params[..., 0], None))
+        softmax = torch.softmax(logits, -1)[holes, 2].double().numpy()
+        one_step = imputer._level_probabilities(model, query[holes], 2, 4)
+        assert np.allclose(one_step, softmax, atol=1e-5) and np.allclose(one_step.sum(1), 1, atol=1e-5)
+        estimates.append(softmax)
+    estimates.append(imputer.trees_.probabilities(query[holes].double().numpy(), 2, 4))
+    want = np.mean(estimates, 0).argmax(1)
+    got = imputer._model_units(filled)[holes.numpy(), 2]
+    assert np.array_equal(got, want)
+    assert np.array_equal(filled[~np.isnan(given)], given[~np.isnan(given)])
+    assert set(np.unique(filled[:, 2])) <= {0.0, 1.0, 2.0, 3.0}
