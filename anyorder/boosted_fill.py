@@ -126,11 +126,12 @@ class BoostedFill:
 
     def fill(self, rows: np.ndarray) -> np.ndarray:
         """`rows` `[N, D]` with each missing numeric cell set to its column's prediction."""
-        out = np.array(rows, np.float64)
+        rows = np.asarray(rows, np.float64)
+        out = rows.copy()
         for j in np.flatnonzero(self.numeric):
             holes = np.isnan(rows[:, j])
             if holes.any():
-                out[holes, j] = self.predict(np.asarray(rows, np.float64)[holes], j)
+                out[holes, j] = self.predict(rows[holes], j)
         return out
 
     def save(self, path) -> None:

@@ -272,12 +272,18 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         self.meta_ = {"kind": "table", "dim": data.dim, "num_classes": None, **data.meta}
         missing = float(np.isnan(values).mean())
         rate = min(0.5, max(0.1, missing)) if missing else 0.2
-        self.levels_pit_, self.levels_pit_columns_ = self._calibrate(data.splits.get("valid"), rate, data.split("train"))
-        self.blend_ = self._chosen_blend(len(values) - self.skipped_rows_)
-        self.gaussian_, self.trees_, self.blend_weights_, self.stack_weights_ = self._fit_blend(
-            data.split("train"), data.splits.get("valid"), rate)
+        self._fit_held_out(data.split("train"), data.splits.get("valid"), rate, len(values) - self.skipped_rows_)
         self.n_steps_, self.fit_seconds_ = trained.steps, trained.seconds
         return self
+
+    def _fit_held_out(self, train: torch.Tensor, valid: torch.Tensor | None, rate: float, rows: int) -> None:
+        """What `fit` measures after training, on its train and held-out rows (model units)
+        with cells hidden at `rate`, for a table of `rows` rows: the intervals' calibration and
+        missingness reference (`_calibrate`), the blend it prepares (`_chosen_blend`) and that
+        blend's Gaussian, trees and weights (`_fit_blend`)."""
+        self.levels_pit_, self.levels_pit_columns_ = self._calibrate(valid, rate, train)
+        self.blend_ = self._chosen_blend(rows)
+        self.gaussian_, self.trees_, self.blend_weights_, self.stack_weights_ = self._fit_blend(train, valid, rate)
 
     def _calibrate(self, rows: torch.Tensor | None, rate: float,
                    train: torch.Tensor | None = None) -> tuple[np.ndarray | None, list | None]:
@@ -306,9 +312,9 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)         # an all-missing column: NaN, no clip
             low, high = np.nanmin(span, 0), np.nanmax(span, 0)
-        self.mechanism_reference_ = {"low": low, "high": high}
-        self.mechanism_reference_ = self._reference(draws.double().numpy(), rows.double().numpy(),
-                                                    hidden.numpy(), self._numeric(), copies)
+        self.mechanism_reference_ = {"low": low, "high": high}         # the range `_reference` clips to
+        self.mechanism_reference_.update(self._reference(draws.double().numpy(), rows.double().numpy(),
+                                                         hidden.numpy(), self._numeric(), copies))
         ordered = draws.sort(0).values.double().numpy()         # [M, R, D]
         truth, m = rows.double().numpy(), len(ordered)
         below = (ordered < truth).sum(0)                         # the truth's place lies in [below - 1, below]
@@ -334,8 +340,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         construction). A column whose fit has no finite maximum here gets an infinite
         standard error: no slope can be told from its misfit, so `_detect` never declares it.
         Columns with too few cells get NaN: `_detect` then tests them against slope 0. The
-        draws are clipped to the columns' ranges in `fit` (`_clipped`), kept in the reference
-        as "low" and "high"."""
+        draws are clipped to the columns' ranges in `fit` (`_clipped`: "low" and "high" of
+        the reference, set before this is called); returns "slope" and "se"."""
         complete = ~np.isnan(rows).any(1)
         clusters = (np.arange(len(rows)) % (len(rows) // copies))[complete]
         draws, rows, hidden = self._clipped(draws[:, complete]), rows[complete], hidden[complete]
@@ -344,8 +350,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         enough = self_masking.estimable(hidden, numeric)
         fitted = enough & np.isfinite(se)
         return {"slope": np.where(fitted, a, np.where(enough, 0.0, np.nan)),
-                "se": np.where(fitted, se, np.where(enough, np.inf, np.nan)),
-                "low": self.mechanism_reference_["low"], "high": self.mechanism_reference_["high"]}
+                "se": np.where(fitted, se, np.where(enough, np.inf, np.nan))}
 
     def _clipped(self, draws: np.ndarray) -> np.ndarray:
         """Draws `[..., D]` (model units) clipped to each column's range in `fit`, as
@@ -514,11 +519,10 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             fill = self._one_pass(values)
         mechanism = self._mechanism(values) if self.missingness == "auto" else None
         if mechanism is not None:      # rows with a hole in a self-masked column: their numeric holes reweighted
-            a, b, offset, rows = mechanism
+            rows = mechanism[-1]
             numeric = self._numeric()
-            draws = self._draws(values[rows], max(int(self.num_samples), SELF_MASKING_DRAWS), self.model_)
-            hidden = np.isnan(values[rows]) & numeric
-            logw = self_masking.log_weights(self._clipped(self._model_units(draws)), hidden, a, b, offset[rows])
+            draws, logw = self._weighted_draws(values, rows, mechanism, max(int(self.num_samples), SELF_MASKING_DRAWS),
+                                               self.model_)
             if self.reduce == "sample":
                 generator = np.random.default_rng(self.seed_)
                 pick = [generator.choice(len(draws), p=w / w.sum()) for w in np.exp(logw).T]
@@ -628,20 +632,27 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         quantiles of m fresh joint draws under the mechanism's weights, at the recalibrated
         levels (rows the mechanism leaves alone keep the unweighted quantiles, which equal
         weights would give too). Rows in chunks of at most 2^22 drawn values."""
-        a, b, offset, weighted = mechanism
-        hidden = np.isnan(values) & self._numeric()
-        rows = np.flatnonzero(weighted)
+        rows = np.flatnonzero(mechanism[-1])
         per_column = self.calibration == "per-column"
         step = max(1, 2 ** 22 // (m * values.shape[1]))
         for start in range(0, len(rows), step):
             chunk = rows[start:start + step]
-            draws = self._draws(values[chunk], m, self.draws_model_)
-            units = self._model_units(draws)
-            units = self._clipped(units) if self.missingness == "auto" else units     # as `_detect` fitted it
-            logw = self_masking.log_weights(units, hidden[chunk], a, b, offset[chunk])
+            draws, logw = self._weighted_draws(values, chunk, mechanism, m, self.draws_model_)
             for j in range(values.shape[1]):
                 bounds[:, chunk, j] = self_masking.weighted_quantiles(
                     draws[..., j], logw, self.calibrated_levels(levels, j if per_column else None))
+
+    def _weighted_draws(self, values: np.ndarray, rows, mechanism, m: int, model) -> tuple[np.ndarray, np.ndarray]:
+        """m joint draws `[m, R, D]` of `model` for the rows `rows` of `values` (a bool mask or
+        indices) and their log weights `[m, R]` under `mechanism` (`_mechanism`), the draws
+        clipped for missingness="auto" as `_detect` fitted them: what `transform` averages
+        and `quantiles` reads its weighted intervals from."""
+        a, b, offset, _ = mechanism
+        draws = self._draws(values[rows], m, model)
+        units = self._model_units(draws)
+        units = self._clipped(units) if self.missingness == "auto" else units
+        hidden = np.isnan(values[rows]) & self._numeric()
+        return draws, self_masking.log_weights(units, hidden, a, b, offset[rows])
 
     def calibrated_levels(self, levels, column: int | None = None) -> tuple[float, ...]:
         """The levels of the draws' quantiles that held-out rows showed to hold the requested
@@ -704,15 +715,16 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         with self._threads():
             filled = impute(self.model_, query, reduce="conditional-mean", floor=self._floor())
         blend = self.blend_ if self.blend == "auto" else self.blend
+        stacked = blend == "stack" and self.trees_ is not None
         if blend != "none" and self.blend_weights_ is not None:
             network = filled.double().numpy()
             estimate, weights = network, self.blend_weights_
-            if blend == "stack" and self.trees_ is not None:
+            if stacked:
                 estimate, weights = self._stacked(query, network, self.trees_), self.stack_weights_
             gaussian = self.gaussian_.fill(query.double().numpy())
             blended = gaussian + weights * (estimate - gaussian)
             filled = torch.from_numpy(np.where(self.gaussian_.numeric, blended, network))
-        if blend == "stack" and self.trees_ is not None:
+        if stacked:
             filled = self._stacked_levels(query, filled)
         return self._file_units(filled)
 

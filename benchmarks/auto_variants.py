@@ -99,7 +99,7 @@ def references(imputer, table: str, out: Path) -> dict:
     imputer._clipped = lambda draws: draws
     imputer._reference = lambda *args: widened_reference(imputer, *args)
     imputer._calibrate(valid, 0.2)
-    widened = dict(imputer.mechanism_reference_)
+    widened = {k: imputer.mechanism_reference_[k] for k in ("slope", "se")}      # no range: no clip
     del imputer._reference
     imputer._calibrate(valid, 0.2)
     cluster = {k: imputer.mechanism_reference_[k] for k in ("slope", "se")}

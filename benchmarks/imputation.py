@@ -414,10 +414,7 @@ def refresh_blend(imputer, rows: np.ndarray):
     choose) with its interval calibration, missingness reference and blend fitted again by the
     current code."""
     train, valid = fit_split(imputer, rows)
-    imputer.levels_pit_, imputer.levels_pit_columns_ = imputer._calibrate(valid, 0.2, train)
-    imputer.blend_ = imputer._chosen_blend(len(rows))
-    imputer.gaussian_, imputer.trees_, imputer.blend_weights_, imputer.stack_weights_ = \
-        imputer._fit_blend(train, valid, 0.2)
+    imputer._fit_held_out(train, valid, 0.2, len(rows))
     return imputer
 
 

@@ -122,6 +122,7 @@ def score_one(table: str, seed: int, args) -> dict:
     train, valid = split(imputer, d.get("train_rows"))
     rate = RATE
     imputer.set_params(blend="stack")
+    imputer.blend_ = "stack"            # what fit prepares with blend="stack" (`_chosen_blend`)
     imputer.gaussian_, imputer.trees_, imputer.blend_weights_, imputer.stack_weights_ = \
         imputer._fit_blend(train, valid, rate)
     blend_cpu = time.process_time() - started
