@@ -412,7 +412,10 @@ def fit_split(imputer, rows: np.ndarray):
 def refresh_blend(imputer, rows: np.ndarray):
     """`imputer` (fitted on `rows`, which have no missing cell: holes at 20% as `fit` would
     choose) with its interval calibration, missingness reference and blend fitted again by the
-    current code."""
+    current code (its discrete columns found again too, as `fit` finds them)."""
+    from anyorder.frames import encode
+    from anyorder.imputer import discrete_support
+    imputer.discrete_ = discrete_support(encode(rows, imputer.columns_), imputer._numeric())
     train, valid = fit_split(imputer, rows)
     imputer._fit_held_out(train, valid, 0.2, len(rows))
     return imputer
