@@ -64,7 +64,7 @@ TRANSFORMS = ("none", "quantile")
 MISSINGNESS = ("random", "self-masking", "auto")
 CALIBRATIONS = ("pooled", "per-column")
 BLENDS = ("auto", "gaussian", "stack", "none")
-STACK_ROWS = 1000        # blend="auto" stacks on tables of at least this many rows, blends the Gaussian below
+STACK_ROWS = 500         # blend="auto" stacks on tables of at least this many rows, blends the Gaussian below
 TREES = "trees.safetensors"     # a saved imputer's boosted trees (blend="stack")
 CALIBRATION_CELLS = 500     # held-out rows (masked copies of them where fewer) that calibrate the intervals
 CALIBRATION_MIN = 100       # hidden cells needed to calibrate at all
@@ -147,7 +147,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         a column with no held-out reference is tested against slope 0; a column whose fit
         has no finite maximum by the score test, which needs only the fit under the null,
         and never where the held-out fit has none; the draws clipped to each column's range
-        in `fit`). Holes that follow always-observed columns (missing at
+        in `fit`; where it declares several columns, their models are then fitted on their
+        holes together, `self_masking.fit_jointly`). Holes that follow always-observed columns (missing at
         random) are explained by those columns and not declared; holes that follow other
         sometimes-missing cells are not modelled and can be. Rows with a hole in a declared
         column get reweighted draws (their mean, or one weighted draw for reduce="sample"),
@@ -176,11 +177,12 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         standard errors (`gaussian_blend.significant_weights`), 1 (no Gaussian) elsewhere.
         A categorical hole under the stack takes the most likely level of the mean of the
         two networks' class probabilities and a boosted-tree classifier's (`_stacked_levels`).
-        auto (the default): stack on tables of at least STACK_ROWS (1000) rows, gaussian on
-        smaller ones (`blend_` says which): the stack fills tables of 1500 rows better
-        (MAGIC, house_16H, houses, randhie: 0.008-0.027 NRMSE) and tables of a few hundred
-        worse (diabetes, 354 rows: +0.021; breast-cancer, 455: +0.009), where trees grown on
-        so few rows add noise and the significance test keeps too little of the Gaussian.
+        auto (the default): stack on tables of at least STACK_ROWS (500) rows, gaussian on
+        smaller ones (`blend_` says which): the stack filled every table of 500, 700 and 1500
+        rows measured better (MAGIC, house_16H, houses; randhie at 1500: 0.002-0.073 NRMSE)
+        and the two smaller ones worse (diabetes, 354 rows: +0.021; breast-cancer, 455:
+        +0.009), where trees grown on so few rows add noise and the significance test keeps
+        too little of the Gaussian.
         none: the network alone. Set after fit, any of them applies ("stack" falls back to
         "gaussian" where fit grew no trees, i.e. `blend_` is not "stack").
     calibration : {"per-column", "pooled"}, default "per-column"
@@ -590,7 +592,10 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         no finite maximum gets the score statistic against the reference slope instead
         (`self_masking.score_against`), and where declared, the coefficients at which the
         optimiser stopped: a sharp threshold in the own value. The draws are clipped to the
-        columns' ranges in `fit` (`_clipped`), as the reference's were."""
+        columns' ranges in `fit` (`_clipped`), as the reference's were. Where it keeps more
+        than one column, their models are then fitted again on all their holes together
+        (`self_masking.fit_jointly`): each column's own fit sees its holes' draws too low
+        where other columns of the row are self-masked too."""
         numeric = self._numeric()
         hidden = np.isnan(values) & numeric
         tested = self_masking.estimable(hidden, numeric)
@@ -618,7 +623,10 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             statistic = np.where(separated, self_masking.score_against(draws, hidden, separated, covariates,
                                                                        slope, slope_se), statistic)
         keep = self_masking.self_masked_columns(statistic, tested, AUTO_ALPHA)
-        return np.where(keep, a, 0.0), np.where(keep, b, 0.0), statistic, tested, keep, weights * keep[:, None]
+        a, b, weights = np.where(keep, a, 0.0), np.where(keep, b, 0.0), weights * keep[:, None]
+        if keep.sum() > 1:          # the kept columns' holes together (`self_masking.fit_jointly`)
+            a, b, weights = self_masking.fit_jointly(draws, hidden, keep, covariates, a, b, weights)
+        return a, b, statistic, tested, keep, weights
 
     def transform_draws(self, X, m: int = 5) -> list:
         """Multiple imputation: m completed copies of X, each hole one joint draw from its

@@ -82,7 +82,7 @@ UNSEEN_TABLES = ("randhie", "diabetes", "breast_cancer")
 PAIRED_BLENDS = {"gaussian": ("none",), "stack": ("none", "gaussian"), "none": ()}   # fitted blend -> also scored
 BASELINES = ("mean", "knn", "iterative", "missforest", "hyperimpute", "gain", "miwae")
 MASKS = ("mcar", "mar", "mnar")
-LABELS = {"imputer": "AnyOrderImputer, default (conditional mean, blend=\"auto\": the stack from 1000 rows, else gaussian)",
+LABELS = {"imputer": "AnyOrderImputer, default (conditional mean, blend=\"auto\": the stack from 500 rows, else gaussian)",
           "imputer_gaussian": "AnyOrderImputer, the same fit with blend=\"gaussian\"",
           "imputer_network": "AnyOrderImputer, conditional mean of the network alone (blend=\"none\")", "imputer_draws": "AnyOrderImputer, mean of 20 draws",
           "imputer_mnar": "AnyOrderImputer, missingness=\"self-masking\"",
