@@ -395,6 +395,19 @@ def kept_fit(fits: Path | None, table: str, params: dict, rows: np.ndarray, cate
     return imputer, seconds
 
 
+def kept_table_fits(fits: Path, table: str, seeds: int):
+    """The benchmark's rows of `table` as `main` takes them (1500 train rows, 250 test rows)
+    and, per mask seed 0..seeds-1, the kept fit of the defaults (`kept_fit`): yields (seed,
+    imputer, test rows `[N, D]`, categorical `[D]`)."""
+    data = load(table, fits / "data")
+    categorical = categorical_columns(data)
+    train_rows = subsample(data.split("train"), 1500, seed=0).double().numpy()
+    truth = data.split("test")[:250].double().numpy()
+    for seed in range(seeds):
+        imputer, _ = kept_fit(fits, table, {}, train_rows, categorical, seed)
+        yield seed, imputer, truth, categorical
+
+
 def fit_split(imputer, rows: np.ndarray):
     """The train and held-out rows (model units) of an imputer fitted on `rows`, rebuilt as `fit` builds them."""
     from anyorder.data.tables import table_dataset

@@ -57,12 +57,7 @@ def main() -> None:
     torch.set_num_threads(1)
     records, totals = [], defaultdict(list)
     for table in args.tables:
-        data = bench.load(table, args.fits / "data")
-        categorical = bench.categorical_columns(data)
-        train_rows = bench.subsample(data.split("train"), 1500, seed=0).double().numpy()
-        truth = data.split("test")[:250].double().numpy()
-        for seed in range(args.seeds):
-            imputer, _ = bench.kept_fit(args.fits, table, {}, train_rows, categorical, seed)
+        for seed, imputer, truth, categorical in bench.kept_table_fits(args.fits, table, args.seeds):
             ends = imputer.levels_pit_
             for variant, levels in (("ends", ends), ("alike", {"upper": ends["upper"], "lower": ends["upper"]})):
                 imputer.levels_pit_ = levels
