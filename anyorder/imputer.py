@@ -15,7 +15,8 @@ pass of the last weights of training, of the weights with the best held-out like
 intervals come from `draws_model_` (calibrated, where the last weights fill better); the intervals'
 levels are then recalibrated on held-out rows (`quantiles`). Rows with no observed cell are skipped in
 `fit` (a warning says how many) and filled from the model's joint in `transform`. A
-numeric column never negative in `fit` is never filled below 0. `save` / `load` use the
+numeric column never negative in `fit` is never filled below 0, and one whose cells take few
+values in `fit` (a count, a rating, a 0/1 flag: `discrete_`) is drawn on those values. `save` / `load` use the
 project's checkpoint format (the CLI's `anyorder impute --checkpoint` reads it too);
 pickling works as well.
 
@@ -63,7 +64,7 @@ TRANSFORMS = ("none", "quantile")
 MISSINGNESS = ("random", "self-masking", "auto")
 CALIBRATIONS = ("pooled", "per-column")
 BLENDS = ("auto", "gaussian", "stack", "none")
-STACK_ROWS = 1000        # blend="auto" stacks on tables of at least this many rows, blends the Gaussian below
+STACK_ROWS = 500         # blend="auto" stacks on tables of at least this many rows, blends the Gaussian below
 TREES = "trees.safetensors"     # a saved imputer's boosted trees (blend="stack")
 CALIBRATION_CELLS = 500     # held-out rows (masked copies of them where fewer) that calibrate the intervals
 CALIBRATION_MIN = 100       # hidden cells needed to calibrate at all
@@ -79,6 +80,8 @@ AUTO_ALPHA = 0.01           # missingness="auto": family-wise level of the test 
 AUTO_ROWS = 500             # rows (a seeded sample, where more) on which missingness="auto" tests
 CALIBRATION_PRIOR = 200     # pooled cells' weight against a column's own (calibration="per-column")
 CALIBRATION_DRAWS = 100     # as many as `quantiles` draws by default; 500 rows x 100 draws: ~16 s for 20 columns at load 9
+DISCRETE_VALUES = 32        # a numeric column whose cells in `fit` take at most this many values is discrete ...
+DISCRETE_REPEATS = 5        # ... where its observed cells are at least this many times as many as its values
 
 
 class AnyOrderImputer(TransformerMixin, BaseEstimator):
@@ -144,7 +147,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         a column with no held-out reference is tested against slope 0; a column whose fit
         has no finite maximum by the score test, which needs only the fit under the null,
         and never where the held-out fit has none; the draws clipped to each column's range
-        in `fit`). Holes that follow always-observed columns (missing at
+        in `fit`; where it declares several columns, their models are then fitted on their
+        holes together, `self_masking.fit_jointly`). Holes that follow always-observed columns (missing at
         random) are explained by those columns and not declared; holes that follow other
         sometimes-missing cells are not modelled and can be. Rows with a hole in a declared
         column get reweighted draws (their mean, or one weighted draw for reduce="sample"),
@@ -173,11 +177,12 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         standard errors (`gaussian_blend.significant_weights`), 1 (no Gaussian) elsewhere.
         A categorical hole under the stack takes the most likely level of the mean of the
         two networks' class probabilities and a boosted-tree classifier's (`_stacked_levels`).
-        auto (the default): stack on tables of at least STACK_ROWS (1000) rows, gaussian on
-        smaller ones (`blend_` says which): the stack fills tables of 1500 rows better
-        (MAGIC, house_16H, houses, randhie: 0.008-0.027 NRMSE) and tables of a few hundred
-        worse (diabetes, 354 rows: +0.021; breast-cancer, 455: +0.009), where trees grown on
-        so few rows add noise and the significance test keeps too little of the Gaussian.
+        auto (the default): stack on tables of at least STACK_ROWS (500) rows, gaussian on
+        smaller ones (`blend_` says which): the stack filled every table of 500, 700 and 1500
+        rows measured better (MAGIC, house_16H, houses; randhie at 1500: 0.002-0.073 NRMSE)
+        and the two smaller ones worse (diabetes, 354 rows: +0.021; breast-cancer, 455:
+        +0.009), where trees grown on so few rows add noise and the significance test keeps
+        too little of the Gaussian.
         none: the network alone. Set after fit, any of them applies ("stack" falls back to
         "gaussian" where fit grew no trees, i.e. `blend_` is not "stack").
     calibration : {"per-column", "pooled"}, default "per-column"
@@ -201,6 +206,21 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         the fastest on a shared machine: oversubscribed threads ran 5x slower there.
     verbose : bool, default False
         A progress bar while training.
+
+    Attributes
+    ----------
+    blend_ : str
+        The blend `fit` prepared ("stack" or "gaussian" for blend="auto").
+    discrete_ : list
+        Per column, the sorted values of a numeric column that `fit` found discrete (at most
+        DISCRETE_VALUES (32) distinct values, each seen DISCRETE_REPEATS (5) times on
+        average: counts, ratings, flags), None for the others. Draws, `transform_draws` and
+        the bounds of `quantiles` take only these values in such a column; conditional-mean
+        fills stay means (2.4 children is the best guess in squared error).
+    skipped_rows_ : int
+        Rows of `fit` with no observed cell, which it skipped.
+    n_steps_ : int
+        Optimiser steps trained.
     """
 
     def __init__(self, max_time=75.0, budget_clock="cpu", max_steps=20000, width=256, depth=4, components=10, batch_size=256,
@@ -250,6 +270,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                              + "s" * (len(X) != 1))
         self.columns_ = infer_columns(X, tuple(self.categorical))
         values = encode(X, self.columns_)
+        self.discrete_ = discrete_support(values, self._numeric())
         self.transforms_ = {j: QuantileNormal.fit(values[:, j]) for j, c in enumerate(self.columns_)
                             if not c.categorical and self.numeric_transform == "quantile"}
         self.seed_ = int(check_random_state(self.random_state).randint(2 ** 31 - 1))
@@ -281,50 +302,57 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         with cells hidden at `rate`, for a table of `rows` rows: the intervals' calibration and
         missingness reference (`_calibrate`), the blend it prepares (`_chosen_blend`) and that
         blend's Gaussian, trees and weights (`_fit_blend`)."""
-        self.levels_pit_, self.levels_pit_columns_ = self._calibrate(valid, rate, train)
+        self.levels_pit_ = self._calibrate(valid, rate, train)
         self.blend_ = self._chosen_blend(rows)
         self.gaussian_, self.trees_, self.blend_weights_, self.stack_weights_ = self._fit_blend(train, valid, rate)
 
-    def _calibrate(self, rows: torch.Tensor | None, rate: float,
-                   train: torch.Tensor | None = None) -> tuple[np.ndarray | None, list | None]:
+    def _calibrate(self, rows: torch.Tensor | None, rate: float, train: torch.Tensor | None = None) -> dict | None:
         """Where the held-out truth falls among the draws: per hidden numeric cell of the
         held-out rows `[V, D]` (model units; cells hidden at random at `rate`, in enough masked
         copies of each row for `CALIBRATION_CELLS` rows), the level q at which the draws'
-        quantile (`draw_quantiles`' places) equals the truth; sorted `[K]`, pooled over the
-        columns (a column's own levels, from the ~150 held-out rows of a 1500-row table,
-        moved its coverage by ±0.03 between seeds), and each column's own levels (a list of
-        `[K_j]` or None), which calibration="per-column" shrinks towards the pooled ones
-        (`calibrated_levels`); (None, None) without held-out rows.
-        `quantiles` asks the draws for the levels at which this empirical distribution
-        reaches the requested ones (Kuleshov et al. 2018, quantile recalibration): an
+        quantile (`draw_quantiles`' places) equals the truth. {"upper": per column its sorted
+        levels `[K_j]` (None without hidden cells), "lower": the same}, or None without
+        held-out rows. The two differ only in a discrete column (`discrete_`), whose draws
+        can equal the truth: a quantile at level q is at least the truth from "upper"'s
+        level on and at most the truth up to "lower"'s, so an upper bound calibrated on the
+        first and a lower bound on the second cover what they promise, where one level per
+        cell (the middle of the tied draws, say) would count the truth's own value as a miss
+        at one end and over-cover at the other.
+        `quantiles` asks the draws for the levels at which these empirical distributions
+        reach the requested ones (Kuleshov et al. 2018, quantile recalibration): an
         interval the model makes too narrow or too wide on fresh rows covers what it
-        promises. `train` (model units) with `rows`: the range of each column's values, to
-        which missingness="auto" clips the draws it fits (`_reference`)."""
+        promises (`calibrated_levels`: a column's own levels shrunk towards those pooled
+        over the numeric columns). `train` (model units) with
+        `rows`: the range of each column's values, to which missingness="auto" clips the
+        draws it fits (`_reference`)."""
         self.mechanism_reference_ = None
         masked = self._masked_held_out(rows, rate, self.seed_ + 1)
         if masked is None:
-            return None, None
+            return None
         span = np.concatenate([rows.double().numpy()] + ([] if train is None else [train.double().numpy()]))
         rows, hidden, copies, generator = masked
         with self._threads():
             draws = impute(self.draws_model_, torch.where(hidden, math.nan, rows), num_samples=CALIBRATION_DRAWS,
                            reduce="sample", generator=generator, floor=self._floor())
+        draws = self._snapped(draws.double().numpy(), model_units=True)
+        truth = self._snapped(rows.double().numpy(), model_units=True)     # on the support's points exactly
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)         # an all-missing column: NaN, no clip
             low, high = np.nanmin(span, 0), np.nanmax(span, 0)
         self.mechanism_reference_ = {"low": low, "high": high}         # the range `_reference` clips to
-        self.mechanism_reference_.update(self._reference(draws.double().numpy(), rows.double().numpy(),
-                                                         hidden.numpy(), self._numeric(), copies))
-        ordered = draws.sort(0).values.double().numpy()         # [M, R, D]
-        truth, m = rows.double().numpy(), len(ordered)
-        below = (ordered < truth).sum(0)                         # the truth's place lies in [below - 1, below]
-        low = np.take_along_axis(ordered, np.clip(below - 1, 0, m - 1)[None], 0)[0]
-        high = np.take_along_axis(ordered, np.clip(below, 0, m - 1)[None], 0)[0]
-        frac = np.where(high > low, (truth - low) / np.where(high > low, high - low, 1.0), 0.5)
-        level = (np.clip(below - 1 + np.clip(frac, 0, 1), -0.5, m - 0.5) + 1) / (m + 1)
-        hidden = hidden.numpy()
-        return np.sort(level[hidden]), [np.sort(level[hidden[:, j], j]) if hidden[:, j].any() else None
-                                        for j in range(len(self.columns_))]
+        self.mechanism_reference_.update(self._reference(draws, truth, hidden.numpy(), self._numeric(), copies))
+        ordered, m, hidden = np.sort(draws, 0), len(draws), hidden.numpy()       # [M, R, D]
+
+        def level(place: np.ndarray) -> np.ndarray:
+            """The level of the truth entering the sorted draws after `place` of them."""
+            low = np.take_along_axis(ordered, np.clip(place - 1, 0, m - 1)[None], 0)[0]
+            high = np.take_along_axis(ordered, np.clip(place, 0, m - 1)[None], 0)[0]
+            frac = np.where(high > low, (truth - low) / np.where(high > low, high - low, 1.0), 0.5)
+            return (np.clip(place - 1 + np.clip(frac, 0, 1), -0.5, m - 0.5) + 1) / (m + 1)
+
+        upper, lower = level((ordered < truth).sum(0)), level((ordered <= truth).sum(0))
+        return {end: [np.sort(levels[hidden[:, j], j]) if hidden[:, j].any() else None for j in range(len(self.columns_))]
+                for end, levels in (("upper", upper), ("lower", lower))}
 
     def _reference(self, draws: np.ndarray, rows: np.ndarray, hidden: np.ndarray, numeric: np.ndarray,
                    copies: int) -> dict:
@@ -564,7 +592,10 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         no finite maximum gets the score statistic against the reference slope instead
         (`self_masking.score_against`), and where declared, the coefficients at which the
         optimiser stopped: a sharp threshold in the own value. The draws are clipped to the
-        columns' ranges in `fit` (`_clipped`), as the reference's were."""
+        columns' ranges in `fit` (`_clipped`), as the reference's were. Where it keeps more
+        than one column, their models are then fitted again on all their holes together
+        (`self_masking.fit_jointly`): each column's own fit sees its holes' draws too low
+        where other columns of the row are self-masked too."""
         numeric = self._numeric()
         hidden = np.isnan(values) & numeric
         tested = self_masking.estimable(hidden, numeric)
@@ -592,7 +623,10 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             statistic = np.where(separated, self_masking.score_against(draws, hidden, separated, covariates,
                                                                        slope, slope_se), statistic)
         keep = self_masking.self_masked_columns(statistic, tested, AUTO_ALPHA)
-        return np.where(keep, a, 0.0), np.where(keep, b, 0.0), statistic, tested, keep, weights * keep[:, None]
+        a, b, weights = np.where(keep, a, 0.0), np.where(keep, b, 0.0), weights * keep[:, None]
+        if keep.sum() > 1:          # the kept columns' holes together (`self_masking.fit_jointly`)
+            a, b, weights = self_masking.fit_jointly(draws, hidden, keep, covariates, a, b, weights)
+        return a, b, statistic, tested, keep, weights
 
     def transform_draws(self, X, m: int = 5) -> list:
         """Multiple imputation: m completed copies of X, each hole one joint draw from its
@@ -606,7 +640,10 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         holes hold that quantile (0.05 and 0.95 bound a 90% interval), categorical holes the
         most frequent level of the draws; observed cells as given. The draws' levels are
         recalibrated on the held-out rows (`calibrated_levels`), so that a level q holds a
-        share q of fresh values where cells are missing at random. With missingness
+        share q of fresh values where cells are missing at random (a level below 0.5 those
+        below its quantile, any other those at or below it: in a discrete column, whose
+        bounds are values the column takes, an interval covers the values at its ends as
+        promised). With missingness
         "self-masking", or "auto" where it finds a self-masked column, the rows with a hole
         in such a column get WEIGHTED_DRAWS times num_samples draws, weighted by the mechanism
         (as `transform` weights them), and the quantiles are those of the weighted draws, at
@@ -617,15 +654,30 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         numeric = self._numeric()
         mode = self._reduce_draws(draws)
         draws = torch.from_numpy(draws)
-        if self.calibration == "per-column":
-            bounds = np.stack([draw_quantiles(draws[..., j], self.calibrated_levels(levels, j)).numpy()
-                               for j in range(draws.shape[-1])], -1)
-        else:
-            bounds = draw_quantiles(draws, self.calibrated_levels(levels)).numpy()
+        bounds = np.stack([draw_quantiles(draws[..., j], self.calibrated_levels(levels, j)).numpy()
+                           for j in range(draws.shape[-1])], -1)
         mechanism = self._mechanism(values)
         if mechanism is not None:
             self._weighted_bounds(values, mechanism, levels, num_samples * WEIGHTED_DRAWS, bounds)
+        bounds = self._outward(bounds, levels)
         return [back(decode(X, np.where(numeric, bound, mode), self.columns_)) for bound in bounds]
+
+    def _outward(self, bounds: np.ndarray, levels) -> np.ndarray:
+        """`bounds` `[Q, N, D]` (X's units) with a discrete column's (`discrete_`) moved out to
+        values the column takes: at a level below 0.5 down to the largest at or below the
+        bound, at any other up to the smallest at or above it. Its draws take only those
+        values, but a quantile between two order statistics interpolates between them, and
+        an interval ending inside a gap between two values covers as if it ended at the inner
+        one (the levels are calibrated on where the truth falls among the draws themselves)."""
+        for j, support in enumerate(self.discrete_):
+            if support is None:
+                continue
+            for k, q in enumerate(levels):
+                column = bounds[k, :, j]
+                place = np.searchsorted(support, column, side="right") - 1 if q < 0.5 else \
+                    np.searchsorted(support, column, side="left")
+                bounds[k, :, j] = np.where(np.isnan(column), column, support[np.clip(place, 0, len(support) - 1)])
+        return bounds
 
     def _weighted_bounds(self, values: np.ndarray, mechanism, levels, m: int, bounds: np.ndarray) -> None:
         """Overwrite `bounds` `[Q, N, D]` in the rows with a hole that `mechanism` weights by the
@@ -633,14 +685,13 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         levels (rows the mechanism leaves alone keep the unweighted quantiles, which equal
         weights would give too). Rows in chunks of at most 2^22 drawn values."""
         rows = np.flatnonzero(mechanism[-1])
-        per_column = self.calibration == "per-column"
         step = max(1, 2 ** 22 // (m * values.shape[1]))
         for start in range(0, len(rows), step):
             chunk = rows[start:start + step]
             draws, logw = self._weighted_draws(values, chunk, mechanism, m, self.draws_model_)
             for j in range(values.shape[1]):
                 bounds[:, chunk, j] = self_masking.weighted_quantiles(
-                    draws[..., j], logw, self.calibrated_levels(levels, j if per_column else None))
+                    draws[..., j], logw, self.calibrated_levels(levels, j))
 
     def _weighted_draws(self, values: np.ndarray, rows, mechanism, m: int, model) -> tuple[np.ndarray, np.ndarray]:
         """m joint draws `[m, R, D]` of `model` for the rows `rows` of `values` (a bool mask or
@@ -656,22 +707,30 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
 
     def calibrated_levels(self, levels, column: int | None = None) -> tuple[float, ...]:
         """The levels of the draws' quantiles that held-out rows showed to hold the requested
-        `levels` of the truth (the levels themselves without held-out rows); see `_calibrate`.
-        With a `column`: from that column's own held-out levels, shrunk towards the pooled
-        ones as if these were CALIBRATION_PRIOR cells of the column (calibration="per-column")."""
+        `levels` of the truth (the levels themselves without held-out rows; see `_calibrate`):
+        a level below 0.5 bounds from below, so that a share q of fresh values lies below its
+        quantile, one of 0.5 or above from above, so that a share q lies at or below it (the
+        same in a continuous column; in a discrete one the truth's own value then counts as
+        inside at both ends of an interval). Pooled over the numeric columns, and with a
+        `column` and calibration="per-column" from that column's own held-out levels, shrunk
+        towards the pooled ones as if these were CALIBRATION_PRIOR cells of the column."""
         check_is_fitted(self, "model_")
-        pooled, by_column = self.levels_pit_, self.levels_pit_columns_
-        if pooled is None:
+        if self.levels_pit_ is None:
             return tuple(float(q) for q in levels)
-        own = by_column[column] if column is not None and by_column else None
+        return tuple(self._calibrated_level(float(q), column) for q in levels)
+
+    def _calibrated_level(self, q: float, column: int | None) -> float:
+        by_column = self.levels_pit_["lower" if q < 0.5 else "upper"]
+        pooled = np.concatenate([own for own in by_column if own is not None] or [np.array([q])])
+        own = by_column[column] if column is not None and self.calibration == "per-column" else None
         if own is None or not len(own):
-            return tuple(float(q) for q in np.quantile(pooled, levels))
+            return float(np.quantile(pooled, q))
         values = np.concatenate([own, pooled])
         weights = np.concatenate([np.ones(len(own)), np.full(len(pooled), CALIBRATION_PRIOR / len(pooled))])
         order = np.argsort(values, kind="stable")
         values, weights = values[order], weights[order]
         share = (np.cumsum(weights) - weights / 2) / weights.sum()          # each cell at its middle
-        return tuple(float(v) for v in np.interp(levels, share, values))
+        return float(np.interp(q, share, values))
 
     def _prepare(self, X):
         check_is_fitted(self, "model_")
@@ -763,12 +822,34 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         return log_p.double().exp().view(levels, len(rows)).T.cpu().numpy()
 
     def _draws(self, values: np.ndarray, m: int, model) -> np.ndarray:
-        """m joint draws `[m, N, D]` of `model` in X's units, from a generator seeded by `seed_`."""
+        """m joint draws `[m, N, D]` of `model` in X's units, from a generator seeded by `seed_`,
+        a discrete column's on its values (`_snapped`)."""
         generator = torch.Generator(device=model.device).manual_seed(self.seed_)
         with self._threads():
             draws = impute(model, self._query(values), num_samples=m, reduce="sample",
                            generator=generator, floor=self._floor())
-        return self._file_units(draws)
+        return self._snapped(self._file_units(draws))
+
+    def _snapped(self, values: np.ndarray, model_units: bool = False) -> np.ndarray:
+        """`values` `[..., D]` (X's units, or the model's) with each cell of a discrete column
+        (`discrete_`) moved to the nearest of the column's values in `fit`. The network models
+        such a column with a mixture of Gaussians, which spreads each of its values into a
+        narrow bump; a draw is put back on the value whose bump it came from (the nearest),
+        so draws are values the column can take (2 children, not 1.83), an interval's bounds
+        are too, and the probability of each value is the model's mass nearest to it."""
+        out = values
+        for j, support in enumerate(self.discrete_):
+            if support is None:
+                continue
+            if model_units:
+                column = np.full((len(support), len(self.columns_)), np.nan)
+                column[:, j] = support
+                support = self._model_units(column)[:, j]
+            if out is values:
+                out = values.copy()
+            nearest = np.searchsorted((support[1:] + support[:-1]) / 2, out[..., j])
+            out[..., j] = np.where(np.isnan(out[..., j]), np.nan, support[nearest])
+        return out
 
     def _self_masked_mean(self, values: np.ndarray) -> np.ndarray:
         """Numeric holes: the mean of the joint draws weighted by a self-masking mechanism
@@ -834,9 +915,10 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                    "transforms": {str(j): t.to_json() for j, t in self.transforms_.items()},
                    "feature_names": None if not hasattr(self, "feature_names_in_") else
                    [str(n) for n in self.feature_names_in_], "steps": self.n_steps_,
-                   "levels_pit": None if self.levels_pit_ is None else self.levels_pit_.tolist(),
-                   "levels_pit_columns": [None if v is None else v.tolist()
-                                          for v in self.levels_pit_columns_ or []],
+                   "levels_pit": None if self.levels_pit_ is None else
+                   {end: [None if v is None else v.tolist() for v in by_column]
+                    for end, by_column in self.levels_pit_.items()},
+                   "discrete": [None if v is None else v.tolist() for v in self.discrete_],
                    "mechanism_reference": None if self.mechanism_reference_ is None else
                    {k: [None if np.isnan(x) else float(x) for x in v] for k, v in self.mechanism_reference_.items()},
                    "gaussian": None if self.gaussian_ is None else self.gaussian_.to_json(),
@@ -869,9 +951,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         self.columns_ = [Column.from_json(c) for c in info["columns"]]
         self.transforms_ = {int(j): QuantileNormal.from_json(t) for j, t in info["transforms"].items()}
         self.seed_, self.n_steps_, self.fit_seconds_ = info["seed"], info["steps"], math.nan
-        self.levels_pit_ = None if info.get("levels_pit") is None else np.asarray(info["levels_pit"])
-        self.levels_pit_columns_ = [None if v is None else np.asarray(v) for v in info.get("levels_pit_columns", [])] \
-            or None
+        self.discrete_ = [None if v is None else np.asarray(v) for v in info.get("discrete", [None] * len(self.columns_))]
+        self.levels_pit_ = _saved_levels(info, self._numeric())
         reference = info.get("mechanism_reference")
         self.mechanism_reference_ = None if reference is None else \
             {k: np.array([np.nan if x is None else x for x in v], dtype=float) for k, v in reference.items()}
@@ -885,6 +966,33 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         if info["feature_names"] is not None:
             self.feature_names_in_ = np.asarray(info["feature_names"], dtype=object)
         return self
+
+
+def discrete_support(values: np.ndarray, numeric: np.ndarray) -> list:
+    """Per column of `values` `[N, D]` (NaN where missing), the sorted values of a discrete
+    numeric column, None for the others. Discrete: at most DISCRETE_VALUES distinct values,
+    each seen DISCRETE_REPEATS times on average (so a continuous column of a small table, all
+    of whose values differ, is not): counts, ratings, years of schooling, 0/1 flags."""
+    support = []
+    for j in range(values.shape[1]):
+        cells = values[:, j][~np.isnan(values[:, j])]
+        distinct = np.unique(cells)
+        support.append(distinct if numeric[j] and 1 < len(distinct) <= DISCRETE_VALUES
+                       and len(cells) >= DISCRETE_REPEATS * len(distinct) else None)
+    return support
+
+
+def _saved_levels(info: dict, numeric: np.ndarray) -> dict | None:
+    """The held-out levels of a saved imputer (`_calibrate`'s form). Imputers saved before
+    the two ends were kept apart wrote one list per column ("levels_pit_columns"), and
+    before that only the pooled levels, which then stand for every numeric column's own."""
+    saved = info.get("levels_pit")
+    if saved is None or isinstance(saved, dict):
+        return None if saved is None else {end: [None if v is None else np.asarray(v) for v in by_column]
+                                           for end, by_column in saved.items()}
+    by_column = [None if v is None else np.asarray(v) for v in info.get("levels_pit_columns", [])] or \
+        [np.asarray(saved) if is_numeric else None for is_numeric in numeric]
+    return {"upper": by_column, "lower": by_column}
 
 
 def _check_input(X):

@@ -104,7 +104,9 @@ def references(imputer, table: str, out: Path) -> dict:
     imputer._calibrate(valid, 0.2)
     cluster = {k: imputer.mechanism_reference_[k] for k in ("slope", "se")}
     del imputer._clipped
-    assert np.array_equal(imputer._calibrate(valid, 0.2, train)[0], levels), "the held-out rows were not rebuilt"
+    rebuilt = imputer._calibrate(valid, 0.2, train)["upper"]
+    assert all(np.array_equal(a, b) for a, b in zip(rebuilt, levels["upper"]) if a is not None), \
+        "the held-out rows were not rebuilt"
     return {"widened": widened, "cluster": cluster, "clip": imputer.mechanism_reference_}
 
 

@@ -82,7 +82,7 @@ UNSEEN_TABLES = ("randhie", "diabetes", "breast_cancer")
 PAIRED_BLENDS = {"gaussian": ("none",), "stack": ("none", "gaussian"), "none": ()}   # fitted blend -> also scored
 BASELINES = ("mean", "knn", "iterative", "missforest", "hyperimpute", "gain", "miwae")
 MASKS = ("mcar", "mar", "mnar")
-LABELS = {"imputer": "AnyOrderImputer, default (conditional mean, blend=\"auto\": the stack from 1000 rows, else gaussian)",
+LABELS = {"imputer": "AnyOrderImputer, default (conditional mean, blend=\"auto\": the stack from 500 rows, else gaussian)",
           "imputer_gaussian": "AnyOrderImputer, the same fit with blend=\"gaussian\"",
           "imputer_network": "AnyOrderImputer, conditional mean of the network alone (blend=\"none\")", "imputer_draws": "AnyOrderImputer, mean of 20 draws",
           "imputer_mnar": "AnyOrderImputer, missingness=\"self-masking\"",
@@ -395,6 +395,19 @@ def kept_fit(fits: Path | None, table: str, params: dict, rows: np.ndarray, cate
     return imputer, seconds
 
 
+def kept_table_fits(fits: Path, table: str, seeds: int):
+    """The benchmark's rows of `table` as `main` takes them (1500 train rows, 250 test rows)
+    and, per mask seed 0..seeds-1, the kept fit of the defaults (`kept_fit`): yields (seed,
+    imputer, test rows `[N, D]`, categorical `[D]`)."""
+    data = load(table, fits / "data")
+    categorical = categorical_columns(data)
+    train_rows = subsample(data.split("train"), 1500, seed=0).double().numpy()
+    truth = data.split("test")[:250].double().numpy()
+    for seed in range(seeds):
+        imputer, _ = kept_fit(fits, table, {}, train_rows, categorical, seed)
+        yield seed, imputer, truth, categorical
+
+
 def fit_split(imputer, rows: np.ndarray):
     """The train and held-out rows (model units) of an imputer fitted on `rows`, rebuilt as `fit` builds them."""
     from anyorder.data.tables import table_dataset
@@ -412,7 +425,10 @@ def fit_split(imputer, rows: np.ndarray):
 def refresh_blend(imputer, rows: np.ndarray):
     """`imputer` (fitted on `rows`, which have no missing cell: holes at 20% as `fit` would
     choose) with its interval calibration, missingness reference and blend fitted again by the
-    current code."""
+    current code (its discrete columns found again too, as `fit` finds them)."""
+    from anyorder.frames import encode
+    from anyorder.imputer import discrete_support
+    imputer.discrete_ = discrete_support(encode(rows, imputer.columns_), imputer._numeric())
     train, valid = fit_split(imputer, rows)
     imputer._fit_held_out(train, valid, 0.2, len(rows))
     return imputer

@@ -33,12 +33,7 @@ def main() -> None:
     torch.set_num_threads(1)
     records = []
     for table in args.tables:
-        data = bench.load(table, args.fits / "data")
-        categorical = bench.categorical_columns(data)
-        train_rows = bench.subsample(data.split("train"), 1500, seed=0).double().numpy()
-        truth = data.split("test")[:250].double().numpy()
-        for seed in range(args.seeds):
-            imputer, _ = bench.kept_fit(args.fits, table, {}, train_rows, categorical, seed)
+        for seed, imputer, truth, _ in bench.kept_table_fits(args.fits, table, args.seeds):
             imputer.set_params(missingness="auto")
             for condition in args.conditions:
                 mask, _, rate = condition.partition(":")

@@ -149,19 +149,29 @@ def test_save_load_and_pickle_give_identical_transforms(tmp_path):
     assert len(draws) == 3 and not np.array_equal(draws[0], draws[1])
     assert imputer.draws_model_ is not imputer.model_          # draws: the best held-out weights
     assert all(np.array_equal(a, b) for a, b in zip(draws, imputer.transform_draws(X, m=3)))
-    # the held-out levels travel with the weights; an imputer saved before they were kept per
-    # column loads with none and calibrates every column with the pooled levels
-    assert imputer.levels_pit_ is not None and len(imputer.levels_pit_columns_) == 3
+    # the held-out levels travel with the weights; an imputer saved before the two ends were
+    # kept apart (one list per column) calibrates both ends with them, and one saved before
+    # they were kept per column every column with the pooled levels
+    assert imputer.levels_pit_ is not None and len(imputer.levels_pit_["upper"]) == 3
     random = dict(missingness="random")
     assert np.array_equal(np.stack(loaded.set_params(**random).quantiles(X, num_samples=20)),
                           np.stack(imputer.set_params(**random).quantiles(X, num_samples=20)))
     weights, config, meta, step = checkpoint.read(tmp_path / "imputer")
-    del meta["imputer"]["levels_pit_columns"]
+    upper = meta["imputer"]["levels_pit"]["upper"]
+    meta["imputer"]["levels_pit"] = sorted(v for column in upper if column for v in column)
+    meta["imputer"]["levels_pit_columns"] = upper
     checkpoint.save(tmp_path / "imputer", weights, config, meta, step)
     older = AnyOrderImputer.load(tmp_path / "imputer").set_params(**random)
-    assert older.levels_pit_columns_ is None
-    assert np.array_equal(np.stack(older.quantiles(X, num_samples=20)),
+    assert all(a is b for a, b in zip(older.levels_pit_["upper"], older.levels_pit_["lower"]))
+    assert np.array_equal(np.stack(older.set_params(calibration="pooled").quantiles(X, num_samples=20)),
                           np.stack(imputer.set_params(calibration="pooled").quantiles(X, num_samples=20)))
+    del meta["imputer"]["levels_pit_columns"]
+    checkpoint.save(tmp_path / "imputer", weights, config, meta, step)
+    oldest = AnyOrderImputer.load(tmp_path / "imputer").set_params(**random)
+    pooled = np.asarray(meta["imputer"]["levels_pit"])
+    for q in (0.05, 0.5, 0.95):     # each column's own levels are the pooled ones: the same quantile, up to
+        gap = np.diff(pooled).max()     # where between two neighbouring levels each interpolates
+        assert all(abs(oldest.calibrated_levels((q,), j)[0] - np.quantile(pooled, q)) <= gap for j in range(3))
     with pytest.raises(NotFittedError):
         AnyOrderImputer().calibrated_levels((0.05, 0.95))
 
@@ -234,7 +244,7 @@ def test_recalibration_on_held_out_rows_restores_the_nominal_coverage():
     imputer = zeroed(AnyOrderImputer(**{**TINY, "max_steps": 2}).fit(X))
     rng = np.random.default_rng(3)
     held_out = torch.from_numpy(rng.normal(0, 1.3, size=(500, 3))).float()
-    imputer.levels_pit_, imputer.levels_pit_columns_ = imputer._calibrate(held_out, 0.6)
+    imputer.levels_pit_ = imputer._calibrate(held_out, 0.6)
     mean, std = np.asarray(imputer.meta_["mean"]), np.asarray(imputer.meta_["std"])
     fresh = rng.normal(0, 1.3, size=(2000, 3)) * std + mean
     query = fresh.copy()
@@ -431,7 +441,7 @@ def test_per_column_recalibration_fixes_columns_miscalibrated_in_opposite_ways()
     rng = np.random.default_rng(3)
     scale = np.array([1.3, 0.7, 1.0])
     held_out = torch.from_numpy(rng.normal(size=(500, 3)) * scale).float()
-    imputer.levels_pit_, imputer.levels_pit_columns_ = imputer._calibrate(held_out, 0.6)
+    imputer.levels_pit_ = imputer._calibrate(held_out, 0.6)
     mean, std = np.asarray(imputer.meta_["mean"]), np.asarray(imputer.meta_["std"])
     fresh = rng.normal(size=(4000, 3)) * scale * std + mean
     query = fresh.copy()
@@ -444,3 +454,56 @@ def test_per_column_recalibration_fixes_columns_miscalibrated_in_opposite_ways()
     pooled, per_column = cover("pooled"), cover("per-column")
     assert pooled[0] < 0.9 - 0.02 and pooled[1] > 0.9 + 0.02
     assert pooled[0] + 0.02 < per_column[0] < 0.9 + 0.02 and 0.9 - 0.02 < per_column[1] < pooled[1] - 0.02
+
+
+def test_discrete_columns_are_those_with_few_values_each_seen_often():
+    from anyorder.imputer import DISCRETE_REPEATS, DISCRETE_VALUES, discrete_support
+    rng = np.random.default_rng(0)
+    n = 200
+    counts = rng.integers(0, 5, size=n).astype(float)       # 5 values, 40 cells each
+    counts[:7] = np.nan                                      # holes are not values
+    many = rng.integers(0, DISCRETE_VALUES + 1, size=n).astype(float)   # one value too many
+    rare = np.arange(n, dtype=float) % (n // DISCRETE_REPEATS + 1)      # seen just under 5 times each
+    values = np.stack([counts, rng.normal(size=n), many, rare, counts], 1)
+    support = discrete_support(values, np.array([True, True, True, True, False]))
+    assert np.array_equal(support[0], np.arange(5.0))
+    assert support[1] is None and support[2] is None and support[3] is None
+    assert support[4] is None                                 # categorical: levels, not values
+    assert len(np.unique(many)) == DISCRETE_VALUES + 1 and n < DISCRETE_REPEATS * len(np.unique(rare))
+    assert np.array_equal(discrete_support(values[:, [2]] % DISCRETE_VALUES, np.array([True]))[0],
+                          np.arange(float(DISCRETE_VALUES)))
+
+
+def test_a_discrete_column_is_drawn_on_its_values_and_its_intervals_calibrated_at_each_end():
+    # Column 1 takes 0, 1, 2 (21, 558, 21 times: mean 1, std 0.2646; the model's are those of
+    # its train split, about the same). The zeroed network's conditional is N(1, 0.2646^2); snapped to the nearest value, 0 and 2 each get
+    # P(Z < -0.5 / 0.2646) = 0.0294 and 1 gets 0.9412, and fresh values follow exactly that.
+    # A 90% interval may miss 0.05 at each end, so [1, 1] (missing 0.0294 at each) is the
+    # right one. Calibrated at each end, the lower bound is 1 wherever the row's 100 draws
+    # hold at most ~92 values below 2 ... i.e. nearly always (P(Bin(100, 0.0294) > 7) = 0.005).
+    # One level per cell (where the truth's tied draws begin) at both ends counts a truth of
+    # 1 as lying above only the draws of 0 (~3 of 100), so its lower level sits near 0.01
+    # and the lower bound drops to 0 wherever a draw is 0 (P = 1 - 0.9706^100 = 0.95).
+    # Coverage of 4000 fresh cells: 0.9412, SE 0.0037; the margins below are 5 SE or more.
+    rng = np.random.default_rng(4)
+    x = np.stack([rng.normal(size=600), np.r_[np.zeros(21), np.full(21, 2.0), np.ones(558)]], 1)
+    imputer = zeroed(AnyOrderImputer(**{**TINY, "max_steps": 2}).fit(x))
+    assert imputer.discrete_[0] is None and np.array_equal(imputer.discrete_[1], [0.0, 1.0, 2.0])
+    mean, std = np.asarray(imputer.meta_["mean"]), np.asarray(imputer.meta_["std"])
+
+    def exact(size):
+        return np.clip(np.round(rng.normal(mean[1], std[1], size=size)), 0, 2)
+
+    held_out = np.stack([rng.normal(size=500), (exact(500) - mean[1]) / std[1]], 1)
+    imputer.levels_pit_ = imputer._calibrate(torch.from_numpy(held_out).float(), 0.6)
+    fresh = exact(4000)
+    query = np.stack([rng.normal(size=4000) * std[0] + mean[0], np.full(4000, np.nan)], 1)
+    low, high = imputer.quantiles(query, (0.05, 0.95), num_samples=100)
+    draws = np.stack(imputer.transform_draws(query[:50], m=5))[..., 1]
+    assert set(np.unique(draws)) <= {0.0, 1.0, 2.0} and set(np.unique(low[:, 1])) | set(np.unique(high[:, 1])) <= {0.0, 1.0, 2.0}
+    assert np.mean(low[:, 1] == 1) > 0.95 and np.mean(high[:, 1] == 1) > 0.95
+    end = 0.5 * math.erfc(0.5 / std[1] / math.sqrt(2))       # each end's mass under the model (0.0294 at 0.2646)
+    assert end < 0.05 and abs(np.mean((fresh >= low[:, 1]) & (fresh <= high[:, 1])) - (1 - 2 * end)) < 0.02
+    imputer.levels_pit_["lower"] = imputer.levels_pit_["upper"]      # one level per cell at both ends
+    one_level, _ = imputer.quantiles(query, (0.05, 0.95), num_samples=100)
+    assert np.mean(one_level[:, 1] == 0) > 0.8

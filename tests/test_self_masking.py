@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from anyorder.impute import draw_quantiles
-from anyorder.self_masking import (fit_conditioned, log_weights, score_against, self_masked_columns, wald,
-                                   weighted_mean, weighted_quantiles)
+from anyorder.self_masking import (fit_conditioned, fit_jointly, log_weights, score_against, self_masked_columns,
+                                   wald, weighted_mean, weighted_quantiles)
 
 
 def sigmoid(t):
@@ -348,3 +348,31 @@ def test_draws_below_the_columns_least_value_make_the_fit_separable_and_clipping
         clipped[:, :, 1] = np.clip(clipped[:, :, 1], 0.0, rows[:, 1].max())
         _, _, _, se = fit_conditioned(clipped, hidden, columns, covariates)
         assert np.isfinite(se[1])
+
+
+def test_self_masked_columns_fitted_together_recover_the_slope_that_each_alone_flattens():
+    # Both columns of a standard bivariate normal (correlation 0.8) self-masked at slope 2
+    # (intercept -1.8: a quarter of each hidden), with exact draws of the complete-data
+    # conditionals given each row's observed cells (both hidden: the joint; one: its
+    # conditional on the other), as a model of complete rows gives. Alone, a column's fit
+    # draws its holes from N(0.8 x_other, 0.36) or N(0, 1) though where the other cell is
+    # hidden too that one is likely large, and so this one: its slope comes out flat (1.28-1.69
+    # on four seeds, its SE 0.11-0.13). Fitted together (`fit_jointly`), a row's holes are
+    # weighted as one: the slope's error at most 0.45, about four SE, and below the alone fit's.
+    rng = np.random.default_rng(1)
+    n, m, rho = 2000, 100, 0.8
+    x = rng.multivariate_normal([0, 0], [[1, rho], [rho, 1]], size=n)
+    hidden = rng.random((n, 2)) < sigmoid(2.0 * x - 1.8)
+    draws = np.repeat(x[None], m, 0)
+    both = rng.multivariate_normal([0, 0], [[1, rho], [rho, 1]], size=(m, n))
+    for j in (0, 1):
+        alone = rho * x[:, 1 - j] + np.sqrt(1 - rho ** 2) * rng.normal(size=(m, n))
+        draws[:, :, j] = np.where(hidden[:, j], np.where(hidden[:, 1 - j], both[..., j], alone), x[:, j])
+    columns, none = np.array([True, True]), np.array([False, False])
+    a, b, weights, _ = fit_conditioned(draws, hidden, columns)
+    joint, joint_b, _ = fit_jointly(draws, hidden, columns, none, a, b, weights)
+    assert np.all(np.abs(joint - 2.0) < np.abs(a - 2.0)) and np.all(np.abs(joint - 2.0) < 0.45)
+    assert np.all(a < 1.75)
+    # one column alone has no other holes to weigh its draws by: its fit stays the alone fit
+    one, _, _ = fit_jointly(draws, hidden, np.array([True, False]), none, a * [1, 0], b * [1, 0], weights)
+    assert abs(one[0] - a[0]) < 1e-6 and one[1] == 0
