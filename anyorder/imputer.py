@@ -315,9 +315,9 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         held-out rows. The two differ only in a discrete column (`discrete_`), whose draws
         can equal the truth: a quantile at level q is at least the truth from "upper"'s
         level on and at most the truth up to "lower"'s, so an upper bound calibrated on the
-        first and a lower bound on the second cover what they promise, where one level per
-        cell (the middle of the tied draws, say) would count the truth's own value as a miss
-        at one end and over-cover at the other.
+        first and a lower bound on the second cover what they promise (one level per cell,
+        where its ties begin, at both ends put lower bounds a value too low: on fair's four
+        discrete columns 0.93 coverage for 0.90 at nearly twice the width).
         `quantiles` asks the draws for the levels at which these empirical distributions
         reach the requested ones (Kuleshov et al. 2018, quantile recalibration): an
         interval the model makes too narrow or too wide on fresh rows covers what it
@@ -720,6 +720,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         return tuple(self._calibrated_level(float(q), column) for q in levels)
 
     def _calibrated_level(self, q: float, column: int | None) -> float:
+        """`calibrated_levels` for one level q (the lower ends' levels below 0.5)."""
         by_column = self.levels_pit_["lower" if q < 0.5 else "upper"]
         pooled = np.concatenate([own for own in by_column if own is not None] or [np.array([q])])
         own = by_column[column] if column is not None and self.calibration == "per-column" else None
