@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import gc
 import math
 import os
 import shutil
@@ -545,14 +546,17 @@ def train(config: Config, resume: bool = False, progress: bool = True, data: Dat
     (`RunDirectory`), the state restored or the config recorded, and the loop runs.
     """
     run = Training(config, data)
+    world = run.world
     try:
         with RunDirectory(config.train.out, resume, owner=run.rank == 0, agree=run.agree) as run_dir:
             run.start(run_dir, resume)
             run.fit(run_dir, progress)
-        if run.world > 1:
+        if world > 1:
             dist.barrier()                 # no process leaves while another still talks to it
     finally:
-        if run.world > 1 and dist.is_initialized():
+        if world > 1 and dist.is_initialized():
+            del run                        # DDP's reducer, held in reference cycles, freed now: freed at the
+            gc.collect()                   # interpreter's teardown, gloo's threads aborted the process there
             dist.destroy_process_group()   # else gloo's threads may abort the process at exit
     return run_dir
 
