@@ -286,6 +286,14 @@ def coverage(truth: torch.Tensor, sample: torch.Tensor, hidden: torch.Tensor, nu
     return ((truth >= lo) & (truth <= hi))[cells].double().mean().item()
 
 
+def interval_coverage(truth: np.ndarray, low: np.ndarray, high: np.ndarray, cells: np.ndarray) -> tuple:
+    """Share of the `cells` (bool `[N, D]`) whose truth lies in [low, high] (`[N, D]` each),
+    and the share per column (None for a column without such cells)."""
+    inside = (truth >= low) & (truth <= high)
+    return float(inside[cells].mean()), [float(inside[cells[:, j], j].mean()) if cells[:, j].any() else None
+                                         for j in range(truth.shape[1])]
+
+
 # ---------------------------------------------------------------- AnyOrderImputer
 
 def imputer_fills(imputer, holes: np.ndarray, categorical: np.ndarray, draws: int,
@@ -641,12 +649,10 @@ def main() -> None:
                         for key, value in detected.items():
                             results.setdefault((table, cond, "auto_detected"), {}).setdefault(key, []).append(value)
                     for kind, bound in bounds.items():
-                        inside = (truth >= bound[0]) & (truth <= bound[1])
-                        results.setdefault((table, cond, "coverage"), {}).setdefault(kind, []).append(
-                            float(inside[cells].mean()))
+                        overall, by_column = interval_coverage(truth, bound[0], bound[1], cells)
+                        results.setdefault((table, cond, "coverage"), {}).setdefault(kind, []).append(overall)
                         results.setdefault((table, cond, "coverage_by_column"), {}).setdefault(kind, []).append(
-                            [float(inside[:, j][cells[:, j]].mean()) if cells[:, j].any() else None
-                             for j in range(truth.shape[1])])
+                            by_column)
                     results.setdefault((table, cond, "imputer"), {}).setdefault("steps", []).append(imputer.n_steps_)
                 reference = baseline("mean", train_rows.double().numpy(), holes, categorical, seed)
                 for name in (m for m in methods if m not in ("anyorder", "imputer")):
