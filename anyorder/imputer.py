@@ -15,8 +15,9 @@ pass of the last weights of training, of the weights with the best held-out like
 intervals come from `draws_model_` (calibrated, where the last weights fill better); the intervals'
 levels are then recalibrated on held-out rows (`quantiles`). Rows with no observed cell are skipped in
 `fit` (a warning says how many) and filled from the model's joint in `transform`. A
-numeric column never negative in `fit` is never filled below 0, and one whose cells take few
-values in `fit` (a count, a rating, a 0/1 flag: `discrete_`) is drawn on those values. `save` / `load` use the
+numeric column never negative in `fit` is never filled below 0, one whose cells take few
+values in `fit` (a count, a rating, a 0/1 flag: `discrete_`) is drawn on those values, and
+another's point masses (`atoms_`: a zero-inflated column's 0) take the draws nearest them. `save` / `load` use the
 project's checkpoint format (the CLI's `anyorder impute --checkpoint` reads it too);
 pickling works as well.
 
@@ -218,6 +219,12 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         average: counts, ratings, flags), None for the others. Draws, `transform_draws` and
         the bounds of `quantiles` take only these values in such a column; conditional-mean
         fills stay means (2.4 children is the best guess in squared error).
+    atoms_ : list
+        Per column, the atoms of another numeric column (values holding at least ATOM_SHARE,
+        1/32, of its cells in `fit` and DISCRETE_REPEATS of them: the 0 of a zero-inflated
+        column, a top code) as rows (atom, low, high) of an array `[K, 3]`, None for a column
+        without any. A draw inside (low, high), half way to the column's nearest other values,
+        is put on the atom, and a bound of `quantiles` inside it moves out onto the atom.
     skipped_rows_ : int
         Rows of `fit` with no observed cell, which it skipped.
     n_steps_ : int
