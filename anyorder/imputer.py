@@ -543,8 +543,6 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         """X with its missing cells filled (`reduce`); observed cells exactly as given."""
         self._check_params()
         X, values, back = self._prepare(X)
-        if self.reduce == "mean" and self.missingness == "self-masking":
-            return back(decode(X, self._self_masked_mean(values), self.columns_))
         if self.reduce == "sample":
             fill = self._draws(values, 1, self.model_)[0]
         elif self.reduce == "mean":
@@ -554,7 +552,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                 fill[:, categorical] = self._one_pass(values)[:, categorical]
         else:
             fill = self._one_pass(values)
-        mechanism = self._mechanism(values) if self.missingness == "auto" else None
+        mechanism = self._mechanism(values)
         if mechanism is not None:      # rows with a hole in a self-masked column: their numeric holes reweighted
             rows = mechanism[-1]
             numeric = self._numeric()
@@ -888,27 +886,13 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                 out[..., j] = np.where((out[..., j] > low) & (out[..., j] < high), atom, out[..., j])
         return out
 
-    def _self_masked_mean(self, values: np.ndarray) -> np.ndarray:
-        """Numeric holes: the mean of the joint draws weighted by a self-masking mechanism
-        estimated on `values` itself (`anyorder.self_masking`); categorical holes: the most
-        likely level of their one-pass conditional."""
-        draws = self._draws(values, max(int(self.num_samples), SELF_MASKING_DRAWS), self.model_)
-        numeric = self._numeric()
-        hidden = np.isnan(values) & numeric
-        z = self._model_units(draws)
-        a, b, _, _ = self_masking.fit_conditioned(z, hidden, numeric)
-        fill = self_masking.weighted_mean(draws, self_masking.log_weights(z, hidden, a, b))
-        if (~numeric).any():
-            fill[:, ~numeric] = self._one_pass(values)[:, ~numeric]
-        return fill
-
     def _mechanism(self, values: np.ndarray):
         """The missingness mechanism that `missingness` assumes for the rows `values`, as
         (a `[D]`, b `[D]`, offset `[N, D]`) for `self_masking.log_weights` (self-masking:
         estimated on `values` from SELF_MASKING_DRAWS draws of model_, no offset; auto: the
         columns `_detect` keeps, with their models' part from the rows' observed cells) and
         the rows it weights (bool `[N]`: a hole in a column it models), or None (missing at
-        random, or "auto" with no hole in a kept column: equal weights). `transform` and
+        random, or no hole in a column it models: equal weights). `transform` and
         `quantiles` both weigh what this returns."""
         if self.missingness == "random":
             return None
@@ -920,7 +904,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             return (a, b, self._offset(values, weights), rows) if rows.any() else None
         fitted = self._draws(values, SELF_MASKING_DRAWS, self.model_)
         a, b, _, _ = self_masking.fit_conditioned(self._model_units(fitted), hidden, numeric)
-        return a, b, np.zeros(values.shape), (hidden & (a != 0)).any(1)
+        rows = (hidden & (a != 0)).any(1)
+        return (a, b, np.zeros(values.shape), rows) if rows.any() else None
 
     def _offset(self, values: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """Each cell's part `[N, D]` of its missingness logit that the always-observed columns
