@@ -15,8 +15,9 @@ pass of the last weights of training, of the weights with the best held-out like
 intervals come from `draws_model_` (calibrated, where the last weights fill better); the intervals'
 levels are then recalibrated on held-out rows (`quantiles`). Rows with no observed cell are skipped in
 `fit` (a warning says how many) and filled from the model's joint in `transform`. A
-numeric column never negative in `fit` is never filled below 0, and one whose cells take few
-values in `fit` (a count, a rating, a 0/1 flag: `discrete_`) is drawn on those values. `save` / `load` use the
+numeric column never negative in `fit` is never filled below 0, one whose cells take few
+values in `fit` (a count, a rating, a 0/1 flag: `discrete_`) is drawn on those values, and
+another's point masses (`atoms_`: a zero-inflated column's 0) take the draws nearest them. `save` / `load` use the
 project's checkpoint format (the CLI's `anyorder impute --checkpoint` reads it too);
 pickling works as well.
 
@@ -82,6 +83,7 @@ CALIBRATION_PRIOR = 200     # pooled cells' weight against a column's own (calib
 CALIBRATION_DRAWS = 100     # as many as `quantiles` draws by default; 500 rows x 100 draws: ~16 s for 20 columns at load 9
 DISCRETE_VALUES = 32        # a numeric column whose cells in `fit` take at most this many values is discrete ...
 DISCRETE_REPEATS = 5        # ... where its observed cells are at least this many times as many as its values
+ATOM_SHARE = 1 / DISCRETE_VALUES    # a value holding this share of another numeric column's cells (and DISCRETE_REPEATS) is an atom
 
 
 class AnyOrderImputer(TransformerMixin, BaseEstimator):
@@ -217,6 +219,12 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         average: counts, ratings, flags), None for the others. Draws, `transform_draws` and
         the bounds of `quantiles` take only these values in such a column; conditional-mean
         fills stay means (2.4 children is the best guess in squared error).
+    atoms_ : list
+        Per column, the atoms of another numeric column (values holding at least ATOM_SHARE,
+        1/32, of its cells in `fit` and DISCRETE_REPEATS of them: the 0 of a zero-inflated
+        column, a top code) as rows (atom, low, high) of an array `[K, 3]`, None for a column
+        without any. A draw inside (low, high), half way to the column's nearest other values,
+        is put on the atom, and a bound of `quantiles` inside it moves out onto the atom.
     skipped_rows_ : int
         Rows of `fit` with no observed cell, which it skipped.
     n_steps_ : int
@@ -271,6 +279,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         self.columns_ = infer_columns(X, tuple(self.categorical))
         values = encode(X, self.columns_)
         self.discrete_ = discrete_support(values, self._numeric())
+        self.atoms_ = atom_cells(values, self._numeric(), self.discrete_)
         self.transforms_ = {j: QuantileNormal.fit(values[:, j]) for j, c in enumerate(self.columns_)
                             if not c.categorical and self.numeric_transform == "quantile"}
         self.seed_ = int(check_random_state(self.random_state).randint(2 ** 31 - 1))
@@ -534,8 +543,6 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         """X with its missing cells filled (`reduce`); observed cells exactly as given."""
         self._check_params()
         X, values, back = self._prepare(X)
-        if self.reduce == "mean" and self.missingness == "self-masking":
-            return back(decode(X, self._self_masked_mean(values), self.columns_))
         if self.reduce == "sample":
             fill = self._draws(values, 1, self.model_)[0]
         elif self.reduce == "mean":
@@ -545,7 +552,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                 fill[:, categorical] = self._one_pass(values)[:, categorical]
         else:
             fill = self._one_pass(values)
-        mechanism = self._mechanism(values) if self.missingness == "auto" else None
+        mechanism = self._mechanism(values)
         if mechanism is not None:      # rows with a hole in a self-masked column: their numeric holes reweighted
             rows = mechanism[-1]
             numeric = self._numeric()
@@ -668,7 +675,9 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         bound, at any other up to the smallest at or above it. Its draws take only those
         values, but a quantile between two order statistics interpolates between them, and
         an interval ending inside a gap between two values covers as if it ended at the inner
-        one (the levels are calibrated on where the truth falls among the draws themselves)."""
+        one (the levels are calibrated on where the truth falls among the draws themselves).
+        Likewise a bound inside an atom's cell (`atoms_`), where no draw lies but the atom, is
+        moved out onto the atom: a lower bound above it down, an upper bound below it up."""
         for j, support in enumerate(self.discrete_):
             if support is None:
                 continue
@@ -677,6 +686,14 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                 place = np.searchsorted(support, column, side="right") - 1 if q < 0.5 else \
                     np.searchsorted(support, column, side="left")
                 bounds[k, :, j] = np.where(np.isnan(column), column, support[np.clip(place, 0, len(support) - 1)])
+        for j, atoms in enumerate(self.atoms_):
+            if atoms is None:
+                continue
+            for k, q in enumerate(levels):
+                for atom, low, high in atoms:
+                    column = bounds[k, :, j]
+                    between = (column > atom) & (column < high) if q < 0.5 else (column > low) & (column < atom)
+                    bounds[k, :, j] = np.where(between, atom, column)
         return bounds
 
     def _weighted_bounds(self, values: np.ndarray, mechanism, levels, m: int, bounds: np.ndarray) -> None:
@@ -837,7 +854,13 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         such a column with a mixture of Gaussians, which spreads each of its values into a
         narrow bump; a draw is put back on the value whose bump it came from (the nearest),
         so draws are values the column can take (2 children, not 1.83), an interval's bounds
-        are too, and the probability of each value is the model's mass nearest to it."""
+        are too, and the probability of each value is the model's mass nearest to it. In
+        another numeric column a cell within an atom's cell (`atoms_`: nearer to the atom than
+        to any other value the column took in `fit`) is moved onto the atom: the network's
+        narrow bump at a point mass (no hours of affairs for 69% of fair's women) puts its
+        draws a hair off it, where an interval's bound then misses the truth sitting exactly
+        on it (fair's affairs under self-masking: 15% of its hidden cells below the lower
+        bound by less than 0.001 SD)."""
         out = values
         for j, support in enumerate(self.discrete_):
             if support is None:
@@ -850,21 +873,18 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                 out = values.copy()
             nearest = np.searchsorted((support[1:] + support[:-1]) / 2, out[..., j])
             out[..., j] = np.where(np.isnan(out[..., j]), np.nan, support[nearest])
+        for j, atoms in enumerate(self.atoms_):
+            if atoms is None:
+                continue
+            if model_units:
+                column = np.full((atoms.size, len(self.columns_)), np.nan)
+                column[:, j] = atoms.ravel()
+                atoms = self._model_units(column)[:, j].reshape(atoms.shape)
+            if out is values:
+                out = values.copy()
+            for atom, low, high in atoms:
+                out[..., j] = np.where((out[..., j] > low) & (out[..., j] < high), atom, out[..., j])
         return out
-
-    def _self_masked_mean(self, values: np.ndarray) -> np.ndarray:
-        """Numeric holes: the mean of the joint draws weighted by a self-masking mechanism
-        estimated on `values` itself (`anyorder.self_masking`); categorical holes: the most
-        likely level of their one-pass conditional."""
-        draws = self._draws(values, max(int(self.num_samples), SELF_MASKING_DRAWS), self.model_)
-        numeric = self._numeric()
-        hidden = np.isnan(values) & numeric
-        z = self._model_units(draws)
-        a, b, _, _ = self_masking.fit_conditioned(z, hidden, numeric)
-        fill = self_masking.weighted_mean(draws, self_masking.log_weights(z, hidden, a, b))
-        if (~numeric).any():
-            fill[:, ~numeric] = self._one_pass(values)[:, ~numeric]
-        return fill
 
     def _mechanism(self, values: np.ndarray):
         """The missingness mechanism that `missingness` assumes for the rows `values`, as
@@ -872,7 +892,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         estimated on `values` from SELF_MASKING_DRAWS draws of model_, no offset; auto: the
         columns `_detect` keeps, with their models' part from the rows' observed cells) and
         the rows it weights (bool `[N]`: a hole in a column it models), or None (missing at
-        random, or "auto" with no hole in a kept column: equal weights). `transform` and
+        random, or no hole in a column it models: equal weights). `transform` and
         `quantiles` both weigh what this returns."""
         if self.missingness == "random":
             return None
@@ -884,7 +904,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             return (a, b, self._offset(values, weights), rows) if rows.any() else None
         fitted = self._draws(values, SELF_MASKING_DRAWS, self.model_)
         a, b, _, _ = self_masking.fit_conditioned(self._model_units(fitted), hidden, numeric)
-        return a, b, np.zeros(values.shape), (hidden & (a != 0)).any(1)
+        rows = (hidden & (a != 0)).any(1)
+        return (a, b, np.zeros(values.shape), rows) if rows.any() else None
 
     def _offset(self, values: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """Each cell's part `[N, D]` of its missingness logit that the always-observed columns
@@ -920,6 +941,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                    {end: [None if v is None else v.tolist() for v in by_column]
                     for end, by_column in self.levels_pit_.items()},
                    "discrete": [None if v is None else v.tolist() for v in self.discrete_],
+                   "atoms": [None if v is None else v.tolist() for v in self.atoms_],
                    "mechanism_reference": None if self.mechanism_reference_ is None else
                    {k: [None if np.isnan(x) else float(x) for x in v] for k, v in self.mechanism_reference_.items()},
                    "gaussian": None if self.gaussian_ is None else self.gaussian_.to_json(),
@@ -953,6 +975,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         self.transforms_ = {int(j): QuantileNormal.from_json(t) for j, t in info["transforms"].items()}
         self.seed_, self.n_steps_, self.fit_seconds_ = info["seed"], info["steps"], math.nan
         self.discrete_ = [None if v is None else np.asarray(v) for v in info.get("discrete", [None] * len(self.columns_))]
+        self.atoms_ = [None if v is None else np.asarray(v) for v in info.get("atoms", [None] * len(self.columns_))]
         self.levels_pit_ = _saved_levels(info, self._numeric())
         reference = info.get("mechanism_reference")
         self.mechanism_reference_ = None if reference is None else \
@@ -981,6 +1004,34 @@ def discrete_support(values: np.ndarray, numeric: np.ndarray) -> list:
         support.append(distinct if numeric[j] and 1 < len(distinct) <= DISCRETE_VALUES
                        and len(cells) >= DISCRETE_REPEATS * len(distinct) else None)
     return support
+
+
+def atom_cells(values: np.ndarray, numeric: np.ndarray, discrete: list) -> list:
+    """Per column of `values` `[N, D]` (NaN where missing), the atoms of a numeric column that
+    is not discrete (`discrete`: `discrete_support`'s list), as rows
+    (atom, low, high) `[K, 3]`, or None without any. An atom is a value holding at least
+    ATOM_SHARE of the column's cells and DISCRETE_REPEATS of them (a point mass: a zero of a
+    zero-inflated column, a top code), as common as a discrete column's values are on
+    average; its cell (low, high) reaches half way to the nearest values the column takes on
+    either side (as far on a side without one as on the other), the draws within which
+    `_snapped` puts on the atom. An atom with no other value in its column has no cell."""
+    atoms = []
+    for j in range(values.shape[1]):
+        cells = values[:, j][~np.isnan(values[:, j])]
+        if not numeric[j] or discrete[j] is not None or not len(cells):
+            atoms.append(None)
+            continue
+        distinct, counts = np.unique(cells, return_counts=True)
+        rows = []
+        for k in np.flatnonzero((counts >= DISCRETE_REPEATS) & (counts >= ATOM_SHARE * len(cells))):
+            below = distinct[k] - distinct[k - 1] if k > 0 else math.inf
+            above = distinct[k + 1] - distinct[k] if k + 1 < len(distinct) else math.inf
+            near = min(below, above)
+            if math.isfinite(near):
+                rows.append((distinct[k], distinct[k] - (below if math.isfinite(below) else near) / 2,
+                             distinct[k] + (above if math.isfinite(above) else near) / 2))
+        atoms.append(np.array(rows) if rows else None)
+    return atoms
 
 
 def _saved_levels(info: dict, numeric: np.ndarray) -> dict | None:

@@ -433,10 +433,12 @@ def fit_split(imputer, rows: np.ndarray):
 def refresh_blend(imputer, rows: np.ndarray):
     """`imputer` (fitted on `rows`, which have no missing cell: holes at 20% as `fit` would
     choose) with its interval calibration, missingness reference and blend fitted again by the
-    current code (its discrete columns found again too, as `fit` finds them)."""
+    current code (its discrete columns and atoms found again too, as `fit` finds them)."""
     from anyorder.frames import encode
-    from anyorder.imputer import discrete_support
-    imputer.discrete_ = discrete_support(encode(rows, imputer.columns_), imputer._numeric())
+    from anyorder.imputer import atom_cells, discrete_support
+    values = encode(rows, imputer.columns_)
+    imputer.discrete_ = discrete_support(values, imputer._numeric())
+    imputer.atoms_ = atom_cells(values, imputer._numeric(), imputer.discrete_)
     train, valid = fit_split(imputer, rows)
     imputer._fit_held_out(train, valid, 0.2, len(rows))
     return imputer

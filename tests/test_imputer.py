@@ -474,6 +474,60 @@ def test_discrete_columns_are_those_with_few_values_each_seen_often():
                           np.arange(float(DISCRETE_VALUES)))
 
 
+def test_atoms_are_values_holding_a_share_of_a_continuous_column_with_cells_half_way_to_their_neighbours():
+    from anyorder.imputer import ATOM_SHARE, DISCRETE_REPEATS, atom_cells
+    rng = np.random.default_rng(0)
+    n = 320
+    positive = np.linspace(1.0, 3.0, n - 100)                    # distinct, 1 nearest to 0
+    zero_inflated = rng.permutation(np.r_[np.zeros(100), positive])
+    interior = np.r_[np.full(20, 5.0), np.linspace(0.0, 10.0, n - 20)]    # 5 between 4.98 and 5.02
+    rare = np.r_[np.full(int(ATOM_SHARE * n) - 1, 7.0), rng.normal(size=n - int(ATOM_SHARE * n) + 1)]
+    few = np.r_[np.full(DISCRETE_REPEATS - 1, 7.0), rng.normal(size=n - DISCRETE_REPEATS + 1)][:4 * DISCRETE_REPEATS]
+    values = np.stack([zero_inflated, interior, rare, rng.normal(size=n), np.full(n, 2.0), zero_inflated], 1)
+    values[:9, 0] = np.nan                                        # holes are not values
+    atoms = atom_cells(values, np.array([True, True, True, True, True, False]), [None] * 6)
+    assert np.allclose(atoms[0], [[0.0, -0.5, 0.5]])              # no value below: as far as above
+    neighbours = np.sort(np.unique(interior))
+    k = np.searchsorted(neighbours, 5.0)
+    assert np.allclose(atoms[1], [[5.0, (neighbours[k - 1] + 5) / 2, (neighbours[k + 1] + 5) / 2]])
+    assert atoms[2] is None and atoms[3] is None                  # under ATOM_SHARE; no repeats
+    assert atoms[4] is None and atoms[5] is None                  # no other value; categorical
+    assert atom_cells(few[:, None], np.array([True]), [None])[0] is None        # under DISCRETE_REPEATS
+    assert atom_cells(values[:, :1], np.array([True]), [np.array([0.0, 1.0])])[0] is None    # discrete
+
+
+def test_an_atom_takes_the_draws_of_its_cell_and_bounds_inside_the_cell_move_out_onto_it(tmp_path):
+    # Column 1: 420 zeros, 170 values in [1, 3], 10 in [-3, -1] (some negative: no floor at 0).
+    # The zeroed network's conditional is N(mean, std^2) of the train split; snapped, the atom 0
+    # gets that Gaussian's mass in its cell (about 0.33), and the draws' quantiles at levels
+    # 0.22 and 0.35 (above the mass below the cell, about 0.15, and below that up to its top,
+    # about 0.49, by 3.7 and 5.4 binomial SD of 400 draws) are the atom exactly. Unsnapped,
+    # they are points of a continuous distribution, never exactly 0.
+    rng = np.random.default_rng(2)
+    column = rng.permutation(np.r_[np.zeros(420), rng.uniform(1, 3, 170), rng.uniform(-3, -1, 10)])
+    x = np.stack([rng.normal(size=600), column], 1)
+    imputer = zeroed(AnyOrderImputer(**{**TINY, "max_steps": 2}).fit(x))
+    assert imputer.atoms_[0] is None and len(imputer.atoms_[1]) == 1
+    atom, low, high = imputer.atoms_[1][0]
+    mean, std = imputer.meta_["mean"][1], imputer.meta_["std"][1]
+    mass = 0.5 * (math.erf((high - mean) / std / math.sqrt(2)) - math.erf((low - mean) / std / math.sqrt(2)))
+    query = np.stack([rng.normal(size=400), np.full(400, np.nan)], 1)
+    draws = np.stack(imputer.transform_draws(query, m=10))[..., 1]
+    assert atom == 0 and not ((draws > low) & (draws < high) & (draws != 0)).any()
+    assert abs(np.mean(draws == 0) - mass) < 5 * math.sqrt(mass * (1 - mass) / draws.size)
+    imputer.levels_pit_ = None                                    # the levels as asked
+    bounds = np.stack(imputer.quantiles(query, (0.22, 0.35), num_samples=400))[..., 1]
+    assert np.mean(bounds == 0, axis=1).min() > 0.95
+    imputer.save(tmp_path / "imputer")
+    loaded = AnyOrderImputer.load(tmp_path / "imputer")
+    assert loaded.atoms_[0] is None and np.array_equal(loaded.atoms_[1], imputer.atoms_[1])
+    imputer.atoms_ = [None, None]
+    assert np.mean(np.stack(imputer.quantiles(query, (0.22, 0.35), num_samples=400))[..., 1] == 0) == 0
+    imputer.atoms_ = [None, np.array([[0.0, -0.5, 0.5]])]          # the rule by hand, X's units
+    moved = imputer._outward(np.array([[[0.0, 0.3], [0.0, -0.2]], [[0.0, 0.3], [0.0, -0.2]]]), (0.05, 0.95))
+    assert np.array_equal(moved[..., 1], [[0.0, -0.2], [0.3, 0.0]])   # lower bounds down, upper up, onto 0
+
+
 def test_a_discrete_column_is_drawn_on_its_values_and_its_intervals_calibrated_at_each_end():
     # Column 1 takes 0, 1, 2 (21, 558, 21 times: mean 1, std 0.2646; the model's are those of
     # its train split, about the same). The zeroed network's conditional is N(1, 0.2646^2); snapped to the nearest value, 0 and 2 each get
