@@ -223,8 +223,9 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         Per column, the atoms of another numeric column (values holding at least ATOM_SHARE,
         1/32, of its cells in `fit` and DISCRETE_REPEATS of them: the 0 of a zero-inflated
         column, a top code) as rows (atom, low, high) of an array `[K, 3]`, None for a column
-        without any. A draw inside (low, high), half way to the column's nearest other values,
-        is put on the atom, and a bound of `quantiles` inside it moves out onto the atom.
+        without any. A draw inside (low, high), half way to the column's nearest other values
+        (without bound past an end of its range: a top code takes every draw above it), is
+        put on the atom, and a bound of `quantiles` inside it moves out onto the atom.
     skipped_rows_ : int
         Rows of `fit` with no observed cell, which it skipped.
     n_steps_ : int
@@ -876,10 +877,10 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         for j, atoms in enumerate(self.atoms_):
             if atoms is None:
                 continue
-            if model_units:
+            if model_units:          # (an unbounded side stays unbounded: a quantile transform maps inf to its last knot)
                 column = np.full((atoms.size, len(self.columns_)), np.nan)
                 column[:, j] = atoms.ravel()
-                atoms = self._model_units(column)[:, j].reshape(atoms.shape)
+                atoms = np.where(np.isinf(atoms), atoms, self._model_units(column)[:, j].reshape(atoms.shape))
             if out is values:
                 out = values.copy()
             for atom, low, high in atoms:
@@ -1013,8 +1014,10 @@ def atom_cells(values: np.ndarray, numeric: np.ndarray, discrete: list) -> list:
     ATOM_SHARE of the column's cells and DISCRETE_REPEATS of them (a point mass: a zero of a
     zero-inflated column, a top code), as common as a discrete column's values are on
     average; its cell (low, high) reaches half way to the nearest values the column takes on
-    either side (as far on a side without one as on the other), the draws within which
-    `_snapped` puts on the atom. An atom with no other value in its column has no cell."""
+    either side, the draws within which `_snapped` puts on the atom. The cell of an atom at
+    an end of the column's range (a least value of 0, a top code) reaches past that end
+    without bound: the column took no value beyond it in `fit`, so a draw beyond it is put
+    on it, as a censored value would have been recorded."""
     atoms = []
     for j in range(values.shape[1]):
         cells = values[:, j][~np.isnan(values[:, j])]
@@ -1026,10 +1029,7 @@ def atom_cells(values: np.ndarray, numeric: np.ndarray, discrete: list) -> list:
         for k in np.flatnonzero((counts >= DISCRETE_REPEATS) & (counts >= ATOM_SHARE * len(cells))):
             below = distinct[k] - distinct[k - 1] if k > 0 else math.inf
             above = distinct[k + 1] - distinct[k] if k + 1 < len(distinct) else math.inf
-            near = min(below, above)
-            if math.isfinite(near):
-                rows.append((distinct[k], distinct[k] - (below if math.isfinite(below) else near) / 2,
-                             distinct[k] + (above if math.isfinite(above) else near) / 2))
+            rows.append((distinct[k], distinct[k] - below / 2, distinct[k] + above / 2))
         atoms.append(np.array(rows) if rows else None)
     return atoms
 

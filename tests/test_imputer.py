@@ -474,7 +474,7 @@ def test_discrete_columns_are_those_with_few_values_each_seen_often():
                           np.arange(float(DISCRETE_VALUES)))
 
 
-def test_atoms_are_values_holding_a_share_of_a_continuous_column_with_cells_half_way_to_their_neighbours():
+def test_atoms_are_values_holding_a_share_of_a_continuous_column_with_cells_half_way_to_their_neighbours_or_past_its_ends():
     from anyorder.imputer import ATOM_SHARE, DISCRETE_REPEATS, atom_cells
     rng = np.random.default_rng(0)
     n = 320
@@ -486,14 +486,32 @@ def test_atoms_are_values_holding_a_share_of_a_continuous_column_with_cells_half
     values = np.stack([zero_inflated, interior, rare, rng.normal(size=n), np.full(n, 2.0), zero_inflated], 1)
     values[:9, 0] = np.nan                                        # holes are not values
     atoms = atom_cells(values, np.array([True, True, True, True, True, False]), [None] * 6)
-    assert np.allclose(atoms[0], [[0.0, -0.5, 0.5]])              # no value below: as far as above
+    assert np.array_equal(atoms[0], [[0.0, -np.inf, 0.5]])        # no value below: unbounded there
     neighbours = np.sort(np.unique(interior))
     k = np.searchsorted(neighbours, 5.0)
     assert np.allclose(atoms[1], [[5.0, (neighbours[k - 1] + 5) / 2, (neighbours[k + 1] + 5) / 2]])
     assert atoms[2] is None and atoms[3] is None                  # under ATOM_SHARE; no repeats
-    assert atoms[4] is None and atoms[5] is None                  # no other value; categorical
+    assert np.array_equal(atoms[4], [[2.0, -np.inf, np.inf]])     # the only value takes every draw
+    assert atoms[5] is None                                       # categorical
     assert atom_cells(few[:, None], np.array([True]), [None])[0] is None        # under DISCRETE_REPEATS
     assert atom_cells(values[:, :1], np.array([True]), [np.array([0.0, 1.0])])[0] is None    # discrete
+
+
+def test_an_atom_at_the_top_of_a_range_takes_every_draw_beyond_it():
+    # Column 1: 100 cells at a top code of 5, 500 spread over [0, 4.9]. The zeroed network's
+    # conditional is N(mean, std^2) of the train split; snapped, no draw exceeds 5 and the
+    # share at 5 is that Gaussian's mass above the cell's lower edge (half way to the
+    # column's largest other value), about 0.1: 4000 draws, binomial SE 0.005.
+    rng = np.random.default_rng(3)
+    column = rng.permutation(np.r_[np.full(100, 5.0), rng.uniform(0, 4.9, 500)])
+    imputer = zeroed(AnyOrderImputer(**{**TINY, "max_steps": 2}).fit(np.stack([rng.normal(size=600), column], 1)))
+    (atom, low, high), = imputer.atoms_[1]
+    assert atom == 5 and high == np.inf and low == (5 + column[column < 5].max()) / 2
+    mean, std = imputer.meta_["mean"][1], imputer.meta_["std"][1]
+    mass = 0.5 * math.erfc((low - mean) / std / math.sqrt(2))
+    query = np.stack([rng.normal(size=400), np.full(400, np.nan)], 1)
+    draws = np.stack(imputer.transform_draws(query, m=10))[..., 1]
+    assert draws.max() == 5 and abs(np.mean(draws == 5) - mass) < 5 * math.sqrt(mass * (1 - mass) / draws.size)
 
 
 def test_an_atom_takes_the_draws_of_its_cell_and_bounds_inside_the_cell_move_out_onto_it(tmp_path):
