@@ -229,8 +229,10 @@ def impute_parser(sub) -> None:
     p.add_argument("--output", required=True,
                    help="where the completed table goes (.tsv: tabs, else commas); never the input")
     p.add_argument("--num-samples", type=count(1), default=10, help="draws per row (mean, sample)")
-    p.add_argument("--reduce", choices=REDUCTIONS, default="mean",
-                   help="mean of the draws, every draw (multiple imputation), or one-pass conditional mean")
+    p.add_argument("--reduce", choices=REDUCTIONS,
+                   help="mean of the draws (the default for a trained model), every draw (multiple imputation), or "
+                        "one-pass conditional mean; a checkpoint of AnyOrderImputer.save fills as its imputer does "
+                        "(its own reduce by default)")
     p.add_argument("--quantiles", type=_quantile_list, metavar="Q1,Q2",
                    help="also write per-cell intervals of the --num-samples draws (e.g. 0.05,0.95) "
                         "and categorical probabilities to OUTPUT's .intervals file")
@@ -263,7 +265,17 @@ def cmd_impute(args) -> None:
     if args.steps is not None and args.reduce == "conditional-mean":
         raise UserError("--steps sets the passes of sampled imputations; --reduce conditional-mean takes one pass")
     model, config, meta, _ = _open(args)
-    args.budget = _budget(args, model, meta)
+    args.filler = None
+    if "imputer" in meta:        # written by AnyOrderImputer.save: fill as the imputer does
+        if args.steps is not None:
+            raise UserError(f"{args.checkpoint} was written by AnyOrderImputer.save, which fills in its own way; "
+                            "--steps is for trained path networks")
+        from .imputer import AnyOrderImputer, ImputerFiller
+        imputer = AnyOrderImputer.load(args.checkpoint)
+        args.reduce, args.filler, args.budget = args.reduce or imputer.reduce, ImputerFiller(imputer), {}
+    else:
+        args.reduce = args.reduce or "mean"
+        args.budget = _budget(args, model, meta)
     data_io(meta["kind"]).impute_file(model, meta, args)
 
 

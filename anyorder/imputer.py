@@ -18,7 +18,8 @@ levels are then recalibrated on held-out rows (`quantiles`). Rows with no observ
 numeric column never negative in `fit` is never filled below 0, one whose cells take few
 values in `fit` (a count, a rating, a 0/1 flag: `discrete_`) is drawn on those values, and
 another's point masses (`atoms_`: a zero-inflated column's 0) take the draws nearest them. `save` / `load` use the
-project's checkpoint format (the CLI's `anyorder impute --checkpoint` reads it too);
+project's checkpoint format (`anyorder impute RUN` fills files with it as `transform` and
+`quantiles` fill a DataFrame: `ImputerFiller`);
 pickling works as well.
 
 scikit-learn's `check_estimator` passes every check (scikit-learn 1.7 and 1.9, see
@@ -544,6 +545,10 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         """X with its missing cells filled (`reduce`); observed cells exactly as given."""
         self._check_params()
         X, values, back = self._prepare(X)
+        return back(decode(X, self._fill(values), self.columns_))
+
+    def _fill(self, values: np.ndarray) -> np.ndarray:
+        """`transform`'s fill `[N, D]` of `values` (X's units, NaN in the holes)."""
         if self.reduce == "sample":
             fill = self._draws(values, 1, self.model_)[0]
         elif self.reduce == "mean":
@@ -566,7 +571,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             else:
                 moved = self_masking.weighted_mean(draws, logw)
             fill[np.ix_(rows, numeric)] = moved[:, numeric]
-        return back(decode(X, fill, self.columns_))
+        return fill
 
     def detect_self_masking(self, X) -> dict:
         """What missingness="auto" decides for the rows of X: {"self_masked": bool `[D]`,
@@ -658,17 +663,20 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         the same recalibrated levels."""
         levels = check_quantiles(levels, num_samples)
         X, values, back = self._prepare(X)
-        draws = self._draws(values, num_samples, self.draws_model_)
-        numeric = self._numeric()
+        bounds, draws = self._bounds(values, levels, num_samples)
         mode = self._reduce_draws(draws)
-        draws = torch.from_numpy(draws)
-        bounds = np.stack([draw_quantiles(draws[..., j], self.calibrated_levels(levels, j)).numpy()
+        return [back(decode(X, np.where(self._numeric(), bound, mode), self.columns_)) for bound in bounds]
+
+    def _bounds(self, values: np.ndarray, levels: tuple[float, ...], num_samples: int) -> tuple[np.ndarray, np.ndarray]:
+        """`quantiles`' bounds `[Q, N, D]` of `values` (X's units; numeric columns) and the
+        num_samples unweighted joint draws `[M, N, D]` they start from."""
+        draws = self._draws(values, num_samples, self.draws_model_)
+        bounds = np.stack([draw_quantiles(torch.from_numpy(draws[..., j]), self.calibrated_levels(levels, j)).numpy()
                            for j in range(draws.shape[-1])], -1)
         mechanism = self._mechanism(values)
         if mechanism is not None:
             self._weighted_bounds(values, mechanism, levels, num_samples * WEIGHTED_DRAWS, bounds)
-        bounds = self._outward(bounds, levels)
-        return [back(decode(X, np.where(numeric, bound, mode), self.columns_)) for bound in bounds]
+        return self._outward(bounds, levels), draws
 
     def _outward(self, bounds: np.ndarray, levels) -> np.ndarray:
         """`bounds` `[Q, N, D]` (X's units) with a discrete column's (`discrete_`) moved out to
@@ -929,8 +937,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
     def save(self, path) -> None:
         """Write a checkpoint directory (the project's format: weights, config, table meta,
         plus this imputer's parameters and column schema; the draws' weights, where they
-        differ, in its folder "draws"); `load` reads it, and `anyorder impute --checkpoint`
-        fills files with its point-fill weights."""
+        differ, in its folder "draws"); `load` reads it (the directory or its model.safetensors),
+        and `anyorder impute` fills files with it as this imputer would (`ImputerFiller`)."""
         check_is_fitted(self, "model_")
         imputer = {"params": {k: v for k, v in self.get_params().items() if k != "random_state"},
                    "random_state": self.random_state if isinstance(self.random_state, int) else None,
@@ -970,6 +978,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         model = build_model(config, meta)
         model.load_state_dict(weights)
         self.model_, self.config_, self.meta_ = model.to(self.device if self.device != "auto" else "cpu").eval(), config, meta
+        path = checkpoint.weights_path(path).parent          # the directory, also when given its model.safetensors
         draws = Path(path) / DRAWS
         self.draws_model_ = self._with_weights(checkpoint.read(draws)[0] if draws.is_dir() else None)
         self.columns_ = [Column.from_json(c) for c in info["columns"]]
@@ -991,6 +1000,44 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         if info["feature_names"] is not None:
             self.feature_names_in_ = np.asarray(info["feature_names"], dtype=object)
         return self
+
+
+class ImputerFiller:
+    """A fitted `AnyOrderImputer` as the filler of a file's holes
+    (`anyorder.data.table_io.FileFiller`, in the file's units: numeric values, level ids):
+    `anyorder impute` fills a file this way when its checkpoint was written by
+    `AnyOrderImputer.save`, so the file gets what `transform`, `transform_draws` and
+    `quantiles` give a DataFrame (the blend, a quantile transform, discrete columns and
+    atoms, the calibrated intervals, missingness="auto"), not the bare network's draws."""
+
+    def __init__(self, imputer: AnyOrderImputer):
+        check_is_fitted(imputer, "model_")
+        self.imputer = imputer
+
+    def fill(self, raw: np.ndarray, reduce: str, num_samples: int) -> np.ndarray:
+        """`transform`'s fill with `reduce` and `num_samples`; reduce="sample": `transform_draws`'
+        num_samples draws `[M, N, D]` (one draw: `[N, D]`)."""
+        imputer = self.imputer
+        if reduce == "sample":
+            draws = imputer._draws(raw, num_samples, imputer.draws_model_)
+            return draws if num_samples > 1 else draws[0]
+        imputer = copy.copy(imputer).set_params(reduce=reduce, num_samples=num_samples)
+        imputer._check_params()
+        return imputer._fill(raw)
+
+    def intervals(self, raw: np.ndarray, quantiles: tuple[float, ...], num_samples: int, reduce: str):
+        """`quantiles`' bounds in the numeric holes, the shares of the same num_samples draws at
+        each level in the categorical ones, and the fill of `reduce` ("sample": of "mean")."""
+        from .data.table_io import FileIntervals
+        bounds, draws = self.imputer._bounds(raw, quantiles, num_samples)
+        numeric, missing = self.imputer._numeric(), np.isnan(raw)
+        levels = max([len(c.levels) for c in self.imputer.columns_ if c.categorical] or [1])
+        shares = np.zeros((*raw.shape, levels))
+        for j in np.flatnonzero(~numeric):
+            counts = (draws[..., j, None] == np.arange(levels)).mean(0)           # [N, K]
+            shares[:, j] = np.where(missing[:, j, None], counts, 0.0)
+        fill = self.fill(raw, "mean" if reduce == "sample" else reduce, num_samples)
+        return FileIntervals(tuple(quantiles), fill, draws, np.where(missing & numeric, bounds, np.nan), shares)
 
 
 def discrete_support(values: np.ndarray, numeric: np.ndarray) -> list:

@@ -14,14 +14,16 @@ the training data (`meta["nonnegative"]`) get fills and interval ends >= 0.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from ..errors import UserError
 from ..files import remove_stale
-from ..impute import Intervals, check_quantiles, impute, impute_intervals
+from ..impute import check_quantiles, impute, impute_intervals
 from ..paths import output_file
 from .base import DataError, DataIO
 from .tables import (column_decimals, decode_cells, encode_cells, floors, format_cell, read_rows, standardise,
@@ -75,16 +77,67 @@ def _file_units(x: torch.Tensor, meta: dict) -> np.ndarray:
     return values
 
 
-def _interval_rows(intervals: Intervals, meta: dict, missing: np.ndarray, columns: list[str],
+@dataclass
+class FileIntervals:
+    """`Intervals` in a file's units (numeric values; level ids in categorical columns):
+    fill `[N, D]`, draws `[M, N, D]`, quantiles `[Q, N, D]` at `quantile_levels` (numeric
+    holes; NaN elsewhere), shares `[N, D, K]` of the draws at each level (categorical holes)."""
+
+    quantile_levels: tuple[float, ...]
+    fill: np.ndarray
+    draws: np.ndarray
+    quantiles: np.ndarray
+    shares: np.ndarray
+
+
+class FileFiller(Protocol):
+    """What `impute_file` asks of whatever fills a file's holes, in the file's units (NaN in
+    the holes of `raw` `[N, D]`): a trained model (`ModelFiller`) or a fitted
+    `anyorder.AnyOrderImputer` (its blend, calibrated intervals and missingness model)."""
+
+    def fill(self, raw: np.ndarray, reduce: str, num_samples: int) -> np.ndarray:
+        """`raw` filled `[N, D]`; reduce="sample" with num_samples > 1: every draw `[M, N, D]`."""
+
+    def intervals(self, raw: np.ndarray, quantiles: tuple[float, ...], num_samples: int,
+                  reduce: str) -> FileIntervals:
+        """num_samples draws per row and their per-hole quantiles and level shares; `fill` as
+        `reduce` would fill (reduce="mean": the mean of these very draws)."""
+
+
+class ModelFiller:
+    """A trained model as a `FileFiller` (`impute`, `impute_intervals`), with a seeded
+    generator, an optional progress bar and the step-budget `query` options."""
+
+    def __init__(self, model, meta: dict, seed: int = 0, progress: bool = False, **query):
+        self.model, self.meta = model, meta
+        floor = floors(meta)
+        self.options = dict(generator=torch.Generator(device=model.device).manual_seed(seed), progress=progress,
+                            floor=None if floor is None else floor.float(), **query)
+
+    def _units(self, raw: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(standardise(raw, self.meta)).float()
+
+    def fill(self, raw: np.ndarray, reduce: str, num_samples: int) -> np.ndarray:
+        return _file_units(impute(self.model, self._units(raw), num_samples=num_samples, reduce=reduce,
+                                  **self.options), self.meta)
+
+    def intervals(self, raw: np.ndarray, quantiles: tuple[float, ...], num_samples: int,
+                  reduce: str) -> FileIntervals:
+        found = impute_intervals(self.model, self._units(raw), quantiles, num_samples, **self.options)
+        fill = _file_units(found.fill, self.meta) if reduce != "conditional-mean" else self.fill(raw, reduce, 1)
+        return FileIntervals(found.quantile_levels, fill, _file_units(found.draws, self.meta),
+                             _file_units(found.quantiles, self.meta), found.probabilities.double().numpy())
+
+
+def _interval_rows(intervals: FileIntervals, meta: dict, missing: np.ndarray, columns: list[str],
                    places: list[int | None]) -> list[list[str]]:
     """One row per hole: row, column, fill, a column per quantile, probability (of the fill),
     probabilities (JSON, level -> share, most likely first); see `impute_file`."""
     levels = meta.get("levels") or [None] * missing.shape[1]
-    fill = _file_units(intervals.fill, meta)
+    fill = intervals.fill
     texts = decode_cells(fill, meta, decimals=places)
-    quantiles = _file_units(intervals.quantiles, meta)
-    quantile_texts = [decode_cells(q, meta, decimals=places) for q in quantiles]
-    shares = intervals.probabilities.double().numpy()
+    quantile_texts = [decode_cells(q, meta, decimals=places) for q in intervals.quantiles]
+    shares = intervals.shares
     out = []
     for i, j in zip(*np.nonzero(missing)):
         if levels[j] is None:
@@ -99,7 +152,8 @@ def _interval_rows(intervals: Intervals, meta: dict, missing: np.ndarray, column
 
 
 def impute_file(model, meta: dict, input, output, num_samples: int = 10, reduce: str = "mean",
-                seed: int = 0, quantiles=None, progress: bool = False, decimals="column", **query) -> np.ndarray:
+                seed: int = 0, quantiles=None, progress: bool = False, decimals="column",
+                filler: FileFiller | None = None, **query) -> np.ndarray:
     """Fill the missing cells of a CSV/TSV file with a model trained on a table described by
     `meta` (columns, mean, std, levels, integer, decimals, nonnegative) and write the result;
     observed cells are written back as the very text they had, categorical fills as their
@@ -113,6 +167,9 @@ def impute_file(model, meta: dict, input, output, num_samples: int = 10, reduce:
     fill (as in the output), q<level> per quantile (numeric holes, file units),
     probability (the fill's share of the draws) and probabilities (JSON, level -> share)
     for categorical holes. With reduce="mean" the output's fills come from those same draws.
+
+    filler: what fills the holes (`FileFiller`); by default the model itself (`ModelFiller`
+    with `seed`, `progress` and the step-budget `query` options).
 
     Returns the values written (float64, the fills as their written text reads back; level
     ids for categorical columns).
@@ -135,20 +192,14 @@ def impute_file(model, meta: dict, input, output, num_samples: int = 10, reduce:
     levels = meta.get("levels") or [None] * len(expected)
     raw = encode_cells(list(expected), cells, lines, levels, input)
     places = written_decimals(decimals, meta, cells)
-    device = model.device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    x = torch.from_numpy(standardise(raw, meta)).float()
-    floor = floors(meta)
-    options = dict(generator=generator, progress=progress, floor=None if floor is None else floor.float(), **query)
-    intervals = impute_intervals(model, x, quantiles, num_samples, **options) if side is not None else None
-    if intervals is not None and reduce == "mean":
-        filled = intervals.fill
-    elif intervals is not None and reduce == "sample":
-        filled = intervals.draws
+    filler = filler if filler is not None else ModelFiller(model, meta, seed, progress, **query)
+    intervals = filler.intervals(raw, quantiles, num_samples, reduce) if side is not None else None
+    if intervals is not None:
+        filled = intervals.draws if reduce == "sample" else intervals.fill
     else:
-        filled = impute(model, x, num_samples=num_samples, reduce=reduce, **options)
+        filled = filler.fill(raw, reduce, num_samples)
     missing = np.isnan(raw)
-    draws = np.where(missing, _file_units(filled, meta), raw)
+    draws = np.where(missing, filled, raw)
     draws = draws if draws.ndim == 3 else draws[None]
     texts = [decode_cells(draw, meta, decimals=places) for draw in draws]
     numeric = [j for j, lv in enumerate(levels) if lv is None]
@@ -192,5 +243,6 @@ class TableIO(DataIO):
 
     def impute_file(self, model, meta, args):
         impute_file(model, meta, args.input, args.output, args.num_samples, args.reduce, args.seed,
-                    quantiles=args.quantiles, progress=not args.quiet, decimals=args.decimals, **args.budget)
+                    quantiles=args.quantiles, progress=not args.quiet, decimals=args.decimals, filler=args.filler,
+                    **args.budget)
         print(f"wrote {args.output}" + (f" and {intervals_path(args.output)}" if args.quantiles else ""))
