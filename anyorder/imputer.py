@@ -643,10 +643,28 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
 
     def transform_draws(self, X, m: int = 5) -> list:
         """Multiple imputation: m completed copies of X, each hole one joint draw from its
-        row's conditional (the draws of a row are jointly consistent)."""
+        row's conditional (the draws of a row are jointly consistent). Where `missingness`
+        weights a row (self-masking, or "auto" where its test declares a column), its m
+        draws are resampled from WEIGHTED_DRAWS times as many by the mechanism's weights
+        (sampling-importance-resampling), so they follow the conditional given the row's
+        holes too, as `transform` and `quantiles` do."""
         m = check_count(m, "m")
         X, values, back = self._prepare(X)
-        return [back(decode(X, draw, self.columns_)) for draw in self._draws(values, int(m), self.draws_model_)]
+        return [back(decode(X, draw, self.columns_)) for draw in self._imputations(values, int(m))]
+
+    def _imputations(self, values: np.ndarray, m: int) -> np.ndarray:
+        """`transform_draws`' m draws `[m, N, D]` of `values` (X's units)."""
+        draws = self._draws(values, m, self.draws_model_)
+        mechanism = self._mechanism(values)
+        if mechanism is None:
+            return draws
+        rows = np.flatnonzero(mechanism[-1])
+        pool, logw = self._weighted_draws(values, rows, mechanism, m * WEIGHTED_DRAWS, self.draws_model_)
+        weights = np.exp(logw - logw.max(0))
+        generator = np.random.default_rng(self.seed_)
+        picks = np.stack([generator.choice(len(pool), size=m, p=w / w.sum()) for w in weights.T], 1)     # [m, R]
+        draws[:, rows] = pool[picks, np.arange(len(rows))]
+        return draws
 
     def quantiles(self, X, levels=(0.05, 0.95), num_samples: int = 100) -> list:
         """Per-hole quantiles of `num_samples` joint draws, one copy of X per level: numeric
@@ -1019,7 +1037,7 @@ class ImputerFiller:
         num_samples draws `[M, N, D]` (one draw: `[N, D]`)."""
         imputer = self.imputer
         if reduce == "sample":
-            draws = imputer._draws(raw, num_samples, imputer.draws_model_)
+            draws = imputer._imputations(raw, num_samples)
             return draws if num_samples > 1 else draws[0]
         imputer = copy.copy(imputer).set_params(reduce=reduce, num_samples=num_samples)
         imputer._check_params()
