@@ -221,6 +221,8 @@ def _decode_frame(X, filled, holes, columns):
             fills = fills.astype(np.int64)
         elif isinstance(dtype, np.dtype) and dtype.kind == "f":
             fills = fills.astype(dtype)        # a float32 column takes float32 fills (pandas 3 refuses a lossy set)
+        if isinstance(dtype, pd.StringDtype) and not column.categorical:
+            fills = np.array([str(v) for v in fills.tolist()], dtype=object)     # numbers held as text stay text
         values[rows] = fills
         out.isetitem(j, pd.Series(values, index=X.index, name=X.columns[j]))
     return out

@@ -111,6 +111,21 @@ def test_dataframe_dtypes_round_trip_and_observed_cells_are_kept():
     assert (out["count"] >= 0).all()
 
 
+def test_numbers_held_as_text_are_filled_as_text():
+    # fitted on numbers, asked to fill a frame read as text (pandas.read_csv(dtype="string")):
+    # the column stays text, its observed cells as given, its fills the numbers' own as text
+    pd = pytest.importorskip("pandas")
+    X, _ = numeric_table(n=120, rate=0.2)
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    imputer = AnyOrderImputer(**TINY).fit(frame)
+    text = frame.astype({"a": "string"})
+    out = imputer.transform(text)
+    assert out["a"].dtype == text["a"].dtype and not out["a"].isna().any()
+    kept = frame["a"].notna()
+    assert out["a"][kept].equals(text["a"][kept])
+    assert np.allclose(out["a"].astype(float), imputer.transform(frame)["a"], rtol=0, atol=0)
+
+
 def test_pipeline():
     from sklearn.linear_model import LinearRegression
     from sklearn.pipeline import make_pipeline
