@@ -53,7 +53,7 @@ from .boosted_fill import BoostedFill
 from .gaussian_blend import GaussianFill, blend_weights, significant_weights
 from .build import build_model
 from .config import Config, load_config
-from .data.tables import floors, table_dataset, unstandardise, standardise
+from .data.tables import column_decimals, floors, format_cell, table_dataset, unstandardise, standardise
 from .column_transforms import QuantileNormal
 from .errors import UserError, check_count, is_integer
 from .frames import Column, decode, encode, infer_columns, is_frame
@@ -290,7 +290,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         levels = [[str(v) for v in c.levels] if c.categorical else None for c in self.columns_]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            data = table_dataset("X", names, self._scores(values), levels, [None] * len(names), valid, 0.0, self.seed_)
+            data = table_dataset("X", names, self._scores(values), levels, shown_decimals(values, self._numeric()),
+                                 valid, 0.0, self.seed_)
         self.skipped_rows_ = int(np.isnan(values).all(1).sum())
         for warning in caught:
             warnings.warn(str(warning.message).replace("X: ", "AnyOrderImputer.fit: ", 1), UserWarning, stacklevel=2)
@@ -1056,6 +1057,15 @@ class ImputerFiller:
             shares[:, j] = np.where(missing[:, j, None], counts, 0.0)
         fill = self.fill(raw, "mean" if reduce == "sample" else reduce, num_samples)
         return FileIntervals(tuple(quantiles), fill, draws, np.where(missing & numeric, bounds, np.nan), shares)
+
+
+def shown_decimals(values: np.ndarray, numeric: np.ndarray) -> list:
+    """Per column of `values` `[N, D]`, the most decimals a numeric column's cells show
+    (written as the shortest text that reads back as the same float: 317.6 shows 1), None for
+    a categorical one: the precision `anyorder impute` writes this imputer's fills with
+    where the file being filled shows fewer (one row whose cells are all missing)."""
+    return [column_decimals([format_cell(v) for v in values[:, j].tolist() if v == v]) if numeric[j] else None
+            for j in range(values.shape[1])]
 
 
 def discrete_support(values: np.ndarray, numeric: np.ndarray) -> list:

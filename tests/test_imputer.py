@@ -643,3 +643,9 @@ def test_the_command_line_fills_a_file_as_the_saved_imputer_does(tmp_path):
         assert np.abs(numeric[name].to_numpy() - mine).max() <= 0.0005 + 1e-9
     shares = [sum(json.loads(p).values()) for p in bounds[bounds["column"] == "c"]["probabilities"]]
     assert len(shares) == missing[:, 2].sum() and np.allclose(shares, 1.0, atol=1e-5)
+    # a file with no numeric cell to show its precision gets the fit's: 3 decimals
+    (tmp_path / "blank.csv").write_text("a,b,c\n,,low\n")
+    assert main(["impute", str(tmp_path / "imputer"), "--input", str(tmp_path / "blank.csv"),
+                 "--output", str(tmp_path / "blank-out.csv"), "--quiet"]) == 0
+    row = (tmp_path / "blank-out.csv").read_text().splitlines()[1].split(",")
+    assert [len(cell.partition(".")[2]) for cell in row[:2]] == [3, 3] and row[2] == "low"
