@@ -311,7 +311,8 @@ def imputer_fills(imputer, holes: np.ndarray, categorical: np.ndarray, draws: in
     for other in PAIRED_BLENDS[fitted_blend]:           # the same fit's other blends, for paired differences
         name = "imputer_network" if other == "none" else f"imputer_{other}"
         started = time.perf_counter()
-        fills[name] = imputer.set_params(reduce="conditional-mean", blend=other).transform(holes).astype(np.float64)
+        fills[name] = imputer.set_params(reduce="conditional-mean", blend=other,
+                                         missingness="random").transform(holes).astype(np.float64)
         seconds[name] = time.perf_counter() - started
     imputer.set_params(blend="auto" if imputer.blend == "auto" else fitted_blend)
     ways = [("imputer", "conditional-mean", "random"), ("imputer_draws", "mean", "random")]
