@@ -185,7 +185,9 @@ def decode(X, filled: np.ndarray, columns: list[Column]):
     if is_frame(X):
         return _decode_frame(X, filled, holes, columns)
     out = np.array(X, copy=True)
-    if out.dtype.kind not in "fO":
+    if out.dtype.kind in "US":      # text (numbers and levels alike): its cells kept, fills beside them
+        out = out.astype(object)
+    elif out.dtype.kind not in "fO":
         out = out.astype(np.float64)
     for j, column in enumerate(columns):
         rows = np.flatnonzero(holes[:, j])
@@ -195,9 +197,13 @@ def decode(X, filled: np.ndarray, columns: list[Column]):
 
 
 def encode_missing(X, columns: list[Column]) -> np.ndarray:
-    """Bool `[N, D]`: which cells of X are missing."""
-    return np.stack([[is_missing(v) for v in np.asarray(_column_values(X, j), dtype=object).tolist()]
-                     for j in range(len(columns))], axis=1) if len(X) else np.zeros((0, len(columns)), bool)
+    """Bool `[N, D]`: which cells of X are missing, as `encode` reads them (in a numeric
+    column, text reading as NaN too: an array of text holds NaN as "nan")."""
+    if not len(X):
+        return np.zeros((0, len(columns)), bool)
+    return np.stack([np.isnan(_numbers(_column_values(X, j))) if not column.categorical else
+                     [is_missing(v) for v in np.asarray(_column_values(X, j), dtype=object).tolist()]
+                     for j, column in enumerate(columns)], axis=1)
 
 
 def _fills(values: np.ndarray, column: Column):

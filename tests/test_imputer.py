@@ -126,6 +126,21 @@ def test_numbers_held_as_text_are_filled_as_text():
     assert np.allclose(out["a"].astype(float), imputer.transform(frame)["a"], rtol=0, atol=0)
 
 
+def test_an_array_of_text_comes_back_as_objects_with_its_cells_kept():
+    # rows as lists of numbers (NaN in the holes) and levels make a numpy array of text
+    # ("nan" in the holes): its observed cells come back as the same text, fills as numbers
+    pd = pytest.importorskip("pandas")
+    X, _ = numeric_table(n=120, rate=0.2)
+    frame = pd.DataFrame(X, columns=["a", "b", "c"]).assign(k=np.where(np.arange(120) % 3, "u", "v"))
+    imputer = AnyOrderImputer(**TINY).fit(frame.to_numpy(dtype=object))
+    text = np.array(frame.values.tolist())
+    holes = np.isnan(X)
+    assert text.dtype.kind == "U" and (text[:, :3][holes] == "nan").all()
+    out = imputer.transform(text)
+    assert out.dtype == object and (out[:, :3][~holes] == text[:, :3][~holes]).all() and (out[:, 3] == text[:, 3]).all()
+    assert all(isinstance(v, float) and v == v for v in out[:, :3][holes])
+
+
 def test_pipeline():
     from sklearn.linear_model import LinearRegression
     from sklearn.pipeline import make_pipeline
