@@ -51,6 +51,7 @@ from sklearn.utils.validation import _check_feature_names, _check_n_features, ch
 from . import checkpoint, self_masking
 from .boosted_fill import BoostedFill
 from .gaussian_blend import GaussianFill, blend_weights, significant_weights
+from .heads import count_levels
 from .build import build_model
 from .config import Config, load_config
 from .data.tables import column_decimals, floors, format_cell, table_dataset, unstandardise, standardise
@@ -566,9 +567,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             draws, logw = self._weighted_draws(values, rows, mechanism, max(int(self.num_samples), SELF_MASKING_DRAWS),
                                                self.model_)
             if self.reduce == "sample":
-                generator = np.random.default_rng(self.seed_)
-                pick = [generator.choice(len(draws), p=w / w.sum()) for w in np.exp(logw).T]
-                moved = draws[pick, np.arange(len(pick))]
+                moved = self_masking.weighted_resample(draws, logw, 1, np.random.default_rng(self.seed_))[0]
             else:
                 moved = self_masking.weighted_mean(draws, logw)
             fill[np.ix_(rows, numeric)] = moved[:, numeric]
@@ -661,10 +660,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             return draws
         rows = np.flatnonzero(mechanism[-1])
         pool, logw = self._weighted_draws(values, rows, mechanism, m * WEIGHTED_DRAWS, self.draws_model_)
-        weights = np.exp(logw - logw.max(0))
-        generator = np.random.default_rng(self.seed_)
-        picks = np.stack([generator.choice(len(pool), size=m, p=w / w.sum()) for w in weights.T], 1)     # [m, R]
-        draws[:, rows] = pool[picks, np.arange(len(rows))]
+        draws[:, rows] = self_masking.weighted_resample(pool, logw, m, np.random.default_rng(self.seed_))
         return draws
 
     def quantiles(self, X, levels=(0.05, 0.95), num_samples: int = 100) -> list:
@@ -796,6 +792,12 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         """X's units -> the model's standardised units (`_scores`, then the table's scaling)."""
         return standardise(self._scores(values), self.meta_)
 
+    def _column_in_model_units(self, values: np.ndarray, j: int) -> np.ndarray:
+        """Values `[K]` of column j, in X's units -> the model's (`_model_units`)."""
+        column = np.full((len(values), len(self.columns_)), np.nan)
+        column[:, j] = values
+        return self._model_units(column)[:, j]
+
     def _query(self, values: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(self._model_units(values)).float()
 
@@ -894,9 +896,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             if support is None:
                 continue
             if model_units:
-                column = np.full((len(support), len(self.columns_)), np.nan)
-                column[:, j] = support
-                support = self._model_units(column)[:, j]
+                support = self._column_in_model_units(support, j)
             if out is values:
                 out = values.copy()
             nearest = np.searchsorted((support[1:] + support[:-1]) / 2, out[..., j])
@@ -905,9 +905,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             if atoms is None:
                 continue
             if model_units:          # (an unbounded side stays unbounded: a quantile transform maps inf to its last knot)
-                column = np.full((atoms.size, len(self.columns_)), np.nan)
-                column[:, j] = atoms.ravel()
-                atoms = np.where(np.isinf(atoms), atoms, self._model_units(column)[:, j].reshape(atoms.shape))
+                atoms = np.where(np.isinf(atoms), atoms, self._column_in_model_units(atoms.ravel(), j).reshape(atoms.shape))
             if out is values:
                 out = values.copy()
             for atom, low, high in atoms:
@@ -1052,9 +1050,8 @@ class ImputerFiller:
         numeric, missing = self.imputer._numeric(), np.isnan(raw)
         levels = max([len(c.levels) for c in self.imputer.columns_ if c.categorical] or [1])
         shares = np.zeros((*raw.shape, levels))
-        for j in np.flatnonzero(~numeric):
-            counts = (draws[..., j, None] == np.arange(levels)).mean(0)           # [N, K]
-            shares[:, j] = np.where(missing[:, j, None], counts, 0.0)
+        shares[:, ~numeric] = count_levels(torch.from_numpy(draws[..., ~numeric]), levels).numpy() / len(draws)
+        shares = np.where((missing & ~numeric)[..., None], shares, 0.0)
         fill = self.fill(raw, "mean" if reduce == "sample" else reduce, num_samples)
         return FileIntervals(tuple(quantiles), fill, draws, np.where(missing & numeric, bounds, np.nan), shares)
 

@@ -309,6 +309,13 @@ def weighted_mean(draws: np.ndarray, logw: np.ndarray) -> np.ndarray:
     return (np.exp(logw)[..., None] * draws).sum(0)
 
 
+def weighted_resample(draws: np.ndarray, logw: np.ndarray, m: int, generator: np.random.Generator) -> np.ndarray:
+    """m of the draws `[M, N, D]` per row, picked with replacement in proportion to the
+    weights of the log weights `[M, N]` (sampling-importance-resampling): `[m, N, D]`."""
+    picks = np.stack([generator.choice(len(draws), size=m, p=w / w.sum()) for w in np.exp(logw).T], 1)
+    return draws[picks, np.arange(draws.shape[1])]
+
+
 def weighted_quantiles(draws: np.ndarray, logw: np.ndarray, levels) -> np.ndarray:
     """Quantiles `[Q, N, ...]` of draws `[M, N, ...]` under normalised log weights `[M, N]`:
     the sorted draws interpolated linearly against their cumulative weight times M / (M + 1),
