@@ -177,11 +177,11 @@ def _first_non_number(values) -> tuple[int, object]:
     raise AssertionError("every cell is a number")        # only called after a conversion failed
 
 
-def decode(X, filled: np.ndarray, columns: list[Column]):
+def decode(X, filled: np.ndarray, columns: list[Column], holes: np.ndarray):
     """A copy of X (DataFrame or array) with its missing cells set from `filled` `[N, D]`
     (file units; level ids in categorical columns): observed cells are X's own, untouched;
-    dtypes are kept; integer columns get rounded fills."""
-    holes = encode_missing(X, columns)
+    dtypes are kept; integer columns get rounded fills. `holes` `[N, D]`: the missing cells,
+    NaN in `encode(X, columns)` (so text reading as NaN, "nan" in an array of text, is one)."""
     if is_frame(X):
         return _decode_frame(X, filled, holes, columns)
     out = np.array(X, copy=True)
@@ -194,16 +194,6 @@ def decode(X, filled: np.ndarray, columns: list[Column]):
         if len(rows):
             out[rows, j] = _fills(filled[rows, j], column)
     return out
-
-
-def encode_missing(X, columns: list[Column]) -> np.ndarray:
-    """Bool `[N, D]`: which cells of X are missing, as `encode` reads them (in a numeric
-    column, text reading as NaN too: an array of text holds NaN as "nan")."""
-    if not len(X):
-        return np.zeros((0, len(columns)), bool)
-    return np.stack([np.isnan(_numbers(_column_values(X, j))) if not column.categorical else
-                     [is_missing(v) for v in np.asarray(_column_values(X, j), dtype=object).tolist()]
-                     for j, column in enumerate(columns)], axis=1)
 
 
 def _fills(values: np.ndarray, column: Column):

@@ -547,7 +547,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         """X with its missing cells filled (`reduce`); observed cells exactly as given."""
         self._check_params()
         X, values, back = self._prepare(X)
-        return back(decode(X, self._fill(values), self.columns_))
+        return back(decode(X, self._fill(values), self.columns_, np.isnan(values)))
 
     def _fill(self, values: np.ndarray) -> np.ndarray:
         """`transform`'s fill `[N, D]` of `values` (X's units, NaN in the holes)."""
@@ -650,7 +650,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         holes too, as `transform` and `quantiles` do."""
         m = check_count(m, "m")
         X, values, back = self._prepare(X)
-        return [back(decode(X, draw, self.columns_)) for draw in self._imputations(values, int(m))]
+        return [back(decode(X, draw, self.columns_, np.isnan(values))) for draw in self._imputations(values, int(m))]
 
     def _imputations(self, values: np.ndarray, m: int) -> np.ndarray:
         """`transform_draws`' m draws `[m, N, D]` of `values` (X's units)."""
@@ -680,7 +680,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         X, values, back = self._prepare(X)
         bounds, draws = self._bounds(values, levels, num_samples)
         mode = self._reduce_draws(draws)
-        return [back(decode(X, np.where(self._numeric(), bound, mode), self.columns_)) for bound in bounds]
+        return [back(decode(X, np.where(self._numeric(), bound, mode), self.columns_, np.isnan(values))) for bound in bounds]
 
     def _bounds(self, values: np.ndarray, levels: tuple[float, ...], num_samples: int) -> tuple[np.ndarray, np.ndarray]:
         """`quantiles`' bounds `[Q, N, D]` of `values` (X's units; numeric columns) and the

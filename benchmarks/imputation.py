@@ -342,7 +342,7 @@ def imputer_fills(imputer, holes: np.ndarray, categorical: np.ndarray, draws: in
         from anyorder.frames import decode
         X, values, back = imputer._prepare(holes)
         fill = imputer._reduce_draws(imputer._draws(values, 20, imputer.model_))
-        fills["imputer_drawmode"] = np.asarray(back(decode(X, fill, imputer.columns_)), np.float64)
+        fills["imputer_drawmode"] = np.asarray(back(decode(X, fill, imputer.columns_, np.isnan(values))), np.float64)
         seconds["imputer_drawmode"] = time.perf_counter() - started
     # two estimates of each numeric hole's mean with partly independent errors: the one pass
     # (the model's marginal conditional) and the draws (its chain of conditionals)
