@@ -271,7 +271,7 @@ def cmd_impute(args) -> None:
             raise UserError(f"{args.checkpoint} was written by AnyOrderImputer.save, which fills in its own way; "
                             "--steps is for trained path networks")
         from .imputer import AnyOrderImputer, ImputerFiller
-        imputer = AnyOrderImputer.load(args.checkpoint)
+        imputer = AnyOrderImputer.from_checkpoint(model, config, meta, args.checkpoint)
         args.reduce, args.filler, args.budget = args.reduce or imputer.reduce, ImputerFiller(imputer), {}
     else:
         args.reduce = args.reduce or "mean"

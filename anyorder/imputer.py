@@ -52,7 +52,7 @@ from . import checkpoint, self_masking
 from .boosted_fill import BoostedFill
 from .gaussian_blend import GaussianFill, blend_weights, significant_weights
 from .heads import count_levels
-from .build import build_model
+from .build import load_model
 from .config import Config, load_config
 from .data.tables import column_decimals, floors, format_cell, table_dataset, unstandardise, standardise
 from .column_transforms import QuantileNormal
@@ -986,14 +986,20 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
     @classmethod
     def load(cls, path) -> "AnyOrderImputer":
         """An imputer written by `save`, ready to transform."""
-        weights, config, meta, _ = checkpoint.read(path)
+        return cls.from_checkpoint(*load_model(path), path)
+
+    @classmethod
+    def from_checkpoint(cls, model, config: Config, meta: dict, path) -> "AnyOrderImputer":
+        """The imputer that `save` wrote to `path`, around its network `model` (with its config
+        and meta, as `anyorder.build.load_model` reads them from `path`: `anyorder impute`
+        has read them already to tell an imputer's checkpoint from a trained model's); the
+        draws' network and the trees are read from beside it."""
         if "imputer" not in meta:
             raise UserError(f"{path} is an anyorder checkpoint but not one written by AnyOrderImputer.save")
+        meta = dict(meta)
         info = meta.pop("imputer")
         self = cls(**{**info["params"], "categorical": tuple(info["params"]["categorical"])},
                    random_state=info["random_state"])
-        model = build_model(config, meta)
-        model.load_state_dict(weights)
         self.model_, self.config_, self.meta_ = model.to(self.device if self.device != "auto" else "cpu").eval(), config, meta
         path = checkpoint.weights_path(path).parent          # the directory, also when given its model.safetensors
         draws = Path(path) / DRAWS

@@ -18,6 +18,7 @@ from sklearn.utils.estimator_checks import check_estimator  # noqa: E402
 from sklearn.exceptions import NotFittedError  # noqa: E402
 
 from anyorder import AnyOrderImputer, checkpoint  # noqa: E402
+from anyorder.errors import UserError  # noqa: E402
 from anyorder.self_masking import against_reference, fit_conditioned, self_masked_columns  # noqa: E402
 
 TINY = dict(max_steps=30, width=16, depth=1, components=2, random_state=0)
@@ -205,6 +206,10 @@ def test_save_load_and_pickle_give_identical_transforms(tmp_path):
         assert all(abs(oldest.calibrated_levels((q,), j)[0] - np.quantile(pooled, q)) <= gap for j in range(3))
     with pytest.raises(NotFittedError):
         AnyOrderImputer().calibrated_levels((0.05, 0.95))
+    del meta["imputer"]         # a trained model's checkpoint, not an imputer's: one line, no traceback
+    checkpoint.save(tmp_path / "plain", weights, config, meta, step)
+    with pytest.raises(UserError, match="not one written by AnyOrderImputer.save"):
+        AnyOrderImputer.load(tmp_path / "plain")
 
 
 def test_rows_with_nothing_observed_are_skipped_in_fit_and_filled_in_transform():
