@@ -228,6 +228,12 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         without any. A draw inside (low, high), half way to the column's nearest other values
         (without bound past an end of its range: a top code takes every draw above it), is
         put on the atom, and a bound of `quantiles` inside it moves out onto the atom.
+    held_out_ : ndarray or None
+        The held-out rows of `fit` (at most CALIBRATION_CELLS, 500; in the model's
+        standardised units), kept with the weights (and in `save`'s checkpoint) so that
+        `quantiles` can recalibrate on them masked like the rows it is given. None without
+        held-out rows (and in imputers saved before they were kept: the levels of `fit` then
+        stand).
     skipped_rows_ : int
         Rows of `fit` with no observed cell, which it skipped.
     n_steps_ : int
@@ -335,26 +341,36 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         reach the requested ones (Kuleshov et al. 2018, quantile recalibration): an
         interval the model makes too narrow or too wide on fresh rows covers what it
         promises (`calibrated_levels`: a column's own levels shrunk towards those pooled
-        over the numeric columns). `train` (model units) with
+        over the numeric columns). The held-out rows are kept (`held_out_`, at most
+        CALIBRATION_CELLS of them) for `_matched_levels`. `train` (model units) with
         `rows`: the range of each column's values, to which missingness="auto" clips the
         draws it fits (`_reference`)."""
-        self.mechanism_reference_ = None
+        self.mechanism_reference_, self.held_out_ = None, None
         masked = self._masked_held_out(rows, rate, self.seed_ + 1)
         if masked is None:
             return None
+        self.held_out_ = rows[:CALIBRATION_CELLS].double().numpy()     # `_matched_levels` masks them again
         span = np.concatenate([rows.double().numpy()] + ([] if train is None else [train.double().numpy()]))
         rows, hidden, copies, generator = masked
-        with self._threads():
-            draws = impute(self.draws_model_, torch.where(hidden, math.nan, rows), num_samples=CALIBRATION_DRAWS,
-                           reduce="sample", generator=generator, floor=self._floor())
-        draws = self._snapped(draws.double().numpy(), model_units=True)
-        truth = self._snapped(rows.double().numpy(), model_units=True)     # on the support's points exactly
+        draws, truth, levels = self._held_out_levels(rows, hidden, generator)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)         # an all-missing column: NaN, no clip
             low, high = np.nanmin(span, 0), np.nanmax(span, 0)
         self.mechanism_reference_ = {"low": low, "high": high}         # the range `_reference` clips to
         self.mechanism_reference_.update(self._reference(draws, truth, hidden.numpy(), self._numeric(), copies))
-        ordered, m, hidden = np.sort(draws, 0), len(draws), hidden.numpy()       # [M, R, D]
+        return levels
+
+    def _held_out_levels(self, rows: torch.Tensor, hidden: torch.Tensor, generator: torch.Generator):
+        """`_calibrate`'s levels for held-out rows `[R, D]` (model units) with the cells `hidden`
+        (bool `[R, D]`; the numeric ones hidden count): (the draws `[M, R, D]`, the truth `[R, D]`,
+        both in model units and snapped, {"upper": ..., "lower": ...} per column)."""
+        with self._threads():
+            draws = impute(self.draws_model_, torch.where(hidden, math.nan, rows), num_samples=CALIBRATION_DRAWS,
+                           reduce="sample", generator=generator, floor=self._floor())
+        draws = self._snapped(draws.double().numpy(), model_units=True)
+        truth = self._snapped(rows.double().numpy(), model_units=True)     # on the support's points exactly
+        hidden = hidden.numpy() & self._numeric() & ~np.isnan(truth)
+        ordered, m = np.sort(draws, 0), len(draws)       # [M, R, D]
 
         def level(place: np.ndarray) -> np.ndarray:
             """The level of the truth entering the sorted draws after `place` of them."""
@@ -364,8 +380,49 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             return (np.clip(place - 1 + np.clip(frac, 0, 1), -0.5, m - 0.5) + 1) / (m + 1)
 
         upper, lower = level((ordered < truth).sum(0)), level((ordered <= truth).sum(0))
-        return {end: [np.sort(levels[hidden[:, j], j]) if hidden[:, j].any() else None for j in range(len(self.columns_))]
-                for end, levels in (("upper", upper), ("lower", lower))}
+        return draws, truth, {end: [np.sort(levels[hidden[:, j], j]) if hidden[:, j].any() else None
+                                    for j in range(len(self.columns_))]
+                              for end, levels in (("upper", upper), ("lower", lower))}
+
+    def _matched_levels(self, values: np.ndarray) -> dict | None:
+        """`_calibrate`'s levels measured again on the held-out rows of `fit` masked like the rows
+        `values` (X's units, NaN in the holes), or None where there is nothing to match. Holes
+        that follow the columns always observed in these rows (missing at random, MAR) fall
+        where the model's intervals may be too narrow or too wide in a way the held-out holes
+        at random of `fit` do not show (houses under MAR: its house value covered 0.82 with the
+        calibration of `fit`). Each column with at least MIN_CELLS holes and as many observed
+        cells here gets a logistic model of "hidden" on the always-observed numeric columns
+        (model units; scikit-learn's LogisticRegression with its default L2 penalty); the
+        held-out rows, in masked copies as in `fit`, hide that column's cells with its
+        predicted probabilities, every other column's cells at the column's share of holes
+        here, and where their truths fall among the draws recalibrates the intervals. None
+        (the levels of `fit` stand) without held-out rows, without an always-observed numeric
+        column, or where no column has the cells for its model (then every hole is at random
+        as far as these rows can tell). Measured under MAR on four tables over five to eight
+        seeds: houses 0.880 -> 0.890 (+0.010 +- 0.003), fair +0.014 +- 0.007, MAGIC and
+        house_16H within 0.003."""
+        if self.levels_pit_ is None or self.held_out_ is None:
+            return None
+        from sklearn.linear_model import LogisticRegression
+        holes = np.isnan(values)
+        given = self._numeric() & ~holes.any(0)
+        fitted = self_masking.estimable(holes, holes.any(0)) if given.any() else np.zeros(len(given), dtype=bool)
+        if not fitted.any():
+            return None
+        copies = min(20, -(-CALIBRATION_CELLS // len(self.held_out_)))
+        rows = np.repeat(self.held_out_, copies, 0)
+        covariates = self._model_units(np.where(holes, 0.0, values))[:, given]
+        reference = np.nan_to_num(rows[:, given])          # a cell missing in the data: the column's mean
+        generator = np.random.default_rng(self.seed_ + 3)
+        share = np.tile(holes.mean(0), (len(rows), 1))
+        for j in np.flatnonzero(fitted):
+            model = LogisticRegression().fit(covariates, holes[:, j])
+            share[:, j] = model.predict_proba(reference)[:, 1]
+        hidden = generator.random(rows.shape) < share
+        if int((hidden & self._numeric() & ~np.isnan(rows)).sum()) < CALIBRATION_MIN:
+            return None
+        torch_generator = torch.Generator().manual_seed(self.seed_ + 3)
+        return self._held_out_levels(torch.from_numpy(rows), torch.from_numpy(hidden), torch_generator)[2]
 
     def _reference(self, draws: np.ndarray, rows: np.ndarray, hidden: np.ndarray, numeric: np.ndarray,
                    copies: int) -> dict:
@@ -671,7 +728,12 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         share q of fresh values where cells are missing at random (a level below 0.5 those
         below its quantile, any other those at or below it: in a discrete column, whose
         bounds are values the column takes, an interval covers the values at its ends as
-        promised). With missingness
+        promised). Where some numeric columns of X have no hole, the holes of the others may
+        follow them (missing at random, MAR) into rows where the model's intervals are too
+        narrow or too wide in a way holes at random do not show: then the levels are
+        measured again on the held-out rows masked like X (`held_out_`; a logistic model of
+        each column's holes on those columns, fitted on X's rows: one more imputation of
+        the held-out rows per call). With missingness
         "self-masking", or "auto" where it finds a self-masked column, the rows with a hole
         in such a column get WEIGHTED_DRAWS times num_samples draws, weighted by the mechanism
         (as `transform` weights them), and the quantiles are those of the weighted draws, at
@@ -686,11 +748,12 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         """`quantiles`' bounds `[Q, N, D]` of `values` (X's units; numeric columns) and the
         num_samples unweighted joint draws `[M, N, D]` they start from."""
         draws = self._draws(values, num_samples, self.draws_model_)
-        bounds = np.stack([draw_quantiles(torch.from_numpy(draws[..., j]), self.calibrated_levels(levels, j)).numpy()
+        pits = self._matched_levels(values) or self.levels_pit_
+        bounds = np.stack([draw_quantiles(torch.from_numpy(draws[..., j]), self._levels_from(pits, levels, j)).numpy()
                            for j in range(draws.shape[-1])], -1)
         mechanism = self._mechanism(values)
         if mechanism is not None:
-            self._weighted_bounds(values, mechanism, levels, num_samples * WEIGHTED_DRAWS, bounds)
+            self._weighted_bounds(values, mechanism, levels, pits, num_samples * WEIGHTED_DRAWS, bounds)
         return self._outward(bounds, levels), draws
 
     def _outward(self, bounds: np.ndarray, levels) -> np.ndarray:
@@ -720,7 +783,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                     bounds[k, :, j] = np.where(between, atom, column)
         return bounds
 
-    def _weighted_bounds(self, values: np.ndarray, mechanism, levels, m: int, bounds: np.ndarray) -> None:
+    def _weighted_bounds(self, values: np.ndarray, mechanism, levels, pits: dict | None, m: int,
+                         bounds: np.ndarray) -> None:
         """Overwrite `bounds` `[Q, N, D]` in the rows with a hole that `mechanism` weights by the
         quantiles of m fresh joint draws under the mechanism's weights, at the recalibrated
         levels (rows the mechanism leaves alone keep the unweighted quantiles, which equal
@@ -732,7 +796,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
             draws, logw = self._weighted_draws(values, chunk, mechanism, m, self.draws_model_)
             for j in range(values.shape[1]):
                 bounds[:, chunk, j] = self_masking.weighted_quantiles(
-                    draws[..., j], logw, self.calibrated_levels(levels, j))
+                    draws[..., j], logw, self._levels_from(pits, levels, j))
 
     def _weighted_draws(self, values: np.ndarray, rows, mechanism, m: int, model) -> tuple[np.ndarray, np.ndarray]:
         """m joint draws `[m, R, D]` of `model` for the rows `rows` of `values` (a bool mask or
@@ -756,13 +820,18 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         `column` and calibration="per-column" from that column's own held-out levels, shrunk
         towards the pooled ones as if these were CALIBRATION_PRIOR cells of the column."""
         check_is_fitted(self, "model_")
-        if self.levels_pit_ is None:
-            return tuple(float(q) for q in levels)
-        return tuple(self._calibrated_level(float(q), column) for q in levels)
+        return self._levels_from(self.levels_pit_, levels, column)
 
-    def _calibrated_level(self, q: float, column: int | None) -> float:
+    def _levels_from(self, pits: dict | None, levels, column: int | None) -> tuple[float, ...]:
+        """`calibrated_levels` from the held-out levels `pits` (`_calibrate`'s layout: those of
+        `fit`, or `_matched_levels`'); the levels themselves where None."""
+        if pits is None:
+            return tuple(float(q) for q in levels)
+        return tuple(self._calibrated_level(pits, float(q), column) for q in levels)
+
+    def _calibrated_level(self, pits: dict, q: float, column: int | None) -> float:
         """`calibrated_levels` for one level q (the lower ends' levels below 0.5)."""
-        by_column = self.levels_pit_["lower" if q < 0.5 else "upper"]
+        by_column = pits["lower" if q < 0.5 else "upper"]
         pooled = np.concatenate([own for own in by_column if own is not None] or [np.array([q])])
         own = by_column[column] if column is not None and self.calibration == "per-column" else None
         if own is None or not len(own):
@@ -968,6 +1037,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                     for end, by_column in self.levels_pit_.items()},
                    "discrete": [None if v is None else v.tolist() for v in self.discrete_],
                    "atoms": [None if v is None else v.tolist() for v in self.atoms_],
+                   "held_out": None if self.held_out_ is None else
+                   [[None if np.isnan(x) else float(x) for x in row] for row in self.held_out_],
                    "mechanism_reference": None if self.mechanism_reference_ is None else
                    {k: [None if np.isnan(x) else float(x) for x in v] for k, v in self.mechanism_reference_.items()},
                    "gaussian": None if self.gaussian_ is None else self.gaussian_.to_json(),
@@ -1010,6 +1081,9 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         self.discrete_ = [None if v is None else np.asarray(v) for v in info.get("discrete", [None] * len(self.columns_))]
         self.atoms_ = [None if v is None else np.asarray(v) for v in info.get("atoms", [None] * len(self.columns_))]
         self.levels_pit_ = _saved_levels(info, self._numeric())
+        held_out = info.get("held_out")          # (imputers saved before it was kept have none: `fit`'s levels)
+        self.held_out_ = None if held_out is None else np.array([[np.nan if x is None else x for x in row]
+                                                                 for row in held_out], dtype=float)
         reference = info.get("mechanism_reference")
         self.mechanism_reference_ = None if reference is None else \
             {k: np.array([np.nan if x is None else x for x in v], dtype=float) for k, v in reference.items()}
