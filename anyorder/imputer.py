@@ -231,9 +231,10 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
     held_out_ : ndarray or None
         The held-out rows of `fit` (at most CALIBRATION_CELLS, 500; in the model's
         standardised units), kept with the weights (and in `save`'s checkpoint) so that
-        `quantiles` can recalibrate on them masked like the rows it is given. None without
-        held-out rows (and in imputers saved before they were kept: the levels of `fit` then
-        stand).
+        `quantiles` can recalibrate on them masked like the rows it is given: a saved imputer
+        holds these rows of its training data; set it to None before `save` to leave them out
+        (the levels of `fit` then stand, as without held-out rows and in imputers saved before
+        they were kept).
     skipped_rows_ : int
         Rows of `fit` with no observed cell, which it skipped.
     n_steps_ : int
