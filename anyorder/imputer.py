@@ -155,7 +155,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         holes together, `self_masking.fit_jointly`). Holes that follow always-observed columns (missing at
         random) are explained by those columns and not declared; holes that follow other
         sometimes-missing cells are not modelled and can be. Rows with a hole in a declared
-        column get reweighted draws (their mean, or one weighted draw for reduce="sample"),
+        column get reweighted draws (their mean, or one weighted draw for reduce="sample";
+        their categorical holes the most likely level under the weights, `_weighted_levels`),
         every other cell the `reduce` fill, identical to missingness="random" where nothing
         is declared. `detect_self_masking` says what it found. Costs 100 joint draws of up
         to 500 rows per transform. The default: on four tables over three seeds it declared
@@ -619,17 +620,46 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         else:
             fill = self._one_pass(values)
         mechanism = self._mechanism(values)
-        if mechanism is not None:      # rows with a hole in a self-masked column: their numeric holes reweighted
+        if mechanism is not None:      # rows with a hole in a self-masked column: their holes reweighted
             rows = mechanism[-1]
-            numeric = self._numeric()
             draws, logw = self._weighted_draws(values, rows, mechanism, max(int(self.num_samples), SELF_MASKING_DRAWS),
                                                self.model_)
-            if self.reduce == "sample":
-                moved = self_masking.weighted_resample(draws, logw, 1, np.random.default_rng(self.seed_))[0]
+            if self.reduce == "sample":           # one weighted joint draw, its categorical holes too
+                fill[rows] = self_masking.weighted_resample(draws, logw, 1, np.random.default_rng(self.seed_))[0]
             else:
-                moved = self_masking.weighted_mean(draws, logw)
-            fill[np.ix_(rows, numeric)] = moved[:, numeric]
+                numeric = self._numeric()
+                fill[np.ix_(rows, numeric)] = self_masking.weighted_mean(draws, logw)[:, numeric]
+                fill[rows] = self._weighted_levels(values[rows], draws, logw, fill[rows])
         return fill
+
+    def _weighted_levels(self, values: np.ndarray, draws: np.ndarray, logw: np.ndarray, fill: np.ndarray) -> np.ndarray:
+        """`fill` `[R, D]` of the rows `values` `[R, D]` (X's units) with each categorical hole
+        set to the most likely level of its conditional given the row's observed cells and the
+        missingness mechanism: the mixture over the rows' weighted joint draws (`draws`
+        `[M, R, D]`, normalised log weights `logw` `[M, R]`) of the network's one-step
+        probabilities of the hole's levels given the draw's other cells. The one-pass fill
+        conditions on the observed cells only, as if the row's other holes were at random;
+        where they are self-masked, what they hide (large values) tells of the categorical
+        hole too. Counting the draws' own levels estimates the same mixture with more noise:
+        on fair under self-masking (8 seeds) the mode of 100 weighted draws gained 0.005
+        accuracy over the one-pass fill, this mixture 0.032 +- 0.007. Rows in chunks of at
+        most 2^18 queried levels."""
+        out = fill.copy()
+        units, weights = self._model_units(draws), np.exp(logw)
+        for j, column in enumerate(self.columns_):
+            holes = np.flatnonzero(np.isnan(values[:, j]))
+            if not column.categorical or not len(holes):
+                continue
+            levels = len(column.levels)
+            step = max(1, 2 ** 18 // (len(draws) * levels))
+            for start in range(0, len(holes), step):
+                chunk = holes[start:start + step]
+                query = units[:, chunk].copy()
+                query[..., j] = np.nan
+                p = self._level_probabilities(self.model_, torch.from_numpy(query.reshape(-1, query.shape[-1])).float(),
+                                              j, levels).reshape(len(draws), len(chunk), levels)
+                out[chunk, j] = (weights[:, chunk, None] * p).sum(0).argmax(1)
+        return out
 
     def detect_self_masking(self, X) -> dict:
         """What missingness="auto" decides for the rows of X: {"self_masked": bool `[D]`,
