@@ -754,7 +754,8 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
     def quantiles(self, X, levels=(0.05, 0.95), num_samples: int = 100) -> list:
         """Per-hole quantiles of `num_samples` joint draws, one copy of X per level: numeric
         holes hold that quantile (0.05 and 0.95 bound a 90% interval), categorical holes the
-        most frequent level of the draws; observed cells as given. The draws' levels are
+        most frequent level of the draws (in rows `missingness` weights, of draws resampled by
+        the weights); observed cells as given. The draws' levels are
         recalibrated on the held-out rows (`calibrated_levels`), so that a level q holds a
         share q of fresh values where cells are missing at random (a level below 0.5 those
         below its quantile, any other those at or below it: in a discrete column, whose
@@ -776,15 +777,18 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         return [back(decode(X, np.where(self._numeric(), bound, mode), self.columns_, np.isnan(values))) for bound in bounds]
 
     def _bounds(self, values: np.ndarray, levels: tuple[float, ...], num_samples: int) -> tuple[np.ndarray, np.ndarray]:
-        """`quantiles`' bounds `[Q, N, D]` of `values` (X's units; numeric columns) and the
-        num_samples unweighted joint draws `[M, N, D]` they start from."""
+        """`quantiles`' bounds `[Q, N, D]` of `values` (X's units; numeric columns) and
+        num_samples joint draws `[M, N, D]` whose levels count for its categorical holes: in the
+        rows `missingness` weights, resampled from the weighted ones (`_weighted_bounds`), so
+        that their categorical holes follow the mechanism as `transform`'s and
+        `transform_draws`' do."""
         draws = self._draws(values, num_samples, self.draws_model_)
         pits = self._matched_levels(values) or self.levels_pit_
         bounds = np.stack([draw_quantiles(torch.from_numpy(draws[..., j]), self._levels_from(pits, levels, j)).numpy()
                            for j in range(draws.shape[-1])], -1)
         mechanism = self._mechanism(values)
         if mechanism is not None:
-            self._weighted_bounds(values, mechanism, levels, pits, num_samples * WEIGHTED_DRAWS, bounds)
+            self._weighted_bounds(values, mechanism, levels, pits, num_samples * WEIGHTED_DRAWS, bounds, draws)
         return self._outward(bounds, levels), draws
 
     def _outward(self, bounds: np.ndarray, levels) -> np.ndarray:
@@ -815,19 +819,23 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         return bounds
 
     def _weighted_bounds(self, values: np.ndarray, mechanism, levels, pits: dict | None, m: int,
-                         bounds: np.ndarray) -> None:
+                         bounds: np.ndarray, draws: np.ndarray) -> None:
         """Overwrite `bounds` `[Q, N, D]` in the rows with a hole that `mechanism` weights by the
         quantiles of m fresh joint draws under the mechanism's weights, at the recalibrated
         levels (rows the mechanism leaves alone keep the unweighted quantiles, which equal
-        weights would give too). Rows in chunks of at most 2^22 drawn values."""
+        weights would give too), and those rows of `draws` `[M, N, D]` by M of the weighted
+        draws resampled by their weights (`self_masking.weighted_resample`, as
+        `transform_draws` does). Rows in chunks of at most 2^22 drawn values."""
         rows = np.flatnonzero(mechanism[-1])
         step = max(1, 2 ** 22 // (m * values.shape[1]))
+        generator = np.random.default_rng(self.seed_)
         for start in range(0, len(rows), step):
             chunk = rows[start:start + step]
-            draws, logw = self._weighted_draws(values, chunk, mechanism, m, self.draws_model_)
+            weighted, logw = self._weighted_draws(values, chunk, mechanism, m, self.draws_model_)
             for j in range(values.shape[1]):
                 bounds[:, chunk, j] = self_masking.weighted_quantiles(
-                    draws[..., j], logw, self._levels_from(pits, levels, j))
+                    weighted[..., j], logw, self._levels_from(pits, levels, j))
+            draws[:, chunk] = self_masking.weighted_resample(weighted, logw, len(draws), generator)
 
     def _weighted_draws(self, values: np.ndarray, rows, mechanism, m: int, model) -> tuple[np.ndarray, np.ndarray]:
         """m joint draws `[m, R, D]` of `model` for the rows `rows` of `values` (a bool mask or

@@ -351,7 +351,9 @@ def test_a_categorical_hole_follows_what_the_self_masked_holes_of_its_row_imply(
     # missingness="self-masking" weighs the rows' joint draws by the mechanism it fits on
     # x's holes, and each categorical hole takes the most likely level of the weighted
     # mixture of the network's conditionals given each draw: "pos" in at least 95% of those
-    # rows (it was "neg" in 99% before categorical holes were reweighted).
+    # rows (it was "neg" in 99% before categorical holes were reweighted). `quantiles`' cells
+    # there, the most frequent level of draws resampled by the weights: "pos" in at least 90%
+    # (0% when they counted unweighted draws).
     pd = pytest.importorskip("pandas")
     rng = np.random.default_rng(7)
 
@@ -371,6 +373,8 @@ def test_a_categorical_hole_follows_what_the_self_masked_holes_of_its_row_imply(
     query.loc[hidden, ["x", "c"]] = np.nan
     filled = imputer.transform(query)
     assert np.mean(filled.loc[hidden, "c"] == "pos") > 0.95
+    low, _ = imputer.quantiles(query, num_samples=100)        # its categorical cells: the weighted draws' mode
+    assert np.mean(low.loc[hidden, "c"] == "pos") > 0.9
     assert np.mean(imputer.set_params(missingness="random").transform(query).loc[hidden, "c"] == "neg") > 0.9
     assert abs(np.mean(fresh.loc[hidden, "c"] == "pos") - posterior) < 0.1      # the rows follow the posterior
 
