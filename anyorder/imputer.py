@@ -411,8 +411,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         fitted = self_masking.estimable(holes, holes.any(0)) if given.any() else np.zeros(len(given), dtype=bool)
         if not fitted.any():
             return None
-        copies = min(20, -(-CALIBRATION_CELLS // len(self.held_out_)))
-        rows = np.repeat(self.held_out_, copies, 0)
+        rows = np.repeat(self.held_out_, held_out_copies(len(self.held_out_)), 0)
         covariates = self._model_units(np.where(holes, 0.0, values))[:, given]
         reference = np.nan_to_num(rows[:, given])          # a cell missing in the data: the column's mean
         generator = np.random.default_rng(self.seed_ + 3)
@@ -526,7 +525,7 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         if rows is None or len(rows) < 10:
             return None
         rows = rows[:CALIBRATION_CELLS]
-        copies = min(20, -(-CALIBRATION_CELLS // len(rows)))
+        copies = held_out_copies(len(rows))
         rows = rows.repeat(copies, 1)
         generator = torch.Generator().manual_seed(seed)
         numeric = torch.from_numpy(self._numeric())
@@ -606,10 +605,11 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         """X with its missing cells filled (`reduce`); observed cells exactly as given."""
         self._check_params()
         X, values, back = self._prepare(X)
-        return back(decode(X, self._fill(values), self.columns_, np.isnan(values)))
+        return back(decode(X, self._fill(values, self._mechanism(values)), self.columns_, np.isnan(values)))
 
-    def _fill(self, values: np.ndarray) -> np.ndarray:
-        """`transform`'s fill `[N, D]` of `values` (X's units, NaN in the holes)."""
+    def _fill(self, values: np.ndarray, mechanism) -> np.ndarray:
+        """`transform`'s fill `[N, D]` of `values` (X's units, NaN in the holes) under
+        `_mechanism(values)`."""
         if self.reduce == "sample":
             fill = self._draws(values, 1, self.model_)[0]
         elif self.reduce == "mean":
@@ -619,7 +619,6 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                 fill[:, categorical] = self._one_pass(values)[:, categorical]
         else:
             fill = self._one_pass(values)
-        mechanism = self._mechanism(values)
         if mechanism is not None:      # rows with a hole in a self-masked column: their holes reweighted
             rows = mechanism[-1]
             draws, logw = self._weighted_draws(values, rows, mechanism, max(int(self.num_samples), SELF_MASKING_DRAWS),
@@ -738,12 +737,12 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         holes too, as `transform` and `quantiles` do."""
         m = check_count(m, "m")
         X, values, back = self._prepare(X)
-        return [back(decode(X, draw, self.columns_, np.isnan(values))) for draw in self._imputations(values, int(m))]
+        draws = self._imputations(values, int(m), self._mechanism(values))
+        return [back(decode(X, draw, self.columns_, np.isnan(values))) for draw in draws]
 
-    def _imputations(self, values: np.ndarray, m: int) -> np.ndarray:
-        """`transform_draws`' m draws `[m, N, D]` of `values` (X's units)."""
+    def _imputations(self, values: np.ndarray, m: int, mechanism) -> np.ndarray:
+        """`transform_draws`' m draws `[m, N, D]` of `values` (X's units) under `_mechanism(values)`."""
         draws = self._draws(values, m, self.draws_model_)
-        mechanism = self._mechanism(values)
         if mechanism is None:
             return draws
         rows = np.flatnonzero(mechanism[-1])
@@ -772,12 +771,14 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         the same recalibrated levels."""
         levels = check_quantiles(levels, num_samples)
         X, values, back = self._prepare(X)
-        bounds, draws = self._bounds(values, levels, num_samples)
+        bounds, draws = self._bounds(values, levels, num_samples, self._mechanism(values))
         mode = self._reduce_draws(draws)
         return [back(decode(X, np.where(self._numeric(), bound, mode), self.columns_, np.isnan(values))) for bound in bounds]
 
-    def _bounds(self, values: np.ndarray, levels: tuple[float, ...], num_samples: int) -> tuple[np.ndarray, np.ndarray]:
-        """`quantiles`' bounds `[Q, N, D]` of `values` (X's units; numeric columns) and
+    def _bounds(self, values: np.ndarray, levels: tuple[float, ...], num_samples: int,
+                mechanism) -> tuple[np.ndarray, np.ndarray]:
+        """`quantiles`' bounds `[Q, N, D]` of `values` (X's units; numeric columns) under
+        `_mechanism(values)` and
         num_samples joint draws `[M, N, D]` whose levels count for its categorical holes: in the
         rows `missingness` weights, resampled from the weighted ones (`_weighted_bounds`), so
         that their categorical holes follow the mechanism as `transform`'s and
@@ -786,7 +787,6 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         pits = self._matched_levels(values) or self.levels_pit_
         bounds = np.stack([draw_quantiles(torch.from_numpy(draws[..., j]), self._levels_from(pits, levels, j)).numpy()
                            for j in range(draws.shape[-1])], -1)
-        mechanism = self._mechanism(values)
         if mechanism is not None:
             self._weighted_bounds(values, mechanism, levels, pits, num_samples * WEIGHTED_DRAWS, bounds, draws)
         return self._outward(bounds, levels), draws
@@ -1153,26 +1153,37 @@ class ImputerFiller:
     def fill(self, raw: np.ndarray, reduce: str, num_samples: int) -> np.ndarray:
         """`transform`'s fill with `reduce` and `num_samples`; reduce="sample": `transform_draws`'
         num_samples draws `[M, N, D]` (one draw: `[N, D]`)."""
+        return self._fill(raw, reduce, num_samples, self.imputer._mechanism(raw))
+
+    def _fill(self, raw: np.ndarray, reduce: str, num_samples: int, mechanism) -> np.ndarray:
+        """`fill` under the imputer's `_mechanism(raw)`, which `intervals` has found already."""
         imputer = self.imputer
         if reduce == "sample":
-            draws = imputer._imputations(raw, num_samples)
+            draws = imputer._imputations(raw, num_samples, mechanism)
             return draws if num_samples > 1 else draws[0]
         imputer = copy.copy(imputer).set_params(reduce=reduce, num_samples=num_samples)
         imputer._check_params()
-        return imputer._fill(raw)
+        return imputer._fill(raw, mechanism)
 
     def intervals(self, raw: np.ndarray, quantiles: tuple[float, ...], num_samples: int, reduce: str):
         """`quantiles`' bounds in the numeric holes, the shares of the same num_samples draws at
         each level in the categorical ones, and the fill of `reduce` ("sample": of "mean")."""
         from .data.table_io import FileIntervals
-        bounds, draws = self.imputer._bounds(raw, quantiles, num_samples)
+        mechanism = self.imputer._mechanism(raw)          # one test for self-masking, for bounds and fill alike
+        bounds, draws = self.imputer._bounds(raw, quantiles, num_samples, mechanism)
         numeric, missing = self.imputer._numeric(), np.isnan(raw)
         levels = max([len(c.levels) for c in self.imputer.columns_ if c.categorical] or [1])
         shares = np.zeros((*raw.shape, levels))
         shares[:, ~numeric] = count_levels(torch.from_numpy(draws[..., ~numeric]), levels).numpy() / len(draws)
         shares = np.where((missing & ~numeric)[..., None], shares, 0.0)
-        fill = self.fill(raw, "mean" if reduce == "sample" else reduce, num_samples)
+        fill = self._fill(raw, "mean" if reduce == "sample" else reduce, num_samples, mechanism)
         return FileIntervals(tuple(quantiles), fill, draws, np.where(missing & numeric, bounds, np.nan), shares)
+
+
+def held_out_copies(rows: int) -> int:
+    """Masked copies of `rows` held-out rows that make CALIBRATION_CELLS rows (at most 20):
+    `fit`'s calibration and `quantiles`' recalibration on rows masked like its own."""
+    return min(20, -(-CALIBRATION_CELLS // rows))
 
 
 def shown_decimals(values: np.ndarray, numeric: np.ndarray) -> list:
