@@ -228,7 +228,9 @@ def impute_parser(sub) -> None:
     p.add_argument("--input", required=True, help="CSV/TSV with empty or NaN cells to fill")
     p.add_argument("--output", required=True,
                    help="where the completed table goes (.tsv: tabs, else commas); never the input")
-    p.add_argument("--num-samples", type=count(1), default=10, help="draws per row (mean, sample)")
+    p.add_argument("--num-samples", type=count(1),
+                   help="draws per row (mean, sample, --quantiles); default 100 with --quantiles, else 10 "
+                        "(an AnyOrderImputer.save checkpoint: its own num_samples)")
     p.add_argument("--reduce", choices=REDUCTIONS,
                    help="mean of the draws (the default for a trained model), every draw (multiple imputation), or "
                         "one-pass conditional mean; a checkpoint of AnyOrderImputer.save fills as its imputer does "
@@ -260,7 +262,7 @@ def _decimals(text: str):
 
 def cmd_impute(args) -> None:
     output_file(args.output, "--output", inputs=(args.input,))
-    if args.quantiles:
+    if args.quantiles and args.num_samples is not None:
         check_quantiles(args.quantiles, args.num_samples)
     if args.steps is not None and args.reduce == "conditional-mean":
         raise UserError("--steps sets the passes of sampled imputations; --reduce conditional-mean takes one pass")

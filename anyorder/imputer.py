@@ -1149,6 +1149,7 @@ class ImputerFiller:
     def __init__(self, imputer: AnyOrderImputer):
         check_is_fitted(imputer, "model_")
         self.imputer = imputer
+        self.num_samples = imputer.num_samples        # the draws its `transform` averages
 
     def fill(self, raw: np.ndarray, reduce: str, num_samples: int) -> np.ndarray:
         """`transform`'s fill with `reduce` and `num_samples`; reduce="sample": `transform_draws`'

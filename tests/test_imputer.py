@@ -756,3 +756,8 @@ def test_the_command_line_fills_a_file_as_the_saved_imputer_does(tmp_path):
                  "--output", str(tmp_path / "blank-out.csv"), "--quiet"]) == 0
     row = (tmp_path / "blank-out.csv").read_text().splitlines()[1].split(",")
     assert [len(cell.partition(".")[2]) for cell in row[:2]] == [3, 3] and row[2] == "low"
+    # intervals without --num-samples: 100 draws (the imputer's own 20 cannot place the 1%
+    # quantile, which needs 100; with 10 by default the command refused any --quantiles)
+    assert main(["impute", str(tmp_path / "imputer"), "--input", str(tmp_path / "blank.csv"),
+                 "--output", str(tmp_path / "blank-q.csv"), "--quantiles", "0.01,0.99", "--quiet"]) == 0
+    assert len(pd.read_csv(intervals_path(tmp_path / "blank-q.csv"))) == 2
