@@ -211,7 +211,7 @@ def cmd_sample(args) -> None:
         for flags, options in data_io(kind).sample_options if kind != meta["kind"] else ():
             name = options.get("dest") or flags[0].lstrip("-").replace("-", "_")
             if getattr(args, name) not in (None, False):
-                raise UserError(f"{flags[0]} is for {kind} models; {args.checkpoint} holds a {meta['kind']} model")
+                raise UserError(f"{flags[0]} is for {kind} models; {args.checkpoint} holds {_a(meta['kind'])} model")
     io.check_sample_args(args)
     # The queries and the samples are held whole (values, mask, samples: 17 bytes a variable).
     memory.check_fits(args.num * meta["dim"] * 17, f"--num {args.num}")
@@ -357,6 +357,11 @@ def decompress_parser(sub) -> None:
                    "it uses the thread count and batch size recorded in the file", cmd_decompress)
 
 
+def _a(word: str) -> str:
+    """`word` with its indefinite article ("an image", "a table")."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+
+
 def cmd_compress(args) -> None:
     from .compress import compress_file
     device = resolve_device(args.device)
@@ -364,9 +369,9 @@ def cmd_compress(args) -> None:
     sizes = compress_file(model, config, meta, args.input, args.output, args.batch_size, args.threads,
                           not args.quiet, args.steps, args.precision)
     unit = data_io(meta["kind"]).variable_name(meta)
-    rate = 8 * sizes["bytes_out"] / max(sizes["variables"], 1)
+    rate = f"{8 * sizes['bytes_out'] / sizes['variables']:.4f} bits per {unit}, " if sizes["variables"] else ""
     print(f"wrote {args.output}: {sizes['bytes_in']} bytes -> {sizes['bytes_out']} bytes "
-          f"({rate:.4f} bits per {unit}, {sizes['variables']} {unit}s)")
+          f"({rate}{sizes['variables']} {unit}s)")
 
 
 def cmd_decompress(args) -> None:
