@@ -58,25 +58,20 @@ class BoostedFill:
         masked = np.concatenate([np.where(generator.random(rows.shape) < rate, np.nan, rows) for _ in range(count)])
         target = np.tile(rows, (count, 1))
         baseline, trees = np.zeros(rows.shape[1]), [None] * rows.shape[1]
-        for j in np.flatnonzero(numeric):
+        for j in range(rows.shape[1]):
             seen = ~np.isnan(target[:, j])
-            if seen.sum() < 20:
-                baseline[j] = np.nanmean(rows[:, j]) if (~np.isnan(rows[:, j])).any() else 0.0
+            if seen.sum() < 20 or (not numeric[j] and len(np.unique(target[seen, j])) < 2):
+                if numeric[j]:
+                    baseline[j] = np.nanmean(rows[:, j]) if (~np.isnan(rows[:, j])).any() else 0.0
                 continue
-            model = HistGradientBoostingRegressor(max_iter=iterations, max_leaf_nodes=LEAVES, early_stopping=False,
-                                                  random_state=seed)
+            kind = HistGradientBoostingRegressor if numeric[j] else HistGradientBoostingClassifier
+            model = kind(max_iter=iterations, max_leaf_nodes=LEAVES, early_stopping=False, random_state=seed)
             with threadpool_limits(threads):
-                model.fit(np.delete(masked[seen], j, 1), target[seen, j])
-            baseline[j], trees[j] = tree_arrays(model)
-        for j in np.flatnonzero(~numeric):
-            seen = ~np.isnan(target[:, j])
-            if seen.sum() < 20 or len(np.unique(target[seen, j])) < 2:
-                continue
-            model = HistGradientBoostingClassifier(max_iter=iterations, max_leaf_nodes=LEAVES, early_stopping=False,
-                                                   random_state=seed)
-            with threadpool_limits(threads):
-                model.fit(np.delete(masked[seen], j, 1), target[seen, j].astype(np.int64))
-            trees[j] = classifier_arrays(model)
+                model.fit(np.delete(masked[seen], j, 1), target[seen, j] if numeric[j] else target[seen, j].astype(np.int64))
+            if numeric[j]:
+                baseline[j], trees[j] = tree_arrays(model)
+            else:
+                trees[j] = classifier_arrays(model)
         return cls(numeric, baseline, trees)
 
     def predict(self, rows: np.ndarray, column: int) -> np.ndarray:

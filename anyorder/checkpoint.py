@@ -42,7 +42,10 @@ def save(run_dir: str | Path, weights: dict, config: Config, meta: dict, step: i
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise CheckpointError(f"cannot save a checkpoint to {run_dir}: it is a file, and a checkpoint is a folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CheckpointError(f"cannot save a checkpoint to {run_dir}: {err.strerror or err}") from err
     tensors = {k: v.detach().float().contiguous().cpu() if v.is_floating_point() else v.contiguous().cpu()
                for k, v in weights.items()}
     info = {"format": FORMAT, "config": json.dumps(config.to_dict()), "meta": json.dumps(meta), "step": str(step)}

@@ -211,7 +211,7 @@ def cmd_sample(args) -> None:
         for flags, options in data_io(kind).sample_options if kind != meta["kind"] else ():
             name = options.get("dest") or flags[0].lstrip("-").replace("-", "_")
             if getattr(args, name) not in (None, False):
-                raise UserError(f"{flags[0]} is for {kind} models; {args.checkpoint} holds a {meta['kind']} model")
+                raise UserError(f"{flags[0]} is for {kind} models; {args.checkpoint} holds {_a(meta['kind'])} model")
     io.check_sample_args(args)
     # The queries and the samples are held whole (values, mask, samples: 17 bytes a variable).
     memory.check_fits(args.num * meta["dim"] * 17, f"--num {args.num}")
@@ -228,7 +228,9 @@ def impute_parser(sub) -> None:
     p.add_argument("--input", required=True, help="CSV/TSV with empty or NaN cells to fill")
     p.add_argument("--output", required=True,
                    help="where the completed table goes (.tsv: tabs, else commas); never the input")
-    p.add_argument("--num-samples", type=count(1), default=10, help="draws per row (mean, sample)")
+    p.add_argument("--num-samples", type=count(1),
+                   help="draws per row (mean, sample, --quantiles); default 100 with --quantiles, else 10 "
+                        "(an AnyOrderImputer.save checkpoint: its own num_samples)")
     p.add_argument("--reduce", choices=REDUCTIONS,
                    help="mean of the draws (the default for a trained model), every draw (multiple imputation), or "
                         "one-pass conditional mean; a checkpoint of AnyOrderImputer.save fills as its imputer does "
@@ -260,7 +262,7 @@ def _decimals(text: str):
 
 def cmd_impute(args) -> None:
     output_file(args.output, "--output", inputs=(args.input,))
-    if args.quantiles:
+    if args.quantiles and args.num_samples is not None:
         check_quantiles(args.quantiles, args.num_samples)
     if args.steps is not None and args.reduce == "conditional-mean":
         raise UserError("--steps sets the passes of sampled imputations; --reduce conditional-mean takes one pass")
@@ -355,6 +357,11 @@ def decompress_parser(sub) -> None:
                    "it uses the thread count and batch size recorded in the file", cmd_decompress)
 
 
+def _a(word: str) -> str:
+    """`word` with its indefinite article ("an image", "a table")."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+
+
 def cmd_compress(args) -> None:
     from .compress import compress_file
     device = resolve_device(args.device)
@@ -362,9 +369,9 @@ def cmd_compress(args) -> None:
     sizes = compress_file(model, config, meta, args.input, args.output, args.batch_size, args.threads,
                           not args.quiet, args.steps, args.precision)
     unit = data_io(meta["kind"]).variable_name(meta)
-    rate = 8 * sizes["bytes_out"] / max(sizes["variables"], 1)
+    rate = f"{8 * sizes['bytes_out'] / sizes['variables']:.4f} bits per {unit}, " if sizes["variables"] else ""
     print(f"wrote {args.output}: {sizes['bytes_in']} bytes -> {sizes['bytes_out']} bytes "
-          f"({rate:.4f} bits per {unit}, {sizes['variables']} {unit}s)")
+          f"({rate}{sizes['variables']} {unit}s)")
 
 
 def cmd_decompress(args) -> None:

@@ -23,6 +23,7 @@ from .errors import UserError, check_count
 from .heads import count_levels
 
 REDUCTIONS = ("mean", "sample", "conditional-mean")
+INTERVAL_DRAWS = 100      # draws per row for intervals when none are named: 5 on each side of a 90% interval
 
 
 def _check_table(table: torch.Tensor, name: str = "table") -> torch.Tensor:
@@ -140,7 +141,7 @@ def check_quantiles(quantiles, num_samples: int | None) -> tuple[float, ...]:
 
 
 @torch.no_grad()
-def impute_intervals(model, table: torch.Tensor, /, quantiles=(0.05, 0.95), num_samples: int = 100,
+def impute_intervals(model, table: torch.Tensor, /, quantiles=(0.05, 0.95), num_samples: int = INTERVAL_DRAWS,
                      temperature: float = 1.0, generator: torch.Generator | None = None,
                      batch_size: int = 4096, progress: bool = False, floor: torch.Tensor | None = None,
                      **query) -> Intervals:

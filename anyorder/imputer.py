@@ -1149,6 +1149,7 @@ class ImputerFiller:
     def __init__(self, imputer: AnyOrderImputer):
         check_is_fitted(imputer, "model_")
         self.imputer = imputer
+        self.num_samples = imputer.num_samples        # the draws its `transform` averages
 
     def fill(self, raw: np.ndarray, reduce: str, num_samples: int) -> np.ndarray:
         """`transform`'s fill with `reduce` and `num_samples`; reduce="sample": `transform_draws`'
@@ -1271,6 +1272,10 @@ def _check_input(X):
                              "X.reshape(-1, 1) for a single feature or X.reshape(1, -1) for a single sample")
         if np.iscomplexobj(X):
             raise ValueError("Complex data not supported")
+    if is_frame(X) and not X.columns.is_unique:
+        twice = list(dict.fromkeys(X.columns[X.columns.duplicated()]))
+        raise ValueError(f"X has more than one column named {', '.join(map(repr, twice))}; "
+                         "give each column its own name")
     if X.shape[1] < 1:
         raise ValueError(f"0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
     if X.shape[0] < 1:

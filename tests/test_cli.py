@@ -59,6 +59,11 @@ def test_image_inpainting_writes_a_grid(tmp_path, capsys):
     (tmp_path / "a-file").write_text("")
     assert main(["sample", str(run), "--out", str(tmp_path / "a-file")]) == 2
     assert "is a file" in capsys.readouterr().err
+    # a file that is no picture, named without .png, is read as one (it was taken for an unknown mask kind)
+    assert main(["sample", str(run), "--inpaint", str(tmp_path / "a-file"), "--out", str(tmp_path / "failed")]) == 2
+    assert "cannot read mask picture" in capsys.readouterr().err
+    assert main(["sample", str(run), "--text", "a_b"]) == 2
+    assert "holds an image model" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -215,6 +220,12 @@ def test_outputs_are_checked_before_the_work_and_nothing_is_left_behind(text_run
     _one_line_error(capsys, "--out is for image models")
     assert main(["sample", str(text_run), "--inpaint", "centre"]) == 2
     _one_line_error(capsys, "--inpaint is for image models")
+    # --output a folder, with several fills: refused (fills went to the folder's name with .1, .2, … beside it)
+    (tmp_path / "fills").mkdir()
+    assert main(["sample", str(text_run), "--text", "a_b", "--num", "2", "--output", str(tmp_path / "fills")]) == 2
+    _one_line_error(capsys, "--output", "is a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fills"] and not any((tmp_path / "fills").iterdir())
+    (tmp_path / "fills").rmdir()
     assert list(tmp_path.iterdir()) == []                      # no samples/ or pics/ folder
 
 

@@ -290,6 +290,9 @@ def test_cli_round_trip_and_errors(tmp_path, text_model, capsys):
     assert main(["compress", str(tmp_path / "run"), str(tmp_path / "a.txt"), str(tmp_path / "a.aoz"),
                  "--quiet", "--threads", "1", "--batch-size", "2"]) == 0
     assert "bits per character" in capsys.readouterr().out
+    (tmp_path / "empty.txt").write_bytes(b"")      # no rate to print (it printed 8 x the header's bytes per 0)
+    assert main(["compress", str(tmp_path / "run"), str(tmp_path / "empty.txt"), str(tmp_path / "e.aoz"), "--quiet"]) == 0
+    assert "bits per" not in capsys.readouterr().out
     assert main(["decompress", str(tmp_path / "run"), str(tmp_path / "a.aoz"), str(tmp_path / "b.txt"),
                  "--quiet"]) == 0
     assert (tmp_path / "b.txt").read_bytes() == text

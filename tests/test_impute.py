@@ -199,3 +199,25 @@ def test_written_fills_keep_the_columns_precision_and_nonnegative_columns_stay_n
     assert any(len(c[0].partition(".")[2]) > 3 for c in read_rows(tmp_path / "free.csv")[1])
     impute_file(make(dim=2), meta, tmp_path / "in.csv", tmp_path / "two.csv", decimals=2)
     assert all(len(read_rows(tmp_path / "two.csv")[1][i][j].partition(".")[2]) == 2 for i, j in holes)
+
+
+def test_intervals_without_a_count_of_draws_take_enough_of_them(tmp_path):
+    # The filler's own 10 draws cannot place a 5% quantile (20 needed), and asking for
+    # intervals without a count was refused with defaults on both sides. Without a count,
+    # intervals take INTERVAL_DRAWS (100): the same file as naming 100, at the same seed; a
+    # plain fill takes the filler's own count (10), as naming 10 does.
+    (tmp_path / "in.csv").write_text("a,b\n" + "1.5,\n,0.25\n2.0,0.5\n,\n" * 5)
+    meta = {"columns": ["a", "b"], "mean": [1.0, 0.0], "std": [1.0, 1.0]}
+    model = make(dim=2)
+    for name, count in (("default", None), ("named", 100)):
+        impute_file(model, meta, tmp_path / "in.csv", tmp_path / f"{name}.csv", num_samples=count, seed=3,
+                    quantiles=(0.05, 0.95))
+    for name in ("default", "named"):
+        assert (tmp_path / f"{name}.csv").read_text() != (tmp_path / "in.csv").read_text()
+    assert intervals_path(tmp_path / "default.csv").read_text() == intervals_path(tmp_path / "named.csv").read_text()
+    assert (tmp_path / "default.csv").read_text() == (tmp_path / "named.csv").read_text()
+    plain = [impute_file(model, meta, tmp_path / "in.csv", tmp_path / f"plain-{c}.csv", num_samples=c, seed=3,
+                         decimals="full") for c in (None, 10, 11)]
+    assert np.array_equal(plain[0], plain[1]) and not np.array_equal(plain[0], plain[2])
+    with pytest.raises(UserError, match="too few"):
+        impute_file(model, meta, tmp_path / "in.csv", tmp_path / "few.csv", num_samples=10, quantiles=(0.05, 0.95))

@@ -4,6 +4,7 @@ a known distribution. Tiny tables and a few training steps keep each test to sec
 
 import json
 import math
+import os
 import pickle
 import subprocess
 import sys
@@ -431,6 +432,13 @@ def test_every_parameter_and_argument_of_the_wrong_type_or_range_is_one_line(tmp
     with pytest.raises(ValueError, match="it is a file, and a checkpoint is a folder"):
         imputer.save(notes)
     assert notes.read_text() == "kept"
+    with pytest.raises(ValueError, match="cannot save a checkpoint to /proc/anyorder-.*: No such file"):
+        imputer.save(f"/proc/anyorder-{os.getpid()}/imputer")       # a folder no one may make
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(np.array(X, dtype=float)[:, [0, 1, 0]], columns=["a", "b", "a"])
+    with pytest.raises(ValueError, match="more than one column named 'a'") as caught:
+        AnyOrderImputer(**TINY).fit(frame)
+    assert "\n" not in str(caught.value)
 
 
 def test_the_quantile_transform_maps_back_into_the_observed_range_and_saves(tmp_path):
@@ -756,3 +764,8 @@ def test_the_command_line_fills_a_file_as_the_saved_imputer_does(tmp_path):
                  "--output", str(tmp_path / "blank-out.csv"), "--quiet"]) == 0
     row = (tmp_path / "blank-out.csv").read_text().splitlines()[1].split(",")
     assert [len(cell.partition(".")[2]) for cell in row[:2]] == [3, 3] and row[2] == "low"
+    # intervals without --num-samples: 100 draws (the imputer's own 20 cannot place the 1%
+    # quantile, which needs 100; with 10 by default the command refused any --quantiles)
+    assert main(["impute", str(tmp_path / "imputer"), "--input", str(tmp_path / "blank.csv"),
+                 "--output", str(tmp_path / "blank-q.csv"), "--quantiles", "0.01,0.99", "--quiet"]) == 0
+    assert len(pd.read_csv(intervals_path(tmp_path / "blank-q.csv"))) == 2

@@ -307,13 +307,13 @@ class ImageIO(DataIO):
         args.out = output_folder(args.out or "samples", "--out")
 
     def sample_queries(self, args, meta, rows, generator):
-        from anyorder.pictures import image_masks, mask_from_png
+        from anyorder.pictures import MASK_KINDS, image_masks, mask_from_png
         shape = tuple(meta["shape"])
         if not args.inpaint:
             x = torch.zeros(args.num, meta["dim"], dtype=torch.long)
             return x, torch.zeros_like(x, dtype=torch.bool)
         x = rows()
-        if Path(args.inpaint).suffix.lower() == ".png":
+        if Path(args.inpaint).suffix.lower() == ".png" or args.inpaint not in MASK_KINDS and Path(args.inpaint).is_file():
             return x, mask_from_png(args.inpaint, shape).expand(len(x), -1)
         return x, image_masks(len(x), shape, args.inpaint, aligned=not args.per_channel, generator=generator)
 

@@ -23,7 +23,7 @@ import torch
 
 from ..errors import UserError
 from ..files import remove_stale
-from ..impute import check_quantiles, impute, impute_intervals
+from ..impute import INTERVAL_DRAWS, check_quantiles, impute, impute_intervals
 from ..paths import output_file
 from .base import DataError, DataIO
 from .tables import (column_decimals, decode_cells, encode_cells, floors, format_cell, read_rows, standardise,
@@ -95,6 +95,9 @@ class FileFiller(Protocol):
     the holes of `raw` `[N, D]`): a trained model (`ModelFiller`) or a fitted
     `anyorder.AnyOrderImputer` (its blend, calibrated intervals and missingness model)."""
 
+    num_samples: int
+    """Draws per row for `fill` where the caller names none (intervals take INTERVAL_DRAWS)."""
+
     def fill(self, raw: np.ndarray, reduce: str, num_samples: int) -> np.ndarray:
         """`raw` filled `[N, D]`; reduce="sample" with num_samples > 1: every draw `[M, N, D]`."""
 
@@ -107,6 +110,8 @@ class FileFiller(Protocol):
 class ModelFiller:
     """A trained model as a `FileFiller` (`impute`, `impute_intervals`), with a seeded
     generator, an optional progress bar and the step-budget `query` options."""
+
+    num_samples = 10
 
     def __init__(self, model, meta: dict, seed: int = 0, progress: bool = False, **query):
         self.model, self.meta = model, meta
@@ -151,7 +156,7 @@ def _interval_rows(intervals: FileIntervals, meta: dict, missing: np.ndarray, co
     return out
 
 
-def impute_file(model, meta: dict, input, output, num_samples: int = 10, reduce: str = "mean",
+def impute_file(model, meta: dict, input, output, num_samples: int | None = None, reduce: str = "mean",
                 seed: int = 0, quantiles=None, progress: bool = False, decimals="column",
                 filler: FileFiller | None = None, **query) -> np.ndarray:
     """Fill the missing cells of a CSV/TSV file with a model trained on a table described by
@@ -161,6 +166,8 @@ def impute_file(model, meta: dict, input, output, num_samples: int = 10, reduce:
     rounded; a row with no observed cell is filled from the model's joint. `output` must
     differ from `input` and be writable (checked before any work). reduce="sample" with
     num_samples > 1 writes the draws one after another under an extra first column "draw".
+    num_samples None: INTERVAL_DRAWS (100) with `quantiles`, else the filler's own
+    (`FileFiller.num_samples`: 10 for a trained model, an imputer's `num_samples`).
 
     quantiles (e.g. (0.05, 0.95)): also write `intervals_path(output)`, one row per hole
     from `impute_intervals` with `num_samples` draws: row (0 = the first data row), column,
@@ -178,6 +185,9 @@ def impute_file(model, meta: dict, input, output, num_samples: int = 10, reduce:
     output = output_file(output, "output", inputs=(input,))
     side = output_file(intervals_path(output), "intervals output", inputs=(input,)) if quantiles is not None else None
     remove_stale(output.parent)         # .partial files of imputations that were killed
+    filler = filler if filler is not None else ModelFiller(model, meta, seed, progress, **query)
+    if num_samples is None:
+        num_samples = INTERVAL_DRAWS if side is not None else filler.num_samples
     if side is not None:
         quantiles = check_quantiles(quantiles, num_samples)
     columns, cells, lines = read_rows(input)
@@ -192,7 +202,6 @@ def impute_file(model, meta: dict, input, output, num_samples: int = 10, reduce:
     levels = meta.get("levels") or [None] * len(expected)
     raw = encode_cells(list(expected), cells, lines, levels, input)
     places = written_decimals(decimals, meta, cells)
-    filler = filler if filler is not None else ModelFiller(model, meta, seed, progress, **query)
     intervals = filler.intervals(raw, quantiles, num_samples, reduce) if side is not None else None
     if intervals is not None:
         filled = intervals.draws if reduce == "sample" else intervals.fill

@@ -406,6 +406,7 @@ class TextIO(DataIO):
         if args.random_mask is not None and (prompt or args.continue_):
             raise UserError("--random-mask hides bytes of test rows; it takes no prompt or --continue")
         if args.output is not None:
+            output_file(args.output, "--output")          # a folder, not the folder of path.1, path.2, …
             args.outputs = [output_file(path, "--output", (args.text_file,) if args.text_file else ())
                             for path in _numbered(Path(args.output), args.num)]
 
