@@ -1076,15 +1076,13 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
                     for end, by_column in self.levels_pit_.items()},
                    "discrete": [None if v is None else v.tolist() for v in self.discrete_],
                    "atoms": [None if v is None else v.tolist() for v in self.atoms_],
-                   "held_out": None if self.held_out_ is None else
-                   [[None if np.isnan(x) else float(x) for x in row] for row in self.held_out_],
+                   "held_out": None if self.held_out_ is None else _json_floats(self.held_out_),
                    "mechanism_reference": None if self.mechanism_reference_ is None else
-                   {k: [None if np.isnan(x) else float(x) for x in v] for k, v in self.mechanism_reference_.items()},
+                   {k: _json_floats(v) for k, v in self.mechanism_reference_.items()},
                    "gaussian": None if self.gaussian_ is None else self.gaussian_.to_json(),
                    "blend_weights": None if self.blend_weights_ is None else self.blend_weights_.tolist(),
                    "stack_weights": None if self.stack_weights_ is None else self.stack_weights_.tolist(),
                    "blend": self.blend_}
-        # (json writes an infinite standard error as Infinity, which json reads back)
         imputer["params"]["categorical"] = list(imputer["params"]["categorical"])
         checkpoint.save(path, self.model_.state_dict(), self.config_, {**self.meta_, "imputer": imputer},
                         self.n_steps_)
@@ -1121,11 +1119,10 @@ class AnyOrderImputer(TransformerMixin, BaseEstimator):
         self.atoms_ = [None if v is None else np.asarray(v) for v in info.get("atoms", [None] * len(self.columns_))]
         self.levels_pit_ = _saved_levels(info, self._numeric())
         held_out = info.get("held_out")          # (imputers saved before it was kept have none: `fit`'s levels)
-        self.held_out_ = None if held_out is None else np.array([[np.nan if x is None else x for x in row]
-                                                                 for row in held_out], dtype=float)
+        self.held_out_ = None if held_out is None else np.array(held_out, dtype=float)      # null: NaN
         reference = info.get("mechanism_reference")
         self.mechanism_reference_ = None if reference is None else \
-            {k: np.array([np.nan if x is None else x for x in v], dtype=float) for k, v in reference.items()}
+            {k: np.array(v, dtype=float) for k, v in reference.items()}
         self.gaussian_ = None if info.get("gaussian") is None else GaussianFill.from_json(info["gaussian"])
         self.blend_weights_ = None if info.get("blend_weights") is None else np.asarray(info["blend_weights"])
         self.stack_weights_ = None if info.get("stack_weights") is None else np.asarray(info["stack_weights"])
@@ -1149,7 +1146,11 @@ class ImputerFiller:
     def __init__(self, imputer: AnyOrderImputer):
         check_is_fitted(imputer, "model_")
         self.imputer = imputer
-        self.num_samples = imputer.num_samples        # the draws its `transform` averages
+
+    @property
+    def num_samples(self) -> int:
+        """The draws the imputer's `transform` averages (`FileFiller.num_samples`)."""
+        return self.imputer.num_samples
 
     def fill(self, raw: np.ndarray, reduce: str, num_samples: int) -> np.ndarray:
         """`transform`'s fill with `reduce` and `num_samples`; reduce="sample": `transform_draws`'
@@ -1179,6 +1180,12 @@ class ImputerFiller:
         shares = np.where((missing & ~numeric)[..., None], shares, 0.0)
         fill = self._fill(raw, "mean" if reduce == "sample" else reduce, num_samples, mechanism)
         return FileIntervals(tuple(quantiles), fill, draws, np.where(missing & numeric, bounds, np.nan), shares)
+
+
+def _json_floats(values: np.ndarray) -> list:
+    """`values` as nested lists for JSON, NaN as null (which `np.array(..., dtype=float)` reads
+    back as NaN; an infinity is written as Infinity, which json reads back)."""
+    return np.where(np.isnan(values), None, values).tolist()
 
 
 def held_out_copies(rows: int) -> int:

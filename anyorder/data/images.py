@@ -313,7 +313,7 @@ class ImageIO(DataIO):
             x = torch.zeros(args.num, meta["dim"], dtype=torch.long)
             return x, torch.zeros_like(x, dtype=torch.bool)
         x = rows()
-        if Path(args.inpaint).suffix.lower() == ".png" or args.inpaint not in MASK_KINDS and Path(args.inpaint).is_file():
+        if args.inpaint not in MASK_KINDS and (Path(args.inpaint).suffix.lower() == ".png" or Path(args.inpaint).is_file()):
             return x, mask_from_png(args.inpaint, shape).expand(len(x), -1)
         return x, image_masks(len(x), shape, args.inpaint, aligned=not args.per_channel, generator=generator)
 
